@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// Runs every unit and integration test (tiers 1-2, DESIGN.md §8) from the compiled dist/test
+// tree, then the C library's own test suite when it has been built (clib/Makefile).
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync, existsSync } from 'node:fs';
+import path from 'node:path';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+function collect(dir, out) {
+  if (!existsSync(dir)) return out;
+  for (const name of readdirSync(dir).sort()) {
+    const p = path.join(dir, name);
+    if (statSync(p).isDirectory()) {
+      if (name === 'e2e' || name === 'helpers') continue;
+      collect(p, out);
+    } else if (name.endsWith('.test.js')) out.push(p);
+  }
+  return out;
+}
+const files = collect(path.join(root, 'dist', 'test'), []);
+const extra = process.argv.slice(2);
+const run = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=900000', ...extra, ...files], {
+  stdio: 'inherit',
+  cwd: root,
+});
+process.exitCode = run.status ?? 1;

@@ -1,0 +1,98 @@
+/**
+ * Error classes (DESIGN.md §10; modelled on undici's core/errors): one base class,
+ * one subclass per failure, each with a stable `code` that callers switch on.
+ * `errno`/`syscall` are set when a system call failed underneath.
+ */
+
+export class KvmchanError extends Error {
+  readonly code: string;
+  errno?: number;
+  syscall?: string;
+
+  constructor(message: string, code = 'KVMCHAN_E_UNKNOWN', options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'KvmchanError';
+    this.code = code;
+  }
+}
+
+/** The peer wrote values into shared memory that break the ring invariants (ring-protocol.md §6). */
+export class RingCorruptError extends KvmchanError {
+  constructor(message = 'ring corrupted by peer') {
+    super(message, 'KVMCHAN_E_CORRUPT');
+    this.name = 'RingCorruptError';
+  }
+}
+
+/** The operation needs an open peer, and the peer has closed (or died). */
+export class ClosedError extends KvmchanError {
+  constructor(message = 'vchan closed by peer') {
+    super(message, 'KVMCHAN_E_CLOSED');
+    this.name = 'ClosedError';
+  }
+}
+
+/** A packet larger than the ring can never be sent or received whole. */
+export class MessageTooLargeError extends KvmchanError {
+  constructor(size: number, ringSize: number) {
+    super(`packet of ${size} bytes exceeds ring size ${ringSize}`, 'KVMCHAN_E_MSGSIZE');
+    this.name = 'MessageTooLargeError';
+  }
+}
+
+export class InvalidArgumentError extends KvmchanError {
+  constructor(message: string) {
+    super(message, 'KVMCHAN_E_INVALID_ARG');
+    this.name = 'InvalidArgumentError';
+  }
+}
+
+export class TimeoutError extends KvmchanError {
+  constructor(message = 'operation timed out') {
+    super(message, 'KVMCHAN_E_TIMEOUT');
+    this.name = 'TimeoutError';
+  }
+}
+
+export class AbortError extends KvmchanError {
+  constructor(message = 'operation aborted', options?: ErrorOptions) {
+    super(message, 'KVMCHAN_E_ABORTED', options);
+    this.name = 'AbortError';
+  }
+}
+
+/** Wire-protocol framing or decoding failure (wire-protocol.md). Closes the connection. */
+export class ProtocolError extends KvmchanError {
+  constructor(message: string, code = 'KVMCHAN_E_PROTOCOL') {
+    super(message, code);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** The daemon answered a request with a negative errno (wire-protocol.md, replies). */
+export class DaemonError extends KvmchanError {
+  constructor(message: string, errnoName: string, errno: number) {
+    super(message, `KVMCHAN_E_DAEMON_${errnoName}`);
+    this.name = 'DaemonError';
+    this.errno = errno;
+  }
+}
+
+/** The local daemon cannot be reached or went away. */
+export class DaemonUnavailableError extends KvmchanError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 'KVMCHAN_E_NO_DAEMON', options);
+    this.name = 'DaemonUnavailableError';
+  }
+}
+
+/** Wrap an addon (errno-style) error into a KvmchanError, keeping errno and syscall. */
+export function fromSystemError(err: unknown, context: string): KvmchanError {
+  const e = err as { code?: string; errno?: number; syscall?: string; message?: string };
+  const wrapped = new KvmchanError(`${context}: ${e.message ?? String(err)}`, `KVMCHAN_E_SYS_${e.code ?? 'UNKNOWN'}`, {
+    cause: err,
+  });
+  if (typeof e.errno === 'number') wrapped.errno = e.errno;
+  if (typeof e.syscall === 'string') wrapped.syscall = e.syscall;
+  return wrapped;
+}
