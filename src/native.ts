@@ -133,6 +133,7 @@ function load(): NativeBinding {
   } catch (err) {
     throw new Error(
       `kvmchan: cannot load the native addon at ${file}; run \`npm run build:native\` (${String(err)})`,
+      { cause: err },
     );
   }
   const missing = EXPECTED.filter((name) => typeof binding[name] !== 'function');
