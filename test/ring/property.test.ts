@@ -118,7 +118,6 @@ test('random operation sequences match the reference model', () => {
 });
 
 test('peer close: reader drains then sees EOF, writer fails at once', () => {
-  const rng = new Prng(7);
   const { server, client } = makePair(10, 10, 0);
   assert.equal(client.ep.tryWrite(new Uint8Array([1, 2, 3])), 3);
   const kicks = server.kicksReceived;
