@@ -1,0 +1,98 @@
+/** Creating vchans: server init and client init through the local daemon (DESIGN.md §6). */
+import { DaemonConnection } from './daemon-connection.js';
+import { Vchan, type VchanOptions } from './vchan.js';
+import { Command, TIMEOUT_INFINITE, VchanRole } from '../protocol/constants.js';
+import type { VchanInfo } from '../protocol/types.js';
+import { DaemonError, InvalidArgumentError, TimeoutError } from '../errors.js';
+import type { VchanSetup } from './setup.js';
+
+export interface ListenOptions extends VchanOptions {
+  /** Port (u32), chosen by the server as in Qubes. */
+  port: number;
+  /** The domain allowed to connect (default 0, the host). */
+  domain?: number;
+  /** Minimum bytes of the ring this side reads / writes (rounded up to a power of two, ≥ 1 KiB). */
+  readMin?: number;
+  writeMin?: number;
+  runtimeDir?: string;
+  signal?: AbortSignal;
+}
+
+export interface ConnectOptions extends VchanOptions {
+  port: number;
+  /** The server's domain (default 0, the host). */
+  domain?: number;
+  /** Milliseconds to wait for the server to appear (default: forever; 0: do not wait). */
+  timeout?: number;
+  runtimeDir?: string;
+  signal?: AbortSignal;
+}
+
+function checkU32(v: number, what: string): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new InvalidArgumentError(`${what} must be a u32, got ${v}`);
+  return v;
+}
+
+function toSetup(info: VchanInfo, fds: readonly number[], conn: DaemonConnection): VchanSetup {
+  const [shm, wait, kick] = fds as [number, number, number];
+  return {
+    info: {
+      handle: info.handle,
+      role: info.role === VchanRole.SERVER ? 'server' : 'client',
+      readOrder: info.readOrder,
+      writeOrder: info.writeOrder,
+      localDomain: info.localDomain,
+      peerDomain: info.peerDomain,
+      port: info.port,
+      shmOffset: info.shmOffset,
+      shmLength: info.shmLength,
+    },
+    fds: { shm, wait, kick },
+    session: conn,
+  };
+}
+
+/** Serve a vchan: resolves as soon as it exists; use `waitConnected()` to wait for the client. */
+export async function listen(options: ListenOptions): Promise<Vchan> {
+  const port = checkU32(options.port, 'port');
+  const domain = checkU32(options.domain ?? 0, 'domain');
+  const readMin = checkU32(options.readMin ?? 0, 'readMin');
+  const writeMin = checkU32(options.writeMin ?? 0, 'writeMin');
+  options.signal?.throwIfAborted();
+  const conn = await DaemonConnection.open(options.runtimeDir);
+  let reply;
+  try {
+    reply = await conn.request(Command.VCHAN_SERVER_INIT, { peerDomain: domain, port, readMin, writeMin }, options.signal);
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
+  return new Vchan(toSetup(reply.body, reply.fds, conn), options);
+}
+
+/** Connect to the vchan served on `port` by `domain`, waiting for the server if needed. */
+export async function connect(options: ConnectOptions): Promise<Vchan> {
+  const port = checkU32(options.port, 'port');
+  const domain = checkU32(options.domain ?? 0, 'domain');
+  const timeout = options.timeout ?? Infinity;
+  if (timeout !== Infinity && (!Number.isInteger(timeout) || timeout < 0 || timeout >= TIMEOUT_INFINITE)) {
+    throw new InvalidArgumentError(`timeout must be a non-negative integer number of ms, got ${timeout}`);
+  }
+  options.signal?.throwIfAborted();
+  const conn = await DaemonConnection.open(options.runtimeDir);
+  let reply;
+  try {
+    reply = await conn.request(
+      Command.VCHAN_CLIENT_INIT,
+      { serverDomain: domain, port, timeoutMs: timeout === Infinity ? TIMEOUT_INFINITE : timeout, flags: 0 },
+      options.signal,
+    );
+  } catch (err) {
+    conn.close();
+    if (err instanceof DaemonError && err.code === 'KVMCHAN_E_DAEMON_ETIMEDOUT') {
+      throw new TimeoutError(`no server on port ${port} of domain ${domain} within ${timeout} ms`);
+    }
+    throw err;
+  }
+  return new Vchan(toSetup(reply.body, reply.fds, conn), options);
+}

@@ -1,0 +1,119 @@
+/**
+ * A client's connection to its local kvmchand (wire-protocol.md): version
+ * handshake, requests matched to replies by seq, fds received with replies.
+ * Each vchan owns one connection: when it closes (or the process dies) the
+ * daemon releases that vchan, which is what makes crashes clean up.
+ */
+import { native } from '../native.js';
+import { SeqpacketSocket } from '../transport/seqpacket.js';
+import { ClientSequencer } from '../protocol/sequencer.js';
+import { decodeDatagram } from '../protocol/frame.js';
+import { Command, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, type CommandId } from '../protocol/constants.js';
+import type { AnyReply, ReplyOkOf, RequestBodies } from '../protocol/types.js';
+import { DaemonUnavailableError, KvmchanError, AbortError } from '../errors.js';
+import { defaultRuntimeDir, socketPath } from '../daemon/config.js';
+
+export class DaemonConnection {
+  readonly #socket: SeqpacketSocket;
+  readonly #seq: ClientSequencer;
+  #lostHandlers: ((err: KvmchanError) => void)[] = [];
+  #closed = false;
+
+  private constructor(fd: number) {
+    this.#seq = new ClientSequencer({
+      // A reply to a request we gave up on (an aborted connect) still holds fds: close them.
+      onOrphanReply: (reply: AnyReply) => {
+        for (const fd of reply.fds) native.close(fd);
+      },
+    });
+    this.#socket = new SeqpacketSocket(fd, MAX_FRAME, MAX_FDS, {
+      onMessage: (msg) => {
+        let ev;
+        try {
+          ev = this.#seq.receive(decodeDatagram(msg.data, { fds: msg.fds }));
+        } catch (err) {
+          for (const fd of msg.fds) native.close(fd);
+          this.#lose(new DaemonUnavailableError(`protocol error from kvmchand: ${(err as Error).message}`, { cause: err }));
+          return;
+        }
+        if (ev !== undefined) {
+          this.#lose(new DaemonUnavailableError('kvmchand is shutting down'));
+        }
+      },
+      onClose: (err) => {
+        this.#lose(new DaemonUnavailableError(err === null ? 'kvmchand closed the connection' : err.message));
+      },
+    });
+    // Idle connections never keep a process alive; pending requests hold a ref.
+    this.#socket.unref();
+  }
+
+  /** Connects to the daemon of `runtimeDir` (default: $KVMCHAN_RUNTIME_DIR or the system default). */
+  static async open(runtimeDir?: string): Promise<DaemonConnection> {
+    const path = socketPath(runtimeDir ?? defaultRuntimeDir());
+    let fd: number;
+    try {
+      fd = native.connectUnix(path, 'seqpacket');
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      const hint = code === 'ENOENT' || code === 'ECONNREFUSED' ? ' (is kvmchand running? start it or set KVMCHAN_RUNTIME_DIR)' : '';
+      throw new DaemonUnavailableError(`cannot connect to kvmchand at ${path}: ${code ?? String(err)}${hint}`, { cause: err });
+    }
+    const conn = new DaemonConnection(fd);
+    try {
+      const v = await conn.request(Command.GET_VERSION, {});
+      if (v.body.version !== PROTOCOL_VERSION) {
+        throw new DaemonUnavailableError(`kvmchand speaks protocol ${v.body.version}, this library ${PROTOCOL_VERSION}`);
+      }
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
+    return conn;
+  }
+
+  request<K extends CommandId>(id: K, body: RequestBodies[K], signal?: AbortSignal): Promise<ReplyOkOf<K>> {
+    if (this.#closed) return Promise.reject(new DaemonUnavailableError('connection to kvmchand is closed'));
+    const sent = this.#seq.request(id, body);
+    this.#socket.send(sent.frame);
+    this.#socket.ref();
+    const done = (): void => {
+      if (this.#seq.pendingCount === 0 && !this.#socket.closed) this.#socket.unref();
+    };
+    if (signal !== undefined) {
+      const onAbort = (): void => {
+        this.#seq.abandon(sent.seq, new AbortError(undefined, { cause: signal.reason }));
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+      sent.reply.then(
+        () => signal.removeEventListener('abort', onAbort),
+        () => signal.removeEventListener('abort', onAbort),
+      );
+    }
+    sent.reply.then(done, done);
+    return sent.reply;
+  }
+
+  onLost(cb: (err: KvmchanError) => void): void {
+    this.#lostHandlers.push(cb);
+  }
+
+  #lose(err: KvmchanError): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#socket.close();
+    this.#seq.close(err);
+    const handlers = this.#lostHandlers;
+    this.#lostHandlers = [];
+    for (const h of handlers) h(err);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#lostHandlers = [];
+    this.#seq.close(new DaemonUnavailableError('connection closed'));
+    this.#socket.close();
+  }
+}

@@ -1,0 +1,12 @@
+import { Vchan as VchanClass } from './vchan.js';
+import { listen, connect, type ListenOptions, type ConnectOptions } from './connect.js';
+
+/** `Vchan.listen()` / `Vchan.connect()` live on the class for discoverability. */
+export const Vchan = Object.assign(VchanClass, { listen, connect }) as typeof VchanClass & {
+  listen: (options: ListenOptions) => Promise<VchanClass>;
+  connect: (options: ConnectOptions) => Promise<VchanClass>;
+};
+export type Vchan = VchanClass;
+export type { ListenOptions, ConnectOptions };
+export { EOF, type VchanState, type IoOptions, type VchanOptions } from './vchan.js';
+export { DaemonConnection } from './daemon-connection.js';

@@ -1,0 +1,27 @@
+/** What a vchan endpoint receives from its daemon (wire-protocol.md VchanInfo + fds). */
+import type { KvmchanError } from '../errors.js';
+
+export interface VchanInfoData {
+  handle: number;
+  role: 'server' | 'client';
+  readOrder: number;
+  writeOrder: number;
+  localDomain: number;
+  peerDomain: number;
+  port: number;
+  shmOffset: number;
+  shmLength: number;
+}
+
+/** The daemon connection that owns a vchan: closing it releases the vchan (wire-protocol.md). */
+export interface Session {
+  close(): void;
+  /** Called once if the daemon connection is lost while the vchan is open. */
+  onLost(cb: (err: KvmchanError) => void): void;
+}
+
+export interface VchanSetup {
+  info: VchanInfoData;
+  fds: { shm: number; wait: number; kick: number };
+  session: Session;
+}

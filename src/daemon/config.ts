@@ -1,0 +1,76 @@
+/**
+ * Daemon configuration: defaults, an optional JSON file, validated with zod
+ * (untrusted input: every field checked, unknown keys refused).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { InvalidArgumentError } from '../errors.js';
+import { MAX_ORDER } from '../ring/layout.js';
+
+const limitsSchema = z
+  .object({
+    maxVchans: z.number().int().min(1).max(1_000_000).default(16384),
+    maxVchansPerConnection: z.number().int().min(1).max(65536).default(64),
+    maxConnections: z.number().int().min(1).max(1_000_000).default(8192),
+    maxWaitingClients: z.number().int().min(1).max(1_000_000).default(4096),
+    maxRingOrder: z.number().int().min(10).max(MAX_ORDER).default(26),
+    /** A connection that sends nothing for this long after connecting is dropped. */
+    handshakeTimeoutMs: z.number().int().min(100).max(3_600_000).default(10_000),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    runtimeDir: z.string().min(1).optional(),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    /** Group allowed on the client socket (mode 0660), when it exists. */
+    socketGroup: z.string().min(1).default('kvmchan'),
+    limits: limitsSchema.default(limitsSchema.parse({})),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type Limits = z.infer<typeof limitsSchema>;
+
+export function defaultRuntimeDir(): string {
+  const env = process.env['KVMCHAN_RUNTIME_DIR'];
+  if (env !== undefined && env !== '') return env;
+  const uid = process.getuid?.() ?? 0;
+  if (uid === 0) return '/run/kvmchand';
+  const xdg = process.env['XDG_RUNTIME_DIR'];
+  if (xdg !== undefined && xdg !== '') return path.join(xdg, 'kvmchand');
+  return path.join(os.tmpdir(), `kvmchand-${uid}`);
+}
+
+export const SOCKET_NAME = 'kvmchand.sock';
+export const PID_NAME = 'kvmchand.pid';
+
+export function socketPath(runtimeDir: string): string {
+  return path.join(runtimeDir, SOCKET_NAME);
+}
+
+export function loadConfig(file: string | undefined, overrides: Partial<Config>): Config {
+  let raw: unknown = {};
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new InvalidArgumentError(`cannot read config ${file}: ${(err as Error).message}`);
+    }
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      throw new InvalidArgumentError(`config ${file} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  const merged = { ...(raw as object), ...Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) };
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new InvalidArgumentError(`invalid configuration: ${issues}`);
+  }
+  return parsed.data;
+}

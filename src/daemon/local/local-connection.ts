@@ -1,0 +1,245 @@
+/**
+ * One client connection on the local socket. The caller's identity comes from
+ * SO_PEERCRED when it connected (DESIGN.md §7), never from what it sends. Every
+ * frame is untrusted: framing errors close this connection only; argument
+ * errors are answered with -EINVAL and the connection carries on
+ * (wire-protocol.md §5).
+ */
+import type { Logger } from 'pino';
+import { native } from '../../native.js';
+import { SeqpacketSocket, type Datagram } from '../../transport/seqpacket.js';
+import { decodeDatagram } from '../../protocol/frame.js';
+import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
+import { RequestSequence } from '../../protocol/sequencer.js';
+import { Command, Errno, Event, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
+import { commandSpec, MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES } from '../../protocol/messages.js';
+import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
+import { WireError } from '../../protocol/errors.js';
+import type { KvmchanError } from '../../errors.js';
+import type { Caller, Registry, VchanGrant } from '../registry/registry.js';
+import { RegistryError } from '../registry/registry-error.js';
+
+export interface LocalConnectionOptions {
+  fd: number;
+  caller: Caller;
+  registry: Registry;
+  log: Logger;
+  handshakeTimeoutMs: number;
+  onClosed: (conn: LocalConnection) => void;
+}
+
+function errnoOf(err: unknown): number {
+  if (err instanceof RegistryError) {
+    const n = (Errno as Record<string, number>)[err.errnoName];
+    return -(n ?? Errno.EIO);
+  }
+  return -Errno.EIO;
+}
+
+export class LocalConnection {
+  readonly caller: Caller;
+  readonly #registry: Registry;
+  readonly #log: Logger;
+  readonly #socket: SeqpacketSocket;
+  readonly #sequence = new RequestSequence();
+  readonly #onClosed: (conn: LocalConnection) => void;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(opts: LocalConnectionOptions) {
+    this.caller = opts.caller;
+    this.#registry = opts.registry;
+    this.#log = opts.log;
+    this.#onClosed = opts.onClosed;
+    this.#socket = new SeqpacketSocket(opts.fd, MAX_FRAME, MAX_FDS, {
+      onMessage: (msg) => {
+        this.#onMessage(msg);
+      },
+      onClose: (err) => {
+        this.#teardown(err, null);
+      },
+    });
+    // A client that connects and never speaks is dropped (it would hold a slot forever).
+    this.#idleTimer = setTimeout(() => {
+      this.#teardown(null, 'no request within the handshake timeout');
+    }, opts.handshakeTimeoutMs);
+    this.#idleTimer.unref();
+  }
+
+  #onMessage(msg: Datagram): void {
+    if (this.#closed) {
+      for (const fd of msg.fds) native.close(fd);
+      return;
+    }
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    let frame;
+    try {
+      frame = decodeDatagram(msg.data, { fds: msg.fds, maxPayload: MAX_PAYLOAD });
+    } catch (err) {
+      for (const fd of msg.fds) native.close(fd);
+      this.#protocolViolation(err as WireError);
+      return;
+    }
+    const result = decodeRequest(frame, { transport: 'seqpacket', sequence: this.#sequence });
+    // No v1 request carries fds; the codec refuses any it sees, and we own them either way.
+    for (const fd of frame.fds) native.close(fd);
+    if (!result.ok) {
+      if (result.error.fatal) {
+        this.#protocolViolation(result.error);
+        return;
+      }
+      this.#log.debug({ conn: this.caller.connId, code: result.error.code, err: result.error.message }, 'request refused');
+      const reply = encodeErrorReply(frame, result.error);
+      if (reply !== undefined) this.#socket.send(reply);
+      return;
+    }
+    try {
+      this.#dispatch(result.value);
+    } catch (err) {
+      // A bug or a resource failure in one request must not take the daemon down.
+      this.#log.error({ conn: this.caller.connId, err }, 'request failed');
+      this.#socket.send(encodeReply(frame.id, frame.seq, -Errno.EIO));
+    }
+  }
+
+  #protocolViolation(err: WireError): void {
+    this.#log.warn({ conn: this.caller.connId, peerPid: this.caller.pid, uid: this.caller.uid, code: err.code, err: err.message }, 'protocol violation, closing connection');
+    this.#teardown(null, null);
+  }
+
+  #dispatch(req: AnyRequest): void {
+    switch (req.id) {
+      case Command.GET_VERSION:
+        this.#socket.send(encodeReply(req.id, req.seq, 0, { version: PROTOCOL_VERSION, maxPayload: MAX_PAYLOAD }));
+        return;
+      case Command.CHECK_COMMAND: {
+        const known = commandSpec(req.body.id) !== undefined && commandSpec(req.body.id)!.transports.includes('seqpacket');
+        this.#socket.send(encodeReply(req.id, req.seq, known ? 0 : -Errno.ENOSYS));
+        return;
+      }
+      case Command.VCHAN_SERVER_INIT: {
+        const b = req.body;
+        let grant: VchanGrant;
+        try {
+          grant = this.#registry.serverInit(this.caller, b.peerDomain, b.port, b.readMin, b.writeMin);
+        } catch (err) {
+          this.#refuse(req.id, req.seq, err);
+          return;
+        }
+        this.#sendGrant(req.id, req.seq, grant);
+        return;
+      }
+      case Command.VCHAN_CLIENT_INIT: {
+        const b = req.body;
+        const timeout = b.timeoutMs === TIMEOUT_INFINITE ? Infinity : b.timeoutMs;
+        const { id, seq } = req;
+        this.#registry.clientInit(this.caller, b.serverDomain, b.port, timeout).then(
+          (grant) => {
+            if (this.#closed) return; // the registry already released our side with the connection
+            this.#sendGrant(id, seq, grant);
+          },
+          (err: unknown) => {
+            if (!this.#closed) this.#refuse(id, seq, err);
+          },
+        );
+        return;
+      }
+      case Command.VCHAN_CLOSE:
+        try {
+          this.#registry.close(this.caller, req.body.handle);
+        } catch (err) {
+          this.#refuse(req.id, req.seq, err);
+          return;
+        }
+        this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
+        return;
+      case Command.LIST_DOMAINS: {
+        const all = this.#registry.listDomains().filter((d) => d.id >= req.body.start);
+        const page = all.slice(0, MAX_DOMAIN_ENTRIES);
+        const next = all.length > page.length ? all[page.length]!.id : 0;
+        this.#socket.send(
+          encodeReply(req.id, req.seq, 0, {
+            next,
+            entries: page.map((d) => ({
+              domain: d.id,
+              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.id === this.caller.domain ? DomainFlag.SELF : 0),
+              vchans: this.#registry.vchansOfDomain(d.id),
+              name: d.name,
+            })),
+          }),
+        );
+        return;
+      }
+      case Command.LIST_VCHANS: {
+        const all = this.#registry.listVchans(this.caller).filter((v) => v.handle >= req.body.start);
+        const page = all.slice(0, MAX_VCHAN_ENTRIES);
+        const next = all.length > page.length ? all[page.length]!.handle : 0;
+        this.#socket.send(
+          encodeReply(req.id, req.seq, 0, {
+            next,
+            entries: page.map((v) => ({
+              handle: v.handle,
+              serverDomain: v.serverDomain,
+              clientDomain: v.clientDomain,
+              port: v.port,
+              serverState: clampState(v.serverState),
+              clientState: clampState(v.clientState),
+              readOrder: v.c2sOrder,
+              writeOrder: v.s2cOrder,
+              serverPid: v.serverPid,
+              clientPid: v.clientPid,
+              bytesClientToServer: v.bytesClientToServer,
+              bytesServerToClient: v.bytesServerToClient,
+            })),
+          }),
+        );
+        return;
+      }
+    }
+  }
+
+  #refuse(id: CommandId, seq: number, err: unknown): void {
+    const errno = errnoOf(err);
+    if (errno === -Errno.EIO) this.#log.error({ conn: this.caller.connId, err }, 'request failed');
+    else this.#log.debug({ conn: this.caller.connId, err: (err as Error).message }, 'request refused');
+    this.#socket.send(encodeReply(id, seq, errno));
+  }
+
+  #sendGrant(id: CommandId, seq: number, g: VchanGrant): void {
+    const info: VchanInfo = {
+      handle: g.handle,
+      role: g.role === 'server' ? VchanRole.SERVER : VchanRole.CLIENT,
+      readOrder: g.readOrder,
+      writeOrder: g.writeOrder,
+      localDomain: g.localDomain,
+      peerDomain: g.peerDomain,
+      port: g.port,
+      shmOffset: g.shmOffset,
+      shmLength: g.shmLength,
+    };
+    this.#socket.send(encodeReply(id as typeof Command.VCHAN_SERVER_INIT, seq, 0, info), [g.fds.shm, g.fds.wait, g.fds.kick]);
+  }
+
+  /** Daemon shutdown: tell the client why before closing. */
+  shutdown(): void {
+    if (this.#closed) return;
+    this.#socket.send(encodeEvent(Event.SHUTDOWN, { reason: ShutdownReason.STOP }));
+    this.#teardown(null, null);
+  }
+
+  #teardown(err: KvmchanError | null, why: string | null): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#idleTimer);
+    if (err !== null) this.#log.warn({ conn: this.caller.connId, code: err.code, err: err.message }, 'connection failed');
+    else if (why !== null) this.#log.info({ conn: this.caller.connId, peerPid: this.caller.pid, why }, 'connection dropped');
+    this.#socket.close();
+    this.#registry.dropConnection(this.caller.connId);
+    this.#onClosed(this);
+  }
+}
+
+function clampState(s: number): 0 | 1 | 2 {
+  return s === 1 || s === 2 ? s : 0;
+}

@@ -1,0 +1,116 @@
+/**
+ * The local client socket (DESIGN.md §7): SOCK_SEQPACKET, mode 0660, group
+ * `kvmchan` when that group exists; every accepted connection is identified by
+ * SO_PEERCRED and handed to a LocalConnection.
+ */
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import { native, READABLE, type Poller } from '../../native.js';
+import { LocalConnection } from './local-connection.js';
+import type { Registry } from '../registry/registry.js';
+import { HOST_DOMAIN } from '../registry/registry.js';
+import type { Limits } from '../config.js';
+import { fromSystemError } from '../../errors.js';
+import { groupId, isPrivileged } from './credentials.js';
+
+export interface LocalServerOptions {
+  socketPath: string;
+  registry: Registry;
+  limits: Limits;
+  socketGroup: string;
+  log: Logger;
+  /** Domain of the processes on this socket: 0 on the host, the guest's id in a guest. */
+  domain?: number;
+}
+
+export class LocalServer {
+  readonly #fd: number;
+  readonly #poller: Poller;
+  readonly #opts: LocalServerOptions;
+  readonly #log: Logger;
+  readonly #conns = new Set<LocalConnection>();
+  readonly #gid: number | undefined;
+  #nextConnId = 1;
+  #closed = false;
+
+  constructor(opts: LocalServerOptions) {
+    this.#opts = opts;
+    this.#log = opts.log;
+    try {
+      this.#fd = native.listenUnix(opts.socketPath, 'seqpacket', 511, 0o660);
+    } catch (err) {
+      throw fromSystemError(err, `cannot listen on ${opts.socketPath}`);
+    }
+    this.#gid = groupId(opts.socketGroup);
+    if (this.#gid !== undefined && process.getuid?.() === 0) {
+      fs.chownSync(opts.socketPath, 0, this.#gid);
+    }
+    this.#poller = new native.Poller(this.#fd, (err) => {
+      if (err !== null) this.#log.error({ err }, 'listening socket poll failed');
+      else this.#acceptAll();
+    });
+    this.#poller.start(READABLE);
+  }
+
+  get connectionCount(): number {
+    return this.#conns.size;
+  }
+
+  #acceptAll(): void {
+    for (let i = 0; i < 128 && !this.#closed; i++) {
+      let fd: number | null;
+      try {
+        fd = native.accept(this.#fd);
+      } catch (err) {
+        // EMFILE and friends: log and retry on the next readiness event.
+        this.#log.error({ err: (err as Error).message }, 'accept failed');
+        return;
+      }
+      if (fd === null) return;
+      this.#adopt(fd);
+    }
+  }
+
+  #adopt(fd: number): void {
+    let cred;
+    try {
+      cred = native.peerCred(fd);
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'SO_PEERCRED failed; dropping connection');
+      native.close(fd);
+      return;
+    }
+    if (this.#conns.size >= this.#opts.limits.maxConnections) {
+      this.#log.warn({ peerPid: cred.pid, uid: cred.uid }, 'connection limit reached; dropping connection');
+      native.close(fd);
+      return;
+    }
+    const connId = this.#nextConnId++;
+    const caller = {
+      connId,
+      domain: this.#opts.domain ?? HOST_DOMAIN,
+      pid: cred.pid,
+      uid: cred.uid,
+      gid: cred.gid,
+      privileged: isPrivileged(cred, this.#gid),
+    };
+    const conn = new LocalConnection({
+      fd,
+      caller,
+      registry: this.#opts.registry,
+      log: this.#log,
+      handshakeTimeoutMs: this.#opts.limits.handshakeTimeoutMs,
+      onClosed: (c) => this.#conns.delete(c),
+    });
+    this.#conns.add(conn);
+    this.#log.debug({ conn: connId, peerPid: cred.pid, uid: cred.uid }, 'client connected');
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#poller.close();
+    native.close(this.#fd);
+    for (const c of [...this.#conns]) c.shutdown();
+  }
+}

@@ -1,0 +1,6 @@
+/** Structured logs (DESIGN.md §10): pino JSON lines on stdout; one line per event, errors logged once. */
+import { pino, type Logger } from 'pino';
+
+export function createLogger(level: string, name = 'kvmchand'): Logger {
+  return pino({ name, level, base: { pid: process.pid } });
+}

@@ -1,0 +1,106 @@
+/**
+ * The memory and event objects behind one vchan, as the allocator hands them
+ * to the registry. On the host (this file's MemfdChannelFactory) that is a sealed
+ * memfd per vchan and two eventfds; between domains (docs/architecture.md) it is a
+ * slot of an ivshmem pool and interrupt vectors — the registry does not care.
+ */
+import { native } from '../../native.js';
+import { initializeRegion, regionLength, HEADER_SIZE, type RingGeometry } from '../../ring/layout.js';
+import { fromSystemError } from '../../errors.js';
+
+export interface EndpointFds {
+  shm: number;
+  /** becomes readable when this side is kicked */
+  wait: number;
+  /** written to kick the other side */
+  kick: number;
+}
+
+export interface ChannelResources {
+  readonly geometry: RingGeometry;
+  readonly shmOffset: number;
+  readonly shmLength: number;
+  /** The control page (ring-protocol.md §2), mapped in the daemon for death marking and stats. */
+  readonly control: Int32Array;
+  readonly server: EndpointFds;
+  readonly client: EndpointFds;
+  /** Wake the server / the client (the daemon's kick on behalf of a dead peer, §5.3). */
+  kickServer(): void;
+  kickClient(): void;
+  /** Release every fd and mapping. Idempotent. */
+  release(): void;
+}
+
+export interface ChannelFactory {
+  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): ChannelResources;
+}
+
+/** Host-local vchans: a sealed memfd per vchan (DESIGN.md §3) and two eventfds. */
+export class MemfdChannelFactory implements ChannelFactory {
+  create(geometry: RingGeometry): ChannelResources {
+    const length = regionLength(geometry);
+    const opened: number[] = [];
+    let control: ArrayBuffer | undefined;
+    try {
+      const shm = native.memfdCreate('kvmchan-vchan', length, true);
+      opened.push(shm);
+      // Initialise through a temporary full mapping, then keep only the control page.
+      const whole = native.mmap(shm, length, 0, true);
+      try {
+        initializeRegion(whole, 0, geometry);
+      } finally {
+        native.munmap(whole);
+      }
+      control = native.mmap(shm, HEADER_SIZE, 0, true);
+      const serverWait = native.eventfd(0, 0o4000 /* EFD_NONBLOCK */);
+      opened.push(serverWait);
+      const clientWait = native.eventfd(0, 0o4000);
+      opened.push(clientWait);
+      return new MemfdChannel(geometry, length, shm, serverWait, clientWait, control);
+    } catch (err) {
+      if (control !== undefined) native.munmap(control);
+      for (const fd of opened) native.close(fd);
+      throw fromSystemError(err, 'allocating vchan memory');
+    }
+  }
+}
+
+class MemfdChannel implements ChannelResources {
+  readonly shmOffset = 0;
+  readonly control: Int32Array;
+  readonly server: EndpointFds;
+  readonly client: EndpointFds;
+  readonly #fds: number[];
+  readonly #mapping: ArrayBuffer;
+  #released = false;
+
+  constructor(
+    readonly geometry: RingGeometry,
+    readonly shmLength: number,
+    shm: number,
+    serverWait: number,
+    clientWait: number,
+    mapping: ArrayBuffer,
+  ) {
+    this.#mapping = mapping;
+    this.control = new Int32Array(mapping);
+    this.server = { shm, wait: serverWait, kick: clientWait };
+    this.client = { shm, wait: clientWait, kick: serverWait };
+    this.#fds = [shm, serverWait, clientWait];
+  }
+
+  kickServer(): void {
+    if (!this.#released) native.eventfdWrite(this.server.wait, 1);
+  }
+
+  kickClient(): void {
+    if (!this.#released) native.eventfdWrite(this.client.wait, 1);
+  }
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    native.munmap(this.#mapping);
+    for (const fd of this.#fds) native.close(fd);
+  }
+}

@@ -1,0 +1,356 @@
+/**
+ * The registry owns all daemon state (DESIGN.md §2 rule 3): domains, vchans,
+ * waiting clients, quotas. Other components talk to it through the request
+ * methods below, which take and return plain data (plus fds), so the same code
+ * can sit behind an IPC boundary. It never touches a socket.
+ */
+import type { Logger } from 'pino';
+import { orderForMin, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
+import type { ChannelFactory, ChannelResources, EndpointFds } from './channel-resources.js';
+import { RegistryError } from './registry-error.js';
+import type { Limits } from '../config.js';
+
+export const HOST_DOMAIN = 0;
+
+/** Who is asking: established by the local component from SO_PEERCRED and the socket, never from the message. */
+export interface Caller {
+  connId: number;
+  domain: number;
+  pid: number;
+  uid: number;
+  gid: number;
+  /** root or member of the kvmchan group: may inspect everything */
+  privileged: boolean;
+}
+
+export interface DomainInfo {
+  id: number;
+  name: string;
+}
+
+export type Role = 'server' | 'client';
+
+export interface VchanGrant {
+  handle: number;
+  role: Role;
+  readOrder: number;
+  writeOrder: number;
+  localDomain: number;
+  peerDomain: number;
+  port: number;
+  shmOffset: number;
+  shmLength: number;
+  fds: EndpointFds;
+}
+
+export interface VchanSnapshot {
+  handle: number;
+  serverDomain: number;
+  clientDomain: number;
+  port: number;
+  serverState: number;
+  clientState: number;
+  c2sOrder: number;
+  s2cOrder: number;
+  serverPid: number;
+  clientPid: number;
+  bytesClientToServer: number;
+  bytesServerToClient: number;
+  serverUid: number;
+  clientUid: number;
+}
+
+interface Party {
+  caller: Caller;
+  gone: boolean;
+}
+
+interface VchanRecord {
+  handle: number;
+  key: string;
+  serverDomain: number;
+  clientDomain: number;
+  port: number;
+  res: ChannelResources;
+  server: Party;
+  client: Party | null;
+}
+
+interface Waiter {
+  caller: Caller;
+  key: string;
+  resolve: (g: VchanGrant) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const keyOf = (serverDomain: number, clientDomain: number, port: number): string =>
+  `${serverDomain}:${clientDomain}:${port}`;
+
+export class Registry {
+  readonly #log: Logger;
+  readonly #factory: ChannelFactory;
+  readonly #limits: Limits;
+  readonly #domains = new Map<number, DomainInfo>();
+  readonly #byKey = new Map<string, VchanRecord>();
+  readonly #byHandle = new Map<number, VchanRecord>();
+  readonly #waiters = new Set<Waiter>();
+  #nextHandle = 1;
+
+  constructor(log: Logger, factory: ChannelFactory, limits: Limits) {
+    this.#log = log;
+    this.#factory = factory;
+    this.#limits = limits;
+    this.#domains.set(HOST_DOMAIN, { id: HOST_DOMAIN, name: 'host' });
+  }
+
+  get vchanCount(): number {
+    return this.#byHandle.size;
+  }
+
+  addDomain(info: DomainInfo): void {
+    this.#domains.set(info.id, info);
+  }
+
+  /** A domain went away: every vchan involving it loses that side; its waiters fail. */
+  removeDomain(id: number): void {
+    if (id === HOST_DOMAIN) return;
+    this.#domains.delete(id);
+    for (const rec of [...this.#byHandle.values()]) {
+      if (rec.serverDomain === id) this.#leave(rec, 'server', 'domain gone');
+      if (rec.clientDomain === id && rec.client !== null) this.#leave(rec, 'client', 'domain gone');
+    }
+    for (const w of [...this.#waiters]) {
+      if (w.key.startsWith(`${id}:`)) this.#failWaiter(w, new RegistryError('ESRCH', `domain ${id} is gone`));
+    }
+  }
+
+  #checkDomain(id: number): void {
+    if (!this.#domains.has(id)) throw new RegistryError('ESRCH', `no such domain ${id}`);
+  }
+
+  #countFor(connId: number): number {
+    let n = 0;
+    for (const rec of this.#byHandle.values()) {
+      if (rec.server.caller.connId === connId && !rec.server.gone) n++;
+      if (rec.client?.caller.connId === connId && !rec.client.gone) n++;
+    }
+    return n;
+  }
+
+  /** VCHAN_SERVER_INIT (wire-protocol.md): allocate a vchan and hand the server its side. */
+  serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): VchanGrant {
+    this.#checkDomain(peerDomain);
+    if (readMin > 2 ** this.#limits.maxRingOrder || writeMin > 2 ** this.#limits.maxRingOrder) {
+      throw new RegistryError('EINVAL', `ring size above the limit of ${2 ** this.#limits.maxRingOrder} bytes`);
+    }
+    const key = keyOf(caller.domain, peerDomain, port);
+    const existing = this.#byKey.get(key);
+    if (existing !== undefined) {
+      throw new RegistryError('EEXIST', `port ${port} toward domain ${peerDomain} is already served`);
+    }
+    if (this.#byHandle.size >= this.#limits.maxVchans) throw new RegistryError('ENOSPC', 'vchan limit reached');
+    if (this.#countFor(caller.connId) >= this.#limits.maxVchansPerConnection) {
+      throw new RegistryError('ENOSPC', 'per-connection vchan limit reached');
+    }
+    // The server reads c2s and writes s2c (ring-protocol.md §3).
+    const geometry = { c2sOrder: orderForMin(readMin), s2cOrder: orderForMin(writeMin) };
+    const res = this.#factory.create(geometry, caller.domain, peerDomain);
+    const rec: VchanRecord = {
+      handle: this.#nextHandle++ >>> 0,
+      key,
+      serverDomain: caller.domain,
+      clientDomain: peerDomain,
+      port,
+      res,
+      server: { caller, gone: false },
+      client: null,
+    };
+    this.#byKey.set(key, rec);
+    this.#byHandle.set(rec.handle, rec);
+    this.#log.debug({ handle: rec.handle, key, peerPid: caller.pid, ...geometry }, 'vchan server ready');
+    this.#matchWaiters(key);
+    return this.#grant(rec, 'server');
+  }
+
+  #grant(rec: VchanRecord, role: Role): VchanGrant {
+    const g = rec.res.geometry;
+    const server = role === 'server';
+    return {
+      handle: rec.handle,
+      role,
+      readOrder: server ? g.c2sOrder : g.s2cOrder,
+      writeOrder: server ? g.s2cOrder : g.c2sOrder,
+      localDomain: server ? rec.serverDomain : rec.clientDomain,
+      peerDomain: server ? rec.clientDomain : rec.serverDomain,
+      port: rec.port,
+      shmOffset: rec.res.shmOffset,
+      shmLength: rec.res.shmLength,
+      fds: server ? rec.res.server : rec.res.client,
+    };
+  }
+
+  /** A record a client may attach to: exists, server alive, never had a client. */
+  #attachable(key: string): VchanRecord | 'busy' | undefined {
+    const rec = this.#byKey.get(key);
+    if (rec === undefined || rec.server.gone) return undefined;
+    if (rec.client === null) return rec;
+    // A client that already left: the server will re-init (qubesdb pattern); treat as absent.
+    return rec.client.gone ? undefined : 'busy';
+  }
+
+  #attach(rec: VchanRecord, caller: Caller): VchanGrant {
+    rec.client = { caller, gone: false };
+    this.#log.debug({ handle: rec.handle, peerPid: caller.pid }, 'vchan client attached');
+    return this.#grant(rec, 'client');
+  }
+
+  /**
+   * VCHAN_CLIENT_INIT: attach to the server's vchan, waiting up to `timeoutMs`
+   * (0: fail at once, Infinity: forever) for it to appear.
+   */
+  clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<VchanGrant> {
+    try {
+      this.#checkDomain(serverDomain);
+      if (this.#countFor(caller.connId) >= this.#limits.maxVchansPerConnection) {
+        throw new RegistryError('ENOSPC', 'per-connection vchan limit reached');
+      }
+      const key = keyOf(serverDomain, caller.domain, port);
+      const found = this.#attachable(key);
+      if (found === 'busy') throw new RegistryError('EBUSY', `vchan on port ${port} already has a client`);
+      if (found !== undefined) return Promise.resolve(this.#attach(found, caller));
+      if (timeoutMs === 0) throw new RegistryError('ENOENT', `no server on port ${port} in domain ${serverDomain}`);
+      if (this.#waiters.size >= this.#limits.maxWaitingClients) throw new RegistryError('EAGAIN', 'too many waiting clients');
+      return new Promise<VchanGrant>((resolve, reject) => {
+        const w: Waiter = { caller, key, resolve, reject, timer: undefined };
+        if (Number.isFinite(timeoutMs)) {
+          w.timer = setTimeout(() => {
+            this.#failWaiter(w, new RegistryError('ETIMEDOUT', `no server on port ${port} within ${timeoutMs} ms`));
+          }, timeoutMs);
+        }
+        this.#waiters.add(w);
+      });
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  #failWaiter(w: Waiter, err: Error): void {
+    if (!this.#waiters.delete(w)) return;
+    clearTimeout(w.timer);
+    w.reject(err);
+  }
+
+  #matchWaiters(key: string): void {
+    for (const w of this.#waiters) {
+      if (w.key !== key) continue;
+      const rec = this.#attachable(key);
+      if (rec === undefined || rec === 'busy') return;
+      this.#waiters.delete(w);
+      clearTimeout(w.timer);
+      w.resolve(this.#attach(rec, w.caller));
+      return;
+    }
+  }
+
+  /** VCHAN_CLOSE: only the connection that holds a side may close it. */
+  close(caller: Caller, handle: number): void {
+    const rec = this.#byHandle.get(handle);
+    if (rec === undefined) throw new RegistryError('ENOENT', `no vchan ${handle}`);
+    if (rec.server.caller.connId === caller.connId && !rec.server.gone) this.#leave(rec, 'server', 'closed');
+    else if (rec.client?.caller.connId === caller.connId && !rec.client.gone) this.#leave(rec, 'client', 'closed');
+    else throw new RegistryError('EPERM', `vchan ${handle} is not held by this connection`);
+  }
+
+  /** A local connection ended (close, crash or kill): every side it held leaves. */
+  dropConnection(connId: number): void {
+    for (const rec of [...this.#byHandle.values()]) {
+      if (rec.server.caller.connId === connId && !rec.server.gone) this.#leave(rec, 'server', 'connection ended');
+      if (rec.client?.caller.connId === connId && !rec.client.gone) this.#leave(rec, 'client', 'connection ended');
+    }
+    for (const w of [...this.#waiters]) {
+      if (w.caller.connId === connId) this.#failWaiter(w, new RegistryError('ECANCELED', 'connection ended'));
+    }
+  }
+
+  /**
+   * One side leaves. Marking it CLOSED in shared memory and kicking the survivor
+   * is the daemon's stand-in for Xen's unmap notification (ring-protocol.md §5.3);
+   * harmless when the side already did it itself.
+   */
+  #leave(rec: VchanRecord, role: Role, why: string): void {
+    const ctl = rec.res.control;
+    if (role === 'server') {
+      rec.server.gone = true;
+      // The port is free for a new server at once, even while the old client drains.
+      if (this.#byKey.get(rec.key) === rec) this.#byKey.delete(rec.key);
+      Atomics.store(ctl, OFF_SERVER_STATE / 4, STATE_CLOSED);
+      rec.res.kickClient();
+    } else if (rec.client !== null) {
+      rec.client.gone = true;
+      Atomics.store(ctl, OFF_CLIENT_STATE / 4, STATE_CLOSED);
+      rec.res.kickServer();
+    }
+    this.#log.debug({ handle: rec.handle, role, why }, 'vchan side left');
+    const clientGone = rec.client === null || rec.client.gone;
+    if (rec.server.gone && clientGone) this.#free(rec);
+  }
+
+  #free(rec: VchanRecord): void {
+    this.#byHandle.delete(rec.handle);
+    if (this.#byKey.get(rec.key) === rec) this.#byKey.delete(rec.key);
+    rec.res.release();
+    this.#log.debug({ handle: rec.handle }, 'vchan freed');
+  }
+
+  listDomains(): DomainInfo[] {
+    return [...this.#domains.values()].sort((a, b) => a.id - b.id);
+  }
+
+  vchansOfDomain(id: number): number {
+    let n = 0;
+    for (const r of this.#byHandle.values()) if (r.serverDomain === id || r.clientDomain === id) n++;
+    return n;
+  }
+
+  /** Snapshot for LIST_VCHANS; unprivileged callers see only vchans a process of their uid holds. */
+  listVchans(caller: Caller): VchanSnapshot[] {
+    const out: VchanSnapshot[] = [];
+    for (const rec of this.#byHandle.values()) {
+      const visible =
+        caller.privileged || rec.server.caller.uid === caller.uid || (rec.client !== null && rec.client.caller.uid === caller.uid);
+      if (!visible) continue;
+      const ctl = rec.res.control;
+      // Counters come from shared memory: informational only, never trusted for anything else.
+      const bytes = (prodOff: number, wrapsOff: number): number =>
+        (Atomics.load(ctl, wrapsOff / 4) >>> 0) * 2 ** 32 + (Atomics.load(ctl, prodOff / 4) >>> 0);
+      out.push({
+        handle: rec.handle,
+        serverDomain: rec.serverDomain,
+        clientDomain: rec.clientDomain,
+        port: rec.port,
+        serverState: Atomics.load(ctl, OFF_SERVER_STATE / 4) >>> 0,
+        clientState: Atomics.load(ctl, OFF_CLIENT_STATE / 4) >>> 0,
+        c2sOrder: rec.res.geometry.c2sOrder,
+        s2cOrder: rec.res.geometry.s2cOrder,
+        serverPid: rec.server.gone ? 0 : rec.server.caller.pid,
+        clientPid: rec.client === null || rec.client.gone ? 0 : rec.client.caller.pid,
+        bytesClientToServer: bytes(OFF_C2S_PROD, OFF_C2S_WRAPS),
+        bytesServerToClient: bytes(OFF_S2C_PROD, OFF_S2C_WRAPS),
+        serverUid: rec.server.caller.uid,
+        clientUid: rec.client?.caller.uid ?? 0,
+      });
+    }
+    return out.sort((a, b) => a.handle - b.handle);
+  }
+
+  /** Daemon shutdown: every side is marked closed and kicked, everything released. */
+  shutdown(): void {
+    for (const w of [...this.#waiters]) this.#failWaiter(w, new RegistryError('ESHUTDOWN', 'daemon shutting down'));
+    for (const rec of [...this.#byHandle.values()]) {
+      if (!rec.server.gone) this.#leave(rec, 'server', 'shutdown');
+      if (rec.client !== null && !rec.client.gone) this.#leave(rec, 'client', 'shutdown');
+      if (this.#byHandle.has(rec.handle)) this.#free(rec);
+    }
+  }
+}
