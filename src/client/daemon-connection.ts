@@ -86,10 +86,10 @@ export class DaemonConnection {
       };
       if (signal.aborted) onAbort();
       else signal.addEventListener('abort', onAbort, { once: true });
-      sent.reply.then(
-        () => signal.removeEventListener('abort', onAbort),
-        () => signal.removeEventListener('abort', onAbort),
-      );
+      const detach = (): void => {
+        signal.removeEventListener('abort', onAbort);
+      };
+      sent.reply.then(detach, detach);
     }
     sent.reply.then(done, done);
     return sent.reply;

@@ -2,10 +2,10 @@ import { Vchan as VchanClass } from './vchan.js';
 import { listen, connect, type ListenOptions, type ConnectOptions } from './connect.js';
 
 /** `Vchan.listen()` / `Vchan.connect()` live on the class for discoverability. */
-export const Vchan = Object.assign(VchanClass, { listen, connect }) as typeof VchanClass & {
+export const Vchan: typeof VchanClass & {
   listen: (options: ListenOptions) => Promise<VchanClass>;
   connect: (options: ConnectOptions) => Promise<VchanClass>;
-};
+} = Object.assign(VchanClass, { listen, connect });
 export type Vchan = VchanClass;
 export type { ListenOptions, ConnectOptions };
 export { EOF, type VchanState, type IoOptions, type VchanOptions } from './vchan.js';

@@ -1,0 +1,71 @@
+/** `kvmchan status`: domains and vchans as the daemon sees them. */
+import type { Command } from 'commander';
+import { DaemonConnection } from '../../client/daemon-connection.js';
+import { Command as Cmd, EndpointState } from '../../protocol/constants.js';
+import type { DomainEntry, VchanEntry } from '../../protocol/types.js';
+import { table, bytes } from '../format.js';
+
+const STATE = (s: number): string => (s === EndpointState.CONNECTED ? 'connected' : s === EndpointState.WAITING ? 'waiting' : 'closed');
+
+export async function fetchStatus(runtimeDir?: string): Promise<{ domains: DomainEntry[]; vchans: VchanEntry[] }> {
+  const conn = await DaemonConnection.open(runtimeDir);
+  try {
+    const domains: DomainEntry[] = [];
+    for (let start = 0; ; ) {
+      const r = await conn.request(Cmd.LIST_DOMAINS, { start });
+      domains.push(...r.body.entries);
+      if (r.body.next === 0) break;
+      start = r.body.next;
+    }
+    const vchans: VchanEntry[] = [];
+    for (let start = 0; ; ) {
+      const r = await conn.request(Cmd.LIST_VCHANS, { start });
+      vchans.push(...r.body.entries);
+      if (r.body.next === 0) break;
+      start = r.body.next;
+    }
+    return { domains, vchans };
+  } finally {
+    conn.close();
+  }
+}
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description('show domains and vchans known to the local kvmchand')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const { runtimeDir } = cmd.optsWithGlobals<{ runtimeDir?: string }>();
+      const st = await fetchStatus(runtimeDir);
+      if (opts.json === true) {
+        process.stdout.write(`${JSON.stringify(st, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write(`Domains (${st.domains.length})\n`);
+      process.stdout.write(
+        `${table(
+          ['ID', 'NAME', 'VCHANS'],
+          st.domains.map((d) => [String(d.domain), d.name, String(d.vchans)]),
+        )}\n\n`,
+      );
+      process.stdout.write(`Vchans (${st.vchans.length})\n`);
+      process.stdout.write(
+        `${table(
+          ['HANDLE', 'SERVER', 'CLIENT', 'PORT', 'SERVER-STATE', 'CLIENT-STATE', 'RINGS c2s/s2c', 'C2S', 'S2C', 'PIDS'],
+          st.vchans.map((v) => [
+            String(v.handle),
+            String(v.serverDomain),
+            String(v.clientDomain),
+            String(v.port),
+            STATE(v.serverState),
+            STATE(v.clientState),
+            `${bytes(2 ** v.readOrder)}/${bytes(2 ** v.writeOrder)}`,
+            bytes(v.bytesClientToServer),
+            bytes(v.bytesServerToClient),
+            `${v.serverPid || '-'}/${v.clientPid || '-'}`,
+          ]),
+        )}\n`,
+      );
+    });
+}
