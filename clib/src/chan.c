@@ -1,0 +1,580 @@
+/* vchan core: daemon setup, blocking/non-blocking I/O, waiting (see chan.h). */
+#define _GNU_SOURCE
+#include "chan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_SPIN 1000u
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#elif defined(__powerpc64__)
+    __asm__ __volatile__("or 27,27,27" ::: "memory");
+#endif
+}
+
+/* ---- event objects ---- */
+
+static void fd_kick(int fd)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    do
+        n = write(fd, &one, sizeof(one));
+    while (n < 0 && errno == EINTR);
+    /* EAGAIN: the counter is saturated, the peer has a pending event anyway. */
+}
+
+static void kick_peer(void *arg)
+{
+    struct kvc_chan *c = arg;
+    int saved = errno;
+    fd_kick(c->kick_fd);
+    errno = saved;
+}
+
+/* Corruption is latched: wake our own event loop so that it looks at is_open(). */
+static void kick_self(void *arg)
+{
+    struct kvc_chan *c = arg;
+    int saved = errno;
+    fd_kick(c->wait_fd);
+    errno = saved;
+}
+
+static void drain_fd(int fd)
+{
+    uint64_t v;
+    ssize_t n;
+    do
+        n = read(fd, &v, sizeof(v));
+    while (n < 0 && errno == EINTR);
+}
+
+/* ---- allocation ---- */
+
+static struct kvc_chan *chan_alloc(void)
+{
+    struct kvc_chan *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->conn.fd = -1;
+    c->wait_fd = -1;
+    c->kick_fd = -1;
+    c->owner = getpid();
+    c->blocking = 1;
+    c->spin = DEFAULT_SPIN;
+    const char *s = secure_getenv("KVMCHAN_SPIN");
+    if (s != NULL && s[0] != '\0')
+        c->spin = (unsigned)strtoul(s, NULL, 10);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->wq_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->wq_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    return c;
+}
+
+static void chan_free(struct kvc_chan *c)
+{
+    pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->wq_lock);
+    pthread_cond_destroy(&c->wq_cond);
+    free(c);
+}
+
+/* Releases everything local: mapping, fds, daemon connection. No shared-memory writes. */
+static void chan_release(struct kvc_chan *c)
+{
+    if (c->map != NULL && c->owns_map)
+        munmap(c->map, c->map_len);
+    c->map = NULL;
+    if (c->wait_fd >= 0)
+        close(c->wait_fd);
+    if (c->kick_fd >= 0)
+        close(c->kick_fd);
+    c->wait_fd = c->kick_fd = -1;
+    kvc_conn_close(&c->conn);
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if ((fl & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
+
+static int ring_setup(struct kvc_chan *c, int role, unsigned c2s, unsigned s2c)
+{
+    int rc = kvc_ring_setup(&c->ring, c->map, c->map_len, role, c2s, s2c, 0, 0, kick_peer, c);
+    if (rc < 0)
+        return rc == KVC_E_CORRUPT ? -EPROTO : -EINVAL;
+    c->ring.on_corrupt = kick_self;
+    c->ring.on_corrupt_arg = c;
+    c->is_server = role == KVC_ROLE_SERVER;
+    return 0;
+}
+
+/*
+ * Private setup from the daemon's reply (ring-protocol.md §3): validate the
+ * geometry, map exactly this vchan's range, check the header, attach (client).
+ * Consumes the fds in every case.
+ */
+static int chan_attach_region(struct kvc_chan *c, const struct kvc_vchan_info *info, struct kvc_vchan_fds *fds,
+                              int role)
+{
+    int rc = 0;
+    unsigned c2s = role == KVC_ROLE_SERVER ? info->read_order : info->write_order;
+    unsigned s2c = role == KVC_ROLE_SERVER ? info->write_order : info->read_order;
+    long page = sysconf(_SC_PAGESIZE);
+    struct stat st;
+
+    c->wait_fd = fds->wait;
+    c->kick_fd = fds->kick;
+    if (info->role != role || c2s < KVC_RING_MIN_ORDER || c2s > KVC_RING_MAX_ORDER || s2c < KVC_RING_MIN_ORDER ||
+        s2c > KVC_RING_MAX_ORDER || info->shm_length != kvc_ring_region_length(c2s, s2c) ||
+        info->shm_offset % (uint64_t)page != 0) {
+        rc = -EPROTO;
+        goto out;
+    }
+    /* A mapping past the end of the file would SIGBUS on first touch. */
+    if (fstat(fds->shm, &st) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < info->shm_offset + info->shm_length) {
+        rc = -EPROTO;
+        goto out;
+    }
+    void *map = mmap(NULL, (size_t)info->shm_length, PROT_READ | PROT_WRITE, MAP_SHARED, fds->shm,
+                     (off_t)info->shm_offset);
+    if (map == MAP_FAILED) {
+        rc = -errno;
+        goto out;
+    }
+    c->map = map;
+    c->map_len = (size_t)info->shm_length;
+    c->owns_map = 1;
+    if ((rc = set_nonblock(c->wait_fd)) < 0)
+        goto out;
+    if ((rc = ring_setup(c, role, c2s, s2c)) < 0)
+        goto out;
+    c->domain = info->peer_domain;
+    c->port = info->port;
+    if (role == KVC_ROLE_CLIENT && kvc_ring_attach(&c->ring) < 0)
+        rc = -EPROTO;
+out:
+    close(fds->shm);
+    fds->shm = -1;
+    return rc;
+}
+
+int kvc_chan_server_init(struct kvc_chan **out, uint32_t domain, uint32_t port, size_t read_min, size_t write_min)
+{
+    struct kvc_chan *c = chan_alloc();
+    struct kvc_vchan_info info;
+    struct kvc_vchan_fds fds;
+    if (c == NULL)
+        return -ENOMEM;
+    /* Larger than u32 cannot be honoured; the daemon refuses UINT32_MAX. */
+    uint32_t rmin = read_min > UINT32_MAX ? UINT32_MAX : (uint32_t)read_min;
+    uint32_t wmin = write_min > UINT32_MAX ? UINT32_MAX : (uint32_t)write_min;
+    int rc = kvc_conn_open(&c->conn);
+    if (rc == 0)
+        rc = kvc_request_server_init(&c->conn, domain, port, rmin, wmin);
+    if (rc == 0)
+        rc = kvc_recv_vchan_reply(&c->conn, 0, &info, &fds);
+    if (rc == 0)
+        rc = chan_attach_region(c, &info, &fds, KVC_ROLE_SERVER);
+    if (rc < 0) {
+        chan_release(c);
+        chan_free(c);
+        return rc;
+    }
+    __atomic_store_n(&c->state, KVC_CHAN_READY, __ATOMIC_RELEASE);
+    *out = c;
+    return 0;
+}
+
+int kvc_chan_client_start(struct kvc_chan **out, uint32_t domain, uint32_t port, int *watch_fd)
+{
+    struct kvc_chan *c = chan_alloc();
+    if (c == NULL)
+        return -ENOMEM;
+    int rc = kvc_conn_open(&c->conn);
+    if (rc == 0)
+        rc = kvc_request_client_init(&c->conn, domain, port, KVC_TIMEOUT_INFINITE);
+    if (rc < 0) {
+        chan_release(c);
+        chan_free(c);
+        return rc;
+    }
+    c->domain = domain;
+    c->port = port;
+    c->state = KVC_CHAN_PENDING;
+    if (watch_fd != NULL)
+        *watch_fd = c->conn.fd;
+    *out = c;
+    return 0;
+}
+
+static int client_complete(struct kvc_chan *c, int nonblock)
+{
+    struct kvc_vchan_info info;
+    struct kvc_vchan_fds fds;
+    for (;;) {
+        int rc = kvc_recv_vchan_reply(&c->conn, nonblock, &info, &fds);
+        if (rc == -ETIMEDOUT) {
+            /* A daemon that bounds "forever": ask again. */
+            rc = kvc_request_client_init(&c->conn, c->domain, c->port, KVC_TIMEOUT_INFINITE);
+            if (rc == 0)
+                continue;
+        }
+        if (rc < 0)
+            return rc;
+        return chan_attach_region(c, &info, &fds, KVC_ROLE_CLIENT);
+    }
+}
+
+int kvc_chan_client_finish(struct kvc_chan *c, bool blocking)
+{
+    int rc;
+    pthread_mutex_lock(&c->lock);
+    switch (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE)) {
+    case KVC_CHAN_READY:
+        rc = 0;
+        break;
+    case KVC_CHAN_FAILED:
+        rc = -ENOTCONN;
+        break;
+    default:
+        rc = client_complete(c, 1);
+        if (rc == -EAGAIN) {
+            rc = 1;
+        } else if (rc < 0) {
+            __atomic_store_n(&c->state, KVC_CHAN_FAILED, __ATOMIC_RELEASE);
+        } else {
+            __atomic_store_n(&c->blocking, blocking ? 1 : 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&c->state, KVC_CHAN_READY, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int kvc_chan_client_init(struct kvc_chan **out, uint32_t domain, uint32_t port)
+{
+    struct kvc_chan *c;
+    int rc = kvc_chan_client_start(&c, domain, port, NULL);
+    if (rc < 0)
+        return rc;
+    rc = client_complete(c, 0);
+    if (rc < 0) {
+        chan_release(c);
+        chan_free(c);
+        return rc;
+    }
+    __atomic_store_n(&c->state, KVC_CHAN_READY, __ATOMIC_RELEASE);
+    *out = c;
+    return 0;
+}
+
+int kvc_chan_from_parts(struct kvc_chan **out, void *region, size_t len, int role, unsigned c2s_order,
+                        unsigned s2c_order, int wait_fd, int kick_fd, int owns_map)
+{
+    struct kvc_chan *c = chan_alloc();
+    if (c == NULL)
+        return -ENOMEM;
+    c->wait_fd = wait_fd;
+    c->kick_fd = kick_fd;
+    c->map = region;
+    c->map_len = len;
+    c->owns_map = owns_map;
+    int rc = set_nonblock(wait_fd);
+    if (rc == 0)
+        rc = ring_setup(c, role, c2s_order, s2c_order);
+    if (rc == 0 && role == KVC_ROLE_CLIENT && kvc_ring_attach(&c->ring) < 0)
+        rc = -EPROTO;
+    if (rc < 0) {
+        chan_release(c);
+        chan_free(c);
+        return rc;
+    }
+    c->state = KVC_CHAN_READY;
+    *out = c;
+    return 0;
+}
+
+/* ---- waiting ---- */
+
+/* Sleeps until an event arrives on the wait fd and consumes it. */
+static int poll_and_consume(struct kvc_chan *c)
+{
+    struct pollfd p = { .fd = c->wait_fd, .events = POLLIN };
+    for (;;) {
+        int n = poll(&p, 1, -1);
+        if (n > 0)
+            break;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
+    if (p.revents & (POLLERR | POLLNVAL))
+        return -EIO;
+    drain_fd(c->wait_fd);
+    c->wakeups++;
+    return 0;
+}
+
+static inline uint64_t wq_snapshot(struct kvc_chan *c)
+{
+    return __atomic_load_n(&c->wq_gen, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Waits until an event is consumed after the snapshot `gen` was taken: either
+ * by this thread (it becomes the poller) or by whichever thread is polling.
+ */
+static int wq_wait(struct kvc_chan *c, uint64_t gen)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->wq_lock);
+    while (__atomic_load_n(&c->wq_gen, __ATOMIC_RELAXED) == gen) {
+        if (!c->wq_polling) {
+            c->wq_polling = 1;
+            pthread_mutex_unlock(&c->wq_lock);
+            rc = poll_and_consume(c);
+            pthread_mutex_lock(&c->wq_lock);
+            c->wq_polling = 0;
+            __atomic_store_n(&c->wq_gen, c->wq_gen + 1, __ATOMIC_RELEASE);
+            pthread_cond_broadcast(&c->wq_cond);
+            break;
+        }
+        pthread_cond_wait(&c->wq_cond, &c->wq_lock);
+    }
+    pthread_mutex_unlock(&c->wq_lock);
+    return rc;
+}
+
+static int map_ring_error(long rc)
+{
+    switch (rc) {
+    case KVC_EOF:
+    case KVC_E_CLOSED: return -EPIPE;
+    case KVC_E_CORRUPT: return -EPROTO;
+    case KVC_E_MSGSIZE: return -EMSGSIZE;
+    case KVC_E_LOCAL: return -EBADF;
+    default: return -EINVAL;
+    }
+}
+
+/* Bounded spin (§8), then request → fence → re-check → sleep (§5.1). */
+static int wait_readable(struct kvc_chan *c, size_t min)
+{
+    for (unsigned i = 0; i < c->spin; i++) {
+        long a = kvc_ring_peek_readable(&c->ring);
+        if (a < 0)
+            return map_ring_error(a);
+        if ((size_t)a >= min)
+            return 0;
+        cpu_relax();
+    }
+    uint64_t gen = wq_snapshot(c);
+    int rc = kvc_ring_prepare_wait_readable(&c->ring, min);
+    if (rc <= 0)
+        return rc < 0 ? map_ring_error(rc) : 0;
+    return wq_wait(c, gen);
+}
+
+static int wait_writable(struct kvc_chan *c, size_t min)
+{
+    for (unsigned i = 0; i < c->spin; i++) {
+        long a = kvc_ring_peek_writable(&c->ring);
+        if (a < 0)
+            return map_ring_error(a);
+        if ((size_t)a >= min)
+            return 0;
+        cpu_relax();
+    }
+    uint64_t gen = wq_snapshot(c);
+    int rc = kvc_ring_prepare_wait_writable(&c->ring, min);
+    if (rc <= 0)
+        return rc < 0 ? map_ring_error(rc) : 0;
+    return wq_wait(c, gen);
+}
+
+int kvc_chan_wait(struct kvc_chan *c)
+{
+    if (!kvc_chan_ready(c))
+        return 0;
+    return wq_wait(c, wq_snapshot(c));
+}
+
+void kvc_chan_clear_event(struct kvc_chan *c)
+{
+    if (kvc_chan_ready(c))
+        drain_fd(c->wait_fd);
+}
+
+/* ---- I/O: the libxenvchan contract (vchan-api-and-qubes.md §1.3) ---- */
+
+int kvc_chan_read(struct kvc_chan *c, void *buf, size_t n, bool blocking)
+{
+    if (!kvc_chan_ready(c))
+        return -EAGAIN;
+    if (n > INT_MAX)
+        n = INT_MAX;
+    for (;;) {
+        long r = kvc_ring_read(&c->ring, buf, n);
+        if (r > 0)
+            return (int)r;
+        if (r < 0)
+            return map_ring_error(r);
+        if (n == 0 || !blocking)
+            return 0;
+        int rc = wait_readable(c, 1);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+int kvc_chan_recv(struct kvc_chan *c, void *buf, size_t n, bool blocking)
+{
+    if (!kvc_chan_ready(c))
+        return -EAGAIN;
+    if (n > c->ring.rx_size) {
+        /* Can never be satisfied. As in Xen: a closed peer or a blocking call
+         * fails, a non-blocking call reports "nothing yet". */
+        if (kvc_ring_is_corrupt(&c->ring))
+            return -EPROTO;
+        if (kvc_ring_peer_state(&c->ring) == KVC_STATE_CLOSED)
+            return -EPIPE;
+        return blocking ? -EMSGSIZE : 0;
+    }
+    for (;;) {
+        long r = kvc_ring_recv(&c->ring, buf, n);
+        if (r > 0)
+            return (int)r;
+        if (r < 0)
+            return map_ring_error(r);
+        if (n == 0 || !blocking)
+            return 0;
+        int rc = wait_readable(c, n);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+int kvc_chan_send(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
+{
+    if (!kvc_chan_ready(c))
+        return -EAGAIN;
+    for (;;) {
+        long r = kvc_ring_send(&c->ring, buf, n);
+        if (r > 0)
+            return (int)r;
+        if (r == KVC_E_MSGSIZE && !blocking)
+            return 0;
+        if (r < 0)
+            return map_ring_error(r);
+        if (n == 0 || !blocking)
+            return 0;
+        int rc = wait_writable(c, n);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+int kvc_chan_write(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
+{
+    if (!kvc_chan_ready(c))
+        return -EAGAIN;
+    if (n > INT_MAX)
+        n = INT_MAX;
+    if (!blocking) {
+        long r = kvc_ring_write(&c->ring, buf, n);
+        return r < 0 ? map_ring_error(r) : (int)r;
+    }
+    size_t done = 0;
+    for (;;) {
+        long r = kvc_ring_write(&c->ring, (const uint8_t *)buf + done, n - done);
+        if (r < 0)
+            return map_ring_error(r);
+        done += (size_t)r;
+        if (done == n)
+            return (int)n;
+        int rc = wait_writable(c, 1);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* ---- queries ---- */
+
+int kvc_chan_data_ready(struct kvc_chan *c)
+{
+    if (!kvc_chan_ready(c))
+        return 0;
+    long r = kvc_ring_data_ready(&c->ring);
+    return r < 0 ? 0 : (int)r;
+}
+
+int kvc_chan_buffer_space(struct kvc_chan *c)
+{
+    if (!kvc_chan_ready(c))
+        return 0;
+    long r = kvc_ring_buffer_space(&c->ring);
+    return r < 0 ? 0 : (int)r;
+}
+
+int kvc_chan_is_open(struct kvc_chan *c)
+{
+    switch (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE)) {
+    case KVC_CHAN_PENDING: return 2;
+    case KVC_CHAN_FAILED: return 0;
+    default: break;
+    }
+    switch (kvc_ring_peer_state(&c->ring)) {
+    case KVC_STATE_CONNECTED: return 1;
+    case KVC_STATE_WAITING: return 2;
+    default: return 0;
+    }
+}
+
+/* ---- close ---- */
+
+void kvc_chan_close(struct kvc_chan *c)
+{
+    if (c == NULL)
+        return;
+    if (getpid() != c->owner) {
+        /* A forked child: the vchan belongs to the parent. Release our copies
+         * only; never touch shared memory or the parent's daemon connection
+         * (its locks may have been held by a thread that does not exist here). */
+        chan_release(c);
+        free(c);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    if (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE) == KVC_CHAN_READY && c->map != NULL)
+        kvc_ring_close(&c->ring);
+    chan_release(c);
+    pthread_mutex_unlock(&c->lock);
+    chan_free(c);
+}
