@@ -3,7 +3,7 @@ import { DaemonConnection } from './daemon-connection.js';
 import { Vchan, type VchanOptions } from './vchan.js';
 import { Command, TIMEOUT_INFINITE, VchanRole } from '../protocol/constants.js';
 import type { VchanInfo } from '../protocol/types.js';
-import { DaemonError, InvalidArgumentError, TimeoutError } from '../errors.js';
+import { AbortError, DaemonError, InvalidArgumentError, TimeoutError } from '../errors.js';
 import type { VchanSetup } from './setup.js';
 
 export interface ListenOptions extends VchanOptions {
@@ -33,6 +33,14 @@ function checkU32(v: number, what: string): number {
   return v;
 }
 
+/**
+ * An already aborted signal fails like one aborted later (AbortError, KVMCHAN_E_ABORTED):
+ * `signal.throwIfAborted()` would throw a DOMException, which has no kvmchan `code`.
+ */
+function checkAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw new AbortError(undefined, { cause: signal.reason });
+}
+
 function toSetup(info: VchanInfo, fds: readonly number[], conn: DaemonConnection): VchanSetup {
   const [shm, wait, kick] = fds as [number, number, number];
   return {
@@ -58,7 +66,7 @@ export async function listen(options: ListenOptions): Promise<Vchan> {
   const domain = checkU32(options.domain ?? 0, 'domain');
   const readMin = checkU32(options.readMin ?? 0, 'readMin');
   const writeMin = checkU32(options.writeMin ?? 0, 'writeMin');
-  options.signal?.throwIfAborted();
+  checkAborted(options.signal);
   const conn = await DaemonConnection.open(options.runtimeDir);
   let reply;
   try {
@@ -78,7 +86,7 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
   if (timeout !== Infinity && (!Number.isInteger(timeout) || timeout < 0 || timeout >= TIMEOUT_INFINITE)) {
     throw new InvalidArgumentError(`timeout must be a non-negative integer number of ms, got ${timeout}`);
   }
-  options.signal?.throwIfAborted();
+  checkAborted(options.signal);
   const conn = await DaemonConnection.open(options.runtimeDir);
   let reply;
   try {

@@ -9,7 +9,7 @@ import { native } from '../native.js';
 import { RingEndpoint, EOF, type PeerState } from '../ring/endpoint.js';
 import { AsyncRing } from '../ring/async-ring.js';
 import { EventFdWaiter } from '../ring/eventfd-waiter.js';
-import { ClosedError, DaemonUnavailableError, InvalidArgumentError, KvmchanError, TimeoutError } from '../errors.js';
+import { AbortError, ClosedError, DaemonUnavailableError, InvalidArgumentError, KvmchanError, TimeoutError } from '../errors.js';
 import type { VchanSetup } from './setup.js';
 
 export { EOF };
@@ -107,6 +107,9 @@ export class Vchan extends EventEmitter {
       return await op();
     } catch (err) {
       if (this.#lost !== null) throw this.#lost;
+      // The ring engine checks an already aborted signal with throwIfAborted(), a DOMException
+      // without a kvmchan code; callers get the same AbortError however early they aborted.
+      if (err instanceof DOMException && err.name === 'AbortError') throw new AbortError(undefined, { cause: err });
       throw err;
     }
   }
