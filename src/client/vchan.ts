@@ -21,7 +21,7 @@ export interface IoOptions {
 }
 
 export interface VchanOptions {
-  /** Peer-index polls before sleeping (ring-protocol.md §8); 0 disables spinning. */
+  /** Longest spin before sleeping, in µs (ring-protocol.md §8); 0 disables spinning. Default 100. */
   spin?: number;
 }
 
@@ -211,7 +211,11 @@ export class Vchan extends EventEmitter {
     return this.#guard(() => this.#ring.waitWritable(min, options.signal));
   }
 
-  /** Server: resolves once a client has attached (or rejects if it went away first). */
+  /**
+   * Server: resolves once the vchan is no longer waiting for its client — the
+   * client attached, or attached and already closed (check `state`; reads still
+   * drain what it sent). As Qubes' `while (is_open() == VCHAN_WAITING) wait();`.
+   */
   async waitConnected(options: IoOptions & { timeout?: number } = {}): Promise<void> {
     const signals: AbortSignal[] = [];
     if (options.signal !== undefined) signals.push(options.signal);
@@ -219,9 +223,7 @@ export class Vchan extends EventEmitter {
     const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined;
     await this.#guard(async () => {
       for (;;) {
-        const s = this.#endpoint.peerState;
-        if (s === 'connected') return;
-        if (s === 'closed') throw new ClosedError('peer closed before connecting');
+        if (this.#endpoint.peerState !== 'waiting') return;
         // The client's attach kicks us unconditionally (ring-protocol.md §3).
         try {
           await this.#waiter.wait(signal);

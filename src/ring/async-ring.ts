@@ -14,35 +14,63 @@ export interface WaitHook {
 
 export interface AsyncRingOptions {
   /**
-   * Peer-index polls before sleeping. A sleep/wake costs ~30 µs per direction on
-   * these VMs (reference/node-ecosystem.md §2.5); a poll costs ~15 ns.
+   * Longest spin before sleeping, in microseconds (0: never spin). The actual
+   * spin adapts between 0 and this: a sleep/wake costs ~30 µs per direction on
+   * these VMs (reference/node-ecosystem.md §2.5), so a spin shorter than that
+   * never catches a peer that is itself waking up, and both sides would settle
+   * into sleeping in turn.
    */
   spin?: number;
 }
 
-export const DEFAULT_SPIN = 400;
+export const DEFAULT_SPIN_US = 100;
+const MIN_SPIN_US = 2;
 
 export class AsyncRing {
   readonly endpoint: RingEndpoint;
   readonly #hook: WaitHook;
-  readonly #spin: number;
+  readonly #maxSpin: number;
+  /** Current spin budget (µs), adapted after every sleep. */
+  #spin: number;
 
   constructor(endpoint: RingEndpoint, hook: WaitHook, options: AsyncRingOptions = {}) {
     this.endpoint = endpoint;
     this.#hook = hook;
-    this.#spin = options.spin ?? DEFAULT_SPIN;
+    this.#maxSpin = Math.max(0, options.spin ?? DEFAULT_SPIN_US);
+    this.#spin = this.#maxSpin;
+  }
+
+  /** Polls `ready` for up to the current budget; time is read every 64 polls (~1.5 µs). */
+  #spinUntil(ready: () => boolean): boolean {
+    if (this.#spin <= 0) return false;
+    const deadline = performance.now() + this.#spin / 1000;
+    for (;;) {
+      for (let i = 0; i < 64; i++) if (ready()) return true;
+      if (performance.now() >= deadline) return false;
+    }
+  }
+
+  /** Sleeps on the hook and adapts the spin budget to how long the peer took. */
+  async #sleep(signal: AbortSignal | undefined): Promise<void> {
+    if (this.#maxSpin === 0) {
+      await this.#hook.wait(signal);
+      return;
+    }
+    const t0 = performance.now();
+    await this.#hook.wait(signal);
+    const slept = (performance.now() - t0) * 1000;
+    // Woken soon after giving up: spinning a little longer would have caught it.
+    this.#spin = slept < this.#maxSpin ? this.#maxSpin : Math.max(MIN_SPIN_US, this.#spin / 2);
   }
 
   #spinReadable(min: number): boolean {
     const ep = this.endpoint;
-    for (let i = 0; i < this.#spin; i++) if (ep.peekReadable() >= min) return true;
-    return false;
+    return this.#spinUntil(() => ep.peekReadable() >= min);
   }
 
   #spinWritable(min: number): boolean {
     const ep = this.endpoint;
-    for (let i = 0; i < this.#spin; i++) if (ep.peekWritable() >= min) return true;
-    return false;
+    return this.#spinUntil(() => ep.peekWritable() >= min);
   }
 
   /** Waits until at least `min` bytes can be read, or the peer closed. */
@@ -52,7 +80,7 @@ export class AsyncRing {
       signal?.throwIfAborted();
       if (this.#spinReadable(min)) return;
       if (!ep.prepareWaitReadable(min)) return;
-      await this.#hook.wait(signal);
+      await this.#sleep(signal);
     }
   }
 
@@ -63,7 +91,7 @@ export class AsyncRing {
       signal?.throwIfAborted();
       if (this.#spinWritable(min)) return;
       if (!ep.prepareWaitWritable(min)) return;
-      await this.#hook.wait(signal);
+      await this.#sleep(signal);
     }
   }
 

@@ -54,7 +54,7 @@ export interface PrivateIndices {
 }
 
 /** Below this many bytes a byte loop beats creating subarray views. */
-const SMALL_COPY = 32;
+const SMALL_COPY = 64;
 
 export class RingEndpoint {
   readonly role: Role;

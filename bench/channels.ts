@@ -1,0 +1,158 @@
+/**
+ * The byte channels the benchmark compares, behind one small interface:
+ * the raw ring over a memfd (issue 2), a daemon-made vchan (issue 3), and
+ * Node's `net` over a UNIX socket (the baseline).
+ */
+import net from 'node:net';
+import { once } from 'node:events';
+import { native } from '../src/native.js';
+import { RingEndpoint } from '../src/ring/endpoint.js';
+import { AsyncRing } from '../src/ring/async-ring.js';
+import { EventFdWaiter } from '../src/ring/eventfd-waiter.js';
+import { initializeRegion, regionLength, type Role } from '../src/ring/layout.js';
+import type { Vchan } from '../src/client/vchan.js';
+
+export interface Chan {
+  tryWrite(b: Uint8Array): number;
+  tryRead(b: Uint8Array): number;
+  waitReadable(min?: number): Promise<void>;
+  waitWritable(min?: number): Promise<void>;
+  close(): void;
+}
+
+export function ringChan(mapping: ArrayBuffer, role: Role, order: number, waitFd: number, kickFd: number, spin: number): Chan {
+  const waiter = new EventFdWaiter(waitFd, kickFd);
+  const ep = new RingEndpoint(mapping, 0, { role, c2sOrder: order, s2cOrder: order }, waiter.kick);
+  if (role === 'client') ep.attach();
+  const ring = new AsyncRing(ep, waiter, { spin });
+  return {
+    tryWrite: (b) => ep.tryWrite(b),
+    tryRead: (b) => ep.tryRead(b),
+    waitReadable: (min) => ring.waitReadable(min),
+    waitWritable: (min) => ring.waitWritable(min),
+    close: () => {
+      ep.close();
+      waiter.close();
+      native.munmap(mapping);
+    },
+  };
+}
+
+export function createRegion(order: number): { shm: number; mapping: ArrayBuffer; a: number; b: number } {
+  const g = { c2sOrder: order, s2cOrder: order };
+  const shm = native.memfdCreate('bench', regionLength(g), true);
+  const mapping = native.mmap(shm, regionLength(g), 0, true);
+  initializeRegion(mapping, 0, g);
+  return { shm, mapping, a: native.eventfd(0, 0o4000), b: native.eventfd(0, 0o4000) };
+}
+
+export function vchanChan(v: Vchan): Chan {
+  return {
+    tryWrite: (b) => v.tryWrite(b),
+    tryRead: (b) => v.tryRead(b),
+    waitReadable: (min) => v.waitReadable(min),
+    waitWritable: (min) => v.waitWritable(min),
+    close: () => {
+      v.close();
+    },
+  };
+}
+
+/** `net.Socket` seen through the same interface (writes are queued by Node, reads buffered here). */
+export function netChan(sock: net.Socket): Chan {
+  const chunks: Buffer[] = [];
+  let buffered = 0;
+  let waiter: (() => void) | null = null;
+  let ended = false;
+  sock.on('data', (d: Buffer) => {
+    chunks.push(d);
+    buffered += d.length;
+    if (waiter !== null) {
+      const w = waiter;
+      waiter = null;
+      w();
+    }
+  });
+  sock.on('end', () => {
+    ended = true;
+    waiter?.();
+  });
+  let needDrain = false;
+  return {
+    tryWrite: (b) => {
+      if (needDrain) return 0;
+      // Node copies nothing on write: hand it a fresh buffer so the caller may reuse its own.
+      needDrain = !sock.write(Buffer.from(b));
+      return b.length;
+    },
+    tryRead: (b) => {
+      if (buffered === 0) return ended ? -1 : 0;
+      let n = 0;
+      while (n < b.length && chunks.length > 0) {
+        const head = chunks[0]!;
+        const k = Math.min(head.length, b.length - n);
+        b.set(head.subarray(0, k), n);
+        n += k;
+        if (k === head.length) chunks.shift();
+        else chunks[0] = head.subarray(k);
+      }
+      buffered -= n;
+      return n;
+    },
+    waitReadable: async (min = 1) => {
+      while (buffered < min && !ended) await new Promise<void>((r) => (waiter = r));
+    },
+    waitWritable: async () => {
+      if (needDrain) {
+        await once(sock, 'drain');
+        needDrain = false;
+      }
+    },
+    close: () => {
+      sock.destroy();
+    },
+  };
+}
+
+/** Writes `total` bytes in `size`-byte writes; returns when all are handed over. */
+export async function writeBulk(ch: Chan, total: number, size: number): Promise<void> {
+  const chunk = Buffer.alloc(size, 0x5a);
+  let sent = 0;
+  while (sent < total) {
+    const n = ch.tryWrite(size <= total - sent ? chunk : chunk.subarray(0, total - sent));
+    if (n === 0) await ch.waitWritable(1);
+    sent += n;
+  }
+}
+
+/** Reads exactly `total` bytes (stream reads into a 256 KiB buffer). */
+export async function readBulk(ch: Chan, total: number): Promise<void> {
+  const buf = Buffer.allocUnsafe(256 * 1024);
+  let got = 0;
+  while (got < total) {
+    const n = ch.tryRead(buf.subarray(0, Math.min(buf.length, total - got)));
+    if (n < 0) throw new Error('stream ended early');
+    if (n === 0) await ch.waitReadable(1);
+    got += n;
+  }
+}
+
+/** Reads exactly b.length bytes. */
+export async function readExact(ch: Chan, b: Uint8Array): Promise<void> {
+  let got = 0;
+  while (got < b.length) {
+    const n = ch.tryRead(b.subarray(got));
+    if (n < 0) throw new Error('stream ended early');
+    if (n === 0) await ch.waitReadable(1);
+    got += n;
+  }
+}
+
+export async function writeExact(ch: Chan, b: Uint8Array): Promise<void> {
+  let sent = 0;
+  while (sent < b.length) {
+    const n = ch.tryWrite(b.subarray(sent));
+    if (n === 0) await ch.waitWritable(1);
+    sent += n;
+  }
+}

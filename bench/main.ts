@@ -1,0 +1,187 @@
+/**
+ * `npm run bench`: kvmchan against baselines measured in the same run
+ * (DESIGN.md §9). Every figure is printed next to its baseline and the ratio;
+ * these machines are shared VMs, so only ratios from one run mean anything.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { native } from '../src/native.js';
+import { Vchan } from '../src/client/index.js';
+import { PrivateDaemon } from '../src/cli/private-daemon.js';
+import { createRegion, ringChan, vchanChan, netChan, writeBulk, readExact, writeExact, type Chan } from './channels.js';
+import { table } from '../src/cli/format.js';
+
+const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
+const QUICK = process.argv.includes('--quick');
+const MiB = 1024 * 1024;
+const ORDER = 20; // 1 MiB rings (DESIGN.md §9)
+
+type Step = { sink: number; size: number } | { echo: number; size: number } | { accept: number; base: number };
+
+interface Peer {
+  ch: Chan | null;
+  done: Promise<number | null>;
+}
+
+let daemon: PrivateDaemon | null = null;
+let nextPort = 100;
+
+async function startPeer(transport: 'ring' | 'vchan' | 'net', steps: Step[], spin: number): Promise<Peer> {
+  const script = JSON.stringify(steps.map((s) => ('sink' in s ? { sink: s.sink } : s)));
+  const env = { ...process.env, BENCH_SPIN: String(spin) };
+  const exit = (c: ReturnType<typeof spawn>): Promise<number | null> =>
+    new Promise((r) => c.once('exit', (code) => { r(code); }));
+  if (transport === 'ring') {
+    const r = createRegion(ORDER);
+    const child = spawn(process.execPath, [PEER, 'ring', script, String(ORDER)], { stdio: ['ignore', 'inherit', 'inherit', r.shm, r.b, r.a], env });
+    native.close(r.shm);
+    return { ch: ringChan(r.mapping, 'server', ORDER, r.a, r.b, spin), done: exit(child) };
+  }
+  if (transport === 'vchan') {
+    daemon ??= await PrivateDaemon.start();
+    if (steps.some((s) => 'accept' in s)) {
+      const child = spawn(process.execPath, [PEER, 'vchan', script, daemon.runtimeDir, '0'], { stdio: 'inherit', env });
+      return { ch: null, done: exit(child) };
+    }
+    const port = nextPort++;
+    const v = await Vchan.listen({ runtimeDir: daemon.runtimeDir, port, readMin: 2 ** ORDER, writeMin: 2 ** ORDER, spin });
+    const child = spawn(process.execPath, [PEER, 'vchan', script, daemon.runtimeDir, String(port)], { stdio: 'inherit', env });
+    await v.waitConnected({ timeout: 20000 });
+    return { ch: vchanChan(v), done: exit(child) };
+  }
+  const sockPath = path.join(os.tmpdir(), `kvmchan-bench-${process.pid}-${nextPort++}.sock`);
+  const server = net.createServer();
+  server.listen(sockPath);
+  await once(server, 'listening');
+  const child = spawn(process.execPath, [PEER, 'net', script, sockPath], { stdio: 'inherit', env });
+  const [sock] = (await once(server, 'connection')) as [net.Socket];
+  sock.setNoDelay(true);
+  server.close();
+  fs.rmSync(sockPath, { force: true });
+  return { ch: netChan(sock), done: exit(child) };
+}
+
+interface Results {
+  bulk: Map<number, number>; // write size → bytes/s
+  rtt: number[]; // µs samples
+}
+
+async function run(transport: 'ring' | 'vchan' | 'net', bulk: [size: number, total: number][], pings: number, spin: number): Promise<Results> {
+  const steps: Step[] = [...bulk.map(([size, total]) => ({ sink: total, size })), ...(pings > 0 ? [{ echo: pings, size: 64 }] : [])];
+  const peer = await startPeer(transport, steps, spin);
+  const ch = peer.ch!;
+  const res: Results = { bulk: new Map(), rtt: [] };
+  const ack = new Uint8Array(1);
+  await readExact(ch, ack); // the peer is up and attached
+  for (const [size, total] of bulk) {
+    const t0 = process.hrtime.bigint();
+    await writeBulk(ch, total, size);
+    await readExact(ch, ack);
+    res.bulk.set(size, total / (Number(process.hrtime.bigint() - t0) / 1e9));
+  }
+  const msg = new Uint8Array(64);
+  for (let i = 0; i < pings; i++) {
+    const t0 = process.hrtime.bigint();
+    await writeExact(ch, msg);
+    await readExact(ch, msg);
+    res.rtt.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+  ch.close();
+  const code = await peer.done;
+  if (code !== 0) throw new Error(`${transport} peer exited with ${code}`);
+  return res;
+}
+
+function pct(samples: number[], q: number): number {
+  const s = [...samples].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
+}
+
+function memcpyRate(): number {
+  const src = Buffer.alloc(MiB, 1);
+  const dst = Buffer.alloc(MiB);
+  const rounds = QUICK ? 2000 : 8000;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < rounds; i++) src.copy(dst, (i * 65536) % MiB, (i * 65536) % MiB, ((i * 65536) % MiB) + 65536);
+  return (rounds * 65536) / (Number(process.hrtime.bigint() - t0) / 1e9);
+}
+
+async function setupLatency(n: number): Promise<number[]> {
+  daemon ??= await PrivateDaemon.start();
+  const base = 50_000;
+  const peer = await startPeer('vchan', [{ accept: n, base }], 0);
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    const v = await Vchan.listen({ runtimeDir: daemon.runtimeDir, port: base + i });
+    await v.waitConnected({ timeout: 20000 });
+    samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    v.close();
+  }
+  if ((await peer.done) !== 0) throw new Error('setup peer failed');
+  return samples;
+}
+
+const gib = (bps: number): string => `${(bps / 2 ** 30).toFixed(2)} GiB/s`;
+const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
+
+async function main(): Promise<void> {
+  const scale = QUICK ? 0.125 : 1;
+  const ringBulk: [number, number][] = [
+    [64, 64 * MiB * scale],
+    [1024, 1024 * MiB * scale],
+    [65536, 4096 * MiB * scale],
+  ];
+  const netBulk: [number, number][] = [
+    [64, 32 * MiB * scale],
+    [1024, 512 * MiB * scale],
+    [65536, 2048 * MiB * scale],
+  ];
+  const pings = QUICK ? 5000 : 20000;
+  process.stderr.write(`kvmchan bench on ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}${QUICK ? ', quick mode' : ''}\n`);
+  const memcpy = memcpyRate();
+  process.stderr.write('ring (memfd, no daemon)…\n');
+  const ring = await run('ring', ringBulk, pings, 100);
+  const ringSleep = await run('ring', [], Math.floor(pings / 4), 0);
+  process.stderr.write('vchan (through kvmchand)…\n');
+  const vchan = await run('vchan', ringBulk, pings, 100);
+  const vchanSleep = await run('vchan', [], Math.floor(pings / 4), 0);
+  process.stderr.write('node net over a UNIX socket…\n');
+  const nets = await run('net', netBulk, pings, 0);
+  process.stderr.write('vchan setup latency…\n');
+  const setup = await setupLatency(QUICK ? 200 : 1000);
+  await daemon?.stop();
+
+  const rows: string[][] = [];
+  for (const [size] of ringBulk) {
+    const base = nets.bulk.get(size)!;
+    const label = size === 64 ? '64 B' : size === 1024 ? '1 KiB' : '64 KiB';
+    const r = ring.bulk.get(size)!;
+    const v = vchan.bulk.get(size)!;
+    rows.push([`bulk ${label} writes: ring`, gib(r), `net ${gib(base)}`, ratio(r, base)]);
+    rows.push([`bulk ${label} writes: vchan`, gib(v), `net ${gib(base)}`, ratio(v, base)]);
+    if (size === 64) {
+      rows.push([`  64 B messages/s: ring`, `${(r / 64 / 1e6).toFixed(2)} M/s`, `net ${(base / 64 / 1e6).toFixed(2)} M/s`, ratio(r, base)]);
+    }
+    if (size === 65536) {
+      rows.push([`  64 KiB vchan vs memcpy`, gib(v), `memcpy ${gib(memcpy)}`, `${((v / memcpy) * 100).toFixed(0)} %`]);
+    }
+  }
+  const n50 = pct(nets.rtt, 0.5);
+  rows.push(['64 B RTT p50, spinning: ring', `${pct(ring.rtt, 0.5).toFixed(2)} µs`, `net ${n50.toFixed(1)} µs`, ratio(n50, pct(ring.rtt, 0.5))]);
+  rows.push(['64 B RTT p50, spinning: vchan', `${pct(vchan.rtt, 0.5).toFixed(2)} µs`, `net ${n50.toFixed(1)} µs`, ratio(n50, pct(vchan.rtt, 0.5))]);
+  rows.push(['64 B RTT p50, sleeping: ring', `${pct(ringSleep.rtt, 0.5).toFixed(1)} µs`, `net ${n50.toFixed(1)} µs`, ratio(n50, pct(ringSleep.rtt, 0.5))]);
+  rows.push(['64 B RTT p50, sleeping: vchan', `${pct(vchanSleep.rtt, 0.5).toFixed(1)} µs`, `net ${n50.toFixed(1)} µs`, ratio(n50, pct(vchanSleep.rtt, 0.5))]);
+  rows.push(['64 B RTT p99, spinning: vchan', `${pct(vchan.rtt, 0.99).toFixed(1)} µs`, `net ${pct(nets.rtt, 0.99).toFixed(1)} µs`, ratio(pct(nets.rtt, 0.99), pct(vchan.rtt, 0.99))]);
+  rows.push([`vchan setup p50 (${setup.length})`, `${pct(setup, 0.5).toFixed(2)} ms`, 'target 2 ms', ratio(2, pct(setup, 0.5))]);
+  rows.push([`vchan setup p99 (${setup.length})`, `${pct(setup, 0.99).toFixed(2)} ms`, '', '']);
+  process.stdout.write(`${table(['benchmark', 'kvmchan', 'baseline (same run)', 'ratio'], rows)}\n`);
+  process.stdout.write('ratio: kvmchan ÷ baseline for throughput, baseline ÷ kvmchan for latency (higher is better). Run inside a VM.\n');
+}
+
+await main();

@@ -1,0 +1,58 @@
+/**
+ * The second process of every benchmark. argv: transport (ring|vchan|net)
+ * script, where script is a JSON list of steps the parent runs in the same order:
+ *   {"sink": bytes}  read bytes, then write a 1-byte ack
+ *   {"echo": n, "size": s, "spin": k}  echo n messages of s bytes
+ *   {"accept": n, "base": port}  (vchan only) connect to ports base..base+n-1 one after another
+ * ring: fds 3/4/5 = memfd, our wait eventfd, parent's eventfd; argv[4] = order.
+ * vchan: argv[4] = runtime dir, argv[5] = port.  net: argv[4] = socket path.
+ */
+import net from 'node:net';
+import { once } from 'node:events';
+import { native } from '../src/native.js';
+import { regionLength } from '../src/ring/layout.js';
+import { Vchan } from '../src/client/index.js';
+import { ringChan, vchanChan, netChan, readBulk, readExact, writeExact, type Chan } from './channels.js';
+
+type Step = { sink: number } | { echo: number; size: number } | { accept: number; base: number };
+
+const [transport, scriptJson, a, b] = process.argv.slice(2);
+const script = JSON.parse(scriptJson ?? '[]') as Step[];
+
+async function open(spin: number): Promise<Chan> {
+  if (transport === 'ring') {
+    const order = Number(a);
+    const mapping = native.mmap(3, regionLength({ c2sOrder: order, s2cOrder: order }), 0, true);
+    return ringChan(mapping, 'client', order, 4, 5, spin);
+  }
+  if (transport === 'vchan') {
+    return vchanChan(await Vchan.connect({ runtimeDir: a!, port: Number(b), spin }));
+  }
+  const sock = net.connect(a!);
+  await once(sock, 'connect');
+  sock.setNoDelay(true);
+  return netChan(sock);
+}
+
+const spinArg = Number(process.env['BENCH_SPIN'] ?? '100');
+const ch = script.some((s) => 'accept' in s) ? null : await open(spinArg);
+// Ready: nothing is timed until this process has started and attached.
+if (ch !== null) await writeExact(ch, new Uint8Array(1));
+for (const step of script) {
+  if ('sink' in step) {
+    await readBulk(ch!, step.sink);
+    await writeExact(ch!, new Uint8Array(1));
+  } else if ('echo' in step) {
+    const m = new Uint8Array(step.size);
+    for (let i = 0; i < step.echo; i++) {
+      await readExact(ch!, m);
+      await writeExact(ch!, m);
+    }
+  } else {
+    for (let i = 0; i < step.accept; i++) {
+      const v = await Vchan.connect({ runtimeDir: a!, port: step.base + i });
+      v.close();
+    }
+  }
+}
+ch?.close();
