@@ -305,7 +305,7 @@ describe('Poller in child processes and workers', () => {
     assert.equal(free.status, 0, free.stderr);
     assert.equal(free.stdout.trim(), 'armed');
 
-    const held = runChild(watchScript('p.unref(); p.ref();'), { timeoutMs: 1000 });
+    const held = runChild(watchScript('p.unref(); p.ref();'), { timeoutMs: 2500 });
     assert.equal(held.status, null, 'still running when the timeout hit');
     assert.equal(held.signal, 'SIGTERM');
     assert.equal(held.stdout.trim(), 'armed');
