@@ -100,7 +100,7 @@ static void finalize(napi_env env, void *data, void *hint) {
   }
 }
 
-/* The symbol keying the callback property, or NULL (with an exception pending) on failure. */
+/* The symbol keying the callback property, or NULL if it cannot be had. */
 static napi_value callback_key(napi_env env) {
   kc_env_state *state = kc_state(env);
   napi_value key = NULL;
