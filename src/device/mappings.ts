@@ -1,0 +1,53 @@
+/**
+ * Bounds-checked mmap bookkeeping shared by the IvshmemDeviceHandle implementations:
+ * every mapping a handle made is unmapped when the handle closes, so a closed device never
+ * leaves shared memory mapped behind it (DESIGN.md §9: zero leaked mappings).
+ */
+import { InvalidArgumentError, fromSystemError } from '../errors.js';
+import { native } from '../native.js';
+
+/** mmap offsets must be page aligned; x86-64 (the only target with ivshmem here) uses 4 KiB. */
+export const PAGE_SIZE = 4096;
+
+export class MappingSet {
+  readonly #fd: number;
+  readonly #size: number;
+  readonly #maps = new Set<ArrayBuffer>();
+
+  constructor(fd: number, size: number) {
+    this.#fd = fd;
+    this.#size = size;
+  }
+
+  get count(): number {
+    return this.#maps.size;
+  }
+
+  map(offset = 0, length?: number, writable = true): ArrayBuffer {
+    const len = length ?? this.#size - offset;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) {
+      throw new InvalidArgumentError(`map: offset ${offset} must be a non-negative multiple of ${PAGE_SIZE}`);
+    }
+    if (!Number.isSafeInteger(len) || len <= 0 || offset + len > this.#size) {
+      throw new InvalidArgumentError(`map: range [${offset}, ${offset}+${len}) outside shared memory of ${this.#size} bytes`);
+    }
+    let buf: ArrayBuffer;
+    try {
+      buf = native.mmap(this.#fd, len, offset, writable);
+    } catch (err) {
+      throw fromSystemError(err, 'map: mmap of ivshmem shared memory failed');
+    }
+    this.#maps.add(buf);
+    return buf;
+  }
+
+  unmap(buf: ArrayBuffer): void {
+    if (!this.#maps.delete(buf)) throw new InvalidArgumentError('unmap: buffer was not mapped by this device');
+    native.munmap(buf);
+  }
+
+  unmapAll(): void {
+    for (const buf of this.#maps) native.munmap(buf);
+    this.#maps.clear();
+  }
+}
