@@ -403,13 +403,18 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
       this.#log?.error({ err }, 'ivshmem listening socket poll error');
       return;
     }
-    for (;;) {
+    while (!this.#closed) {
       let fd: number | null;
       try {
         fd = native.accept(port.fd);
       } catch (e) {
-        // EMFILE/ENFILE/ECONNABORTED: the connection stays queued or is gone; try later.
-        this.#log?.error({ err: e }, 'ivshmem accept failed');
+        // EMFILE/ENFILE: the connection stays queued and the (level-triggered) poll would
+        // fire again at once; back off instead of spinning.
+        this.#log?.error({ err: e }, 'ivshmem accept failed; retrying in 100 ms');
+        port.poller.stop();
+        setTimeout(() => {
+          if (!this.#closed) port.poller.start(READABLE);
+        }, 100).unref();
         return;
       }
       if (fd === null) return;

@@ -209,3 +209,32 @@ test('no fd or mapping leaks over many join/leave cycles (socket clients, test c
   native.close(shm);
   t.cleanup();
 });
+
+test('disconnect(id) drops one client; close() drops all of them and removes the socket', async () => {
+  const t = tempDir();
+  const shm = memfd(4096);
+  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1 }).listen();
+  const a = IvshmemTestClient.connect(dev.socketPath);
+  const b = IvshmemTestClient.connect(dev.socketPath);
+  try {
+    await a.expectSequence([...initialSequence(1, [0], 1), ...joinSequence(2, 1)]);
+    await b.expectSequence(initialSequence(2, [0, 1], 1));
+    const left = nextEvent<[PeerInfo, string]>(dev, 'peer-leave');
+    assert.equal(dev.disconnect(2, 'VM destroyed'), true);
+    assert.deepEqual((await left).map((x) => (typeof x === 'string' ? x : x.id)), [2, 'VM destroyed']);
+    assert.equal((await b.expectEof()).length, 0);
+    await a.expectSequence([{ value: 2, fd: false }]);
+    assert.equal(dev.disconnect(2), false);
+    dev.close();
+    assert.equal((await a.expectEof()).length, 0);
+    assert.equal(fs.existsSync(t.sock('d.sock')), false);
+    assert.equal(dev.clientCount, 0);
+    dev.close();
+  } finally {
+    a.close();
+    b.close();
+    dev.close();
+    native.close(shm);
+    t.cleanup();
+  }
+});
