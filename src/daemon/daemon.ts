@@ -7,6 +7,7 @@ import { Registry } from './registry/registry.js';
 import { MemfdChannelFactory } from './registry/channel-resources.js';
 import { RuntimeDir } from './runtime-dir.js';
 import { LocalServer } from './local/local-server.js';
+import { HostVchanService } from './registry/host-service.js';
 import type { Config } from './config.js';
 import { defaultRuntimeDir } from './config.js';
 
@@ -30,7 +31,7 @@ export class Daemon {
     try {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
-        registry: this.registry,
+        service: new HostVchanService(this.registry),
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
         log: this.log.child({ component: 'local' }),

@@ -16,13 +16,14 @@ import { commandSpec, MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES } from '../../protoc
 import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
 import { WireError } from '../../protocol/errors.js';
 import type { KvmchanError } from '../../errors.js';
-import type { Caller, Registry, VchanGrant } from '../registry/registry.js';
+import type { Caller } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
+import type { FdGrant, VchanService } from '../vchan-service.js';
 
 export interface LocalConnectionOptions {
   fd: number;
   caller: Caller;
-  registry: Registry;
+  service: VchanService;
   log: Logger;
   handshakeTimeoutMs: number;
   onClosed: (conn: LocalConnection) => void;
@@ -38,17 +39,18 @@ function errnoOf(err: unknown): number {
 
 export class LocalConnection {
   readonly caller: Caller;
-  readonly #registry: Registry;
+  readonly #service: VchanService;
   readonly #log: Logger;
   readonly #socket: SeqpacketSocket;
   readonly #sequence = new RequestSequence();
   readonly #onClosed: (conn: LocalConnection) => void;
   #idleTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  #shutdownSent = false;
 
   constructor(opts: LocalConnectionOptions) {
     this.caller = opts.caller;
-    this.#registry = opts.registry;
+    this.#service = opts.service;
     this.#log = opts.log;
     this.#onClosed = opts.onClosed;
     this.#socket = new SeqpacketSocket(opts.fd, MAX_FRAME, MAX_FDS, {
@@ -94,13 +96,11 @@ export class LocalConnection {
       if (reply !== undefined) this.#socket.send(reply);
       return;
     }
-    try {
-      this.#dispatch(result.value);
-    } catch (err) {
-      // A bug or a resource failure in one request must not take the daemon down.
-      this.#log.error({ conn: this.caller.connId, err }, 'request failed');
-      this.#socket.send(encodeReply(frame.id, frame.seq, -Errno.EIO));
-    }
+    const { id, seq } = frame;
+    this.#dispatch(result.value).catch((err: unknown) => {
+      // Refusals and failures of one request stay with it: the daemon carries on.
+      if (!this.#closed) this.#refuse(id as CommandId, seq, err);
+    });
   }
 
   #protocolViolation(err: WireError): void {
@@ -108,63 +108,44 @@ export class LocalConnection {
     this.#teardown(null, null);
   }
 
-  #dispatch(req: AnyRequest): void {
+  async #dispatch(req: AnyRequest): Promise<void> {
     switch (req.id) {
       case Command.GET_VERSION:
         this.#socket.send(encodeReply(req.id, req.seq, 0, { version: PROTOCOL_VERSION, maxPayload: MAX_PAYLOAD }));
         return;
       case Command.CHECK_COMMAND: {
-        const known = commandSpec(req.body.id) !== undefined && commandSpec(req.body.id)!.transports.includes('seqpacket');
+        const spec = commandSpec(req.body.id);
+        const known = spec !== undefined && spec.transports.includes('seqpacket');
         this.#socket.send(encodeReply(req.id, req.seq, known ? 0 : -Errno.ENOSYS));
         return;
       }
       case Command.VCHAN_SERVER_INIT: {
         const b = req.body;
-        let grant: VchanGrant;
-        try {
-          grant = this.#registry.serverInit(this.caller, b.peerDomain, b.port, b.readMin, b.writeMin);
-        } catch (err) {
-          this.#refuse(req.id, req.seq, err);
-          return;
-        }
-        this.#sendGrant(req.id, req.seq, grant);
+        this.#sendGrant(req.id, req.seq, await this.#service.serverInit(this.caller, b.peerDomain, b.port, b.readMin, b.writeMin));
         return;
       }
       case Command.VCHAN_CLIENT_INIT: {
         const b = req.body;
         const timeout = b.timeoutMs === TIMEOUT_INFINITE ? Infinity : b.timeoutMs;
-        const { id, seq } = req;
-        this.#registry.clientInit(this.caller, b.serverDomain, b.port, timeout).then(
-          (grant) => {
-            if (this.#closed) return; // the registry already released our side with the connection
-            this.#sendGrant(id, seq, grant);
-          },
-          (err: unknown) => {
-            if (!this.#closed) this.#refuse(id, seq, err);
-          },
-        );
+        this.#sendGrant(req.id, req.seq, await this.#service.clientInit(this.caller, b.serverDomain, b.port, timeout));
         return;
       }
       case Command.VCHAN_CLOSE:
-        try {
-          this.#registry.close(this.caller, req.body.handle);
-        } catch (err) {
-          this.#refuse(req.id, req.seq, err);
-          return;
-        }
+        await this.#service.close(this.caller, req.body.handle);
         this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       case Command.LIST_DOMAINS: {
-        const all = this.#registry.listDomains().filter((d) => d.id >= req.body.start);
+        const all = (await this.#service.listDomains(this.caller)).filter((d) => d.id >= req.body.start);
         const page = all.slice(0, MAX_DOMAIN_ENTRIES);
         const next = all.length > page.length ? all[page.length]!.id : 0;
+        const self = this.#service.localDomain;
         this.#socket.send(
           encodeReply(req.id, req.seq, 0, {
             next,
             entries: page.map((d) => ({
               domain: d.id,
-              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.id === this.caller.domain ? DomainFlag.SELF : 0),
-              vchans: this.#registry.vchansOfDomain(d.id),
+              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.id === self ? DomainFlag.SELF : 0),
+              vchans: d.vchans,
               name: d.name,
             })),
           }),
@@ -172,7 +153,7 @@ export class LocalConnection {
         return;
       }
       case Command.LIST_VCHANS: {
-        const all = this.#registry.listVchans(this.caller).filter((v) => v.handle >= req.body.start);
+        const all = (await this.#service.listVchans(this.caller)).filter((v) => v.handle >= req.body.start);
         const page = all.slice(0, MAX_VCHAN_ENTRIES);
         const next = all.length > page.length ? all[page.length]!.handle : 0;
         this.#socket.send(
@@ -206,7 +187,12 @@ export class LocalConnection {
     this.#socket.send(encodeReply(id, seq, errno));
   }
 
-  #sendGrant(id: CommandId, seq: number, g: VchanGrant): void {
+  #sendGrant(id: CommandId, seq: number, g: FdGrant): void {
+    if (this.#closed) {
+      // The connection went while the request was in flight; the service already released the vchan.
+      g.release();
+      return;
+    }
     const info: VchanInfo = {
       handle: g.handle,
       role: g.role === 'server' ? VchanRole.SERVER : VchanRole.CLIENT,
@@ -219,12 +205,20 @@ export class LocalConnection {
       shmLength: g.shmLength,
     };
     this.#socket.send(encodeReply(id as typeof Command.VCHAN_SERVER_INIT, seq, 0, info), [g.fds.shm, g.fds.wait, g.fds.kick]);
+    g.release();
   }
 
-  /** Daemon shutdown: tell the client why before closing. */
+  /** Daemon shutdown, step 1: tell the client why (wire-protocol.md §7.1). Idempotent. */
+  notifyShutdown(): void {
+    if (this.#closed || this.#shutdownSent) return;
+    this.#shutdownSent = true;
+    this.#socket.send(encodeEvent(Event.SHUTDOWN, { reason: ShutdownReason.STOP }));
+  }
+
+  /** Daemon shutdown, step 2: close the connection and release its vchans. */
   shutdown(): void {
     if (this.#closed) return;
-    this.#socket.send(encodeEvent(Event.SHUTDOWN, { reason: ShutdownReason.STOP }));
+    this.notifyShutdown();
     this.#teardown(null, null);
   }
 
@@ -235,7 +229,7 @@ export class LocalConnection {
     if (err !== null) this.#log.warn({ conn: this.caller.connId, code: err.code, err: err.message }, 'connection failed');
     else if (why !== null) this.#log.info({ conn: this.caller.connId, peerPid: this.caller.pid, why }, 'connection dropped');
     this.#socket.close();
-    this.#registry.dropConnection(this.caller.connId);
+    this.#service.dropConnection(this.caller.connId);
     this.#onClosed(this);
   }
 }

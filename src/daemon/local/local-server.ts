@@ -7,20 +7,17 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { native, READABLE, type Poller } from '../../native.js';
 import { LocalConnection } from './local-connection.js';
-import type { Registry } from '../registry/registry.js';
-import { HOST_DOMAIN } from '../registry/registry.js';
+import type { VchanService } from '../vchan-service.js';
 import type { Limits } from '../config.js';
 import { fromSystemError } from '../../errors.js';
 import { groupId, isPrivileged } from './credentials.js';
 
 export interface LocalServerOptions {
   socketPath: string;
-  registry: Registry;
+  service: VchanService;
   limits: Limits;
   socketGroup: string;
   log: Logger;
-  /** Domain of the processes on this socket: 0 on the host, the guest's id in a guest. */
-  domain?: number;
 }
 
 export class LocalServer {
@@ -88,7 +85,7 @@ export class LocalServer {
     const connId = this.#nextConnId++;
     const caller = {
       connId,
-      domain: this.#opts.domain ?? HOST_DOMAIN,
+      domain: this.#opts.service.localDomain,
       pid: cred.pid,
       uid: cred.uid,
       gid: cred.gid,
@@ -97,7 +94,7 @@ export class LocalServer {
     const conn = new LocalConnection({
       fd,
       caller,
-      registry: this.#opts.registry,
+      service: this.#opts.service,
       log: this.#log,
       handshakeTimeoutMs: this.#opts.limits.handshakeTimeoutMs,
       onClosed: (c) => this.#conns.delete(c),
@@ -111,6 +108,11 @@ export class LocalServer {
     this.#closed = true;
     this.#poller.close();
     native.close(this.#fd);
-    for (const c of [...this.#conns]) c.shutdown();
+    // Every client hears EVENT_SHUTDOWN before any vchan is marked closed: tearing down one
+    // connection marks its vchans closed and kicks the peers, and a peer that saw that before
+    // its own event would take the daemon's exit for an orderly close by the other side.
+    const conns = [...this.#conns];
+    for (const c of conns) c.notifyShutdown();
+    for (const c of conns) c.shutdown();
   }
 }

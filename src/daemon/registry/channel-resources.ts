@@ -16,14 +16,23 @@ export interface EndpointFds {
   kick: number;
 }
 
+/**
+ * How one endpoint reaches its vchan. A host process gets fds (SCM_RIGHTS); a
+ * guest gets coordinates on a pool device it is already attached to: the pool,
+ * the vector it waits on, and the peer (IVPosition) and vector it rings.
+ */
+export type EndpointAccess =
+  | ({ kind: 'fds' } & EndpointFds)
+  | { kind: 'device'; pool: number; vector: number; peerId: number; peerVector: number };
+
 export interface ChannelResources {
   readonly geometry: RingGeometry;
   readonly shmOffset: number;
   readonly shmLength: number;
   /** The control page (ring-protocol.md §2), mapped in the daemon for death marking and stats. */
   readonly control: Int32Array;
-  readonly server: EndpointFds;
-  readonly client: EndpointFds;
+  readonly server: EndpointAccess;
+  readonly client: EndpointAccess;
   /** Wake the server / the client (the daemon's kick on behalf of a dead peer, §5.3). */
   kickServer(): void;
   kickClient(): void;
@@ -32,6 +41,7 @@ export interface ChannelResources {
 }
 
 export interface ChannelFactory {
+  /** Throws RegistryError (ENOSPC, EAGAIN...) when no memory or vector is available. */
   create(geometry: RingGeometry, serverDomain: number, clientDomain: number): ChannelResources;
 }
 
@@ -68,9 +78,11 @@ export class MemfdChannelFactory implements ChannelFactory {
 class MemfdChannel implements ChannelResources {
   readonly shmOffset = 0;
   readonly control: Int32Array;
-  readonly server: EndpointFds;
-  readonly client: EndpointFds;
+  readonly server: EndpointAccess;
+  readonly client: EndpointAccess;
   readonly #fds: number[];
+  readonly #serverWait: number;
+  readonly #clientWait: number;
   readonly #mapping: ArrayBuffer;
   #released = false;
 
@@ -84,17 +96,19 @@ class MemfdChannel implements ChannelResources {
   ) {
     this.#mapping = mapping;
     this.control = new Int32Array(mapping);
-    this.server = { shm, wait: serverWait, kick: clientWait };
-    this.client = { shm, wait: clientWait, kick: serverWait };
+    this.server = { kind: 'fds', shm, wait: serverWait, kick: clientWait };
+    this.client = { kind: 'fds', shm, wait: clientWait, kick: serverWait };
     this.#fds = [shm, serverWait, clientWait];
+    this.#serverWait = serverWait;
+    this.#clientWait = clientWait;
   }
 
   kickServer(): void {
-    if (!this.#released) native.eventfdWrite(this.server.wait, 1);
+    if (!this.#released) native.eventfdWrite(this.#serverWait, 1);
   }
 
   kickClient(): void {
-    if (!this.#released) native.eventfdWrite(this.client.wait, 1);
+    if (!this.#released) native.eventfdWrite(this.#clientWait, 1);
   }
 
   release(): void {

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { orderForMin, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
-import type { ChannelFactory, ChannelResources, EndpointFds } from './channel-resources.js';
+import type { ChannelFactory, ChannelResources, EndpointAccess } from './channel-resources.js';
 import { RegistryError } from './registry-error.js';
 import type { Limits } from '../config.js';
 
@@ -40,7 +40,7 @@ export interface VchanGrant {
   port: number;
   shmOffset: number;
   shmLength: number;
-  fds: EndpointFds;
+  access: EndpointAccess;
 }
 
 export interface VchanSnapshot {
@@ -186,7 +186,7 @@ export class Registry {
       port: rec.port,
       shmOffset: rec.res.shmOffset,
       shmLength: rec.res.shmLength,
-      fds: server ? rec.res.server : rec.res.client,
+      access: server ? rec.res.server : rec.res.client,
     };
   }
 

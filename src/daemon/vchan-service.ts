@@ -1,0 +1,38 @@
+/**
+ * What the local socket needs from "the rest of the daemon" (DESIGN.md §2 rule 3):
+ * on the host the registry answers directly; in a guest the requests are
+ * forwarded to the host over the control channel. Grants always arrive as fds,
+ * ready for SCM_RIGHTS.
+ */
+import type { Caller, DomainInfo, VchanSnapshot } from './registry/registry.js';
+import type { EndpointFds } from './registry/channel-resources.js';
+
+export interface FdGrant {
+  handle: number;
+  role: 'server' | 'client';
+  readOrder: number;
+  writeOrder: number;
+  localDomain: number;
+  peerDomain: number;
+  port: number;
+  shmOffset: number;
+  shmLength: number;
+  fds: EndpointFds;
+  /** Called once the fds were handed over (or the grant abandoned): closes any temporary fds. */
+  release(): void;
+}
+
+export interface DomainStatus extends DomainInfo {
+  vchans: number;
+}
+
+export interface VchanService {
+  readonly localDomain: number;
+  serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant>;
+  clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<FdGrant>;
+  close(caller: Caller, handle: number): Promise<void>;
+  /** The local connection ended: release everything it held, cancel its waits. */
+  dropConnection(connId: number): void;
+  listDomains(caller: Caller): Promise<DomainStatus[]>;
+  listVchans(caller: Caller): Promise<VchanSnapshot[]>;
+}
