@@ -1,0 +1,280 @@
+/**
+ * THE TABLE (docs/wire-protocol.md §6–§7): for every id, its layouts, how many fds travel with
+ * it and on which transports it may be used. The codec consults nothing else.
+ */
+import {
+  CLIENT_INIT_FLAGS_MASK,
+  Command,
+  type CommandId,
+  type CommandName,
+  DOMAIN_NAME_SIZE,
+  EndpointState,
+  Event,
+  EVENT_BIT,
+  type EventId,
+  type EventName,
+  MAX_FDS,
+  MAX_PAYLOAD,
+  MAX_RING_ORDER,
+  MIN_RING_ORDER,
+  REPLY_HEADER_SIZE,
+  ShutdownReason,
+  VchanRole,
+} from './constants.js';
+import {
+  arrayOf,
+  countOf,
+  type Empty,
+  enumOf,
+  fixedString,
+  flags32,
+  pad16,
+  pad32,
+  pad8,
+  rangeU8,
+  type Struct,
+  struct,
+  u16,
+  u32,
+  u64,
+} from './fields.js';
+import type {
+  CheckCommandRequest,
+  DomainEntry,
+  EventBodies,
+  GetVersionReply,
+  ListDomainsReply,
+  ListRequest,
+  ListVchansReply,
+  ReplyBodies,
+  RequestBodies,
+  ShutdownEvent,
+  Transport,
+  VchanClientInitRequest,
+  VchanCloseRequest,
+  VchanEntry,
+  VchanInfo,
+  VchanServerInitRequest,
+} from './types.js';
+
+// ---- shared layouts
+
+const empty = struct<Empty>('Empty')([]);
+const ringOrder = rangeU8(MIN_RING_ORDER, MAX_RING_ORDER);
+const listRequest = struct<ListRequest>('ListRequest')([['start', u32], pad32]);
+
+export const VCHAN_INFO = struct<VchanInfo>('VchanInfo')([
+  ['handle', u32],
+  ['role', enumOf<VchanRole>(1, [VchanRole.SERVER, VchanRole.CLIENT])],
+  ['readOrder', ringOrder],
+  ['writeOrder', ringOrder],
+  pad8,
+  ['localDomain', u32],
+  ['peerDomain', u32],
+  ['port', u32],
+  pad32,
+  ['shmOffset', u64],
+  ['shmLength', u64],
+]);
+
+export const DOMAIN_ENTRY = struct<DomainEntry>('DomainEntry')([
+  ['domain', u32],
+  // Unknown flag bits are ignored by readers (§6.6), so this is a plain u32.
+  ['flags', u32],
+  ['vchans', u32],
+  pad32,
+  ['name', fixedString(DOMAIN_NAME_SIZE)],
+]);
+
+export const VCHAN_ENTRY = struct<VchanEntry>('VchanEntry')([
+  ['handle', u32],
+  ['serverDomain', u32],
+  ['clientDomain', u32],
+  ['port', u32],
+  ['serverState', enumOf<EndpointState>(1, [EndpointState.CLOSED, EndpointState.CONNECTED])],
+  ['clientState', enumOf<EndpointState>(1, [EndpointState.CLOSED, EndpointState.CONNECTED, EndpointState.WAITING])],
+  ['readOrder', ringOrder],
+  ['writeOrder', ringOrder],
+  ['serverPid', u32],
+  ['clientPid', u32],
+  pad32,
+  ['bytesClientToServer', u64],
+  ['bytesServerToClient', u64],
+]);
+
+/** Entries that fit one list reply: MAX_PAYLOAD − {err, pad} − {count, next}. */
+export const MAX_DOMAIN_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / DOMAIN_ENTRY.fixedSize);
+export const MAX_VCHAN_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / VCHAN_ENTRY.fixedSize);
+
+// ---- the command table
+
+export interface CommandSpec<K extends CommandId> {
+  readonly id: K;
+  readonly name: CommandName;
+  readonly request: Struct<RequestBodies[K]>;
+  /** Layout of the data after `{err, pad}` in a successful reply. */
+  readonly reply: Struct<ReplyBodies[K]>;
+  /** Exact number of fds a request carries. */
+  readonly requestFds: number;
+  /** Exact number of fds a successful reply carries (error replies carry none). */
+  readonly replyFds: number;
+  readonly transports: readonly Transport[];
+}
+
+const both: readonly Transport[] = ['seqpacket', 'stream'];
+const seqpacketOnly: readonly Transport[] = ['seqpacket'];
+
+export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
+  [Command.GET_VERSION]: {
+    id: Command.GET_VERSION,
+    name: 'GET_VERSION',
+    request: empty,
+    reply: struct<GetVersionReply>('GetVersionReply')([
+      ['version', u32],
+      ['maxPayload', u32],
+    ]),
+    requestFds: 0,
+    replyFds: 0,
+    transports: both,
+  },
+  [Command.CHECK_COMMAND]: {
+    id: Command.CHECK_COMMAND,
+    name: 'CHECK_COMMAND',
+    request: struct<CheckCommandRequest>('CheckCommandRequest')([['id', u16], pad16, pad32]),
+    reply: empty,
+    requestFds: 0,
+    replyFds: 0,
+    transports: both,
+  },
+  [Command.VCHAN_SERVER_INIT]: {
+    id: Command.VCHAN_SERVER_INIT,
+    name: 'VCHAN_SERVER_INIT',
+    request: struct<VchanServerInitRequest>('VchanServerInitRequest')([
+      ['peerDomain', u32],
+      ['port', u32],
+      ['readMin', u32],
+      ['writeMin', u32],
+    ]),
+    reply: VCHAN_INFO,
+    requestFds: 0,
+    replyFds: 3,
+    transports: seqpacketOnly,
+  },
+  [Command.VCHAN_CLIENT_INIT]: {
+    id: Command.VCHAN_CLIENT_INIT,
+    name: 'VCHAN_CLIENT_INIT',
+    request: struct<VchanClientInitRequest>('VchanClientInitRequest')([
+      ['serverDomain', u32],
+      ['port', u32],
+      ['timeoutMs', u32],
+      ['flags', flags32(CLIENT_INIT_FLAGS_MASK)],
+    ]),
+    reply: VCHAN_INFO,
+    requestFds: 0,
+    replyFds: 3,
+    transports: seqpacketOnly,
+  },
+  [Command.VCHAN_CLOSE]: {
+    id: Command.VCHAN_CLOSE,
+    name: 'VCHAN_CLOSE',
+    request: struct<VchanCloseRequest>('VchanCloseRequest')([['handle', u32], pad32]),
+    reply: empty,
+    requestFds: 0,
+    replyFds: 0,
+    transports: both,
+  },
+  [Command.LIST_DOMAINS]: {
+    id: Command.LIST_DOMAINS,
+    name: 'LIST_DOMAINS',
+    request: listRequest,
+    reply: struct<ListDomainsReply>('ListDomainsReply')([
+      countOf('entries'),
+      ['next', u32],
+      ['entries', arrayOf(DOMAIN_ENTRY)],
+    ]),
+    requestFds: 0,
+    replyFds: 0,
+    transports: both,
+  },
+  [Command.LIST_VCHANS]: {
+    id: Command.LIST_VCHANS,
+    name: 'LIST_VCHANS',
+    request: listRequest,
+    reply: struct<ListVchansReply>('ListVchansReply')([
+      countOf('entries'),
+      ['next', u32],
+      ['entries', arrayOf(VCHAN_ENTRY)],
+    ]),
+    requestFds: 0,
+    replyFds: 0,
+    transports: both,
+  },
+};
+
+// ---- the event table
+
+export interface EventSpec<K extends EventId> {
+  readonly id: K;
+  readonly name: EventName;
+  readonly body: Struct<EventBodies[K]>;
+  readonly transports: readonly Transport[];
+}
+
+export const EVENTS: { readonly [K in EventId]: EventSpec<K> } = {
+  [Event.SHUTDOWN]: {
+    id: Event.SHUTDOWN,
+    name: 'SHUTDOWN',
+    body: struct<ShutdownEvent>('ShutdownEvent')([
+      ['reason', enumOf<ShutdownReason>(4, [ShutdownReason.STOP, ShutdownReason.RESTART, ShutdownReason.FAILURE])],
+      pad32,
+    ]),
+    transports: both,
+  },
+};
+
+// ---- lookups
+
+const commandById = new Map<number, CommandSpec<CommandId>>(
+  Object.values(COMMANDS).map((spec: CommandSpec<CommandId>) => [spec.id, spec]),
+);
+const eventById = new Map<number, EventSpec<EventId>>(Object.values(EVENTS).map((spec: EventSpec<EventId>) => [spec.id, spec]));
+
+export function commandSpec(id: number): CommandSpec<CommandId> | undefined {
+  return commandById.get(id);
+}
+
+export function eventSpec(id: number): EventSpec<EventId> | undefined {
+  return eventById.get(id);
+}
+
+export function isCommandId(id: number): id is CommandId {
+  return commandById.has(id);
+}
+
+export function isEventId(id: number): id is EventId {
+  return eventById.has(id);
+}
+
+/** `'VCHAN_CLIENT_INIT'`, `'EVENT_SHUTDOWN'`, or `'0x1234'` for an unknown id (for logs). */
+export function messageName(id: number): string {
+  const c = commandById.get(id);
+  if (c) return c.name;
+  const e = eventById.get(id);
+  if (e) return `EVENT_${e.name}`;
+  return `0x${id.toString(16).padStart(4, '0')}`;
+}
+
+// The invariants the spec states about the table (§3.2, §6), checked once at load so an edit that
+// breaks them fails every test at once.
+for (const spec of commandById.values()) {
+  if (spec.requestFds > MAX_FDS || spec.replyFds > MAX_FDS) throw new Error(`${spec.name}: more than MAX_FDS fds`);
+  if ((spec.requestFds > 0 || spec.replyFds > 0) && spec.transports.includes('stream')) {
+    throw new Error(`${spec.name}: carries fds but is allowed on the stream transport`);
+  }
+  if (spec.request.hasArray || spec.request.fixedSize > MAX_PAYLOAD) throw new Error(`${spec.name}: request not fixed-size`);
+  if (REPLY_HEADER_SIZE + spec.reply.fixedSize > MAX_PAYLOAD) throw new Error(`${spec.name}: reply larger than MAX_PAYLOAD`);
+  if ((spec.id & EVENT_BIT) !== 0) throw new Error(`${spec.name}: command id in the event range`);
+}
+for (const spec of eventById.values()) {
+  if ((spec.id & EVENT_BIT) === 0 || spec.body.hasArray) throw new Error(`EVENT_${spec.name}: bad event entry`);
+}

@@ -1,0 +1,189 @@
+/**
+ * Typed bodies of every message (docs/wire-protocol.md §6–§7), and the frame-level unions the
+ * daemon and the client switch on. Field names are the spec's, in camelCase.
+ */
+import type { Command, CommandId, EndpointState, Event, EventId, ShutdownReason, VchanRole } from './constants.js';
+import type { Empty } from './fields.js';
+
+// ---- §6.1 GET_VERSION
+export type GetVersionRequest = Empty;
+export interface GetVersionReply {
+  version: number;
+  maxPayload: number;
+}
+
+// ---- §6.2 CHECK_COMMAND
+export interface CheckCommandRequest {
+  /** The command id asked about. */
+  id: number;
+}
+export type CheckCommandReply = Empty;
+
+// ---- §6.3 VCHAN_SERVER_INIT
+export interface VchanServerInitRequest {
+  peerDomain: number;
+  port: number;
+  readMin: number;
+  writeMin: number;
+}
+
+/** §6.3: what an endpoint needs to map and drive its vchan; comes with fds [shm, wait, kick]. */
+export interface VchanInfo {
+  handle: number;
+  role: VchanRole;
+  readOrder: number;
+  writeOrder: number;
+  localDomain: number;
+  peerDomain: number;
+  port: number;
+  shmOffset: number;
+  shmLength: number;
+}
+
+// ---- §6.4 VCHAN_CLIENT_INIT
+export interface VchanClientInitRequest {
+  serverDomain: number;
+  port: number;
+  /** 0: fail at once (-ENOENT) if there is no server; 0xFFFFFFFF: wait forever. */
+  timeoutMs: number;
+  /** Must be 0 in version 1. */
+  flags: number;
+}
+
+// ---- §6.5 VCHAN_CLOSE
+export interface VchanCloseRequest {
+  handle: number;
+}
+
+// ---- §6.6 LIST_DOMAINS / §6.7 LIST_VCHANS
+export interface ListRequest {
+  /** First domain id / handle to report (inclusive). */
+  start: number;
+}
+
+export interface DomainEntry {
+  domain: number;
+  flags: number;
+  vchans: number;
+  name: string;
+}
+
+export interface ListDomainsReply {
+  /** Cursor for the next call; 0 when the listing is complete. */
+  next: number;
+  entries: DomainEntry[];
+}
+
+export interface VchanEntry {
+  handle: number;
+  serverDomain: number;
+  clientDomain: number;
+  port: number;
+  serverState: EndpointState;
+  clientState: EndpointState;
+  readOrder: number;
+  writeOrder: number;
+  serverPid: number;
+  clientPid: number;
+  bytesClientToServer: number;
+  bytesServerToClient: number;
+}
+
+export interface ListVchansReply {
+  next: number;
+  entries: VchanEntry[];
+}
+
+// ---- §7.1 EVENT_SHUTDOWN
+export interface ShutdownEvent {
+  reason: ShutdownReason;
+}
+
+/** Request body by command id. */
+export interface RequestBodies {
+  [Command.GET_VERSION]: GetVersionRequest;
+  [Command.CHECK_COMMAND]: CheckCommandRequest;
+  [Command.VCHAN_SERVER_INIT]: VchanServerInitRequest;
+  [Command.VCHAN_CLIENT_INIT]: VchanClientInitRequest;
+  [Command.VCHAN_CLOSE]: VchanCloseRequest;
+  [Command.LIST_DOMAINS]: ListRequest;
+  [Command.LIST_VCHANS]: ListRequest;
+}
+
+/** Body of a successful (err 0) reply by command id. */
+export interface ReplyBodies {
+  [Command.GET_VERSION]: GetVersionReply;
+  [Command.CHECK_COMMAND]: CheckCommandReply;
+  [Command.VCHAN_SERVER_INIT]: VchanInfo;
+  [Command.VCHAN_CLIENT_INIT]: VchanInfo;
+  [Command.VCHAN_CLOSE]: Empty;
+  [Command.LIST_DOMAINS]: ListDomainsReply;
+  [Command.LIST_VCHANS]: ListVchansReply;
+}
+
+export interface EventBodies {
+  [Event.SHUTDOWN]: ShutdownEvent;
+}
+
+/** A frame as it came off a transport, before the payload is interpreted (§2, §3). */
+export interface Frame {
+  readonly id: number;
+  readonly seq: number;
+  /** The payload; may be a view into the receive buffer, copy it to keep it. */
+  readonly payload: Buffer;
+  /** fds received with the frame (seqpacket only). The receiver owns and must close them. */
+  readonly fds: readonly number[];
+}
+
+export interface RequestOf<K extends CommandId> {
+  readonly kind: 'request';
+  readonly id: K;
+  readonly seq: number;
+  readonly body: RequestBodies[K];
+  readonly fds: readonly number[];
+}
+
+/** A decoded request; `switch (req.id)` narrows `req.body`. */
+export type AnyRequest = { [K in CommandId]: RequestOf<K> }[CommandId];
+
+export interface ReplyOkOf<K extends CommandId> {
+  readonly kind: 'reply';
+  readonly ok: true;
+  readonly id: K;
+  readonly seq: number;
+  readonly err: 0;
+  readonly body: ReplyBodies[K];
+  readonly fds: readonly number[];
+}
+
+export interface ReplyErrOf<K extends number> {
+  readonly kind: 'reply';
+  readonly ok: false;
+  readonly id: K;
+  readonly seq: number;
+  /** A negative errno (§4.2). */
+  readonly err: number;
+  readonly body: undefined;
+  readonly fds: readonly number[];
+}
+
+export type ReplyOf<K extends CommandId> = ReplyOkOf<K> | ReplyErrOf<K>;
+
+/**
+ * A decoded reply; `if (r.ok)` narrows to the success replies, then `switch (r.id)` narrows the
+ * body. An error reply may carry any id: the daemon answers -ENOSYS to ids it does
+ * not know, repeating them.
+ */
+export type AnyReply = { [K in CommandId]: ReplyOf<K> }[CommandId] | ReplyErrOf<number>;
+
+export interface EventOf<K extends EventId> {
+  readonly kind: 'event';
+  readonly id: K;
+  readonly seq: 0;
+  readonly body: EventBodies[K];
+}
+
+export type AnyEvent = { [K in EventId]: EventOf<K> }[EventId];
+
+/** Transports (§3). */
+export type Transport = 'seqpacket' | 'stream';

@@ -1,0 +1,438 @@
+/**
+ * Byte fixtures for every message, written out by hand from docs/wire-protocol.md (§2, §4, §6,
+ * §7, §10) — never produced by the encoder. Each pairs the exact bytes with the object the
+ * decoder must produce; the encoder must produce the bytes from the object.
+ */
+import type { AnyEvent, AnyReply, AnyRequest } from '../../src/protocol/index.js';
+import { hex } from './hex.js';
+
+export interface RequestFixture {
+  readonly name: string;
+  readonly direction: 'request';
+  readonly bytes: Buffer;
+  readonly value: AnyRequest;
+}
+
+export interface ReplyFixture {
+  readonly name: string;
+  readonly direction: 'reply';
+  readonly bytes: Buffer;
+  readonly value: AnyReply;
+}
+
+export interface EventFixture {
+  readonly name: string;
+  readonly direction: 'event';
+  readonly bytes: Buffer;
+  readonly value: AnyEvent;
+}
+
+export type Fixture = RequestFixture | ReplyFixture | EventFixture;
+
+const SHM_FDS = [20, 21, 22];
+
+export const fixtures: readonly Fixture[] = [
+  // ---- §6.1 GET_VERSION
+  {
+    name: 'GET_VERSION request',
+    direction: 'request',
+    bytes: hex`
+      01 00 00 00 01 00 00 00        # id 0x0001, size 0, seq 1
+    `,
+    value: { kind: 'request', id: 0x0001, seq: 1, body: {}, fds: [] },
+  },
+  {
+    name: 'GET_VERSION reply',
+    direction: 'reply',
+    bytes: hex`
+      01 00 10 00 01 00 00 00        # id 0x0001, size 16, seq 1
+      00 00 00 00 00 00 00 00        # err 0, pad
+      01 00 00 00                    # version 1
+      00 40 00 00                    # max_payload 16384
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0001, seq: 1, err: 0, body: { version: 1, maxPayload: 16384 }, fds: [] },
+  },
+
+  // ---- §6.2 CHECK_COMMAND
+  {
+    name: 'CHECK_COMMAND request',
+    direction: 'request',
+    bytes: hex`
+      02 00 08 00 78 56 34 12        # id 0x0002, size 8, seq 0x12345678
+      11 00 00 00                    # id 0x0011, pad16
+      00 00 00 00                    # pad32
+    `,
+    value: { kind: 'request', id: 0x0002, seq: 0x12345678, body: { id: 0x0011 }, fds: [] },
+  },
+  {
+    name: 'CHECK_COMMAND reply: allowed',
+    direction: 'reply',
+    bytes: hex`
+      02 00 08 00 79 56 34 12        # seq 0x12345679
+      00 00 00 00 00 00 00 00        # err 0
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0002, seq: 0x12345679, err: 0, body: {}, fds: [] },
+  },
+  {
+    name: 'CHECK_COMMAND reply: -EPERM',
+    direction: 'reply',
+    bytes: hex`
+      02 00 08 00 78 56 34 12
+      ff ff ff ff 00 00 00 00        # err -1 (EPERM)
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0002, seq: 0x12345678, err: -1, body: undefined, fds: [] },
+  },
+
+  // ---- §6.3 VCHAN_SERVER_INIT
+  {
+    name: 'VCHAN_SERVER_INIT request',
+    direction: 'request',
+    bytes: hex`
+      10 00 10 00 10 00 00 00        # id 0x0010, size 16, seq 16
+      03 00 00 00                    # peer_domain 3
+      cd ab 00 00                    # port 0xabcd
+      00 04 00 00                    # read_min 1024
+      00 00 01 00                    # write_min 65536
+    `,
+    value: {
+      kind: 'request',
+      id: 0x0010,
+      seq: 16,
+      body: { peerDomain: 3, port: 0xabcd, readMin: 1024, writeMin: 65536 },
+      fds: [],
+    },
+  },
+  {
+    name: 'VCHAN_SERVER_INIT reply',
+    direction: 'reply',
+    bytes: hex`
+      10 00 30 00 10 00 00 00        # size 48
+      00 00 00 00 00 00 00 00        # err 0
+      07 00 00 00                    # handle 7
+      00 0a 10 00                    # role server, read_order 10, write_order 16, pad8
+      00 00 00 00                    # local_domain 0
+      03 00 00 00                    # peer_domain 3
+      cd ab 00 00                    # port
+      00 00 00 00                    # pad32
+      00 00 00 00 00 00 00 00        # shm_offset 0
+      00 14 01 00 00 00 00 00        # shm_length 70656 = 4096 + 1024 + 65536
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0010,
+      seq: 16,
+      err: 0,
+      body: {
+        handle: 7,
+        role: 0,
+        readOrder: 10,
+        writeOrder: 16,
+        localDomain: 0,
+        peerDomain: 3,
+        port: 0xabcd,
+        shmOffset: 0,
+        shmLength: 70656,
+      },
+      fds: SHM_FDS,
+    },
+  },
+  {
+    name: 'VCHAN_SERVER_INIT reply: -EEXIST',
+    direction: 'reply',
+    bytes: hex`
+      10 00 08 00 11 00 00 00
+      ef ff ff ff 00 00 00 00        # err -17
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0010, seq: 17, err: -17, body: undefined, fds: [] },
+  },
+
+  // ---- §6.4 VCHAN_CLIENT_INIT
+  {
+    name: 'VCHAN_CLIENT_INIT request',
+    direction: 'request',
+    bytes: hex`
+      11 00 10 00 00 00 00 80        # id 0x0011, size 16, seq 0x80000000
+      00 00 00 00                    # server_domain 0
+      cd ab 00 00                    # port 0xabcd
+      88 13 00 00                    # timeout_ms 5000
+      00 00 00 00                    # flags 0
+    `,
+    value: {
+      kind: 'request',
+      id: 0x0011,
+      seq: 0x80000000,
+      body: { serverDomain: 0, port: 0xabcd, timeoutMs: 5000, flags: 0 },
+      fds: [],
+    },
+  },
+  {
+    name: 'VCHAN_CLIENT_INIT request: wait forever (§10)',
+    direction: 'request',
+    bytes: hex`
+      11 00 10 00 02 00 00 00
+      00 00 00 00 00 02 00 00 ff ff ff ff 00 00 00 00
+    `,
+    value: {
+      kind: 'request',
+      id: 0x0011,
+      seq: 2,
+      body: { serverDomain: 0, port: 512, timeoutMs: 0xffffffff, flags: 0 },
+      fds: [],
+    },
+  },
+  {
+    name: 'VCHAN_CLIENT_INIT reply',
+    direction: 'reply',
+    bytes: hex`
+      11 00 30 00 00 00 00 80
+      00 00 00 00 00 00 00 00        # err 0
+      2a 00 00 00                    # handle 42
+      01 10 0a 00                    # role client, read_order 16, write_order 10, pad8
+      03 00 00 00                    # local_domain 3
+      00 00 00 00                    # peer_domain 0
+      cd ab 00 00                    # port
+      00 00 00 00                    # pad32
+      00 00 20 00 01 00 00 00        # shm_offset 0x1_0020_0000
+      00 14 01 00 00 00 00 00        # shm_length 70656
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0011,
+      seq: 0x80000000,
+      err: 0,
+      body: {
+        handle: 42,
+        role: 1,
+        readOrder: 16,
+        writeOrder: 10,
+        localDomain: 3,
+        peerDomain: 0,
+        port: 0xabcd,
+        shmOffset: 0x1_0020_0000,
+        shmLength: 70656,
+      },
+      fds: SHM_FDS,
+    },
+  },
+  {
+    name: 'VCHAN_CLIENT_INIT reply: -ETIMEDOUT',
+    direction: 'reply',
+    bytes: hex`
+      11 00 08 00 02 00 00 00
+      92 ff ff ff 00 00 00 00        # err -110
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0011, seq: 2, err: -110, body: undefined, fds: [] },
+  },
+
+  // ---- §6.5 VCHAN_CLOSE
+  {
+    name: 'VCHAN_CLOSE request',
+    direction: 'request',
+    bytes: hex`
+      12 00 08 00 03 00 00 00
+      2a 00 00 00 00 00 00 00        # handle 42, pad
+    `,
+    value: { kind: 'request', id: 0x0012, seq: 3, body: { handle: 42 }, fds: [] },
+  },
+  {
+    name: 'VCHAN_CLOSE reply',
+    direction: 'reply',
+    bytes: hex`
+      12 00 08 00 03 00 00 00
+      00 00 00 00 00 00 00 00
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0012, seq: 3, err: 0, body: {}, fds: [] },
+  },
+  {
+    name: 'VCHAN_CLOSE reply: -ENOENT',
+    direction: 'reply',
+    bytes: hex`
+      12 00 08 00 04 00 00 00
+      fe ff ff ff 00 00 00 00        # err -2
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0012, seq: 4, err: -2, body: undefined, fds: [] },
+  },
+
+  // ---- §6.6 LIST_DOMAINS
+  {
+    name: 'LIST_DOMAINS request',
+    direction: 'request',
+    bytes: hex`
+      20 00 08 00 04 00 00 00
+      00 00 00 00 00 00 00 00        # start 0, pad
+    `,
+    value: { kind: 'request', id: 0x0020, seq: 4, body: { start: 0 }, fds: [] },
+  },
+  {
+    name: 'LIST_DOMAINS reply: two entries',
+    direction: 'reply',
+    bytes: hex`
+      20 00 70 00 04 00 00 00        # size 112
+      00 00 00 00 00 00 00 00        # err 0
+      02 00 00 00                    # count 2
+      08 00 00 00                    # next 8
+      00 00 00 00                    # [0] domain 0
+      05 00 00 00                    #     flags HOST|SELF
+      02 00 00 00                    #     vchans 2
+      00 00 00 00                    #     pad
+      64 6f 6d 30 00 00 00 00 00 00 00 00 00 00 00 00   # name "dom0"
+      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+      03 00 00 00                    # [1] domain 3
+      02 00 00 00                    #     flags CONTROL_UP
+      01 00 00 00                    #     vchans 1
+      00 00 00 00                    #     pad
+      77 c3 b6 72 6b 2d 76 6d 00 00 00 00 00 00 00 00   # name "wörk-vm" (ö = c3 b6)
+      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0020,
+      seq: 4,
+      err: 0,
+      body: {
+        next: 8,
+        entries: [
+          { domain: 0, flags: 5, vchans: 2, name: 'dom0' },
+          { domain: 3, flags: 2, vchans: 1, name: 'wörk-vm' },
+        ],
+      },
+      fds: [],
+    },
+  },
+  {
+    name: 'LIST_DOMAINS reply: 31-byte name',
+    direction: 'reply',
+    bytes: hex`
+      20 00 40 00 05 00 00 00        # size 64
+      00 00 00 00 00 00 00 00
+      01 00 00 00 00 00 00 00        # count 1, next 0
+      ff ff ff ff                    # domain 0xffffffff
+      00 00 00 80                    # flags: reserved bit 31 set (readers ignore it)
+      00 00 00 00 00 00 00 00        # vchans 0, pad
+      61 62 63 64 65 66 67 68 69 6a 6b 6c 6d 6e 6f 70   # "abcdefghijklmnop"
+      71 72 73 74 75 76 77 78 79 7a 30 31 32 33 34 00   # "qrstuvwxyz01234", NUL
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0020,
+      seq: 5,
+      err: 0,
+      body: {
+        next: 0,
+        entries: [{ domain: 0xffffffff, flags: 0x80000000, vchans: 0, name: 'abcdefghijklmnopqrstuvwxyz01234' }],
+      },
+      fds: [],
+    },
+  },
+  {
+    name: 'LIST_DOMAINS reply: empty, end of listing',
+    direction: 'reply',
+    bytes: hex`
+      20 00 10 00 06 00 00 00
+      00 00 00 00 00 00 00 00
+      00 00 00 00 00 00 00 00        # count 0, next 0
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0020, seq: 6, err: 0, body: { next: 0, entries: [] }, fds: [] },
+  },
+
+  // ---- §6.7 LIST_VCHANS
+  {
+    name: 'LIST_VCHANS request',
+    direction: 'request',
+    bytes: hex`
+      21 00 08 00 06 00 00 00
+      07 00 00 00 00 00 00 00        # start 7, pad
+    `,
+    value: { kind: 'request', id: 0x0021, seq: 6, body: { start: 7 }, fds: [] },
+  },
+  {
+    name: 'LIST_VCHANS reply',
+    direction: 'reply',
+    bytes: hex`
+      21 00 40 00 06 00 00 00        # size 64
+      00 00 00 00 00 00 00 00
+      01 00 00 00                    # count 1
+      00 00 00 00                    # next 0
+      07 00 00 00                    # handle 7
+      00 00 00 00                    # server_domain 0
+      03 00 00 00                    # client_domain 3
+      cd ab 00 00                    # port
+      01 02 0a 10                    # server CONNECTED, client WAITING, read_order 10, write_order 16
+      e8 03 00 00                    # server_pid 1000
+      00 00 00 00                    # client_pid 0
+      00 00 00 00                    # pad
+      00 00 00 00 00 00 00 00        # bytes_client_to_server 0
+      ff ff ff ff ff ff 1f 00        # bytes_server_to_client 2^53-1
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0021,
+      seq: 6,
+      err: 0,
+      body: {
+        next: 0,
+        entries: [
+          {
+            handle: 7,
+            serverDomain: 0,
+            clientDomain: 3,
+            port: 0xabcd,
+            serverState: 1,
+            clientState: 2,
+            readOrder: 10,
+            writeOrder: 16,
+            serverPid: 1000,
+            clientPid: 0,
+            bytesClientToServer: 0,
+            bytesServerToClient: 2 ** 53 - 1,
+          },
+        ],
+      },
+      fds: [],
+    },
+  },
+
+  // ---- §4.2 an unknown id is answered -ENOSYS, repeating the id
+  {
+    name: 'reply to unknown id 0x7777: -ENOSYS',
+    direction: 'reply',
+    bytes: hex`
+      77 77 08 00 ff ff ff ff
+      da ff ff ff 00 00 00 00        # err -38
+    `,
+    value: { kind: 'reply', ok: false, id: 0x7777, seq: 0xffffffff, err: -38, body: undefined, fds: [] },
+  },
+
+  // ---- §7.1 EVENT_SHUTDOWN
+  {
+    name: 'EVENT_SHUTDOWN restart',
+    direction: 'event',
+    bytes: hex`
+      01 80 08 00 00 00 00 00        # id 0x8001, size 8, seq 0
+      01 00 00 00 00 00 00 00        # reason RESTART, pad
+    `,
+    value: { kind: 'event', id: 0x8001, seq: 0, body: { reason: 1 } },
+  },
+  {
+    name: 'EVENT_SHUTDOWN stop',
+    direction: 'event',
+    bytes: hex`
+      01 80 08 00 00 00 00 00
+      00 00 00 00 00 00 00 00        # reason STOP
+    `,
+    value: { kind: 'event', id: 0x8001, seq: 0, body: { reason: 0 } },
+  },
+];
+
+/** The unknown-id request of §10, which decodes to -ENOSYS rather than a value. */
+export const UNKNOWN_REQUEST = hex`77 77 00 00 ff ff ff ff`;
+
+/** fds that travel with a fixture (seqpacket). */
+export function fixtureFds(f: Fixture): readonly number[] {
+  return f.direction === 'event' ? [] : f.value.fds;
+}
