@@ -99,6 +99,14 @@ export class DaemonConnection {
     this.#lostHandlers.push(cb);
   }
 
+  probe(): void {
+    if (!this.#closed) this.#socket.poll();
+  }
+
+  async ping(): Promise<void> {
+    await this.request(Command.GET_VERSION, {});
+  }
+
   #lose(err: KvmchanError): void {
     if (this.#closed) return;
     this.#closed = true;

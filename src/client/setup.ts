@@ -18,6 +18,10 @@ export interface Session {
   close(): void;
   /** Called once if the daemon connection is lost while the vchan is open. */
   onLost(cb: (err: KvmchanError) => void): void;
+  /** Process what the daemon sent so far, now: a lost daemon is reported through onLost at once. */
+  probe(): void;
+  /** Resolves once the daemon has answered a request: it is alive (else rejects, and onLost fires). */
+  ping(): Promise<void>;
 }
 
 export interface VchanSetup {

@@ -101,17 +101,51 @@ export class Vchan extends EventEmitter {
     if (this.#closed) throw new ClosedError('vchan closed locally');
   }
 
+  /**
+   * When the daemon dies, each endpoint's library closes its side (#onDaemonLost), so the
+   * survivor may see the peer's CLOSED in shared memory before its own daemon socket reports
+   * the loss (the dying daemon's sockets are released milliseconds apart) — and would take a
+   * stream cut short by the crash for a normal end of stream. So before reporting end of
+   * stream or a closed peer, make sure the daemon is still there: synchronously (what the
+   * socket already says) in the non-blocking calls, with a GET_VERSION round trip in the
+   * awaitable ones (a dead daemon never answers; once per vchan, at its end).
+   */
+  #probeDaemon(): void {
+    if (this.#lost === null && !this.#closed) this.#setup.session.probe();
+    if (this.#lost !== null) throw this.#lost;
+  }
+
+  async #confirmDaemon(): Promise<void> {
+    if (this.#lost === null && !this.#closed) {
+      try {
+        await this.#setup.session.ping();
+      } catch {
+        // A lost daemon connection sets #lost through onLost; anything else changes nothing.
+      }
+    }
+    if (this.#lost !== null) throw this.#lost;
+  }
+
+  #eofCheck(n: number): number {
+    if (n === EOF) this.#probeDaemon();
+    return n;
+  }
+
   async #guard<T>(op: () => Promise<T>): Promise<T> {
     this.#check();
+    let result: T;
     try {
-      return await op();
+      result = await op();
     } catch (err) {
+      if (err instanceof ClosedError) await this.#confirmDaemon();
       if (this.#lost !== null) throw this.#lost;
       // The ring engine checks an already aborted signal with throwIfAborted(), a DOMException
       // without a kvmchan code; callers get the same AbortError however early they aborted.
       if (err instanceof DOMException && err.name === 'AbortError') throw new AbortError(undefined, { cause: err });
       throw err;
     }
+    if (result === EOF) await this.#confirmDaemon();
+    return result;
   }
 
   /** Size of the ring this side reads. */
@@ -146,25 +180,35 @@ export class Vchan extends EventEmitter {
   /** Non-blocking stream read into `dst`: bytes read, 0 if none yet, EOF (-1) at end of stream. */
   tryRead(dst: Uint8Array): number {
     this.#check();
-    return this.#endpoint.tryRead(dst);
+    return this.#eofCheck(this.#endpoint.tryRead(dst));
   }
 
   /** Non-blocking stream write: bytes written (maybe 0). */
   tryWrite(src: Uint8Array): number {
     this.#check();
-    return this.#endpoint.tryWrite(src);
+    try {
+      return this.#endpoint.tryWrite(src);
+    } catch (err) {
+      if (err instanceof ClosedError) this.#probeDaemon();
+      throw err;
+    }
   }
 
   /** Non-blocking packet send: true if sent whole, false if it does not fit yet. */
   trySend(src: Uint8Array): boolean {
     this.#check();
-    return this.#endpoint.trySend(src) === src.length && src.length > 0;
+    try {
+      return this.#endpoint.trySend(src) === src.length && src.length > 0;
+    } catch (err) {
+      if (err instanceof ClosedError) this.#probeDaemon();
+      throw err;
+    }
   }
 
   /** Non-blocking packet receive of exactly dst.length bytes: dst.length, 0 if not yet, EOF. */
   tryRecv(dst: Uint8Array): number {
     this.#check();
-    return this.#endpoint.tryRecv(dst);
+    return this.#eofCheck(this.#endpoint.tryRecv(dst));
   }
 
   /** Stream read of up to `max` bytes; null at end of stream. */

@@ -87,6 +87,14 @@ export class SeqpacketSocket {
     }
   }
 
+  /**
+   * Receive whatever is queued now, synchronously, instead of waiting for the poll callback
+   * (handlers run as usual, including onClose for a peer that has gone).
+   */
+  poll(): void {
+    if (!this.#closed) this.#drain();
+  }
+
   /** Queue a datagram; fds are duplicated by the kernel on send, the caller keeps its own. */
   send(data: Uint8Array, fds: readonly number[] = []): void {
     if (this.#closed) return;
