@@ -21,7 +21,17 @@ export const DEFAULT_COMMANDS: { readonly [K in ConnectionKind]: readonly Comman
     Command.LIST_DOMAINS,
     Command.LIST_VCHANS,
   ],
-  'guest-control': [Command.GET_VERSION, Command.CHECK_COMMAND],
+  'guest-control': [
+    Command.GET_VERSION,
+    Command.CHECK_COMMAND,
+    Command.GUEST_HELLO,
+    Command.GUEST_VCHAN_SERVER_INIT,
+    Command.GUEST_VCHAN_CLIENT_INIT,
+    Command.GUEST_VCHAN_CLOSE,
+    Command.GUEST_CONN_CLOSED,
+    Command.LIST_DOMAINS,
+    Command.LIST_VCHANS,
+  ],
 };
 
 export const TRANSPORT_OF: { readonly [K in ConnectionKind]: Transport } = {

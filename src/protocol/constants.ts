@@ -36,6 +36,12 @@ export const Command = {
   VCHAN_CLOSE: 0x0012,
   LIST_DOMAINS: 0x0020,
   LIST_VCHANS: 0x0021,
+  // Guest ↔ host control channel (§6.8), stream transport only.
+  GUEST_HELLO: 0x0101,
+  GUEST_VCHAN_SERVER_INIT: 0x0110,
+  GUEST_VCHAN_CLIENT_INIT: 0x0111,
+  GUEST_VCHAN_CLOSE: 0x0112,
+  GUEST_CONN_CLOSED: 0x0113,
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 export type CommandName = keyof typeof Command;
@@ -43,6 +49,8 @@ export type CommandName = keyof typeof Command;
 /** Event ids (§7). */
 export const Event = {
   SHUTDOWN: 0x8001,
+  /** Host → guest: a pool device to attach to (§7.2). */
+  POOL_ADDED: 0x8101,
 } as const;
 export type EventId = (typeof Event)[keyof typeof Event];
 export type EventName = keyof typeof Event;
@@ -50,7 +58,8 @@ export type EventName = keyof typeof Event;
 /** Id ranges reserved for later issues (§6): a v1 daemon answers -ENOSYS to them. */
 export const RESERVED_RANGES: readonly (readonly [first: number, last: number, use: string])[] = [
   [0x0030, 0x003f, 'shared-memory regions'],
-  [0x0100, 0x01ff, 'guest-host control'],
+  [0x0102, 0x010f, 'guest-host control'],
+  [0x0114, 0x01ff, 'guest-host control'],
 ];
 
 /** VchanInfo.role (§6.3). */
@@ -141,3 +150,6 @@ export function errnoName(errno: number): string {
 export function errnoValue(name: string): number | undefined {
   return Object.hasOwn(Errno, name) ? Errno[name as ErrnoName] : undefined;
 }
+
+/** Bytes of EVENT_POOL_ADDED.socket, including at least one terminating NUL (§7.2). */
+export const POOL_SOCKET_NAME_SIZE = 64;

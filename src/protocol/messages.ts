@@ -17,6 +17,7 @@ import {
   MAX_PAYLOAD,
   MAX_RING_ORDER,
   MIN_RING_ORDER,
+  POOL_SOCKET_NAME_SIZE,
   REPLY_HEADER_SIZE,
   ShutdownReason,
   VchanRole,
@@ -55,6 +56,14 @@ import type {
   VchanEntry,
   VchanInfo,
   VchanServerInitRequest,
+  GuestHelloReply,
+  GuestHelloRequest,
+  GuestVchanServerInitRequest,
+  GuestVchanClientInitRequest,
+  GuestVchanCloseRequest,
+  GuestConnClosedRequest,
+  GuestVchanInfo,
+  PoolAddedEvent,
 } from './types.js';
 
 // ---- shared layouts
@@ -73,6 +82,24 @@ export const VCHAN_INFO = struct<VchanInfo>('VchanInfo')([
   ['peerDomain', u32],
   ['port', u32],
   pad32,
+  ['shmOffset', u64],
+  ['shmLength', u64],
+]);
+
+/** §6.8: a vchan on a pool device (48 bytes). */
+export const GUEST_VCHAN_INFO = struct<GuestVchanInfo>('GuestVchanInfo')([
+  ['handle', u32],
+  ['role', enumOf<VchanRole>(1, [VchanRole.SERVER, VchanRole.CLIENT])],
+  ['readOrder', ringOrder],
+  ['writeOrder', ringOrder],
+  pad8,
+  ['localDomain', u32],
+  ['peerDomain', u32],
+  ['port', u32],
+  ['pool', u32],
+  ['vector', u32],
+  ['peerId', u32],
+  ['peerVector', u32],
   ['shmOffset', u64],
   ['shmLength', u64],
 ]);
@@ -123,6 +150,7 @@ export interface CommandSpec<K extends CommandId> {
 
 const both: readonly Transport[] = ['seqpacket', 'stream'];
 const seqpacketOnly: readonly Transport[] = ['seqpacket'];
+const streamOnly: readonly Transport[] = ['stream'];
 
 export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
   [Command.GET_VERSION]: {
@@ -209,6 +237,69 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
     replyFds: 0,
     transports: both,
   },
+  [Command.GUEST_HELLO]: {
+    id: Command.GUEST_HELLO,
+    name: 'GUEST_HELLO',
+    request: struct<GuestHelloRequest>('GuestHelloRequest')([['version', u32], pad32]),
+    reply: struct<GuestHelloReply>('GuestHelloReply')([
+      ['domain', u32],
+      pad32,
+      ['name', fixedString(DOMAIN_NAME_SIZE)],
+    ]),
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
+  [Command.GUEST_VCHAN_SERVER_INIT]: {
+    id: Command.GUEST_VCHAN_SERVER_INIT,
+    name: 'GUEST_VCHAN_SERVER_INIT',
+    request: struct<GuestVchanServerInitRequest>('GuestVchanServerInitRequest')([
+      ['conn', u32],
+      ['peerDomain', u32],
+      ['port', u32],
+      ['readMin', u32],
+      ['writeMin', u32],
+      pad32,
+    ]),
+    reply: GUEST_VCHAN_INFO,
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
+  [Command.GUEST_VCHAN_CLIENT_INIT]: {
+    id: Command.GUEST_VCHAN_CLIENT_INIT,
+    name: 'GUEST_VCHAN_CLIENT_INIT',
+    request: struct<GuestVchanClientInitRequest>('GuestVchanClientInitRequest')([
+      ['conn', u32],
+      ['serverDomain', u32],
+      ['port', u32],
+      ['timeoutMs', u32],
+      ['flags', flags32(CLIENT_INIT_FLAGS_MASK)],
+      pad32,
+    ]),
+    reply: GUEST_VCHAN_INFO,
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
+  [Command.GUEST_VCHAN_CLOSE]: {
+    id: Command.GUEST_VCHAN_CLOSE,
+    name: 'GUEST_VCHAN_CLOSE',
+    request: struct<GuestVchanCloseRequest>('GuestVchanCloseRequest')([['conn', u32], ['handle', u32]]),
+    reply: empty,
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
+  [Command.GUEST_CONN_CLOSED]: {
+    id: Command.GUEST_CONN_CLOSED,
+    name: 'GUEST_CONN_CLOSED',
+    request: struct<GuestConnClosedRequest>('GuestConnClosedRequest')([['conn', u32], pad32]),
+    reply: empty,
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
 };
 
 // ---- the event table
@@ -229,6 +320,19 @@ export const EVENTS: { readonly [K in EventId]: EventSpec<K> } = {
       pad32,
     ]),
     transports: both,
+  },
+  [Event.POOL_ADDED]: {
+    id: Event.POOL_ADDED,
+    name: 'POOL_ADDED',
+    body: struct<PoolAddedEvent>('PoolAddedEvent')([
+      ['pool', u32],
+      ['peerId', u32],
+      ['vectors', u32],
+      pad32,
+      ['size', u64],
+      ['socket', fixedString(POOL_SOCKET_NAME_SIZE)],
+    ]),
+    transports: streamOnly,
   },
 };
 

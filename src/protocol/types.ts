@@ -99,6 +99,67 @@ export interface ShutdownEvent {
   reason: ShutdownReason;
 }
 
+// ---- §6.8 guest ↔ host control
+export interface GuestHelloRequest {
+  version: number;
+}
+export interface GuestHelloReply {
+  /** The guest's domain id, from the device it is attached to. */
+  domain: number;
+  name: string;
+}
+/** `conn` names the guest-local connection the request is for; the host scopes it to the guest. */
+export interface GuestVchanServerInitRequest {
+  conn: number;
+  peerDomain: number;
+  port: number;
+  readMin: number;
+  writeMin: number;
+}
+export interface GuestVchanClientInitRequest {
+  conn: number;
+  serverDomain: number;
+  port: number;
+  timeoutMs: number;
+  flags: number;
+}
+export interface GuestVchanCloseRequest {
+  conn: number;
+  handle: number;
+}
+export interface GuestConnClosedRequest {
+  conn: number;
+}
+/** A vchan on a pool device: the guest turns it into fds itself. */
+export interface GuestVchanInfo {
+  handle: number;
+  role: VchanRole;
+  readOrder: number;
+  writeOrder: number;
+  localDomain: number;
+  peerDomain: number;
+  port: number;
+  /** Pool id (from EVENT_POOL_ADDED). */
+  pool: number;
+  /** Our interrupt vector on that pool. */
+  vector: number;
+  /** IVPosition and vector to ring to kick the peer. */
+  peerId: number;
+  peerVector: number;
+  shmOffset: number;
+  shmLength: number;
+}
+// ---- §7.2 EVENT_POOL_ADDED
+export interface PoolAddedEvent {
+  pool: number;
+  /** Our IVPosition on the pool device. */
+  peerId: number;
+  vectors: number;
+  size: number;
+  /** Socket file name in the guest's device directory (simulated guests). */
+  socket: string;
+}
+
 /** Request body by command id. */
 export interface RequestBodies {
   [Command.GET_VERSION]: GetVersionRequest;
@@ -108,6 +169,11 @@ export interface RequestBodies {
   [Command.VCHAN_CLOSE]: VchanCloseRequest;
   [Command.LIST_DOMAINS]: ListRequest;
   [Command.LIST_VCHANS]: ListRequest;
+  [Command.GUEST_HELLO]: GuestHelloRequest;
+  [Command.GUEST_VCHAN_SERVER_INIT]: GuestVchanServerInitRequest;
+  [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanClientInitRequest;
+  [Command.GUEST_VCHAN_CLOSE]: GuestVchanCloseRequest;
+  [Command.GUEST_CONN_CLOSED]: GuestConnClosedRequest;
 }
 
 /** Body of a successful (err 0) reply by command id. */
@@ -119,10 +185,16 @@ export interface ReplyBodies {
   [Command.VCHAN_CLOSE]: Empty;
   [Command.LIST_DOMAINS]: ListDomainsReply;
   [Command.LIST_VCHANS]: ListVchansReply;
+  [Command.GUEST_HELLO]: GuestHelloReply;
+  [Command.GUEST_VCHAN_SERVER_INIT]: GuestVchanInfo;
+  [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanInfo;
+  [Command.GUEST_VCHAN_CLOSE]: Empty;
+  [Command.GUEST_CONN_CLOSED]: Empty;
 }
 
 export interface EventBodies {
   [Event.SHUTDOWN]: ShutdownEvent;
+  [Event.POOL_ADDED]: PoolAddedEvent;
 }
 
 /** A frame as it came off a transport, before the payload is interpreted (§2, §3). */

@@ -211,6 +211,8 @@ describe('typed unions', () => {
         case Command.LIST_DOMAINS:
         case Command.LIST_VCHANS:
           return `list from ${req.body.start}`;
+        default:
+          return `guest ${req.id}`;
       }
     }
     function describeReply(rep: AnyReply): string {
@@ -229,7 +231,7 @@ describe('typed unions', () => {
           return 'empty';
       }
     }
-    const texts = fixtures.map((f) => (f.direction === 'request' ? describeRequest(f.value) : f.direction === 'reply' ? describeReply(f.value) : f.value.body.reason));
+    const texts = fixtures.map((f) => (f.direction === 'request' ? describeRequest(f.value) : f.direction === 'reply' ? describeReply(f.value) : 'reason' in f.value.body ? f.value.body.reason : f.value.body.pool));
     assert.ok(texts.includes('client 0:512 4294967295'));
     assert.ok(texts.includes('dom0,wörk-vm'));
     assert.ok(texts.includes('handle 42 role 1 fds 3'));

@@ -43,6 +43,8 @@ export interface ChannelResources {
 export interface ChannelFactory {
   /** Throws RegistryError (ENOSPC, EAGAIN...) when no memory or vector is available. */
   create(geometry: RingGeometry, serverDomain: number, clientDomain: number): ChannelResources;
+  /** Resolves when create() for this pair may succeed again after EAGAIN (a pool became ready). */
+  whenCapacity?(serverDomain: number, clientDomain: number, timeoutMs: number): Promise<void>;
 }
 
 /** Host-local vchans: a sealed memfd per vchan (DESIGN.md §3) and two eventfds. */

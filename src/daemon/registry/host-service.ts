@@ -31,10 +31,8 @@ export class HostVchanService implements VchanService {
     this.#registry = registry;
   }
 
-  // async: a refusal thrown by the registry becomes a rejection.
-  // eslint-disable-next-line @typescript-eslint/require-await
   async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant> {
-    return toFdGrant(this.#registry.serverInit(caller, peerDomain, port, readMin, writeMin));
+    return toFdGrant(await this.#registry.serverInitAsync(caller, peerDomain, port, readMin, writeMin));
   }
 
   async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<FdGrant> {

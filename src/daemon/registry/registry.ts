@@ -9,6 +9,7 @@ import { orderForMin, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_
 import type { ChannelFactory, ChannelResources, EndpointAccess } from './channel-resources.js';
 import { RegistryError } from './registry-error.js';
 import type { Limits } from '../config.js';
+import { Policy } from './policy.js';
 
 export const HOST_DOMAIN = 0;
 
@@ -91,16 +92,18 @@ export class Registry {
   readonly #log: Logger;
   readonly #factory: ChannelFactory;
   readonly #limits: Limits;
+  readonly #policy: Policy;
   readonly #domains = new Map<number, DomainInfo>();
   readonly #byKey = new Map<string, VchanRecord>();
   readonly #byHandle = new Map<number, VchanRecord>();
   readonly #waiters = new Set<Waiter>();
   #nextHandle = 1;
 
-  constructor(log: Logger, factory: ChannelFactory, limits: Limits) {
+  constructor(log: Logger, factory: ChannelFactory, limits: Limits, policy: Policy = new Policy()) {
     this.#log = log;
     this.#factory = factory;
     this.#limits = limits;
+    this.#policy = policy;
     this.#domains.set(HOST_DOMAIN, { id: HOST_DOMAIN, name: 'host' });
   }
 
@@ -139,8 +142,32 @@ export class Registry {
   }
 
   /** VCHAN_SERVER_INIT (wire-protocol.md): allocate a vchan and hand the server its side. */
+  #checkPolicy(a: number, b: number, caller: Caller): void {
+    const why = this.#policy.refuses(a, b);
+    if (why !== null) {
+      this.#log.warn({ domain: caller.domain, conn: caller.connId, from: a, to: b, why }, 'vchan refused by policy');
+      throw new RegistryError('EPERM', why);
+    }
+  }
+
+  /**
+   * serverInit, waiting once for pool capacity (DESIGN.md §2 rule 2: pools are
+   * added ahead of demand, but a burst can outrun them).
+   */
+  async serverInitAsync(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<VchanGrant> {
+    try {
+      return this.serverInit(caller, peerDomain, port, readMin, writeMin);
+    } catch (err) {
+      const f = this.#factory;
+      if (!(err instanceof RegistryError) || err.errnoName !== 'EAGAIN' || f.whenCapacity === undefined) throw err;
+      await f.whenCapacity(caller.domain, peerDomain, this.#limits.capacityWaitMs);
+      return this.serverInit(caller, peerDomain, port, readMin, writeMin);
+    }
+  }
+
   serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): VchanGrant {
     this.#checkDomain(peerDomain);
+    this.#checkPolicy(caller.domain, peerDomain, caller);
     if (readMin > 2 ** this.#limits.maxRingOrder || writeMin > 2 ** this.#limits.maxRingOrder) {
       throw new RegistryError('EINVAL', `ring size above the limit of ${2 ** this.#limits.maxRingOrder} bytes`);
     }
@@ -212,6 +239,7 @@ export class Registry {
   clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<VchanGrant> {
     try {
       this.#checkDomain(serverDomain);
+      this.#checkPolicy(serverDomain, caller.domain, caller);
       if (this.#countFor(caller.connId) >= this.#limits.maxVchansPerConnection) {
         throw new RegistryError('ENOSPC', 'per-connection vchan limit reached');
       }

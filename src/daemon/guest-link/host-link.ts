@@ -1,0 +1,273 @@
+/**
+ * The host end of one guest's control channel (DESIGN.md §2, §5): a ring in
+ * the guest's control device (IVPosition 1 for the guest, peer 0 for us), the
+ * wire protocol's stream transport on top. The guest's identity is the device
+ * it is attached to — never anything it sends (DESIGN.md §2 rule 4). Every
+ * frame is untrusted: a framing error ends the session (the guest is
+ * disconnected and every vchan it held is closed); argument errors get -EINVAL.
+ */
+import type { Logger } from 'pino';
+import type { LocalPeer } from '../../ivshmem/local-peer.js';
+import { native } from '../../native.js';
+import { RingEndpoint } from '../../ring/endpoint.js';
+import { EventFdWaiter } from '../../ring/eventfd-waiter.js';
+import { initializeRegion, regionLength } from '../../ring/layout.js';
+import { RingChannel } from '../../transport/ring-channel.js';
+import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
+import { RequestSequence } from '../../protocol/sequencer.js';
+import { AllowMask } from '../../protocol/allow-mask.js';
+import { Command, Errno, Event, PROTOCOL_VERSION, MAX_PAYLOAD, TIMEOUT_INFINITE, VchanRole, DomainFlag, type CommandId, type EndpointState } from '../../protocol/constants.js';
+import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES } from '../../protocol/messages.js';
+import type { AnyRequest, Frame } from '../../protocol/types.js';
+import type { Caller, Registry, VchanGrant } from '../registry/registry.js';
+import { RegistryError } from '../registry/registry-error.js';
+
+/** Geometry of the control ring: 64 KiB each way fits in the 256 KiB control device. */
+export const CONTROL_GEOMETRY = { c2sOrder: 16, s2cOrder: 16 };
+export const CONTROL_DEVICE_SIZE = 256 * 1024;
+/** The guest's IVPosition on its control device (DESIGN.md §2). */
+export const GUEST_CONTROL_PEER = 1;
+
+export interface PoolAnnouncement {
+  pool: number;
+  peerId: number;
+  vectors: number;
+  size: number;
+  /** Socket file name inside the guest's device directory. */
+  socket: string;
+}
+
+export interface HostLinkOptions {
+  domain: number;
+  name: string;
+  device: LocalPeer;
+  registry: Registry;
+  log: Logger;
+  /** Current pools of this guest, announced right after HELLO. */
+  pools: () => PoolAnnouncement[];
+  /** Called when the session ends badly, so the guest can be cut off the fabric. */
+  onViolation: (why: string) => void;
+}
+
+function errnoOf(err: unknown): number {
+  if (err instanceof RegistryError) return -((Errno as Record<string, number>)[err.errnoName] ?? Errno.EIO);
+  return -Errno.EIO;
+}
+
+export class HostLink {
+  readonly domain: number;
+  readonly #opts: HostLinkOptions;
+  readonly #log: Logger;
+  readonly #mapping: ArrayBuffer;
+  readonly #waiter: EventFdWaiter;
+  readonly #channel: RingChannel;
+  readonly #sequence = new RequestSequence();
+  readonly #allowed = AllowMask.forKind('guest-control');
+  /** Guest-local connection id → our registry connId (so a guest cannot name another's). */
+  readonly #conns = new Map<number, number>();
+  readonly #allocConnId: () => number;
+  #hello = false;
+  #closed = false;
+
+  /** Call when the guest has attached to its control device: initialises the ring and rings it. */
+  constructor(opts: HostLinkOptions, allocConnId: () => number) {
+    this.domain = opts.domain;
+    this.#opts = opts;
+    this.#allocConnId = allocConnId;
+    this.#log = opts.log.child({ domain: opts.domain });
+    const kick = opts.device.doorbellFd(GUEST_CONTROL_PEER, 0);
+    if (kick === null) throw new RegistryError('ENODEV', `guest ${opts.domain} has no control doorbell`);
+    this.#mapping = opts.device.map(0, regionLength(CONTROL_GEOMETRY));
+    // A fresh session every time the guest attaches: stale state from a previous guest daemon is wiped.
+    initializeRegion(this.#mapping, 0, CONTROL_GEOMETRY);
+    this.#waiter = new EventFdWaiter(native.dup(opts.device.interruptFd(0)), native.dup(kick));
+    this.#waiter.keepAlive = false;
+    const endpoint = new RingEndpoint(this.#mapping, 0, { role: 'server', ...CONTROL_GEOMETRY }, this.#waiter.kick);
+    this.#channel = new RingChannel(endpoint, this.#waiter, {
+      onFrame: (f) => {
+        this.#onFrame(f);
+      },
+      onClose: (err) => {
+        this.#end(err === null ? 'guest closed its control channel' : `control channel failed: ${err.message}`, err !== null);
+      },
+    });
+    // Tell the guest the region is ready (it waits for this before attaching).
+    this.#waiter.kick();
+    this.#log.info('guest control channel offered');
+  }
+
+  #caller(conn: number): Caller {
+    let id = this.#conns.get(conn);
+    if (id === undefined) {
+      id = this.#allocConnId();
+      this.#conns.set(conn, id);
+    }
+    return { connId: id, domain: this.domain, pid: 0, uid: 0, gid: 0, privileged: false };
+  }
+
+  #onFrame(frame: Frame): void {
+    if (this.#closed) return;
+    const r = decodeRequest(frame, { transport: 'stream', sequence: this.#sequence, allowed: (id) => this.#allowed.allows(id) });
+    if (!r.ok) {
+      if (r.error.fatal) {
+        this.#end(`protocol violation: ${r.error.code} ${r.error.message}`, true);
+        return;
+      }
+      this.#log.warn({ code: r.error.code, err: r.error.message }, 'guest request refused');
+      const reply = encodeErrorReply(frame, r.error);
+      if (reply !== undefined) this.#channel.send(reply);
+      return;
+    }
+    const req = r.value;
+    if (!this.#hello && req.id !== Command.GUEST_HELLO && req.id !== Command.GET_VERSION && req.id !== Command.CHECK_COMMAND) {
+      this.#channel.send(encodeReply(req.id, req.seq, -Errno.EPERM));
+      return;
+    }
+    this.#dispatch(req).catch((err: unknown) => {
+      if (this.#closed) return;
+      const errno = errnoOf(err);
+      if (errno === -Errno.EIO) this.#log.error({ err }, 'guest request failed');
+      else this.#log.info({ err: (err as Error).message }, 'guest request refused');
+      this.#channel.send(encodeReply(req.id, req.seq, errno));
+    });
+  }
+
+  async #dispatch(req: AnyRequest): Promise<void> {
+    const reg = this.#opts.registry;
+    switch (req.id) {
+      case Command.GET_VERSION:
+        this.#channel.send(encodeReply(req.id, req.seq, 0, { version: PROTOCOL_VERSION, maxPayload: MAX_PAYLOAD }));
+        return;
+      case Command.CHECK_COMMAND:
+        this.#channel.send(encodeReply(req.id, req.seq, this.#allowed.allows(req.body.id as CommandId) ? 0 : -Errno.ENOSYS));
+        return;
+      case Command.GUEST_HELLO:
+        this.#hello = true;
+        this.#channel.send(encodeReply(req.id, req.seq, 0, { domain: this.domain, name: this.#opts.name }));
+        for (const p of this.#opts.pools()) this.announcePool(p);
+        this.#log.info('guest daemon attached');
+        return;
+      case Command.GUEST_VCHAN_SERVER_INIT: {
+        const b = req.body;
+        const g = await reg.serverInitAsync(this.#caller(b.conn), b.peerDomain, b.port, b.readMin, b.writeMin);
+        this.#sendGrant(req.id, req.seq, g);
+        return;
+      }
+      case Command.GUEST_VCHAN_CLIENT_INIT: {
+        const b = req.body;
+        const timeout = b.timeoutMs === TIMEOUT_INFINITE ? Infinity : b.timeoutMs;
+        const g = await reg.clientInit(this.#caller(b.conn), b.serverDomain, b.port, timeout);
+        if (this.#closed) return;
+        this.#sendGrant(req.id, req.seq, g);
+        return;
+      }
+      case Command.GUEST_VCHAN_CLOSE:
+        reg.close(this.#caller(req.body.conn), req.body.handle);
+        this.#channel.send(encodeReply(req.id, req.seq, 0, {}));
+        return;
+      case Command.GUEST_CONN_CLOSED: {
+        const id = this.#conns.get(req.body.conn);
+        if (id !== undefined) {
+          this.#conns.delete(req.body.conn);
+          reg.dropConnection(id);
+        }
+        this.#channel.send(encodeReply(req.id, req.seq, 0, {}));
+        return;
+      }
+      case Command.LIST_DOMAINS: {
+        const all = reg.listDomains().filter((d) => d.id >= req.body.start);
+        const page = all.slice(0, MAX_DOMAIN_ENTRIES);
+        this.#channel.send(
+          encodeReply(req.id, req.seq, 0, {
+            next: all.length > page.length ? all[page.length]!.id : 0,
+            entries: page.map((d) => ({
+              domain: d.id,
+              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.id === this.domain ? DomainFlag.SELF : 0),
+              vchans: reg.vchansOfDomain(d.id),
+              name: d.name,
+            })),
+          }),
+        );
+        return;
+      }
+      case Command.LIST_VCHANS: {
+        // A guest sees the vchans it is part of, nothing else.
+        const all = reg
+          .listVchans({ connId: -1, domain: this.domain, pid: 0, uid: -1, gid: -1, privileged: true })
+          .filter((v) => (v.serverDomain === this.domain || v.clientDomain === this.domain) && v.handle >= req.body.start);
+        const page = all.slice(0, MAX_VCHAN_ENTRIES);
+        this.#channel.send(
+          encodeReply(req.id, req.seq, 0, {
+            next: all.length > page.length ? all[page.length]!.handle : 0,
+            entries: page.map((v) => ({
+              handle: v.handle,
+              serverDomain: v.serverDomain,
+              clientDomain: v.clientDomain,
+              port: v.port,
+              serverState: (v.serverState === 1 ? 1 : 0) as EndpointState,
+              clientState: (v.clientState === 1 || v.clientState === 2 ? v.clientState : 0) as EndpointState,
+              readOrder: v.c2sOrder,
+              writeOrder: v.s2cOrder,
+              serverPid: 0,
+              clientPid: 0,
+              bytesClientToServer: v.bytesClientToServer,
+              bytesServerToClient: v.bytesServerToClient,
+            })),
+          }),
+        );
+        return;
+      }
+      default:
+        this.#channel.send(encodeReply(req.id, req.seq, -Errno.EPERM));
+    }
+  }
+
+  #sendGrant(id: CommandId, seq: number, g: VchanGrant): void {
+    if (g.access.kind !== 'device') throw new RegistryError('EIO', 'guest endpoint without device access');
+    this.#channel.send(
+      encodeReply(id as typeof Command.GUEST_VCHAN_SERVER_INIT, seq, 0, {
+        handle: g.handle,
+        role: g.role === 'server' ? VchanRole.SERVER : VchanRole.CLIENT,
+        readOrder: g.readOrder,
+        writeOrder: g.writeOrder,
+        localDomain: g.localDomain,
+        peerDomain: g.peerDomain,
+        port: g.port,
+        pool: g.access.pool,
+        vector: g.access.vector,
+        peerId: g.access.peerId,
+        peerVector: g.access.peerVector,
+        shmOffset: g.shmOffset,
+        shmLength: g.shmLength,
+      }),
+    );
+  }
+
+  /** Tell the guest about a pool device to attach to (DESIGN.md §2 rule 2). */
+  announcePool(p: PoolAnnouncement): void {
+    if (this.#closed || !this.#hello) return;
+    this.#channel.send(encodeEvent(Event.POOL_ADDED, p));
+  }
+
+  #end(why: string, violation: boolean): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (violation) this.#log.warn({ why }, 'guest control channel closed');
+    else this.#log.info({ why }, 'guest control channel closed');
+    this.#channel.close();
+    this.#release();
+    if (violation) this.#opts.onViolation(why);
+  }
+
+  #release(): void {
+    for (const id of this.#conns.values()) this.#opts.registry.dropConnection(id);
+    this.#conns.clear();
+    this.#waiter.close();
+    this.#opts.device.unmap(this.#mapping);
+  }
+
+  /** The guest left the fabric (or the daemon stops): end the session, release its vchans. */
+  close(why = 'guest left'): void {
+    this.#end(why, false);
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * kvmchand --guest (DESIGN.md §2): attaches to the control device, then serves
+ * the same local socket as the host daemon. If the control channel is lost the
+ * daemon stops with an error (its supervisor restarts it; the host has already
+ * closed every vchan this guest held).
+ */
+import type { Logger } from 'pino';
+import { RuntimeDir } from '../runtime-dir.js';
+import { LocalServer } from '../local/local-server.js';
+import { GuestVchanService } from './guest-service.js';
+import type { Config } from '../config.js';
+import { defaultRuntimeDir } from '../config.js';
+import type { KvmchanError } from '../../errors.js';
+
+export class GuestDaemon {
+  readonly log: Logger;
+  readonly runtime: RuntimeDir;
+  readonly service: GuestVchanService;
+  readonly #config: Config;
+  #local: LocalServer | null = null;
+  #stopped = false;
+  #onFatal: (err: KvmchanError) => void;
+
+  constructor(config: Config, log: Logger, deviceDir: string, onFatal: (err: KvmchanError) => void) {
+    this.#config = config;
+    this.log = log;
+    this.#onFatal = onFatal;
+    this.runtime = new RuntimeDir(config.runtimeDir ?? defaultRuntimeDir());
+    this.service = new GuestVchanService({
+      deviceDir,
+      log: log.child({ component: 'guest-link' }),
+      onDown: (err) => {
+        this.stop();
+        this.#onFatal(err);
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    this.runtime.acquire();
+    try {
+      await this.service.start();
+      this.#local = new LocalServer({
+        socketPath: this.runtime.socketPath,
+        service: this.service,
+        limits: this.#config.limits,
+        socketGroup: this.#config.socketGroup,
+        log: this.log.child({ component: 'local' }),
+      });
+    } catch (err) {
+      this.service.shutdown();
+      this.runtime.release();
+      throw err;
+    }
+    this.log.info({ runtimeDir: this.runtime.dir, domain: this.service.localDomain, mode: 'guest' }, 'kvmchand ready');
+  }
+
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#local?.close();
+    this.service.shutdown();
+    this.runtime.release();
+    this.log.info('kvmchand stopped');
+  }
+}

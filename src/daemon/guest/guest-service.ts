@@ -1,0 +1,297 @@
+/**
+ * kvmchand --guest: the same local socket and API as on the host (apps do not
+ * care where they run), with every request forwarded to the host over the
+ * control channel (DESIGN.md §2). Grants come back as pool-device coordinates;
+ * here they become fds: the pool's shared memory, our interrupt eventfd for the
+ * vchan's vector, and the doorbell eventfd that rings the peer.
+ */
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { native } from '../../native.js';
+import { RingEndpoint } from '../../ring/endpoint.js';
+import { EventFdWaiter } from '../../ring/eventfd-waiter.js';
+import { HEADER_SIZE, OFF_CLIENT_STATE, STATE_WAITING, MAGIC } from '../../ring/layout.js';
+import { RingChannel } from '../../transport/ring-channel.js';
+import { ClientSequencer } from '../../protocol/sequencer.js';
+import { Command, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
+import type { AnyEvent, ReplyOkOf, RequestBodies, GuestVchanInfo } from '../../protocol/types.js';
+import { SocketDevice } from '../../device/socket-device.js';
+import { KvmchanError, DaemonError } from '../../errors.js';
+import type { Caller, VchanSnapshot } from '../registry/registry.js';
+import { RegistryError } from '../registry/registry-error.js';
+import type { FdGrant, VchanService, DomainStatus } from '../vchan-service.js';
+import { CONTROL_GEOMETRY } from '../guest-link/host-link.js';
+import { Event } from '../../protocol/constants.js';
+
+export class GuestLinkDownError extends KvmchanError {
+  constructor(message: string) {
+    super(message, 'KVMCHAN_E_NO_HOST');
+    this.name = 'GuestLinkDownError';
+  }
+}
+
+export interface GuestServiceOptions {
+  /** Directory holding control.sock and the pool sockets (simulated guests). */
+  deviceDir: string;
+  log: Logger;
+  /** Called when the control channel is lost (the daemon then reconnects or exits). */
+  onDown: (err: KvmchanError) => void;
+}
+
+/** Rejections from the host carry its errno; keep it so the local reply repeats it. */
+function asRegistryError(err: unknown): Error {
+  if (err instanceof DaemonError && err.errno !== undefined) {
+    const name = err.code.replace('KVMCHAN_E_DAEMON_', '');
+    return new RegistryError(name, err.message);
+  }
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+export class GuestVchanService implements VchanService {
+  localDomain = -1;
+  name = '';
+  readonly #opts: GuestServiceOptions;
+  readonly #log: Logger;
+  #control: SocketDevice | null = null;
+  #channel: RingChannel | null = null;
+  #waiter: EventFdWaiter | null = null;
+  #mapping: ArrayBuffer | null = null;
+  readonly #seq = new ClientSequencer({
+    onOrphanReply: () => undefined,
+  });
+  readonly #pools = new Map<number, SocketDevice>();
+  readonly #poolWaiters = new Map<number, (() => void)[]>();
+  #down = false;
+
+  constructor(opts: GuestServiceOptions) {
+    this.#opts = opts;
+    this.#log = opts.log;
+  }
+
+  /** Attach to the control device, wait for the host to offer the ring, then HELLO. */
+  async start(timeoutMs = 15000): Promise<void> {
+    const control = await SocketDevice.connect(path.join(this.#opts.deviceDir, 'control.sock'), { vectors: 1, timeoutMs, log: this.#log });
+    this.#control = control;
+    control.on('close', () => {
+      this.#fail(new GuestLinkDownError('control device disconnected'));
+    });
+    control.on('peer-leave', (id) => {
+      if (id === 0) this.#fail(new GuestLinkDownError('the host left the control device'));
+    });
+    this.#waiter = new EventFdWaiter(native.dup(control.interruptFd(0)), native.dup(this.#hostDoorbell(control)));
+    const mapping = control.map(0, control.shm.size);
+    this.#mapping = mapping;
+    // The host initialises the region and then rings us (host-link.ts); until then it may hold
+    // a previous session's state. Wait for a fresh region: our state still WAITING.
+    const ctl = new Int32Array(mapping, 0, HEADER_SIZE / 4);
+    const deadline = Date.now() + timeoutMs;
+    while (!(Atomics.load(ctl, 0) === (MAGIC | 0) && Atomics.load(ctl, OFF_CLIENT_STATE / 4) === STATE_WAITING)) {
+      if (Date.now() > deadline) throw new GuestLinkDownError('the host never offered the control channel');
+      await this.#waiter.wait(AbortSignal.timeout(Math.max(1, deadline - Date.now())));
+    }
+    const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
+    endpoint.attach();
+    this.#channel = new RingChannel(endpoint, this.#waiter, {
+      onFrame: (frame) => {
+        let ev: AnyEvent | undefined;
+        try {
+          ev = this.#seq.receive(frame);
+        } catch (err) {
+          this.#fail(new GuestLinkDownError(`protocol error from the host: ${(err as Error).message}`));
+          return;
+        }
+        if (ev !== undefined) this.#onEvent(ev);
+      },
+      onClose: (err) => {
+        this.#fail(new GuestLinkDownError(err === null ? 'the host closed the control channel' : err.message));
+      },
+    });
+    const hello = await this.#request(Command.GUEST_HELLO, { version: 1 });
+    this.localDomain = hello.body.domain;
+    this.name = hello.body.name;
+    this.#log.info({ domain: this.localDomain, name: this.name }, 'attached to the host');
+  }
+
+  #hostDoorbell(control: SocketDevice): number {
+    const fd = control.doorbellFd(0, 0);
+    if (fd === null) throw new GuestLinkDownError('the control device has no host doorbell');
+    return fd;
+  }
+
+  #onEvent(ev: AnyEvent): void {
+    if (ev.id === Event.POOL_ADDED) {
+      const p = ev.body;
+      if (this.#pools.has(p.pool)) return;
+      // Only a plain file name inside our device directory: the host does not choose paths for us.
+      if (p.socket.includes('/') || p.socket.startsWith('.')) {
+        this.#log.warn({ socket: p.socket }, 'ignoring pool with a suspicious socket name');
+        return;
+      }
+      SocketDevice.connect(path.join(this.#opts.deviceDir, p.socket), { vectors: p.vectors, log: this.#log }).then(
+        (dev) => {
+          if (this.#down) {
+            dev.close();
+            return;
+          }
+          this.#pools.set(p.pool, dev);
+          dev.on('close', () => this.#pools.delete(p.pool));
+          for (const w of this.#poolWaiters.get(p.pool) ?? []) w();
+          this.#poolWaiters.delete(p.pool);
+          this.#log.info({ pool: p.pool, size: dev.shm.size, vectors: dev.vectors }, 'pool attached');
+        },
+        (err: unknown) => {
+          this.#log.error({ pool: p.pool, err: (err as Error).message }, 'cannot attach pool');
+        },
+      );
+    } else if (ev.id === Event.SHUTDOWN) {
+      this.#fail(new GuestLinkDownError('the host daemon is shutting down'));
+    }
+  }
+
+  async #request<K extends CommandId>(id: K, body: RequestBodies[K]): Promise<ReplyOkOf<K>> {
+    if (this.#down || this.#channel === null) throw new GuestLinkDownError('no control channel to the host');
+    const sent = this.#seq.request(id, body);
+    this.#channel.send(sent.frame);
+    try {
+      return await sent.reply;
+    } catch (err) {
+      throw asRegistryError(err);
+    }
+  }
+
+  async #pool(id: number): Promise<SocketDevice> {
+    const dev = this.#pools.get(id);
+    if (dev !== undefined) return dev;
+    // The announcement may still be connecting: wait a little.
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => {
+        reject(new RegistryError('ENODEV', `pool ${id} is not attached`));
+      }, 5000);
+      const list = this.#poolWaiters.get(id) ?? [];
+      list.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.#poolWaiters.set(id, list);
+    });
+    return this.#pools.get(id)!;
+  }
+
+  async #toGrant(info: GuestVchanInfo): Promise<FdGrant> {
+    const dev = await this.#pool(info.pool);
+    if (info.shmOffset + info.shmLength > dev.shm.size || info.vector >= dev.vectors) {
+      throw new RegistryError('EIO', 'host sent a vchan outside its pool');
+    }
+    const kick = dev.doorbellFd(info.peerId, info.peerVector);
+    if (kick === null) throw new RegistryError('EIO', `no doorbell for peer ${info.peerId} vector ${info.peerVector}`);
+    const fds = { shm: native.dup(dev.shm.fd), wait: native.dup(dev.interruptFd(info.vector)), kick: native.dup(kick) };
+    return {
+      handle: info.handle,
+      role: info.role === VchanRole.SERVER ? 'server' : 'client',
+      readOrder: info.readOrder,
+      writeOrder: info.writeOrder,
+      localDomain: info.localDomain,
+      peerDomain: info.peerDomain,
+      port: info.port,
+      shmOffset: info.shmOffset,
+      shmLength: info.shmLength,
+      fds,
+      release: () => {
+        native.close(fds.shm);
+        native.close(fds.wait);
+        native.close(fds.kick);
+      },
+    };
+  }
+
+  async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant> {
+    const r = await this.#request(Command.GUEST_VCHAN_SERVER_INIT, { conn: caller.connId, peerDomain, port, readMin, writeMin });
+    return this.#toGrant(r.body);
+  }
+
+  async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<FdGrant> {
+    const r = await this.#request(Command.GUEST_VCHAN_CLIENT_INIT, {
+      conn: caller.connId,
+      serverDomain,
+      port,
+      timeoutMs: timeoutMs === Infinity ? TIMEOUT_INFINITE : timeoutMs,
+      flags: 0,
+    });
+    return this.#toGrant(r.body);
+  }
+
+  async close(caller: Caller, handle: number): Promise<void> {
+    await this.#request(Command.GUEST_VCHAN_CLOSE, { conn: caller.connId, handle });
+  }
+
+  dropConnection(connId: number): void {
+    if (this.#down) return;
+    this.#request(Command.GUEST_CONN_CLOSED, { conn: connId }).catch((err: unknown) => {
+      this.#log.warn({ conn: connId, err: (err as Error).message }, 'could not report a closed connection');
+    });
+  }
+
+  async listDomains(): Promise<DomainStatus[]> {
+    const out: DomainStatus[] = [];
+    for (let start = 0; ; ) {
+      const r = await this.#request(Command.LIST_DOMAINS, { start });
+      out.push(...r.body.entries.map((e) => ({ id: e.domain, name: e.name, vchans: e.vchans })));
+      if (r.body.next === 0) return out;
+      start = r.body.next;
+    }
+  }
+
+  async listVchans(): Promise<VchanSnapshot[]> {
+    const out: VchanSnapshot[] = [];
+    for (let start = 0; ; ) {
+      const r = await this.#request(Command.LIST_VCHANS, { start });
+      out.push(
+        ...r.body.entries.map((e) => ({
+          handle: e.handle,
+          serverDomain: e.serverDomain,
+          clientDomain: e.clientDomain,
+          port: e.port,
+          serverState: e.serverState,
+          clientState: e.clientState,
+          c2sOrder: e.readOrder,
+          s2cOrder: e.writeOrder,
+          serverPid: e.serverPid,
+          clientPid: e.clientPid,
+          bytesClientToServer: e.bytesClientToServer,
+          bytesServerToClient: e.bytesServerToClient,
+          serverUid: 0,
+          clientUid: 0,
+        })),
+      );
+      if (r.body.next === 0) return out;
+      start = r.body.next;
+    }
+  }
+
+  #fail(err: KvmchanError): void {
+    if (this.#down) return;
+    this.#down = true;
+    this.#log.warn({ err: err.message }, 'control channel down');
+    this.#seq.close(err);
+    this.#teardown();
+    this.#opts.onDown(err);
+  }
+
+  #teardown(): void {
+    this.#channel?.close();
+    this.#waiter?.close();
+    if (this.#mapping !== null) this.#control?.unmap(this.#mapping);
+    this.#mapping = null;
+    for (const dev of this.#pools.values()) dev.close();
+    this.#pools.clear();
+    this.#control?.close();
+  }
+
+  /** Guest daemon stopping: detach from the host and every device. */
+  shutdown(): void {
+    if (this.#down) return;
+    this.#down = true;
+    this.#seq.close(new GuestLinkDownError('guest daemon stopping'));
+    this.#teardown();
+  }
+}
