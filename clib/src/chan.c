@@ -10,9 +10,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_SPIN 1000u
+/* A sleep/wake costs tens of microseconds on a VM; spinning longer than that
+ * rarely pays, spinning much shorter never catches a peer that is waking up. */
+#define DEFAULT_SPIN_US 20u
+#define MIN_SPIN_NS 2000u
 
 static inline void cpu_relax(void)
 {
@@ -75,10 +79,13 @@ static struct kvc_chan *chan_alloc(void)
     c->kick_fd = -1;
     c->owner = getpid();
     c->blocking = 1;
-    c->spin = DEFAULT_SPIN;
-    const char *s = secure_getenv("KVMCHAN_SPIN");
+    uint64_t spin_us = DEFAULT_SPIN_US;
+    const char *s = secure_getenv("KVMCHAN_SPIN_US");
     if (s != NULL && s[0] != '\0')
-        c->spin = (unsigned)strtoul(s, NULL, 10);
+        spin_us = strtoull(s, NULL, 10);
+    if (spin_us > 1000000)
+        spin_us = 1000000;
+    c->spin_max_ns = c->spin_rx_ns = c->spin_tx_ns = spin_us * 1000;
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->wq_lock, NULL);
     pthread_condattr_t ca;
@@ -324,6 +331,19 @@ int kvc_chan_from_parts(struct kvc_chan **out, void *region, size_t len, int rol
 
 /* ---- waiting ---- */
 
+static int map_ring_error(long rc)
+{
+    switch (rc) {
+    case KVC_EOF:
+    case KVC_E_CLOSED: return -EPIPE;
+    case KVC_E_CORRUPT: return -EPROTO;
+    case KVC_E_MSGSIZE: return -EMSGSIZE;
+    case KVC_E_LOCAL: return -EBADF;
+    default: return -EINVAL;
+    }
+}
+
+
 /* Sleeps until an event arrives on the wait fd and consumes it. */
 static int poll_and_consume(struct kvc_chan *c)
 {
@@ -372,51 +392,72 @@ static int wq_wait(struct kvc_chan *c, uint64_t gen)
     return rc;
 }
 
-static int map_ring_error(long rc)
+static inline uint64_t mono_ns(void)
 {
-    switch (rc) {
-    case KVC_EOF:
-    case KVC_E_CLOSED: return -EPIPE;
-    case KVC_E_CORRUPT: return -EPROTO;
-    case KVC_E_MSGSIZE: return -EMSGSIZE;
-    case KVC_E_LOCAL: return -EBADF;
-    default: return -EINVAL;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Bounded spin (§8): polls the peer index for up to *budget ns (the clock is
+ * read every 64 polls). Returns 1 if the condition came true, 0 if not, <0 error.
+ */
+static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t min)
+{
+    if (budget == 0)
+        return 0;
+    uint64_t deadline = mono_ns() + budget;
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            long a = writable ? kvc_ring_peek_writable(&c->ring) : kvc_ring_peek_readable(&c->ring);
+            if (a < 0)
+                return map_ring_error(a);
+            if ((size_t)a >= min)
+                return 1;
+            cpu_relax();
+        }
+        if (mono_ns() >= deadline)
+            return 0;
     }
 }
 
-/* Bounded spin (§8), then request → fence → re-check → sleep (§5.1). */
-static int wait_readable(struct kvc_chan *c, size_t min)
+/*
+ * Then request → fence → re-check → sleep (§5.1). The spin budget adapts: a
+ * wake-up soon after giving up means a longer spin would have caught the peer
+ * (back to the maximum); a long sleep halves it, so two sides that both wait
+ * on a third party (or share a CPU) stop burning time.
+ */
+static int wait_for(struct kvc_chan *c, int writable, size_t min)
 {
-    for (unsigned i = 0; i < c->spin; i++) {
-        long a = kvc_ring_peek_readable(&c->ring);
-        if (a < 0)
-            return map_ring_error(a);
-        if ((size_t)a >= min)
-            return 0;
-        cpu_relax();
-    }
+    uint64_t *budget = writable ? &c->spin_tx_ns : &c->spin_rx_ns;
+    int rc = spin_until(c, *budget, writable, min);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
     uint64_t gen = wq_snapshot(c);
-    int rc = kvc_ring_prepare_wait_readable(&c->ring, min);
+    rc = writable ? kvc_ring_prepare_wait_writable(&c->ring, min) : kvc_ring_prepare_wait_readable(&c->ring, min);
     if (rc <= 0)
         return rc < 0 ? map_ring_error(rc) : 0;
-    return wq_wait(c, gen);
+    if (c->spin_max_ns == 0)
+        return wq_wait(c, gen);
+    uint64_t t0 = mono_ns();
+    rc = wq_wait(c, gen);
+    uint64_t slept = mono_ns() - t0;
+    if (slept < c->spin_max_ns)
+        *budget = c->spin_max_ns;
+    else
+        *budget = *budget / 2 > MIN_SPIN_NS ? *budget / 2 : MIN_SPIN_NS;
+    return rc;
 }
 
-static int wait_writable(struct kvc_chan *c, size_t min)
+static inline int wait_readable(struct kvc_chan *c, size_t min)
 {
-    for (unsigned i = 0; i < c->spin; i++) {
-        long a = kvc_ring_peek_writable(&c->ring);
-        if (a < 0)
-            return map_ring_error(a);
-        if ((size_t)a >= min)
-            return 0;
-        cpu_relax();
-    }
-    uint64_t gen = wq_snapshot(c);
-    int rc = kvc_ring_prepare_wait_writable(&c->ring, min);
-    if (rc <= 0)
-        return rc < 0 ? map_ring_error(rc) : 0;
-    return wq_wait(c, gen);
+    return wait_for(c, 0, min);
+}
+
+static inline int wait_writable(struct kvc_chan *c, size_t min)
+{
+    return wait_for(c, 1, min);
 }
 
 int kvc_chan_wait(struct kvc_chan *c)

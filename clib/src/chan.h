@@ -50,7 +50,10 @@ struct kvc_chan {
     int owns_map;
     pid_t owner;              /* process that created it (fork detection) */
     uint32_t domain, port;
-    unsigned spin;            /* peer-index polls before sleeping (§8) */
+    /* Spinning before sleeping (ring-protocol.md §8): at most spin_max_ns, adapted
+     * per direction (each touched only by that direction's thread). */
+    uint64_t spin_max_ns;
+    uint64_t spin_rx_ns, spin_tx_ns;
     uint64_t wakeups;         /* times this side slept and was woken (statistics) */
 };
 

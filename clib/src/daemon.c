@@ -169,13 +169,10 @@ int kvc_conn_recv_reply(struct kvc_conn *c, int nonblock, void *data, size_t max
             break;
         }
         if (id & KVC_EVENT_BIT) {
-            /* An event (e.g. daemon shutdown): not what we wait for; the vchan
-             * itself reports a dead peer through shared memory. */
+            /* An event (wire-protocol.md §4.3, e.g. EVENT_SHUTDOWN): not what we
+             * wait for, and unknown ones must be ignored. A daemon going down
+             * closes the connection next, which fails the request. */
             close_fds(got, ngot);
-            if (nonblock) {
-                rc = -EAGAIN;
-                break;
-            }
             continue;
         }
         if (id != c->pending_id || seq != c->seq || size < REPLY_HEADER) {

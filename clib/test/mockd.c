@@ -150,7 +150,9 @@ static void attach_client(int ci, struct vchan *v, uint32_t seq)
 static struct vchan *find_server(uint32_t port)
 {
     for (int i = 0; i < MAX_VCHANS; i++)
-        if (vchans[i].used && vchans[i].port == port && vchans[i].server_conn >= 0)
+        /* A port is taken while its server is open and its client has not left. */
+        if (vchans[i].used && vchans[i].port == port && vchans[i].server_conn >= 0 &&
+            !(vchans[i].had_client && vchans[i].client_conn < 0))
             return &vchans[i];
     return NULL;
 }
@@ -190,7 +192,7 @@ static void server_init(int ci, uint32_t seq, const uint8_t *p)
         return;
     }
     if (find_server(port) != NULL) {
-        reply(ci, 0x0010, seq, -EADDRINUSE, NULL, 0, NULL, 0);
+        reply(ci, 0x0010, seq, -EEXIST, NULL, 0, NULL, 0);
         return;
     }
     int c2s = kvc_ring_order_for_min(rmin), s2c = kvc_ring_order_for_min(wmin);

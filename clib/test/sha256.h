@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct sha256 {
@@ -58,6 +59,73 @@ static inline void sha256_block(struct sha256 *s, const uint8_t *p)
     s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* SHA extensions path (4 rounds per sha256rnds2 pair), used when the CPU has them. */
+#include <cpuid.h>
+#include <immintrin.h>
+
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_blocks_ni(uint32_t h[8], const uint8_t *p,
+                                                                          size_t blocks)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(const void *)&h[0]), 0xB1); /* CDAB */
+    __m128i st1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(const void *)&h[4]), 0x1B); /* EFGH */
+    __m128i st0 = _mm_alignr_epi8(tmp, st1, 8);                                                   /* ABEF */
+    st1 = _mm_blend_epi16(st1, tmp, 0xF0);                                                        /* CDGH */
+    for (; blocks > 0; blocks--, p += 64) {
+        __m128i save0 = st0, save1 = st1, w[4];
+        for (int g = 0; g < 16; g++) {
+            __m128i m;
+            if (g < 4) {
+                m = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16 * g)), bswap);
+            } else {
+                m = _mm_sha256msg1_epu32(w[g & 3], w[(g + 1) & 3]);
+                m = _mm_add_epi32(m, _mm_alignr_epi8(w[(g + 3) & 3], w[(g + 2) & 3], 4));
+                m = _mm_sha256msg2_epu32(m, w[(g + 3) & 3]);
+            }
+            w[g & 3] = m;
+            __m128i k = _mm_add_epi32(m, _mm_loadu_si128((const __m128i *)(const void *)&sha256_k[4 * g]));
+            st1 = _mm_sha256rnds2_epu32(st1, st0, k);
+            st0 = _mm_sha256rnds2_epu32(st0, st1, _mm_shuffle_epi32(k, 0x0E));
+        }
+        st0 = _mm_add_epi32(st0, save0);
+        st1 = _mm_add_epi32(st1, save1);
+    }
+    tmp = _mm_shuffle_epi32(st0, 0x1B);   /* FEBA */
+    st1 = _mm_shuffle_epi32(st1, 0xB1);   /* DCHG */
+    st0 = _mm_blend_epi16(tmp, st1, 0xF0); /* DCBA */
+    st1 = _mm_alignr_epi8(st1, tmp, 8);    /* HGFE */
+    _mm_storeu_si128((__m128i *)(void *)&h[0], st0);
+    _mm_storeu_si128((__m128i *)(void *)&h[4], st1);
+}
+
+static inline int sha256_have_ni(void)
+{
+    static int have = -1;
+    if (have < 0) {
+        unsigned a, b, c, d;
+        int sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
+        int sse = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19)) && (c & (1u << 9));
+        have = sha && sse && getenv("KVMCHAN_SHA256_PORTABLE") == NULL;
+    }
+    return have;
+}
+#define SHA256_BLOCKS(s, p, n)                                                                  \
+    do {                                                                                        \
+        if (sha256_have_ni())                                                                   \
+            sha256_blocks_ni((s)->h, (p), (n));                                                 \
+        else                                                                                    \
+            for (size_t i_ = 0; i_ < (n); i_++)                                                 \
+                sha256_block((s), (p) + 64 * i_);                                               \
+    } while (0)
+#else
+#define SHA256_BLOCKS(s, p, n)                                                                  \
+    do {                                                                                        \
+        for (size_t i_ = 0; i_ < (n); i_++)                                                     \
+            sha256_block((s), (p) + 64 * i_);                                                   \
+    } while (0)
+#endif
+
 static inline void sha256_init(struct sha256 *s)
 {
     static const uint32_t iv[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -79,11 +147,14 @@ static inline void sha256_update(struct sha256 *s, const void *data, size_t n)
         n -= k;
         if (s->fill < 64)
             return;
-        sha256_block(s, s->buf);
+        SHA256_BLOCKS(s, s->buf, 1);
         s->fill = 0;
     }
-    for (; n >= 64; p += 64, n -= 64)
-        sha256_block(s, p);
+    if (n >= 64) {
+        SHA256_BLOCKS(s, p, n / 64);
+        p += n / 64 * 64;
+        n %= 64;
+    }
     memcpy(s->buf, p, n);
     s->fill = n;
 }

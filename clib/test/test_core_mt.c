@@ -35,8 +35,9 @@ static void make_pair(struct pair *p, unsigned c2s, unsigned s2c, unsigned spin)
             "server");
     REQUIRE(kvc_chan_from_parts(&p->client, p->region, p->len, KVC_ROLE_CLIENT, c2s, s2c, efd_c, dup(efd_s), 0) == 0,
             "client");
-    p->server->spin = spin;
-    p->client->spin = spin;
+    /* spin in microseconds of maximum spin before sleeping */
+    p->server->spin_max_ns = p->server->spin_rx_ns = p->server->spin_tx_ns = (uint64_t)spin * 1000;
+    p->client->spin_max_ns = p->client->spin_rx_ns = p->client->spin_tx_ns = (uint64_t)spin * 1000;
 }
 
 static void free_pair(struct pair *p)
@@ -203,7 +204,7 @@ static void close_semantics(void)
     munmap(p.region, p.len);
 
     /* A writer blocked on a full ring fails when the reader closes. */
-    make_pair(&p, 10, 10, 100);
+    make_pair(&p, 10, 10, 10);
     CHECK_EQ(kvc_chan_write(p.client, buf, 1024, true), 1024, "fill");
     cl.c = p.server;
     pthread_create(&th, NULL, close_later, &cl);
@@ -242,8 +243,8 @@ int main(void)
     alarm(240);
     close_semantics();
     duplex(10, 10, 0, 24u << 20, 0, seed);       /* smallest rings, always sleeping */
-    duplex(10, 11, 200, 24u << 20, 1, seed + 7);  /* packets, lopsided rings */
-    duplex(16, 16, 1000, 256u << 20, 0, seed + 9); /* 64 KiB rings, spinning */
-    duplex(12, 10, 50, 16u << 20, 1, seed + 11);
+    duplex(10, 11, 20, 24u << 20, 1, seed + 7);   /* packets, lopsided rings */
+    duplex(16, 16, 50, 128u << 20, 0, seed + 9);  /* 64 KiB rings, spinning */
+    duplex(12, 10, 5, 16u << 20, 1, seed + 11);
     return t_report("vchan core under threads");
 }
