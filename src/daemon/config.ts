@@ -30,6 +30,15 @@ export const configSchema = z
     /** Group allowed on the client socket (mode 0660), when it exists. */
     socketGroup: z.string().min(1).default('kvmchan'),
     limits: limitsSchema.default(limitsSchema.parse({})),
+    policy: z
+      .object({
+        /** Guest pairs allowed to open vchans to each other, or "all" (DESIGN.md §7). */
+        guestPairs: z.union([z.literal('all'), z.array(z.tuple([z.number().int().min(1), z.number().int().min(1)]))]).default([]),
+      })
+      .strict()
+      .default({ guestPairs: [] }),
+    /** Simulated guests (DESIGN.md §2, VMM backends): ids 1..N named sim-<id>. */
+    simulateGuests: z.number().int().min(0).max(64).default(0),
   })
   .strict();
 
