@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 /** kvmchand command line (docs/operations.md). */
-import { Command, Option } from 'commander';
+import { Command, Option, InvalidArgumentError } from 'commander';
 import { loadConfig, defaultRuntimeDir } from './config.js';
 import { createLogger } from './logger.js';
 import { Daemon } from './daemon.js';
+import { GuestDaemon } from './guest/guest-daemon.js';
 import { KvmchanError } from '../errors.js';
 
 interface Opts {
   host?: boolean;
   guest?: boolean;
+  deviceDir?: string;
+  simulateGuests?: number;
   runtimeDir?: string;
   config?: string;
   logLevel?: string;
@@ -17,29 +20,45 @@ interface Opts {
 const program = new Command('kvmchand')
   .description('kvmchan daemon: sets up vchans between processes and domains (host: domain 0)')
   .addOption(new Option('--host', 'run as the host daemon (default)').conflicts('guest'))
-  .addOption(new Option('--guest', 'run inside a guest VM (not available in this build)'))
+  .addOption(new Option('--guest', 'run inside a guest: forward requests to the host over the control device'))
+  .option('--device-dir <dir>', 'guest: directory of the ivshmem device sockets (simulated guests: <host runtime dir>/domains/<id>)')
+  .option('--simulate-guests <n>', 'host: simulated guest domains 1..N (guest daemons attach as ordinary processes)', (v) => {
+    if (!/^\d+$/.test(v) || Number(v) > 64) throw new InvalidArgumentError('must be an integer 0..64');
+    return Number(v);
+  })
   .option('-r, --runtime-dir <dir>', `runtime directory for the client socket and pid file (default: ${defaultRuntimeDir()}, or $KVMCHAN_RUNTIME_DIR)`)
   .option('-c, --config <file>', 'JSON configuration file (see docs/operations.md)')
   .addOption(new Option('-l, --log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
   .showHelpAfterError()
-  .action((opts: Opts) => {
-    if (opts.guest === true) {
-      process.stderr.write('kvmchand: --guest mode is not available in this build yet\n');
-      process.exitCode = 2;
-      return;
-    }
-    let daemon: Daemon;
+  .action(async (opts: Opts) => {
+    const fail = (err: unknown): void => {
+      const code = err instanceof KvmchanError ? ` [${err.code}]` : '';
+      process.stderr.write(`kvmchand: ${(err as Error).message}${code}\n`);
+      process.exitCode = 1;
+    };
+    let daemon: { log: { info: (o: object, m: string) => void }; stop: () => void };
     try {
       const config = loadConfig(opts.config, {
         ...(opts.runtimeDir === undefined ? {} : { runtimeDir: opts.runtimeDir }),
         ...(opts.logLevel === undefined ? {} : { logLevel: opts.logLevel as 'info' }),
+        ...(opts.simulateGuests === undefined ? {} : { simulateGuests: opts.simulateGuests }),
       });
-      daemon = new Daemon(config, createLogger(config.logLevel));
-      daemon.start();
+      const log = createLogger(config.logLevel);
+      if (opts.guest === true) {
+        if (opts.deviceDir === undefined) throw new KvmchanError('--guest needs --device-dir', 'KVMCHAN_E_INVALID_ARG');
+        const g = new GuestDaemon(config, log, opts.deviceDir, (err) => {
+          log.error({ err: err.message, code: err.code }, 'lost the host; exiting');
+          process.exitCode = 1;
+        });
+        await g.start();
+        daemon = g;
+      } else {
+        const d = new Daemon(config, log);
+        d.start();
+        daemon = d;
+      }
     } catch (err) {
-      const code = err instanceof KvmchanError ? ` [${err.code}]` : '';
-      process.stderr.write(`kvmchand: ${(err as Error).message}${code}\n`);
-      process.exitCode = 1;
+      fail(err);
       return;
     }
     const stop = (signal: string): void => {
@@ -54,4 +73,4 @@ const program = new Command('kvmchand')
     });
   });
 
-program.parse();
+await program.parseAsync();
