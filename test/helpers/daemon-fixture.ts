@@ -65,6 +65,8 @@ export async function startDaemon(opts: TestDaemonOptions = {}): Promise<TestDae
 }
 
 export function fdCount(pid: number | 'self'): number {
+  // Listing our own fds opens one more (the directory): count only those that stay open.
+  if (pid === 'self') return fdTargets('self').size;
   return fs.readdirSync(`/proc/${pid}/fd`).length;
 }
 

@@ -27,6 +27,8 @@ const runtimeDir: string = runtimeDirArg;
 type Json = Record<string, unknown>;
 
 const vchans = new Map<string, Vchan>();
+/** The many-vchan scale test's client ends, by port order. */
+let many: Vchan[] = [];
 const stops = new Map<string, () => void>();
 
 function out(obj: Json): void {
@@ -250,6 +252,39 @@ async function run(cmd: Json): Promise<Json> {
       return {};
     case 'daemon':
       return daemonRequest(cmd);
+    case 'connectMany': {
+      // Connect to ports basePort .. basePort+count-1, `concurrency` at a time.
+      const base = Number(cmd['basePort']);
+      const count = Number(cmd['count']);
+      const concurrency = Number(cmd['concurrency'] ?? 50);
+      const out: Vchan[] = new Array<Vchan>(count);
+      for (let i = 0; i < count; i += concurrency) {
+        const batch = Array.from({ length: Math.min(concurrency, count - i) }, (_, k) =>
+          Vchan.connect({ runtimeDir, port: base + i + k, timeout: 10000 }).then((v) => {
+            out[i + k] = v;
+          }),
+        );
+        await Promise.all(batch);
+      }
+      many = out;
+      return { count: many.length };
+    }
+    case 'echoMany': {
+      // Every client end reads `bytes` bytes and writes them back, all at once.
+      const bytes = Number(cmd['bytes']);
+      await Promise.all(
+        many.map(async (v) => {
+          const data = await v.recv(bytes);
+          if (data === null) throw new Error(`vchan on port ${v.port} ended early`);
+          await v.write(data);
+        }),
+      );
+      return { echoed: many.length };
+    }
+    case 'closeMany':
+      for (const v of many) v.close();
+      many = [];
+      return {};
     case 'resources':
       // What this process holds, for leak checks from the outside.
       return { mappings: native.mappingCount(), vchans: vchans.size };
