@@ -204,8 +204,8 @@ export class HostLink {
               serverDomain: v.serverDomain,
               clientDomain: v.clientDomain,
               port: v.port,
-              serverState: (v.serverState === 1 ? 1 : 0),
-              clientState: (v.clientState === 1 || v.clientState === 2 ? v.clientState : 0),
+              serverState: serverState(v.serverState),
+              clientState: clientState(v.clientState),
               readOrder: v.c2sOrder,
               writeOrder: v.s2cOrder,
               serverPid: 0,
@@ -270,4 +270,13 @@ export class HostLink {
   close(why = 'guest left'): void {
     this.#end(why, false);
   }
+}
+
+/** States read from shared memory are reported, never trusted: clamp to what the wire allows. */
+function serverState(s: number): EndpointState {
+  return s === 1 ? 1 : 0;
+}
+
+function clientState(s: number): EndpointState {
+  return s === 1 || s === 2 ? s : 0;
 }
