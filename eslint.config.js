@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'native/build/**', 'clib/**', 'node_modules/**', '.tmp/**', 'eslint.config.js', 'scripts/**'] },
+  { ignores: ['dist/**', 'native/build/**', 'clib/**', 'node_modules/**', '.tmp/**', 'eslint.config.js', 'scripts/**', '**/*.mjs'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {
