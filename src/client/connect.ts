@@ -41,6 +41,18 @@ function checkAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted === true) throw new AbortError(undefined, { cause: signal.reason });
 }
 
+/**
+ * The wire carries only an errno (wire-protocol.md §4.2): "VCHAN_SERVER_INIT failed: EEXIST"
+ * tells a user little. Say what it means for this call; class, code and errno stay the same.
+ */
+function explain(err: unknown, what: Readonly<Record<string, string>>): unknown {
+  if (!(err instanceof DaemonError)) return err;
+  const name = err.code.replace(/^KVMCHAN_E_DAEMON_/, '');
+  const meaning = what[name];
+  if (meaning === undefined) return err;
+  return new DaemonError(`${meaning} (${err.message})`, name, err.errno ?? 0);
+}
+
 function toSetup(info: VchanInfo, fds: readonly number[], conn: DaemonConnection): VchanSetup {
   const [shm, wait, kick] = fds as [number, number, number];
   return {
@@ -73,7 +85,13 @@ export async function listen(options: ListenOptions): Promise<Vchan> {
     reply = await conn.request(Command.VCHAN_SERVER_INIT, { peerDomain: domain, port, readMin, writeMin }, options.signal);
   } catch (err) {
     conn.close();
-    throw err;
+    throw explain(err, {
+      EEXIST: `port ${port} toward domain ${domain} is already served`,
+      ESRCH: `domain ${domain} is not known to kvmchand`,
+      EINVAL: `ring sizes ${readMin}/${writeMin} refused by kvmchand (above its limit?)`,
+      EMSGSIZE: `ring sizes ${readMin}/${writeMin} are above the maximum`,
+      ENOSPC: 'kvmchand has no vchans left for this caller (limit reached)',
+    });
   }
   return new Vchan(toSetup(reply.body, reply.fds, conn), options);
 }
@@ -100,7 +118,13 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     if (err instanceof DaemonError && err.code === 'KVMCHAN_E_DAEMON_ETIMEDOUT') {
       throw new TimeoutError(`no server on port ${port} of domain ${domain} within ${timeout} ms`);
     }
-    throw err;
+    throw explain(err, {
+      ENOENT: `no server on port ${port} of domain ${domain}`,
+      EBUSY: `the vchan on port ${port} of domain ${domain} already has a client`,
+      ECONNREFUSED: `the server on port ${port} of domain ${domain} went away before a client attached`,
+      ESRCH: `domain ${domain} is not known to kvmchand`,
+      ENOSPC: 'kvmchand has no vchans left for this caller (limit reached)',
+    });
   }
   return new Vchan(toSetup(reply.body, reply.fds, conn), options);
 }
