@@ -35,7 +35,7 @@ if command -v c++ >/dev/null 2>&1; then
   printf '#include <libvchan.h>\n#include <libkvmchan.h>\nint main() { return libvchan_is_open(nullptr) + libkvmchan_get_state(nullptr) + 1; }\n' \
     > "$out/cxx.cc"
   # shellcheck disable=SC2086
-  c++ -Wall -Wextra -Werror $vc $kc -o "$out/cxx" "$out/cxx.cc" $vl $kl $rpath
+  c++ -Wall -Wextra -Werror $san $vc $kc -o "$out/cxx" "$out/cxx.cc" $vl $kl $rpath
   "$out/cxx"
 fi
 echo "ok - install layout, pkg-config vchan-kvm/kvmchan, tools built against the installed headers"

@@ -57,9 +57,12 @@ int main(void)
     int efd = libkvmchan_get_eventfd(s);
     CHECK(efd >= 0, "eventfd");
 
+    fflush(stdout);
     pid_t pid = fork();
-    if (pid == 0)
+    if (pid == 0) {
+        libkvmchan_close(s); /* the parent's: only our copy is released */
         _exit(client_main(port));
+    }
 
     int messages = 0;
     while (messages < 10) {
