@@ -5,16 +5,14 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { RingEndpoint, EOF } from '../../src/ring/endpoint.js';
 import { FIELDS, initializeRegion, regionLength } from '../../src/ring/layout.js';
 import { KvmchanError } from '../../src/errors.js';
 import { Prng, seedFromEnv } from '../helpers/prng.js';
+import { buildClibDrivers, testBinDir } from './build-clib.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const clibDir = path.join(root, 'clib');
-const driver = path.join(clibDir, 'build', 'test', 'ring_driver');
+const driver = path.join(testBinDir, 'ring_driver');
 
 // Same order as the C driver prints them.
 const FIELD_ORDER = [
@@ -160,8 +158,7 @@ function generate(seed: number, rounds: number, steps: number): string[] {
 }
 
 before(() => {
-  const make = spawnSync('make', ['-s', '-C', clibDir, 'test-drivers'], { encoding: 'utf8' });
-  assert.equal(make.status, 0, `building the C ring driver failed:\n${make.stdout}\n${make.stderr}`);
+  buildClibDrivers();
 });
 
 function compare(lines: string[], label: string): void {

@@ -4,26 +4,23 @@
 // KVMCHAN_INTEROP_BYTES sets the bytes per direction (default 1 GiB).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Vchan } from '../../src/index.js';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { Prng, seedFromEnv } from '../helpers/prng.js';
+import { buildClibDrivers, testBinDir } from './build-clib.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const clibDir = path.join(root, 'clib');
-const peerBin = path.join(clibDir, 'build', 'test', 'vchan_peer');
+const peerBin = path.join(testBinDir, 'vchan_peer');
 const BYTES = Number(process.env['KVMCHAN_INTEROP_BYTES'] ?? 2 ** 30);
 const RING = 65536;
 
 let daemon: PrivateDaemon;
 
 before(async () => {
-  const make = spawnSync('make', ['-s', '-C', clibDir, 'test-drivers'], { encoding: 'utf8' });
-  assert.equal(make.status, 0, `building the C test programs failed:\n${make.stdout}\n${make.stderr}`);
+  buildClibDrivers();
   daemon = await PrivateDaemon.start({});
 });
 
@@ -46,12 +43,12 @@ function startPeer(args: string[], seed: number): { child: ChildProcess; listeni
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let onListening!: () => void;
   const listening = new Promise<void>((resolve) => (onListening = resolve));
   const done = new Promise<PeerResult>((resolve, reject) => {
     let result: PeerResult | undefined;
-    createInterface({ input: child.stdout! }).on('line', (line) => {
+    createInterface({ input: child.stdout }).on('line', (line) => {
       const msg = JSON.parse(line) as { event: string } & PeerResult;
       if (msg.event === 'listening') onListening();
       if (msg.event === 'done') result = msg;
