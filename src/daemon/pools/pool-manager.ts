@@ -1,0 +1,422 @@
+/**
+ * The host's pool manager (DESIGN.md §2 rule 2, docs/pools.md): the ChannelFactory
+ * the registry uses. Vchans between host processes get a memfd of their own
+ * (MemfdChannelFactory); every vchan involving a guest is carved out of a pool —
+ * host↔G out of G's host pools, A↔B out of the pools shared by exactly A and B.
+ *
+ * Pools appear without PCI hot-plug on the request path: a guest's first host pool
+ * when the guest appears, the next ones ahead of demand (after an allocation leaves
+ * less than `lowWater` of the vectors or bytes of that set free), a pair's first
+ * pool on the pair's first request. A request that finds no room gets EAGAIN while
+ * a pool is being added; the registry awaits whenCapacity() and retries once.
+ *
+ * Only pools whose members are all attached are used. A member that leaves (its
+ * QEMU or simulated guest daemon went away) is reported with 'member-left'; when it
+ * attaches again the pool is usable again.
+ */
+import { EventEmitter } from 'node:events';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { regionLength, MIN_ORDER, type RingGeometry } from '../../ring/layout.js';
+import { MemfdChannelFactory, type ChannelFactory, type ChannelResources } from '../registry/channel-resources.js';
+import { RegistryError } from '../registry/registry-error.js';
+import { InvalidArgumentError } from '../../errors.js';
+import { ensureDomainDir, poolSocketName, removeDomainDirIfEmpty } from '../vmm/domain-dir.js';
+import { Pool, type PoolMember } from './pool.js';
+import { PoolChannel } from './pool-channel.js';
+import { DEFAULT_POOL_CONFIG, poolConfigSchema, type PoolConfig } from './pool-config.js';
+import { PAGE } from './slot-allocator.js';
+
+const HOST_DOMAIN = 0;
+
+/** What a member guest is told about a pool (EVENT_POOL_ADDED, wire-protocol.md §7.2). */
+export interface PoolAnnouncement {
+  pool: number;
+  /** The guest's IVPosition on the pool. */
+  peerId: number;
+  vectors: number;
+  size: number;
+  /** Socket file name inside the guest's device directory. */
+  socket: string;
+  /** The same socket's full path on the host (for a VMM backend's chardev, and logs). */
+  socketPath: string;
+}
+
+export interface PoolInfo {
+  pool: number;
+  /** Member guests, ascending (one: a host pool; two: a pair pool). */
+  members: number[];
+  /** Members currently attached. */
+  joined: number[];
+  state: 'ready' | 'pending' | 'retired';
+  size: number;
+  vectors: number;
+  freeBytes: number;
+  freeVectors: number;
+  vchans: number;
+}
+
+export interface PoolManagerEvents {
+  /** A pool was created (announced to its members). */
+  'pool-added': [info: PoolInfo];
+  /** A pool was retired (its guest is gone, or the manager closed). */
+  'pool-removed': [poolId: number];
+  /** A member attached to a pool (after 'pool-added', or again after it left). */
+  'member-joined': [domain: number, poolId: number];
+  /**
+   * A member left a pool (its QEMU or guest daemon went away). Vchans of that pool that
+   * involve it cannot be kicked any more (its eventfds are gone; a re-attached member gets
+   * new ones): the registry should treat their sides in that domain as dead.
+   */
+  'member-left': [domain: number, poolId: number];
+}
+
+export interface PoolManagerOptions {
+  /** The daemon's runtime directory; sockets go to `<runtimeDir>/domains/<id>/pool-<n>.sock`. */
+  runtimeDir: string;
+  /** Pool sizing (pool-config.ts); validated here too. */
+  config?: Partial<PoolConfig>;
+  log?: Logger;
+  /**
+   * Called for each member when a pool is created: forward it to that guest's control
+   * channel (EVENT_POOL_ADDED) or, with a real VMM, plug the device. Exceptions are logged.
+   */
+  announce?: (domain: number, announcement: PoolAnnouncement) => void;
+  /** For host↔host vchans. Default: a MemfdChannelFactory. */
+  hostFactory?: ChannelFactory;
+}
+
+interface CapacityWaiter {
+  key: string;
+  need: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** Smallest region (two 1 KiB rings), page-rounded: what "any room at all" means. */
+const MIN_EXTENT = Math.ceil(regionLength({ c2sOrder: MIN_ORDER, s2cOrder: MIN_ORDER }) / PAGE) * PAGE;
+
+function roundToPage(n: number): number {
+  return Math.ceil(n / PAGE) * PAGE;
+}
+
+export class PoolManager extends EventEmitter<PoolManagerEvents> implements ChannelFactory {
+  readonly config: PoolConfig;
+  readonly runtimeDir: string;
+  readonly #log: Logger | undefined;
+  readonly #announce: ((domain: number, a: PoolAnnouncement) => void) | undefined;
+  readonly #hostFactory: ChannelFactory;
+  /** Guests we serve (addDomain). */
+  readonly #domains = new Set<number>();
+  /** Open pools by set key; retired pools leave their set at once. */
+  readonly #sets = new Map<string, Pool[]>();
+  /** Every pool not yet finalized (retired ones keep their memory until their vchans go). */
+  readonly #pools = new Map<number, Pool>();
+  readonly #waiters = new Set<CapacityWaiter>();
+  /** Size of the last request each set could not serve (whenCapacity waits for that much). */
+  readonly #shortfall = new Map<string, number>();
+  #nextId = 1;
+  #closed = false;
+
+  constructor(opts: PoolManagerOptions) {
+    super();
+    const parsed = poolConfigSchema.safeParse({ ...DEFAULT_POOL_CONFIG, ...opts.config });
+    if (!parsed.success) {
+      throw new InvalidArgumentError(`invalid pool configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    }
+    this.config = parsed.data;
+    this.runtimeDir = path.resolve(opts.runtimeDir);
+    this.#log = opts.log?.child({ component: 'pools' });
+    this.#announce = opts.announce;
+    this.#hostFactory = opts.hostFactory ?? new MemfdChannelFactory();
+  }
+
+  // --- ChannelFactory --------------------------------------------------------------------
+
+  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): ChannelResources {
+    if (serverDomain === HOST_DOMAIN && clientDomain === HOST_DOMAIN) {
+      return this.#hostFactory.create(geometry, serverDomain, clientDomain);
+    }
+    const key = this.#keyFor(serverDomain, clientDomain);
+    const length = regionLength(geometry);
+    if (length > this.config.poolSize) {
+      throw new RegistryError('EINVAL', `a vchan of ${length} bytes does not fit a pool of ${this.config.poolSize} bytes`);
+    }
+    const set = this.#sets.get(key) ?? [];
+    for (const pool of set) {
+      const got = pool.allocate(length);
+      if (got === null) continue;
+      const ch = new PoolChannel(pool, got.extent, got.vector, geometry, serverDomain, clientDomain);
+      this.#shortfall.delete(key);
+      this.#log?.debug({ pool: pool.id, offset: got.extent.offset, length: got.extent.length, vector: got.vector, serverDomain, clientDomain }, 'vchan placed in pool');
+      this.#aheadOfDemand(key);
+      return ch;
+    }
+    // No room anywhere ready. Is a pool on its way (a member still attaching)?
+    const pending = set.some((p) => p.pending);
+    if (!pending) {
+      const why = this.#cannotGrow(key);
+      if (why !== null) throw new RegistryError('ENOSPC', `no pool has room for ${length} bytes between domains ${serverDomain} and ${clientDomain}: ${why}`);
+      try {
+        this.#addPool(key);
+      } catch (err) {
+        this.#log?.error({ err, key }, 'cannot create a pool');
+        throw new RegistryError('ENOMEM', `cannot create a pool: ${(err as Error).message}`);
+      }
+    }
+    this.#shortfall.set(key, Math.max(this.#shortfall.get(key) ?? 0, roundToPage(length)));
+    throw new RegistryError('EAGAIN', `no pool with room between domains ${serverDomain} and ${clientDomain} yet; one is being added`);
+  }
+
+  whenCapacity(serverDomain: number, clientDomain: number, timeoutMs: number): Promise<void> {
+    if (serverDomain === HOST_DOMAIN && clientDomain === HOST_DOMAIN) return Promise.resolve();
+    let key: string;
+    try {
+      key = this.#keyFor(serverDomain, clientDomain);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    const need = this.#shortfall.get(key) ?? MIN_EXTENT;
+    if (this.#hasRoom(key, need)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const w: CapacityWaiter = { key, need, resolve, reject, timer: undefined };
+      if (Number.isFinite(timeoutMs)) {
+        w.timer = setTimeout(() => {
+          this.#settle(w, new RegistryError('EAGAIN', `no pool capacity between domains ${serverDomain} and ${clientDomain} within ${timeoutMs} ms`));
+        }, Math.max(0, timeoutMs));
+        w.timer.unref();
+      }
+      this.#waiters.add(w);
+    });
+  }
+
+  // --- domains ---------------------------------------------------------------------------
+
+  /** A guest appeared: its device directory and its first host pool, now. Idempotent. */
+  addDomain(id: number): void {
+    this.#checkOpen();
+    if (!Number.isInteger(id) || id <= HOST_DOMAIN) throw new InvalidArgumentError(`not a guest domain: ${id}`);
+    if (this.#domains.has(id)) return;
+    ensureDomainDir(this.runtimeDir, id);
+    this.#domains.add(id);
+    const key = String(id);
+    if ((this.#sets.get(key) ?? []).length === 0) this.#addPool(key);
+  }
+
+  /**
+   * A guest is gone: every pool it is a member of is retired (sockets removed, the other
+   * member of a pair pool disconnected). Call after registry.removeDomain(id): memory of
+   * vchans still held by host processes stays mapped until the registry releases them.
+   */
+  removeDomain(id: number): void {
+    if (!this.#domains.delete(id)) return;
+    for (const [key, set] of [...this.#sets]) {
+      if (!set.some((p) => p.memberOf(id) !== undefined)) continue;
+      this.#sets.delete(key);
+      this.#shortfall.delete(key);
+      for (const p of set) this.#retire(p, `domain ${id} removed`);
+    }
+    for (const w of [...this.#waiters]) {
+      if (w.key.split(':').includes(String(id))) this.#settle(w, new RegistryError('ESRCH', `domain ${id} is gone`));
+    }
+    removeDomainDirIfEmpty(this.runtimeDir, id);
+  }
+
+  /** Announcements of every open pool `domain` is a member of (for a guest that (re)connects). */
+  poolsOf(domain: number): PoolAnnouncement[] {
+    const out: PoolAnnouncement[] = [];
+    for (const set of this.#sets.values()) {
+      for (const p of set) {
+        const m = p.memberOf(domain);
+        if (m !== undefined && p.state === 'open') out.push(this.#announcement(p, m));
+      }
+    }
+    return out.sort((a, b) => a.pool - b.pool);
+  }
+
+  /** Status of every pool not yet released, ascending by id. */
+  pools(): PoolInfo[] {
+    return [...this.#pools.values()].sort((a, b) => a.id - b.id).map((p) => this.#info(p));
+  }
+
+  /** Number of pools, open or retired with memory still in use. */
+  get poolCount(): number {
+    return this.#pools.size;
+  }
+
+  /**
+   * Daemon shutdown (after registry.shutdown()): every pool retired, waiters refused.
+   * Memory of vchans not yet released stays until their release().
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const w of [...this.#waiters]) this.#settle(w, new RegistryError('ESHUTDOWN', 'daemon shutting down'));
+    for (const set of this.#sets.values()) for (const p of set) this.#retire(p, 'shutdown');
+    this.#sets.clear();
+    for (const id of this.#domains) removeDomainDirIfEmpty(this.runtimeDir, id);
+    this.#domains.clear();
+  }
+
+  // --- internals -------------------------------------------------------------------------
+
+  #checkOpen(): void {
+    if (this.#closed) throw new RegistryError('ESHUTDOWN', 'pool manager is closed');
+  }
+
+  /** "G" for host↔G, "A:B" (A < B) for a guest pair. */
+  #keyFor(serverDomain: number, clientDomain: number): string {
+    this.#checkOpen();
+    if (serverDomain === clientDomain) {
+      throw new RegistryError('EINVAL', `domain ${serverDomain} cannot have a vchan to itself through a pool`);
+    }
+    for (const d of [serverDomain, clientDomain]) {
+      if (d !== HOST_DOMAIN && !this.#domains.has(d)) throw new RegistryError('ESRCH', `no pools for domain ${d}: it is not attached`);
+    }
+    if (serverDomain === HOST_DOMAIN) return String(clientDomain);
+    if (clientDomain === HOST_DOMAIN) return String(serverDomain);
+    return serverDomain < clientDomain ? `${serverDomain}:${clientDomain}` : `${clientDomain}:${serverDomain}`;
+  }
+
+  static #membersOf(key: string): number[] {
+    return key.split(':').map(Number);
+  }
+
+  /** Why the set `key` may not get another pool, or null. */
+  #cannotGrow(key: string): string | null {
+    const max = this.config.maxPoolsPerDomain;
+    for (const d of PoolManager.#membersOf(key)) {
+      const n = this.#membershipCount(d);
+      if (n >= max) return `domain ${d} is already a member of ${n} pools (maxPoolsPerDomain ${max})`;
+    }
+    return null;
+  }
+
+  #membershipCount(domain: number): number {
+    let n = 0;
+    for (const set of this.#sets.values()) for (const p of set) if (p.memberOf(domain) !== undefined) n++;
+    return n;
+  }
+
+  #addPool(key: string): Pool {
+    const domains = PoolManager.#membersOf(key);
+    const id = this.#nextId++;
+    const members: PoolMember[] = domains.map((domain, i) => ({
+      domain,
+      peerId: i + 1,
+      socketPath: path.join(ensureDomainDir(this.runtimeDir, domain), poolSocketName(id)),
+    }));
+    const pool = new Pool({
+      id,
+      key,
+      members,
+      size: this.config.poolSize,
+      vectors: this.config.poolVectors,
+      log: this.#log?.child({ pool: id }),
+      hooks: {
+        memberJoined: (p, m) => {
+          this.emit('member-joined', m.domain, p.id);
+          if (p.ready) this.#wakeWaiters(p.key);
+        },
+        memberLeft: (p, m) => {
+          this.emit('member-left', m.domain, p.id);
+        },
+        capacityFreed: (p) => {
+          this.#wakeWaiters(p.key);
+        },
+        finalized: (p) => {
+          this.#pools.delete(p.id);
+        },
+      },
+    });
+    const set = this.#sets.get(key);
+    if (set === undefined) this.#sets.set(key, [pool]);
+    else set.push(pool);
+    this.#pools.set(id, pool);
+    this.#log?.info({ pool: id, members: domains, size: pool.size, vectors: pool.vectors }, 'pool created');
+    this.emit('pool-added', this.#info(pool));
+    for (const m of members) {
+      try {
+        this.#announce?.(m.domain, this.#announcement(pool, m));
+      } catch (err) {
+        this.#log?.error({ err, pool: id, domain: m.domain }, 'announcing a pool failed');
+      }
+    }
+    return pool;
+  }
+
+  /** After an allocation: keep at least `lowWater` of the set's vectors and bytes free. */
+  #aheadOfDemand(key: string): void {
+    const lowWater = this.config.lowWater;
+    if (lowWater <= 0) return;
+    const set = this.#sets.get(key) ?? [];
+    // A pool still waiting for a member will add its capacity when it attaches.
+    if (set.some((p) => p.pending)) return;
+    let vectors = 0;
+    let freeVectors = 0;
+    let bytes = 0;
+    let freeBytes = 0;
+    for (const p of set) {
+      vectors += p.vectors;
+      freeVectors += p.allocator.freeVectors;
+      bytes += p.size;
+      freeBytes += p.allocator.freeBytes;
+    }
+    if (freeVectors >= vectors * lowWater && freeBytes >= bytes * lowWater) return;
+    const why = this.#cannotGrow(key);
+    if (why !== null) {
+      this.#log?.debug({ key, why }, 'pools running low but cannot grow');
+      return;
+    }
+    try {
+      this.#addPool(key);
+    } catch (err) {
+      this.#log?.error({ err, key }, 'cannot create a pool ahead of demand');
+    }
+  }
+
+  #hasRoom(key: string, need: number): boolean {
+    return (this.#sets.get(key) ?? []).some((p) => p.ready && p.allocator.freeVectors > 0 && p.allocator.largestFree >= need);
+  }
+
+  #wakeWaiters(key: string): void {
+    for (const w of [...this.#waiters]) {
+      if (w.key === key && this.#hasRoom(key, w.need)) this.#settle(w, null);
+    }
+  }
+
+  #settle(w: CapacityWaiter, err: Error | null): void {
+    if (!this.#waiters.delete(w)) return;
+    clearTimeout(w.timer);
+    if (err === null) w.resolve();
+    else w.reject(err);
+  }
+
+  #retire(p: Pool, reason: string): void {
+    if (p.state !== 'open') return;
+    p.retire(reason);
+    this.emit('pool-removed', p.id);
+  }
+
+  #announcement(p: Pool, m: PoolMember): PoolAnnouncement {
+    return { pool: p.id, peerId: m.peerId, vectors: p.vectors, size: p.size, socket: path.basename(m.socketPath), socketPath: m.socketPath };
+  }
+
+  #info(p: Pool): PoolInfo {
+    return {
+      pool: p.id,
+      members: p.members.map((m) => m.domain),
+      joined: p.members.filter((m) => p.isJoined(m.domain)).map((m) => m.domain),
+      state: p.state !== 'open' ? 'retired' : p.ready ? 'ready' : 'pending',
+      size: p.size,
+      vectors: p.vectors,
+      freeBytes: p.allocator.freeBytes,
+      freeVectors: p.allocator.freeVectors,
+      vchans: p.liveAllocations,
+    };
+  }
+}
+
+/** Bytes of the smallest vchan region, page-rounded. */
+export const MIN_POOL_EXTENT = MIN_EXTENT;

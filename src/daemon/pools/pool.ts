@@ -1,0 +1,230 @@
+/**
+ * One pool (DESIGN.md §2 rule 2, docs/pools.md): an ivshmem-doorbell device — a
+ * sealed memfd and `vectors` interrupt vectors per peer — that carries many
+ * vchans. The host is peer 0; each member guest has its own fixed-id socket in
+ * its own device directory (peer 1, and peer 2 for the second guest of a pair
+ * pool), so which guest is which comes from the socket QEMU was given (rule 4).
+ *
+ * The host maps the whole pool once, with its own mmap of the memfd rather than
+ * through the device's host peer: the mapping must outlive the device, because a
+ * pool whose guest is gone is retired (device closed, sockets removed) while
+ * host processes may still hold vchans in it — the registry reads their control
+ * pages until the last of them is released; only then is the memory unmapped.
+ */
+import type { Logger } from 'pino';
+import { IvshmemDevice, type PeerInfo } from '../../ivshmem/server.js';
+import type { LocalPeer } from '../../ivshmem/local-peer.js';
+import { native } from '../../native.js';
+import { KvmchanError, fromSystemError } from '../../errors.js';
+import { SlotAllocator, type Extent } from './slot-allocator.js';
+
+export interface PoolMember {
+  /** Guest domain id. */
+  readonly domain: number;
+  /** Its IVPosition on this pool: 1, or 2 for the higher domain of a pair pool. */
+  readonly peerId: number;
+  /** Its socket, inside its own domain directory. */
+  readonly socketPath: string;
+}
+
+export type PoolState = 'open' | 'retired' | 'closed';
+
+export interface PoolHooks {
+  memberJoined(pool: Pool, member: PoolMember): void;
+  memberLeft(pool: Pool, member: PoolMember, reason: string): void;
+  /** Space or a vector was returned to the allocator. */
+  capacityFreed(pool: Pool): void;
+  /** A retired pool's last vchan was released and its memory is gone. */
+  finalized(pool: Pool): void;
+}
+
+export interface PoolOptions {
+  id: number;
+  key: string;
+  members: readonly PoolMember[];
+  size: number;
+  vectors: number;
+  hooks: PoolHooks;
+  log?: Logger | undefined;
+}
+
+export class Pool {
+  readonly id: number;
+  /** The pool set it belongs to: the guest ("5") or the pair ("3:7"). */
+  readonly key: string;
+  readonly members: readonly PoolMember[];
+  readonly size: number;
+  readonly vectors: number;
+  readonly allocator: SlotAllocator;
+  /** The pool memfd: host endpoints get it (docs/pools.md §4 on what that allows). */
+  readonly memfd: number;
+  readonly #device: IvshmemDevice;
+  readonly #host: LocalPeer;
+  #mapping: ArrayBuffer | null;
+  readonly #hooks: PoolHooks;
+  readonly #log: Logger | undefined;
+  readonly #joined = new Set<number>();
+  /** Live allocations (extent + vector), so retirement knows when the memory is free. */
+  #live = 0;
+  #state: PoolState = 'open';
+
+  constructor(opts: PoolOptions) {
+    this.id = opts.id;
+    this.key = opts.key;
+    this.members = opts.members;
+    this.size = opts.size;
+    this.vectors = opts.vectors;
+    this.#hooks = opts.hooks;
+    this.#log = opts.log;
+    // Every vector carries vchans; nothing pool-wide needs one (pool events go over
+    // the guest's control channel).
+    this.allocator = new SlotAllocator(opts.size, opts.vectors, 0);
+    let memfd = -1;
+    let mapping: ArrayBuffer | null = null;
+    let device: IvshmemDevice | null = null;
+    try {
+      // Sealed: a shrunk memfd would fault QEMU (DESIGN.md §3). Pages are allocated on first touch.
+      memfd = native.memfdCreate(`kvmchan-pool-${opts.id}`, opts.size, true);
+      mapping = native.mmap(memfd, opts.size, 0, true);
+      device = new IvshmemDevice({
+        // The primary socket is never listened on: every member has its own fixed-id socket.
+        socketPath: opts.members[0]!.socketPath,
+        shmFd: memfd,
+        shmSize: opts.size,
+        vectors: opts.vectors,
+        hostPeer: true,
+        maxClients: opts.members.length,
+        ...(opts.log !== undefined ? { log: opts.log } : {}),
+        authorize: ({ cred, socketPath, peerId }) => {
+          this.#log?.info({ pool: opts.id, peerId, socketPath, pid: cred?.pid, uid: cred?.uid }, 'guest attaching to pool');
+          return true;
+        },
+      });
+      for (const m of opts.members) device.addSocket(m.socketPath, m.peerId);
+    } catch (err) {
+      device?.close();
+      if (mapping !== null) native.munmap(mapping);
+      if (memfd >= 0) native.close(memfd);
+      throw err instanceof KvmchanError ? err : fromSystemError(err, `creating pool ${opts.id}`);
+    }
+    this.memfd = memfd;
+    this.#mapping = mapping;
+    this.#device = device;
+    this.#host = device.host!;
+    device.on('peer-join', (info) => {
+      this.#onJoin(info);
+    });
+    device.on('peer-leave', (info, reason) => {
+      this.#onLeave(info, reason);
+    });
+  }
+
+  get state(): PoolState {
+    return this.#state;
+  }
+
+  /** Open and every member attached: vchans may be carved out of it. */
+  get ready(): boolean {
+    return this.#state === 'open' && this.#joined.size === this.members.length;
+  }
+
+  /** Open, waiting for at least one member to attach (first time or after it left). */
+  get pending(): boolean {
+    return this.#state === 'open' && this.#joined.size < this.members.length;
+  }
+
+  get liveAllocations(): number {
+    return this.#live;
+  }
+
+  isJoined(domain: number): boolean {
+    const m = this.memberOf(domain);
+    return m !== undefined && this.#joined.has(m.peerId);
+  }
+
+  memberOf(domain: number): PoolMember | undefined {
+    return this.members.find((m) => m.domain === domain);
+  }
+
+  /** The host's own peer on the device (interrupt eventfds, doorbells). Throws once retired. */
+  get host(): LocalPeer {
+    return this.#host;
+  }
+
+  /** The device (tests and status); do not close it directly. */
+  get device(): IvshmemDevice {
+    return this.#device;
+  }
+
+  /** The host's mapping of the whole pool, or null once closed. */
+  get mapping(): ArrayBuffer | null {
+    return this.#mapping;
+  }
+
+  /** Carve an extent and a vector, or null if this pool cannot hold `length` bytes now. */
+  allocate(length: number): { extent: Extent; vector: number } | null {
+    if (!this.ready) return null;
+    if (this.allocator.freeVectors === 0 || this.allocator.largestFree < length) return null;
+    const vector = this.allocator.allocVector();
+    if (vector === null) return null;
+    const extent = this.allocator.allocExtent(length);
+    if (extent === null) {
+      this.allocator.freeVector(vector);
+      return null;
+    }
+    this.#live++;
+    return { extent, vector };
+  }
+
+  /**
+   * Return an allocation: the extent is wiped first (what a vchan carried must never be
+   * visible to the next one, nor linger for the pool's peers), then both go back.
+   */
+  free(extent: Extent, vector: number): void {
+    if (this.#mapping !== null) new Uint8Array(this.#mapping, extent.offset, extent.length).fill(0);
+    this.allocator.freeExtent(extent);
+    this.allocator.freeVector(vector);
+    this.#live--;
+    if (this.#state === 'retired' && this.#live === 0) this.#finalize();
+    else if (this.#state === 'open') this.#hooks.capacityFreed(this);
+  }
+
+  /**
+   * Stop serving: sockets removed, guests disconnected, eventfds closed. The memory stays
+   * mapped until the last live allocation is freed (host processes may still use it).
+   */
+  retire(reason: string): void {
+    if (this.#state !== 'open') return;
+    this.#state = 'retired';
+    this.#joined.clear();
+    this.#device.close();
+    this.#log?.info({ pool: this.id, reason, live: this.#live }, 'pool retired');
+    if (this.#live === 0) this.#finalize();
+  }
+
+  #finalize(): void {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    if (this.#mapping !== null) native.munmap(this.#mapping);
+    this.#mapping = null;
+    native.close(this.memfd);
+    this.#log?.debug({ pool: this.id }, 'pool memory released');
+    this.#hooks.finalized(this);
+  }
+
+  #onJoin(info: PeerInfo): void {
+    const m = this.members.find((x) => x.peerId === info.id);
+    if (m === undefined || this.#state !== 'open') return;
+    this.#joined.add(m.peerId);
+    this.#log?.info({ pool: this.id, domain: m.domain, peerId: m.peerId, ready: this.ready }, 'pool member attached');
+    this.#hooks.memberJoined(this, m);
+  }
+
+  #onLeave(info: PeerInfo, reason: string): void {
+    const m = this.members.find((x) => x.peerId === info.id);
+    if (m === undefined || this.#state !== 'open') return;
+    if (!this.#joined.delete(m.peerId)) return;
+    this.#log?.warn({ pool: this.id, domain: m.domain, peerId: m.peerId, reason }, 'pool member left');
+    this.#hooks.memberLeft(this, m, reason);
+  }
+}

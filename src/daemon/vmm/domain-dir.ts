@@ -1,0 +1,63 @@
+/**
+ * Per-guest device directories: `<runtimeDir>/domains/<id>/` holds the sockets of
+ * every ivshmem device that guest attaches to (control.sock, pool-<n>.sock). A
+ * socket's directory names its guest: the path QEMU (or a simulated guest) was
+ * given is how the host knows who connected (DESIGN.md §2 rule 4), so these
+ * directories are private to the daemon (0700) and never shared between guests.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { KvmchanError } from '../../errors.js';
+
+export const DOMAINS_DIR = 'domains';
+export const CONTROL_SOCKET = 'control.sock';
+
+export function domainsRoot(runtimeDir: string): string {
+  return path.join(runtimeDir, DOMAINS_DIR);
+}
+
+export function domainDir(runtimeDir: string, domain: number): string {
+  return path.join(domainsRoot(runtimeDir), String(domain));
+}
+
+export function poolSocketName(poolId: number): string {
+  return `pool-${poolId}.sock`;
+}
+
+/** Create (or take over) a private directory: a real directory, ours, mode 0700. */
+function ensurePrivateDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory()) {
+    throw new KvmchanError(`${dir} exists and is not a directory`, 'KVMCHAN_E_RUNTIME_DIR');
+  }
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new KvmchanError(`${dir} belongs to uid ${st.uid}, not to us (${uid})`, 'KVMCHAN_E_RUNTIME_DIR');
+  }
+  // A directory left by an earlier daemon may have another mode; sockets in it are
+  // replaced when stale (src/ivshmem/server.ts).
+  if ((st.mode & 0o777) !== 0o700) fs.chmodSync(dir, 0o700);
+}
+
+/** `<runtimeDir>/domains/<id>/`, created 0700 when missing. Returns its path. */
+export function ensureDomainDir(runtimeDir: string, domain: number): string {
+  fs.mkdirSync(runtimeDir, { recursive: true, mode: 0o755 });
+  ensurePrivateDir(domainsRoot(runtimeDir));
+  const dir = domainDir(runtimeDir, domain);
+  ensurePrivateDir(dir);
+  return dir;
+}
+
+/** Remove a domain directory if nothing is left in it (sockets are removed by their devices). */
+export function removeDomainDirIfEmpty(runtimeDir: string, domain: number): void {
+  try {
+    fs.rmdirSync(domainDir(runtimeDir, domain));
+  } catch {
+    // Not empty (another component still has a socket there) or already gone.
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * The VMM backend interface (DESIGN.md §2, "VMM backends behind one interface"):
+ * which guests exist and when they come and go. libvirt (RPC), QMP and the
+ * simulated backend implement it; the daemon feeds it into the registry and the
+ * pool manager. Guest identity comes from here and from the device socket a guest
+ * connected on — never from anything the guest says (rule 4).
+ */
+
+export interface VmmDomain {
+  /** Domain number (libvirt domain id, like a Xen domid); never 0 (the host). */
+  readonly id: number;
+  readonly name: string;
+}
+
+export interface VmmEvents {
+  /** A guest appeared (started, or adopted when already running). */
+  'domain-added': [domain: VmmDomain];
+  /** A guest is gone (stopped, crashed, destroyed). */
+  'domain-removed': [domain: VmmDomain];
+}
+
+export type VmmEventName = keyof VmmEvents;
+
+export interface Vmm {
+  /** The kind of backend, for logs and status ('simulated', 'libvirt', 'qmp'). */
+  readonly kind: string;
+  /** Guests that exist now, ascending by id. Call once at start, then follow the events. */
+  domains(): VmmDomain[];
+  on<K extends VmmEventName>(event: K, listener: (...args: VmmEvents[K]) => void): this;
+  off<K extends VmmEventName>(event: K, listener: (...args: VmmEvents[K]) => void): this;
+  /**
+   * Stop following the VMM and release the backend's own resources. Guests are not
+   * stopped and no 'domain-removed' is emitted (the daemon is going away, not the VMs).
+   */
+  close(): void;
+}
