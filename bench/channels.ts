@@ -14,6 +14,8 @@ import type { Vchan } from '../src/client/vchan.js';
 
 export interface Chan {
   tryWrite(b: Uint8Array): number;
+  /** Writes whole messages from `chunks`, as many as fit; returns how many. */
+  trySendBatch(chunks: readonly Uint8Array[]): number;
   tryRead(b: Uint8Array): number;
   waitReadable(min?: number): Promise<void>;
   waitWritable(min?: number): Promise<void>;
@@ -27,6 +29,7 @@ export function ringChan(mapping: ArrayBuffer, role: Role, order: number, waitFd
   const ring = new AsyncRing(ep, waiter, { spin });
   return {
     tryWrite: (b) => ep.tryWrite(b),
+    trySendBatch: (c) => ep.trySendBatch(c),
     tryRead: (b) => ep.tryRead(b),
     waitReadable: (min) => ring.waitReadable(min),
     waitWritable: (min) => ring.waitWritable(min),
@@ -49,6 +52,7 @@ export function createRegion(order: number): { shm: number; mapping: ArrayBuffer
 export function vchanChan(v: Vchan): Chan {
   return {
     tryWrite: (b) => v.tryWrite(b),
+    trySendBatch: (c) => v.trySendBatch(c),
     tryRead: (b) => v.tryRead(b),
     waitReadable: (min) => v.waitReadable(min),
     waitWritable: (min) => v.waitWritable(min),
@@ -84,6 +88,14 @@ export function netChan(sock: net.Socket): Chan {
       // Node copies nothing on write: hand it a fresh buffer so the caller may reuse its own.
       needDrain = !sock.write(Buffer.from(b));
       return b.length;
+    },
+    trySendBatch: (c) => {
+      if (needDrain) return 0;
+      // The socket equivalent of a batch: cork, write each message, uncork (one syscall).
+      sock.cork();
+      for (const b of c) needDrain = !sock.write(Buffer.from(b));
+      sock.uncork();
+      return c.length;
     },
     tryRead: (b) => {
       if (buffered === 0) return ended ? -1 : 0;
@@ -122,6 +134,19 @@ export async function writeBulk(ch: Chan, total: number, size: number): Promise<
     const n = ch.tryWrite(size <= total - sent ? chunk : chunk.subarray(0, total - sent));
     if (n === 0) await ch.waitWritable(1);
     sent += n;
+  }
+}
+
+/** Writes `total` bytes as 64-byte messages in batches of `batch`. */
+export async function writeBatched(ch: Chan, total: number, size: number, batch: number): Promise<void> {
+  const msgs = Array.from({ length: batch }, () => Buffer.alloc(size, 0x5a));
+  let sent = 0;
+  while (sent < total) {
+    const want = Math.min(batch, Math.ceil((total - sent) / size));
+    const group = want === batch ? msgs : msgs.slice(0, want);
+    const n = ch.trySendBatch(group);
+    if (n === 0) await ch.waitWritable(size);
+    sent += n * size;
   }
 }
 

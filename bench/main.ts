@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { native } from '../src/native.js';
 import { Vchan } from '../src/client/index.js';
 import { PrivateDaemon } from '../src/cli/private-daemon.js';
-import { createRegion, ringChan, vchanChan, netChan, writeBulk, readExact, writeExact, type Chan } from './channels.js';
+import { createRegion, ringChan, vchanChan, netChan, writeBulk, writeBatched, readExact, writeExact, type Chan } from './channels.js';
 import { table } from '../src/cli/format.js';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
@@ -66,23 +66,27 @@ async function startPeer(transport: 'ring' | 'vchan' | 'net', steps: Step[], spi
   return { ch: netChan(sock), done: exit(child) };
 }
 
+/** Bulk steps: [write size, total bytes, messages per batch (1 = one call per write)]. */
+type Bulk = [size: number, total: number, batch: number];
+
 interface Results {
-  bulk: Map<number, number>; // write size → bytes/s
+  bulk: Map<string, number>; // `${size}x${batch}` → bytes/s
   rtt: number[]; // µs samples
 }
 
-async function run(transport: 'ring' | 'vchan' | 'net', bulk: [size: number, total: number][], pings: number, spin: number): Promise<Results> {
+async function run(transport: 'ring' | 'vchan' | 'net', bulk: Bulk[], pings: number, spin: number): Promise<Results> {
   const steps: Step[] = [...bulk.map(([size, total]) => ({ sink: total, size })), ...(pings > 0 ? [{ echo: pings, size: 64 }] : [])];
   const peer = await startPeer(transport, steps, spin);
   const ch = peer.ch!;
   const res: Results = { bulk: new Map(), rtt: [] };
   const ack = new Uint8Array(1);
   await readExact(ch, ack); // the peer is up and attached
-  for (const [size, total] of bulk) {
+  for (const [size, total, batch] of bulk) {
     const t0 = process.hrtime.bigint();
-    await writeBulk(ch, total, size);
+    if (batch > 1) await writeBatched(ch, total, size, batch);
+    else await writeBulk(ch, total, size);
     await readExact(ch, ack);
-    res.bulk.set(size, total / (Number(process.hrtime.bigint() - t0) / 1e9));
+    res.bulk.set(`${size}x${batch}`, total / (Number(process.hrtime.bigint() - t0) / 1e9));
   }
   const msg = new Uint8Array(64);
   for (let i = 0; i < pings; i++) {
@@ -132,15 +136,17 @@ const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
 
 async function main(): Promise<void> {
   const scale = QUICK ? 0.125 : 1;
-  const ringBulk: [number, number][] = [
-    [64, 64 * MiB * scale],
-    [1024, 1024 * MiB * scale],
-    [65536, 4096 * MiB * scale],
+  const ringBulk: Bulk[] = [
+    [64, 64 * MiB * scale, 1],
+    [64, 256 * MiB * scale, 64],
+    [1024, 1024 * MiB * scale, 1],
+    [65536, 4096 * MiB * scale, 1],
   ];
-  const netBulk: [number, number][] = [
-    [64, 32 * MiB * scale],
-    [1024, 512 * MiB * scale],
-    [65536, 2048 * MiB * scale],
+  const netBulk: Bulk[] = [
+    [64, 32 * MiB * scale, 1],
+    [64, 64 * MiB * scale, 64],
+    [1024, 512 * MiB * scale, 1],
+    [65536, 2048 * MiB * scale, 1],
   ];
   const pings = QUICK ? 5000 : 20000;
   process.stderr.write(`kvmchan bench on ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}${QUICK ? ', quick mode' : ''}\n`);
@@ -158,16 +164,20 @@ async function main(): Promise<void> {
   await daemon?.stop();
 
   const rows: string[][] = [];
-  for (const [size] of ringBulk) {
-    const base = nets.bulk.get(size)!;
-    const label = size === 64 ? '64 B' : size === 1024 ? '1 KiB' : '64 KiB';
-    const r = ring.bulk.get(size)!;
-    const v = vchan.bulk.get(size)!;
+  for (const [size, , batch] of ringBulk) {
+    const key = `${size}x${batch}`;
+    const base = nets.bulk.get(key)!;
+    const label = (size === 64 ? '64 B' : size === 1024 ? '1 KiB' : '64 KiB') + (batch > 1 ? ` ×${batch} batched` : '');
+    const r = ring.bulk.get(key)!;
+    const v = vchan.bulk.get(key)!;
+    if (size === 64) {
+      const m = (x: number): string => `${(x / 64 / 1e6).toFixed(2)} M msg/s`;
+      rows.push([`${label} messages: ring`, m(r), `net ${m(base)}`, ratio(r, base)]);
+      rows.push([`${label} messages: vchan`, m(v), `net ${m(base)}`, ratio(v, base)]);
+      continue;
+    }
     rows.push([`bulk ${label} writes: ring`, gib(r), `net ${gib(base)}`, ratio(r, base)]);
     rows.push([`bulk ${label} writes: vchan`, gib(v), `net ${gib(base)}`, ratio(v, base)]);
-    if (size === 64) {
-      rows.push([`  64 B messages/s: ring`, `${(r / 64 / 1e6).toFixed(2)} M/s`, `net ${(base / 64 / 1e6).toFixed(2)} M/s`, ratio(r, base)]);
-    }
     if (size === 65536) {
       rows.push([`  64 KiB vchan vs memcpy`, gib(v), `memcpy ${gib(memcpy)}`, `${((v / memcpy) * 100).toFixed(0)} %`]);
     }

@@ -122,6 +122,16 @@ export class AsyncRing {
     }
   }
 
+  /** Sends every chunk as a packet, in order, publishing once per batch that fits. */
+  async sendBatch(chunks: readonly Uint8Array[], signal?: AbortSignal): Promise<void> {
+    let i = 0;
+    while (i < chunks.length) {
+      const n = this.endpoint.trySendBatch(chunks, i);
+      i += n;
+      if (i < chunks.length && n === 0) await this.waitWritable(chunks[i]!.length, signal);
+    }
+  }
+
   /** Packet send, all-or-nothing; waits for room. */
   async send(src: Uint8Array, signal?: AbortSignal): Promise<void> {
     for (;;) {

@@ -147,3 +147,33 @@ test('server sees waiting, then connected', () => {
   assert.equal(client.peerState, 'connected');
   assert.equal(client.tryRead(new Uint8Array(10)), 5);
 });
+
+test('trySendBatch writes whole chunks in order, as many as fit, one kick at most', () => {
+  const rng = new Prng(2024);
+  for (let round = 0; round < 200; round++) {
+    const { server, client } = makePair(10, 10, rng.pick([0, 0xffffff00]));
+    const model: number[] = [];
+    for (let step = 0; step < 50; step++) {
+      const chunks = Array.from({ length: rng.int(0, 20) }, () => rng.bytes(rng.int(0, 300)));
+      const free = 1024 - model.length;
+      let fit = 0;
+      let used = 0;
+      for (const c of chunks) {
+        if (used + c.length > free) break;
+        used += c.length;
+        fit++;
+      }
+      const kicks = server.kicksReceived;
+      const sleeping = server.waitingRead > 0;
+      assert.equal(client.ep.trySendBatch(chunks), fit);
+      for (const c of chunks.slice(0, fit)) model.push(...c);
+      assert.equal(server.kicksReceived, kicks + (sleeping && used > 0 ? 1 : 0), 'one kick per batch, only if asked');
+      if (sleeping && used > 0) server.waitingRead = 0;
+      if (rng.next() % 2 === 0) {
+        const out = new Uint8Array(rng.int(0, 1024));
+        const n = server.ep.tryRead(out);
+        assert.deepEqual(Array.from(out.subarray(0, n)), model.splice(0, n));
+      }
+    }
+  }
+});
