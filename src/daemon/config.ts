@@ -8,6 +8,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { InvalidArgumentError } from '../errors.js';
 import { MAX_ORDER } from '../ring/layout.js';
+import { poolConfigSchema, DEFAULT_POOL_CONFIG } from './pools/pool-config.js';
 
 const limitsSchema = z
   .object({
@@ -37,6 +38,7 @@ export const configSchema = z
       })
       .strict()
       .default({ guestPairs: [] }),
+    pools: poolConfigSchema.default(DEFAULT_POOL_CONFIG),
     /** Simulated guests (DESIGN.md §2, VMM backends): ids 1..N named sim-<id>. */
     simulateGuests: z.number().int().min(0).max(64).default(0),
   })

@@ -1,29 +1,49 @@
 /**
- * kvmchand: composes the components (DESIGN.md §2) — runtime dir, registry,
- * local client socket — and runs them in this process.
+ * kvmchand on the host: composes the components (DESIGN.md §2) — runtime dir,
+ * registry, pool manager, local client socket, VMM backend and one control link
+ * per guest — and runs them in this process.
  */
 import type { Logger } from 'pino';
 import { Registry } from './registry/registry.js';
-import { MemfdChannelFactory } from './registry/channel-resources.js';
+import { Policy } from './registry/policy.js';
 import { RuntimeDir } from './runtime-dir.js';
 import { LocalServer } from './local/local-server.js';
 import { HostVchanService } from './registry/host-service.js';
+import { PoolManager } from './pools/pool-manager.js';
+import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
+import type { VmmDomain } from './vmm/vmm.js';
+import { HostLink, GUEST_CONTROL_PEER } from './guest-link/host-link.js';
 import type { Config } from './config.js';
 import { defaultRuntimeDir } from './config.js';
+
+/** Registry connection ids of guest-side connections start here (local ones count from 1). */
+const GUEST_CONN_BASE = 1_000_000_000;
 
 export class Daemon {
   readonly log: Logger;
   readonly config: Config;
   readonly runtime: RuntimeDir;
   readonly registry: Registry;
+  readonly pools: PoolManager;
+  #vmm: SimulatedVmm | null = null;
+  readonly #links = new Map<number, HostLink>();
   #local: LocalServer | null = null;
+  #nextGuestConn = GUEST_CONN_BASE;
   #stopped = false;
 
   constructor(config: Config, log: Logger) {
     this.config = config;
     this.log = log;
     this.runtime = new RuntimeDir(config.runtimeDir ?? defaultRuntimeDir());
-    this.registry = new Registry(log.child({ component: 'registry' }), new MemfdChannelFactory(), config.limits);
+    this.pools = new PoolManager({
+      runtimeDir: this.runtime.dir,
+      config: config.pools,
+      log,
+      announce: (domain, a) => {
+        this.#links.get(domain)?.announcePool(a);
+      },
+    });
+    this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, new Policy(config.policy));
   }
 
   start(): void {
@@ -36,11 +56,88 @@ export class Daemon {
         socketGroup: this.config.socketGroup,
         log: this.log.child({ component: 'local' }),
       });
+      if (this.config.simulateGuests > 0) this.#startSimulated(this.config.simulateGuests);
     } catch (err) {
+      this.#local?.close();
+      this.#vmm?.close();
+      this.pools.close();
       this.runtime.release();
       throw err;
     }
-    this.log.info({ runtimeDir: this.runtime.dir, socket: this.runtime.socketPath, mode: 'host' }, 'kvmchand ready');
+    this.log.info(
+      { runtimeDir: this.runtime.dir, socket: this.runtime.socketPath, mode: 'host', guests: this.#vmm?.domains().map((d) => d.id) ?? [] },
+      'kvmchand ready',
+    );
+  }
+
+  #startSimulated(n: number): void {
+    const vmm = new SimulatedVmm({ runtimeDir: this.runtime.dir, guests: simulatedGuests(n), log: this.log });
+    this.#vmm = vmm;
+    for (const d of vmm.domains()) this.#addDomain(d);
+    vmm.on('domain-added', (d) => {
+      this.#addDomain(d);
+    });
+    vmm.on('domain-removed', (d) => {
+      this.#removeDomain(d.id);
+    });
+    vmm.on('control-join', (domain) => {
+      this.#openLink(domain);
+    });
+    vmm.on('control-leave', (domain, reason) => {
+      this.#closeLink(domain, `guest left its control device: ${reason}`);
+    });
+    this.pools.on('member-left', (domain, pool) => {
+      this.log.info({ domain, pool }, 'guest left a pool');
+    });
+  }
+
+  #addDomain(d: VmmDomain): void {
+    this.registry.addDomain({ id: d.id, name: d.name });
+    this.pools.addDomain(d.id);
+    this.log.info({ domain: d.id, name: d.name }, 'domain added');
+  }
+
+  #removeDomain(id: number): void {
+    this.#closeLink(id, 'domain removed');
+    this.registry.removeDomain(id);
+    this.pools.removeDomain(id);
+    this.log.info({ domain: id }, 'domain removed');
+  }
+
+  #openLink(domain: number): void {
+    const vmm = this.#vmm;
+    if (vmm === null) return;
+    this.#closeLink(domain, 'guest attached again');
+    const device = vmm.controlDevice(domain);
+    const name = vmm.domains().find((d) => d.id === domain)?.name ?? `domain-${domain}`;
+    try {
+      const link = new HostLink(
+        {
+          domain,
+          name,
+          device: device.host!,
+          registry: this.registry,
+          log: this.log.child({ component: 'guest-link' }),
+          pools: () => this.pools.poolsOf(domain),
+          onViolation: (why) => {
+            // A guest that breaks the control protocol is cut off; its daemon may attach again.
+            this.#links.delete(domain);
+            device.disconnect(GUEST_CONTROL_PEER, why);
+          },
+        },
+        () => this.#nextGuestConn++,
+      );
+      this.#links.set(domain, link);
+    } catch (err) {
+      this.log.error({ domain, err }, 'cannot open the guest control channel');
+    }
+  }
+
+  #closeLink(domain: number, why: string): void {
+    const link = this.#links.get(domain);
+    if (link === undefined) return;
+    this.#links.delete(domain);
+    link.close(why);
   }
 
   /** Clean shutdown: tell clients, mark every vchan closed, release all resources. */
@@ -48,7 +145,10 @@ export class Daemon {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#local?.close();
+    for (const id of [...this.#links.keys()]) this.#closeLink(id, 'daemon stopping');
     this.registry.shutdown();
+    this.#vmm?.close();
+    this.pools.close();
     this.runtime.release();
     this.log.info('kvmchand stopped');
   }

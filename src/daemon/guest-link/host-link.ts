@@ -246,7 +246,7 @@ export class HostLink {
   /** Tell the guest about a pool device to attach to (DESIGN.md §2 rule 2). */
   announcePool(p: PoolAnnouncement): void {
     if (this.#closed || !this.#hello) return;
-    this.#channel.send(encodeEvent(Event.POOL_ADDED, p));
+    this.#channel.send(encodeEvent(Event.POOL_ADDED, { pool: p.pool, peerId: p.peerId, vectors: p.vectors, size: p.size, socket: p.socket }));
   }
 
   #end(why: string, violation: boolean): void {

@@ -175,7 +175,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Chan
     try {
       key = this.#keyFor(serverDomain, clientDomain);
     } catch (err) {
-      return Promise.reject(err as Error);
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     const need = this.#shortfall.get(key) ?? MIN_EXTENT;
     if (this.#hasRoom(key, need)) return Promise.resolve();
