@@ -2,19 +2,19 @@
  * The other process of `kvmchan demo` (internal): connects to the demo's vchan,
  * sinks the bulk transfer and answers with its byte count and SHA-256, then
  * echoes 64-byte packets for the round-trip measurement.
- * Usage: node demo-peer.js <runtimeDir> <port> <bytes> <pings>
+ * Usage: node demo-peer.js <runtimeDir> <port> <bytes> <pings> [serverDomain]
  */
 import { createHash } from 'node:crypto';
 import { Vchan } from '../client/index.js';
 
 async function main(): Promise<void> {
-  const [runtimeDir, portS, bytesS, pingsS] = process.argv.slice(2);
+  const [runtimeDir, portS, bytesS, pingsS, domainS] = process.argv.slice(2);
   if (runtimeDir === undefined || portS === undefined || bytesS === undefined || pingsS === undefined) {
     throw new Error('usage: demo-peer <runtimeDir> <port> <bytes> <pings>');
   }
   const total = Number(bytesS);
   const pings = Number(pingsS);
-  const v = await Vchan.connect({ runtimeDir, port: Number(portS), timeout: 10000 });
+  const v = await Vchan.connect({ runtimeDir, port: Number(portS), domain: Number(domainS ?? '0'), timeout: 10000 });
   const hash = createHash('sha256');
   const buf = Buffer.allocUnsafe(256 * 1024);
   let got = 0;
