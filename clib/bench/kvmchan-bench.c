@@ -3,7 +3,7 @@
  * daemon named by KVMCHAN_RUNTIME_DIR) with an AF_UNIX socketpair baseline
  * measured the same way in the same run. Prints one JSON object per line.
  *
- *   kvmchan-bench [--quick] [--seconds S] [--reps N] [--ring BYTES]
+ *   kvmchan-bench [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong]
  *
  * Throughput: the server writes fixed-size chunks (64 B, 1 KiB, 64 KiB) with
  * blocking stream writes; the client reads with a 256 KiB buffer. Ping-pong:
@@ -262,6 +262,7 @@ static int cmp_double(const void *a, const void *b)
 
 #define MAX_REPS 15
 static int reps = 5;
+static const char *only; /* "throughput" or "pingpong" */
 
 int main(int argc, char **argv)
 {
@@ -274,10 +275,12 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
             reps = atoi(argv[++i]);
             reps = reps < 1 ? 1 : reps > MAX_REPS ? MAX_REPS : reps;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
         } else if (strcmp(argv[i], "--ring") == 0 && i + 1 < argc) {
             ring = strtoul(argv[++i], NULL, 0);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong]\n", argv[0]);
             return 2;
         }
     }
@@ -286,7 +289,8 @@ int main(int argc, char **argv)
     /* Each figure is the median of `reps` runs of about seconds_per_test each: this
      * machine is a VM whose vCPUs are sometimes descheduled, single runs scatter. */
     static const size_t sizes[] = { 64, 1024, 65536 };
-    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]) && (only == NULL || strcmp(only, "throughput") == 0);
+         si++) {
         for (int k = VCHAN; k <= SOCKET; k++) {
             uint64_t probe = sizes[si] * 4096;
             double t = run_bulk((enum kind)k, sizes[si], probe);
@@ -307,7 +311,7 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
     }
-    for (int k = VCHAN; k <= SOCKET; k++) {
+    for (int k = VCHAN; k <= SOCKET && (only == NULL || strcmp(only, "pingpong") == 0); k++) {
         double t = run_pingpong((enum kind)k, 2000);
         long iters = (long)(2000 / t * seconds_per_test);
         if (iters < 2000)

@@ -16,7 +16,7 @@
 /* A sleep/wake costs tens of microseconds on a VM; spinning longer than that
  * rarely pays, spinning much shorter never catches a peer that is waking up. */
 #define DEFAULT_SPIN_US 20u
-#define MIN_SPIN_NS 2000u
+#define MIN_SPIN_NS 1000u
 
 static inline void cpu_relax(void)
 {
@@ -423,31 +423,36 @@ static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t 
 }
 
 /*
- * Then request → fence → re-check → sleep (§5.1). The spin budget adapts: a
- * wake-up soon after giving up means a longer spin would have caught the peer
- * (back to the maximum); a long sleep halves it, so two sides that both wait
- * on a third party (or share a CPU) stop burning time.
+ * Then request → fence → re-check → sleep (§5.1). The spin budget adapts to
+ * whether spinning pays: a spin that catches the peer doubles it (up to the
+ * maximum), one that has to give up halves it, down to no spinning at all.
+ * When the peer cannot run while we spin (both on one CPU, an overcommitted
+ * VM) every spin fails and spinning stops instead of adding a full spin to
+ * every round trip; when it can, spins succeed and stay at the maximum.
+ * Once every 32 sleeps a decayed side probes with a full spin: two sides that
+ * both stopped spinning can only find out together that they now run on
+ * different CPUs if one of them spins long enough to see the other answer.
  */
 static int wait_for(struct kvc_chan *c, int writable, size_t min)
 {
     uint64_t *budget = writable ? &c->spin_tx_ns : &c->spin_rx_ns;
-    int rc = spin_until(c, *budget, writable, min);
-    if (rc != 0)
-        return rc < 0 ? rc : 0;
+    unsigned *sleeps = writable ? &c->spin_tx_sleeps : &c->spin_rx_sleeps;
+    uint64_t spin = *budget == 0 && (*sleeps & 31) == 31 ? c->spin_max_ns : *budget;
+    int rc = spin_until(c, spin, writable, min);
+    if (rc < 0)
+        return rc;
+    if (rc > 0) {
+        uint64_t grown = spin * 2 > MIN_SPIN_NS ? spin * 2 : MIN_SPIN_NS;
+        *budget = grown < c->spin_max_ns ? grown : c->spin_max_ns;
+        return 0;
+    }
+    *budget = *budget / 2 >= MIN_SPIN_NS ? *budget / 2 : 0;
+    ++*sleeps;
     uint64_t gen = wq_snapshot(c);
     rc = writable ? kvc_ring_prepare_wait_writable(&c->ring, min) : kvc_ring_prepare_wait_readable(&c->ring, min);
     if (rc <= 0)
         return rc < 0 ? map_ring_error(rc) : 0;
-    if (c->spin_max_ns == 0)
-        return wq_wait(c, gen);
-    uint64_t t0 = mono_ns();
-    rc = wq_wait(c, gen);
-    uint64_t slept = mono_ns() - t0;
-    if (slept < c->spin_max_ns)
-        *budget = c->spin_max_ns;
-    else
-        *budget = *budget / 2 > MIN_SPIN_NS ? *budget / 2 : MIN_SPIN_NS;
-    return rc;
+    return wq_wait(c, gen);
 }
 
 static inline int wait_readable(struct kvc_chan *c, size_t min)

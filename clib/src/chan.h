@@ -54,6 +54,7 @@ struct kvc_chan {
      * per direction (each touched only by that direction's thread). */
     uint64_t spin_max_ns;
     uint64_t spin_rx_ns, spin_tx_ns;
+    unsigned spin_rx_sleeps, spin_tx_sleeps;
     uint64_t wakeups;         /* times this side slept and was woken (statistics) */
 };
 
