@@ -22,6 +22,8 @@ export type PeerReply = Record<string, unknown> & { ok: boolean; error?: PeerErr
 export interface SpawnPeerOptions {
   uid?: number;
   gid?: number;
+  /** Another program speaking the same JSON-lines protocol (default: vchan-peer.js). */
+  main?: string;
 }
 
 export class PeerProcess extends EventEmitter {
@@ -75,14 +77,14 @@ export class PeerProcess extends EventEmitter {
   }
 
   static async spawn(runtimeDir: string, opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
-    const child = spawn(process.execPath, [PEER_MAIN, runtimeDir], {
+    const child = spawn(process.execPath, [opts.main ?? PEER_MAIN, runtimeDir], {
       stdio: ['pipe', 'pipe', 'pipe'],
       ...(opts.uid === undefined ? {} : { uid: opts.uid }),
       ...(opts.gid === undefined ? {} : { gid: opts.gid }),
     });
     const p = new PeerProcess(child);
     const ready = await Promise.race([p.ready, p.exited.then(() => null)]);
-    if (ready === null) throw new Error(`vchan-peer exited during start-up: ${p.stderr}`);
+    if (ready === null) throw new Error(`${path.basename(opts.main ?? PEER_MAIN)} exited during start-up: ${p.stderr}`);
     return p;
   }
 

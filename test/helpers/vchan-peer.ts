@@ -47,6 +47,11 @@ function vchanOf(cmd: Json): Vchan {
   return v;
 }
 
+/** The peer domain of listen / server domain of connect (`domain`, default 0: the host). */
+function domainOf(cmd: Json): { domain?: number } {
+  return cmd['domain'] === undefined ? {} : { domain: Number(cmd['domain']) };
+}
+
 function describe(v: Vchan): Json {
   return { handle: v.handle, role: v.role, port: v.port, readSize: v.readSize, writeSize: v.writeSize, state: v.state };
 }
@@ -200,6 +205,7 @@ async function run(cmd: Json): Promise<Json> {
     case 'listen': {
       const v = await Vchan.listen({
         runtimeDir,
+        ...domainOf(cmd),
         port: Number(cmd['port']),
         readMin: Number(cmd['readMin'] ?? 0),
         writeMin: Number(cmd['writeMin'] ?? 0),
@@ -208,7 +214,12 @@ async function run(cmd: Json): Promise<Json> {
       return describe(v);
     }
     case 'connect': {
-      const opts = { runtimeDir, port: Number(cmd['port']), ...(cmd['timeout'] === undefined ? {} : { timeout: Number(cmd['timeout']) }) };
+      const opts = {
+        runtimeDir,
+        ...domainOf(cmd),
+        port: Number(cmd['port']),
+        ...(cmd['timeout'] === undefined ? {} : { timeout: Number(cmd['timeout']) }),
+      };
       const v = await Vchan.connect(opts);
       vchans.set(name, v);
       return { ...describe(v), bufferSpace: v.bufferSpace(), dataReady: v.dataReady() };
@@ -260,7 +271,7 @@ async function run(cmd: Json): Promise<Json> {
       const out: Vchan[] = new Array<Vchan>(count);
       for (let i = 0; i < count; i += concurrency) {
         const batch = Array.from({ length: Math.min(concurrency, count - i) }, (_, k) =>
-          Vchan.connect({ runtimeDir, port: base + i + k, timeout: 10000 }).then((v) => {
+          Vchan.connect({ runtimeDir, ...domainOf(cmd), port: base + i + k, timeout: Number(cmd['timeout'] ?? 10000) }).then((v) => {
             out[i + k] = v;
           }),
         );
