@@ -1,0 +1,162 @@
+/**
+ * Multi-domain fixtures for the guest integration tests (DESIGN.md §8 tier 2): a host kvmchand
+ * with simulated guests (`simulateGuests` in its config: domains 1..N, device sockets in
+ * `<host runtime>/domains/<id>/`), guest daemons (`kvmchand --guest --device-dir …`) each in a
+ * runtime dir of its own, log parsing, and `kvmchan status --json` run as the real CLI.
+ *
+ * A process "runs in" a domain by talking to that domain's daemon: a client library call with
+ * `runtimeDir: guest.runtimeDir` is a call from inside that guest.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { PrivateDaemon } from '../../src/cli/private-daemon.js';
+import { domainDir } from '../../src/daemon/vmm/domain-dir.js';
+import { startDaemon, type TestDaemon } from './daemon-fixture.js';
+
+export const CLI_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
+
+export interface HostOptions {
+  /** Simulated guests 1..guests. */
+  guests: number;
+  /** Guest pairs allowed to open vchans to each other (policy.guestPairs). */
+  guestPairs?: [number, number][] | 'all';
+  /** Further configuration merged in (limits, pools...). */
+  config?: Record<string, unknown>;
+  logLevel?: string;
+}
+
+/** A host kvmchand with `guests` simulated domains. */
+export function startHost(opts: HostOptions): Promise<TestDaemon> {
+  return startDaemon({
+    logLevel: opts.logLevel ?? 'info',
+    config: {
+      simulateGuests: opts.guests,
+      ...(opts.guestPairs === undefined ? {} : { policy: { guestPairs: opts.guestPairs } }),
+      ...opts.config,
+    },
+  });
+}
+
+/** `<host runtime>/domains/<id>`: what a simulated guest daemon gets as --device-dir. */
+export function deviceDir(host: TestDaemon, domain: number): string {
+  return domainDir(host.runtimeDir, domain);
+}
+
+export interface TestGuest {
+  readonly domain: number;
+  readonly daemon: PrivateDaemon;
+  readonly runtimeDir: string;
+  readonly logFile: string;
+  log(): string;
+  /** SIGTERM and wait. */
+  stop(): Promise<void>;
+  /** SIGKILL and wait (runtime dir and log kept). */
+  kill(): Promise<void>;
+}
+
+export interface GuestOptions {
+  /** Reuse a runtime dir (a restarted guest daemon); default: a fresh temporary one. */
+  runtimeDir?: string;
+  logLevel?: string;
+  /** Log file (appended to); default: a fresh one in a temporary directory. */
+  logFile?: string;
+}
+
+/** A guest daemon for simulated domain `domain` of `host`; resolves once its socket accepts. */
+export async function startGuest(host: TestDaemon, domain: number, opts: GuestOptions = {}): Promise<TestGuest> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), `kvmchan-guest${domain}-`));
+  const runtimeDir = opts.runtimeDir ?? path.join(work, 'run');
+  const logFile = opts.logFile ?? path.join(work, 'kvmchand.log');
+  const daemon = await PrivateDaemon.start({
+    runtimeDir,
+    logFile,
+    logLevel: opts.logLevel ?? 'info',
+    extraArgs: ['--guest', '--device-dir', deviceDir(host, domain)],
+  });
+  const alive = (): boolean => daemon.child.exitCode === null && daemon.child.signalCode === null;
+  return {
+    domain,
+    daemon,
+    runtimeDir,
+    logFile,
+    log: () => {
+      try {
+        return fs.readFileSync(logFile, 'utf8');
+      } catch {
+        return '';
+      }
+    },
+    stop: async () => {
+      if (alive()) await daemon.stop();
+      fs.rmSync(work, { recursive: true, force: true });
+    },
+    kill: async () => {
+      if (alive()) await daemon.kill();
+    },
+  };
+}
+
+/** Guest daemons for domains 1..n. */
+export async function startGuests(host: TestDaemon, n: number, opts: Omit<GuestOptions, 'runtimeDir' | 'logFile'> = {}): Promise<TestGuest[]> {
+  const out: TestGuest[] = [];
+  for (let id = 1; id <= n; id++) out.push(await startGuest(host, id, opts));
+  return out;
+}
+
+export type LogEntry = Record<string, unknown> & { level: number; msg: string };
+
+/** The pino JSON lines of a log. */
+export function logEntries(text: string): LogEntry[] {
+  const out: LogEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      out.push(JSON.parse(line) as LogEntry);
+    } catch {
+      // a line cut in the middle by a kill
+    }
+  }
+  return out;
+}
+
+/** Log entries whose msg is `msg` (and that match every field of `fields`). */
+export function logged(text: string, msg: string, fields: Record<string, unknown> = {}): LogEntry[] {
+  return logEntries(text).filter((e) => e.msg === msg && Object.entries(fields).every(([k, v]) => e[k] === v));
+}
+
+export interface CliDomain {
+  domain: number;
+  flags: number;
+  vchans: number;
+  name: string;
+}
+
+export interface CliVchan {
+  handle: number;
+  serverDomain: number;
+  clientDomain: number;
+  port: number;
+  serverState: number;
+  clientState: number;
+  readOrder: number;
+  writeOrder: number;
+  serverPid: number;
+  clientPid: number;
+  bytesClientToServer: number;
+  bytesServerToClient: number;
+}
+
+/** `kvmchan --runtime-dir <dir> status --json`, the real CLI in its own process. */
+export async function cliStatus(runtimeDir: string): Promise<{ domains: CliDomain[]; vchans: CliVchan[] }> {
+  const { stdout } = await promisify(execFile)(process.execPath, [CLI_MAIN, '--runtime-dir', runtimeDir, 'status', '--json'], { timeout: 20000 });
+  return JSON.parse(stdout) as { domains: CliDomain[]; vchans: CliVchan[] };
+}
+
+/** p-quantile of sorted numbers (nearest rank). */
+export function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
