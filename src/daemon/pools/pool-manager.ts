@@ -21,7 +21,7 @@ import { regionLength, MIN_ORDER, type RingGeometry } from '../../ring/layout.js
 import { MemfdChannelFactory, type ChannelFactory, type ChannelResources } from '../registry/channel-resources.js';
 import { RegistryError } from '../registry/registry-error.js';
 import { InvalidArgumentError } from '../../errors.js';
-import { ensureDomainDir, poolSocketName, removeDomainDirIfEmpty } from '../vmm/domain-dir.js';
+import { ensureDomainDir, poolSocketName, removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from '../vmm/domain-dir.js';
 import { Pool, type PoolMember } from './pool.js';
 import { PoolChannel } from './pool-channel.js';
 import { DEFAULT_POOL_CONFIG, poolConfigSchema, type PoolConfig } from './pool-config.js';
@@ -257,6 +257,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Chan
     this.#sets.clear();
     for (const id of this.#domains) removeDomainDirIfEmpty(this.runtimeDir, id);
     this.#domains.clear();
+    removeDomainsRootIfEmpty(this.runtimeDir);
   }
 
   // --- internals -------------------------------------------------------------------------

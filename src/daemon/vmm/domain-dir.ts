@@ -61,3 +61,12 @@ export function removeDomainDirIfEmpty(runtimeDir: string, domain: number): void
     // Not empty (another component still has a socket there) or already gone.
   }
 }
+
+/** Remove `<runtimeDir>/domains/` if no domain directory is left in it (daemon shutdown). */
+export function removeDomainsRootIfEmpty(runtimeDir: string): void {
+  try {
+    fs.rmdirSync(domainsRoot(runtimeDir));
+  } catch {
+    // Still in use by another component, or never created.
+  }
+}

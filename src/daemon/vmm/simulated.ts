@@ -18,7 +18,7 @@ import { native } from '../../native.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { CONTROL_DEVICE_SIZE, GUEST_CONTROL_PEER } from '../guest-link/host-link.js';
 import type { Vmm, VmmDomain, VmmEvents } from './vmm.js';
-import { CONTROL_SOCKET, ensureDomainDir, removeDomainDirIfEmpty } from './domain-dir.js';
+import { CONTROL_SOCKET, ensureDomainDir, removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from './domain-dir.js';
 
 export interface SimulatedVmmOptions {
   runtimeDir: string;
@@ -112,6 +112,7 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
       removeDomainDirIfEmpty(this.runtimeDir, g.domain.id);
     }
     this.#guests.clear();
+    removeDomainsRootIfEmpty(this.runtimeDir);
   }
 
   #create(d: VmmDomain): void {
