@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { domainDir } from '../../src/daemon/vmm/domain-dir.js';
-import { startDaemon, type TestDaemon } from './daemon-fixture.js';
+import { fdTargets, sleep, startDaemon, type TestDaemon } from './daemon-fixture.js';
 
 export const CLI_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 
@@ -159,4 +159,62 @@ export async function cliStatus(runtimeDir: string): Promise<{ domains: CliDomai
 /** p-quantile of sorted numbers (nearest rank). */
 export function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+export interface PoolCreated {
+  pool: number;
+  members: number[];
+  vectors: number;
+  size: number;
+}
+
+/** Pools the host daemon created, from its log ('pool created', info level). */
+export function poolsCreated(hostLog: string): PoolCreated[] {
+  return logged(hostLog, 'pool created').map((e) => ({
+    pool: e['pool'] as number,
+    members: e['members'] as number[],
+    vectors: e['vectors'] as number,
+    size: e['size'] as number,
+  }));
+}
+
+/**
+ * The fds the host daemon keeps for one open pool whose members are all attached
+ * (src/daemon/pools/pool.ts, src/ivshmem/server.ts): the sealed memfd twice (the pool's own,
+ * kept for host endpoints, and the ivshmem device's duplicate), one listening socket and one
+ * accepted connection per member guest, one eventfd per vector for the host peer and for each
+ * member.
+ */
+export function poolFds(p: Pick<PoolCreated, 'members' | 'vectors'>): number {
+  return 2 + 2 * p.members.length + p.vectors * (1 + p.members.length);
+}
+
+/**
+ * Waits until the host daemon holds exactly `baseline` plus the fds of `newPools` (pools are
+ * kept for reuse once created: docs/pools.md). On timeout the error lists what is new.
+ */
+export async function expectHostFds(pid: number, baseline: Map<string, string>, newPools: readonly PoolCreated[], timeoutMs: number, what: string): Promise<void> {
+  const want = baseline.size + newPools.reduce((n, p) => n + poolFds(p), 0);
+  const memfds = (fds: Map<string, string>): string[] => [...fds.values()].filter((t) => t.startsWith('/memfd:kvmchan-pool-')).sort();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const now = fdTargets(pid);
+    if (now.size === want) {
+      // The difference is the new pools' memfds (two each), nothing else's.
+      const added = memfds(now).filter((t) => !memfds(baseline).includes(t));
+      const expected = newPools.flatMap((p) => [`/memfd:kvmchan-pool-${p.pool} (deleted)`, `/memfd:kvmchan-pool-${p.pool} (deleted)`]).sort();
+      if (JSON.stringify(added) !== JSON.stringify(expected)) {
+        throw new Error(`${what}: pool memfds held ${JSON.stringify(added)}, expected ${JSON.stringify(expected)}`);
+      }
+      return;
+    }
+    if (Date.now() > deadline) {
+      const extra = [...now].filter(([fd, t]) => baseline.get(fd) !== t).map(([fd, t]) => `${fd} -> ${t}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}: ${baseline.size} fds before, ${now.size} now, ${want} expected ` +
+          `(${newPools.length} new pools: ${JSON.stringify(newPools)}); new fds: [${extra.slice(0, 50).join(', ')}${extra.length > 50 ? ', …' : ''}]`,
+      );
+    }
+    await sleep(20);
+  }
 }
