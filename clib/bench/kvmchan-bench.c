@@ -3,7 +3,10 @@
  * daemon named by KVMCHAN_RUNTIME_DIR) with an AF_UNIX socketpair baseline
  * measured the same way in the same run. Prints one JSON object per line.
  *
- *   kvmchan-bench [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong]
+ *   kvmchan-bench [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]
+ *
+ * --pin puts the two processes on the given CPUs (the same CPU twice shows the
+ * cost of waiting when the peer cannot run meanwhile).
  *
  * Throughput: the server writes fixed-size chunks (64 B, 1 KiB, 64 KiB) with
  * blocking stream writes; the client reads with a 256 KiB buffer. Ping-pong:
@@ -13,6 +16,7 @@
 #include <libvchan.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,6 +28,7 @@
 #include <unistd.h>
 
 static double seconds_per_test = 1.0;
+static int pin_parent = -1, pin_child = -1; /* --pin A,B: CPUs of the two processes */
 static size_t ring = 1 << 20;
 static int port_base = 60000;
 
@@ -32,6 +37,17 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pin(int cpu)
+{
+    if (cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) < 0)
+        perror("bench: sched_setaffinity");
 }
 
 /* A transport: either a vchan or a socket. */
@@ -202,6 +218,7 @@ static double run_bulk(enum kind k, size_t chunk, uint64_t total)
     connect_pair(k, port, &p, &c, sv);
     pid_t pid = fork();
     if (pid == 0) {
+        pin(pin_child);
         if (k == SOCKET)
             close(sv[0]);
         struct xport x = child_connect(k, port, &c);
@@ -230,6 +247,7 @@ static double run_pingpong(enum kind k, long iters)
     connect_pair(k, port, &p, &c, sv);
     pid_t pid = fork();
     if (pid == 0) {
+        pin(pin_child);
         if (k == SOCKET)
             close(sv[0]);
         struct xport x = child_connect(k, port, &c);
@@ -275,16 +293,22 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
             reps = atoi(argv[++i]);
             reps = reps < 1 ? 1 : reps > MAX_REPS ? MAX_REPS : reps;
+        } else if (strcmp(argv[i], "--pin") == 0 && i + 1 < argc) {
+            if (sscanf(argv[++i], "%d,%d", &pin_parent, &pin_child) != 2) {
+                fprintf(stderr, "--pin wants two CPU numbers: A,B\n");
+                return 2;
+            }
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else if (strcmp(argv[i], "--ring") == 0 && i + 1 < argc) {
             ring = strtoul(argv[++i], NULL, 0);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]\n", argv[0]);
             return 2;
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    pin(pin_parent);
     port_base += (int)(getpid() % 1000) * 64;
     /* Each figure is the median of `reps` runs of about seconds_per_test each: this
      * machine is a VM whose vCPUs are sometimes descheduled, single runs scatter. */

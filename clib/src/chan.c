@@ -15,7 +15,7 @@
 
 /* A sleep/wake costs tens of microseconds on a VM; spinning longer than that
  * rarely pays, spinning much shorter never catches a peer that is waking up. */
-#define DEFAULT_SPIN_US 20u
+#define DEFAULT_SPIN_US 50u
 #define MIN_SPIN_NS 1000u
 
 static inline void cpu_relax(void)
@@ -429,7 +429,7 @@ static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t 
  * When the peer cannot run while we spin (both on one CPU, an overcommitted
  * VM) every spin fails and spinning stops instead of adding a full spin to
  * every round trip; when it can, spins succeed and stay at the maximum.
- * Once every 32 sleeps a decayed side probes with a full spin: two sides that
+ * Once every 64 sleeps a decayed side probes with a full spin: two sides that
  * both stopped spinning can only find out together that they now run on
  * different CPUs if one of them spins long enough to see the other answer.
  */
@@ -437,7 +437,7 @@ static int wait_for(struct kvc_chan *c, int writable, size_t min)
 {
     uint64_t *budget = writable ? &c->spin_tx_ns : &c->spin_rx_ns;
     unsigned *sleeps = writable ? &c->spin_tx_sleeps : &c->spin_rx_sleeps;
-    uint64_t spin = *budget == 0 && (*sleeps & 31) == 31 ? c->spin_max_ns : *budget;
+    uint64_t spin = *budget == 0 && (*sleeps & 63) == 63 ? c->spin_max_ns : *budget;
     int rc = spin_until(c, spin, writable, min);
     if (rc < 0)
         return rc;
