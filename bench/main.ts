@@ -115,14 +115,23 @@ function memcpyRate(): number {
   return (rounds * 65536) / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
-async function setupLatency(n: number): Promise<number[]> {
-  daemon ??= await PrivateDaemon.start();
+/**
+ * server_init → client connected, with the client already waiting in another
+ * process (DESIGN.md §9). `peerDir`/`peerDomain`: where the client runs
+ * (default: a host process) — a simulated guest measures the cross-domain path.
+ */
+async function setupLatency(n: number, host: PrivateDaemon, peerDir?: string, peerDomain = 0): Promise<number[]> {
   const base = 50_000;
-  const peer = await startPeer('vchan', [{ accept: n, base }], 0);
+  const script = JSON.stringify([{ accept: n, base }]);
+  const child = spawn(process.execPath, [PEER, 'vchan', script, peerDir ?? host.runtimeDir, '0'], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_SERVER_DOMAIN: '0' },
+  });
+  const peer = { done: new Promise<number | null>((r) => child.once('exit', (code) => { r(code); })) };
   const samples: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = process.hrtime.bigint();
-    const v = await Vchan.listen({ runtimeDir: daemon.runtimeDir, port: base + i });
+    const v = await Vchan.listen({ runtimeDir: host.runtimeDir, port: base + i, domain: peerDomain });
     await v.waitConnected({ timeout: 20000 });
     samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
     v.close();
@@ -160,8 +169,19 @@ async function main(): Promise<void> {
   process.stderr.write('node net over a UNIX socket…\n');
   const nets = await run('net', netBulk, pings, 0);
   process.stderr.write('vchan setup latency…\n');
-  const setup = await setupLatency(QUICK ? 200 : 1000);
-  await daemon?.stop();
+  daemon ??= await PrivateDaemon.start();
+  const setup = await setupLatency(QUICK ? 200 : 1000, daemon);
+  await daemon.stop();
+  process.stderr.write('vchan setup latency to a simulated guest…\n');
+  const simHost = await PrivateDaemon.start({ extraArgs: ['--simulate-guests', '1'] });
+  const guest = await PrivateDaemon.start({ extraArgs: ['--guest', '--device-dir', path.join(simHost.runtimeDir, 'domains', '1')] });
+  let guestSetup: number[];
+  try {
+    guestSetup = await setupLatency(QUICK ? 200 : 1000, simHost, guest.runtimeDir, 1);
+  } finally {
+    await guest.stop();
+    await simHost.stop();
+  }
 
   const rows: string[][] = [];
   for (const [size, , batch] of ringBulk) {
@@ -190,6 +210,8 @@ async function main(): Promise<void> {
   rows.push(['64 B RTT p99, spinning: vchan', `${pct(vchan.rtt, 0.99).toFixed(1)} µs`, `net ${pct(nets.rtt, 0.99).toFixed(1)} µs`, ratio(pct(nets.rtt, 0.99), pct(vchan.rtt, 0.99))]);
   rows.push([`vchan setup p50 (${setup.length})`, `${pct(setup, 0.5).toFixed(2)} ms`, 'target 2 ms', ratio(2, pct(setup, 0.5))]);
   rows.push([`vchan setup p99 (${setup.length})`, `${pct(setup, 0.99).toFixed(2)} ms`, '', '']);
+  rows.push([`setup host→sim. guest p50 (${guestSetup.length})`, `${pct(guestSetup, 0.5).toFixed(2)} ms`, 'target 2 ms', ratio(2, pct(guestSetup, 0.5))]);
+  rows.push([`setup host→sim. guest p99`, `${pct(guestSetup, 0.99).toFixed(2)} ms`, '', '']);
   process.stdout.write(`${table(['benchmark', 'kvmchan', 'baseline (same run)', 'ratio'], rows)}\n`);
   process.stdout.write('ratio: kvmchan ÷ baseline for throughput, baseline ÷ kvmchan for latency (higher is better). Run inside a VM.\n');
 }

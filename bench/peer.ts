@@ -50,7 +50,7 @@ for (const step of script) {
     }
   } else {
     for (let i = 0; i < step.accept; i++) {
-      const v = await Vchan.connect({ runtimeDir: a!, port: step.base + i });
+      const v = await Vchan.connect({ runtimeDir: a!, port: step.base + i, domain: 0 });
       v.close();
     }
   }

@@ -182,8 +182,7 @@ export class GuestVchanService implements VchanService {
     if (info.shmOffset + info.shmLength > dev.shm.size || info.vector >= dev.vectors) {
       throw new RegistryError('EIO', 'host sent a vchan outside its pool');
     }
-    const kick = dev.doorbellFd(info.peerId, info.peerVector);
-    if (kick === null) throw new RegistryError('EIO', `no doorbell for peer ${info.peerId} vector ${info.peerVector}`);
+    const kick = dev.doorbellFd(info.peerId, info.peerVector) ?? (await this.#awaitPeer(dev, info.peerId, info.peerVector));
     const fds = { shm: native.dup(dev.shm.fd), wait: native.dup(dev.interruptFd(info.vector)), kick: native.dup(kick) };
     return {
       handle: info.handle,
@@ -202,6 +201,29 @@ export class GuestVchanService implements VchanService {
         native.close(fds.kick);
       },
     };
+  }
+
+  /**
+   * The host counts a pair pool ready when both guests joined, but we learn the
+   * other guest's eventfds a moment later (its join notice travels separately):
+   * wait briefly for them instead of failing the grant.
+   */
+  async #awaitPeer(dev: SocketDevice, peerId: number, vector: number): Promise<number> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const fd = dev.doorbellFd(peerId, vector);
+      if (fd !== null) return fd;
+      if (Date.now() > deadline || dev.closed) throw new RegistryError('EIO', `no doorbell for peer ${peerId} vector ${vector}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, 100);
+        function done(): void {
+          clearTimeout(t);
+          dev.off('peer-join', done);
+          resolve();
+        }
+        dev.on('peer-join', done);
+      });
+    }
   }
 
   async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant> {
