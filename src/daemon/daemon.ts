@@ -88,6 +88,7 @@ export class Daemon {
     });
     this.pools.on('member-left', (domain, pool) => {
       this.log.info({ domain, pool }, 'guest left a pool');
+      this.registry.poolMemberLeft(domain, pool);
     });
   }
 

@@ -33,6 +33,8 @@ export interface ChannelResources {
   readonly control: Int32Array;
   readonly server: EndpointAccess;
   readonly client: EndpointAccess;
+  /** The pool device the vchan lives in (undefined: a host-only memfd). */
+  readonly poolId?: number;
   /** Wake the server / the client (the daemon's kick on behalf of a dead peer, §5.3). */
   kickServer(): void;
   kickClient(): void;

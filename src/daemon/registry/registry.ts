@@ -128,6 +128,18 @@ export class Registry {
     }
   }
 
+  /**
+   * A guest lost its attachment to one pool (its doorbells there are gone):
+   * every side it held in that pool is dead, as if its process had died.
+   */
+  poolMemberLeft(domain: number, poolId: number): void {
+    for (const rec of [...this.#byHandle.values()]) {
+      if (rec.res.poolId !== poolId) continue;
+      if (rec.serverDomain === domain && !rec.server.gone) this.#leave(rec, 'server', `left pool ${poolId}`);
+      if (rec.clientDomain === domain && rec.client !== null && !rec.client.gone) this.#leave(rec, 'client', `left pool ${poolId}`);
+    }
+  }
+
   #checkDomain(id: number): void {
     if (!this.#domains.has(id)) throw new RegistryError('ESRCH', `no such domain ${id}`);
   }
