@@ -22,6 +22,7 @@ import {
   encodeRequest,
   EncodeError,
   Errno,
+  Event,
   type Frame,
   FrameDecoder,
   FramingError,
@@ -64,6 +65,29 @@ function expectFail<T>(r: DecodeResult<T>, code: WireErrorCode, fatal: boolean, 
   assert.equal(r.error.replyErr, replyErr, `replyErr of ${code}`);
   covered.add(code);
   return r.error;
+}
+
+/** The GUEST_VCHAN_SERVER_INIT reply fixture (§6.8), patched. Payload offsets: see the comments. */
+function guestInfoReply(patch: (b: Buffer) => void): Buffer {
+  const b = hex`
+    10 01 3c 00 02 00 00 00  00 00 00 00 00 00 00 00
+    09 00 00 00 00 0c 10 00                            # 16 handle, 20 role, 21-22 orders, 23 pad8
+    05 00 00 00 00 00 00 00  88 13 00 00               # 24 local, 28 peer, 32 port
+    02 00 00 00 03 00 00 00  00 00 00 00 03 00 00 00   # 36 pool, 40 vector, 44 peer_id, 48 peer_vector
+    00 00 02 00 00 00 00 00  00 20 01 00 00 00 00 00   # 52 shm_offset, 60 shm_length`;
+  patch(b);
+  return b;
+}
+
+/** The EVENT_POOL_ADDED fixture (§7.2), patched: 8 pool, 12 peer_id, 16 vectors, 20 pad, 24 size, 32 socket. */
+function poolAdded(patch: (b: Buffer) => void): Buffer {
+  const b = Buffer.concat([
+    hex`01 81 58 00 00 00 00 00  02 00 00 00 01 00 00 00  40 00 00 00 00 00 00 00  00 00 00 01 00 00 00 00`,
+    Buffer.from('pool-2.sock'),
+    Buffer.alloc(64 - 11),
+  ]);
+  patch(b);
+  return b;
 }
 
 describe('framing errors close the connection (§5.1)', () => {
@@ -170,6 +194,13 @@ describe('framing errors close the connection (§5.1)', () => {
     expectFail(decodeReply(frameOf(hex`12 00 08 00 01 00 00 00 00 00 00 00 00 00 00 00`, [3])), WireErrorCode.FDS_NOT_ALLOWED, true);
     expectFail(decodeEvent(frameOf(hex`01 80 08 00 00 00 00 00 00 00 00 00 00 00 00 00`, [3])), WireErrorCode.FDS_NOT_ALLOWED, true);
   });
+
+  test('FDS_NOT_ALLOWED: a GuestVchanInfo reply never carries fds, nor a guest request or POOL_ADDED', () => {
+    expectFail(decodeReply(frameOf(guestInfoReply(() => undefined), [7, 8, 9])), WireErrorCode.FDS_NOT_ALLOWED, true);
+    expectFail(decodeReply(frameOf(guestInfoReply(() => undefined), [7])), WireErrorCode.FDS_NOT_ALLOWED, true);
+    expectFail(decodeRequest(frameOf(hex`01 01 08 00 01 00 00 00 01 00 00 00 00 00 00 00`, [3])), WireErrorCode.FDS_NOT_ALLOWED, true);
+    expectFail(decodeEvent(frameOf(poolAdded(() => undefined), [3])), WireErrorCode.FDS_NOT_ALLOWED, true);
+  });
 });
 
 describe('errors inside a well-framed request are answered (§5.2)', () => {
@@ -186,6 +217,15 @@ describe('errors inside a well-framed request are answered (§5.2)', () => {
     assert.ok(decodeRequest(frameOf(hex`01 00 00 00 6b 00 00 00`), { sequence: seq }).ok);
   });
 
+  test('UNKNOWN_ID: ids of the guest-control block that are not defined, on the guest channel', () => {
+    const options = { transport: 'stream' as const, allowed: AllowMask.forKind('guest-control').predicate };
+    for (const id of [0x0100, 0x0102, 0x010f, 0x0114, 0x01ff]) {
+      // -ENOSYS comes before the transport and mask checks, whatever the payload.
+      const [f] = new FrameDecoder().push(encodeFrame(id, 1, hex`01 02 03`));
+      expectFail(decodeRequest(f!, options), WireErrorCode.UNKNOWN_ID, false, -Errno.ENOSYS);
+    }
+  });
+
   test('WRONG_TRANSPORT: fd-carrying commands on the stream transport get -EPERM', () => {
     const req = encodeRequest(Command.VCHAN_SERVER_INIT, 1, { peerDomain: 0, port: 1, readMin: 0, writeMin: 0 });
     const [frame] = new FrameDecoder().push(req);
@@ -194,12 +234,45 @@ describe('errors inside a well-framed request are answered (§5.2)', () => {
     assert.ok(decodeRequest(frame!, { transport: 'seqpacket' }).ok);
   });
 
+  test('WRONG_TRANSPORT: GUEST_* commands on seqpacket get -EPERM, before the mask and the payload', () => {
+    const requests = [
+      hex`01 01 08 00 01 00 00 00  01 00 00 00 00 00 00 00`,
+      hex`10 01 18 00 01 00 00 00  07 00 00 00 00 00 00 00 88 13 00 00 00 10 00 00 00 00 01 00 00 00 00 00`,
+      hex`11 01 18 00 01 00 00 00  08 00 00 00 06 00 00 00 cd ab 00 00 ff ff ff ff 00 00 00 00 00 00 00 00`,
+      hex`12 01 08 00 01 00 00 00  07 00 00 00 09 00 00 00`,
+      hex`13 01 08 00 01 00 00 00  08 00 00 00 00 00 00 00`,
+    ];
+    const local = AllowMask.forKind('local');
+    const stream = { transport: 'stream' as const, allowed: AllowMask.forKind('guest-control').predicate };
+    for (const bytes of requests) {
+      const frame = frameOf(bytes);
+      const e = expectFail(decodeRequest(frame, { transport: 'seqpacket', allowed: local.predicate }), WireErrorCode.WRONG_TRANSPORT, false, -Errno.EPERM);
+      assert.ok(e instanceof NotPermittedError);
+      assert.deepEqual(encodeErrorReply(frame, e), Buffer.concat([bytes.subarray(0, 2), hex`08 00 01 00 00 00 ff ff ff ff 00 00 00 00`]));
+      // A malformed payload does not change the answer (§5.2: -EPERM before the payload).
+      const bad = Buffer.concat([bytes, hex`00`]);
+      bad.writeUInt16LE(bad.length - 8, 2);
+      expectFail(decodeRequest(frameOf(bad), { transport: 'seqpacket' }), WireErrorCode.WRONG_TRANSPORT, false, -Errno.EPERM);
+      expectFail(decodeRequest(frameOf(bad), stream), WireErrorCode.BAD_LENGTH, false, -Errno.EINVAL);
+      // On the stream, with the guest-control mask, it decodes.
+      assert.ok(decodeRequest(frameOf(bytes), stream).ok);
+    }
+  });
+
   test('NOT_ALLOWED: commands outside the allow mask get -EPERM, before the payload is looked at', () => {
-    const mask = AllowMask.forKind('guest-control');
-    // Bad padding too: -EPERM wins (§5.2 order).
-    const f = frameOf(hex`20 00 08 00 01 00 00 00 00 00 00 00 01 00 00 00`);
-    expectFail(decodeRequest(f, { allowed: mask.predicate }), WireErrorCode.NOT_ALLOWED, false, -Errno.EPERM);
-    assert.ok(decodeRequest(frameOf(hex`01 00 00 00 01 00 00 00`), { allowed: mask.predicate }).ok);
+    const guest = { transport: 'stream' as const, allowed: AllowMask.forKind('guest-control').predicate };
+    // VCHAN_CLOSE is allowed on the stream but not in the guest-control mask. Bad padding too:
+    // -EPERM wins (§5.2 order).
+    const f = frameOf(hex`12 00 08 00 01 00 00 00 2a 00 00 00 01 00 00 00`);
+    const e = expectFail(decodeRequest(f, guest), WireErrorCode.NOT_ALLOWED, false, -Errno.EPERM);
+    assert.ok(e instanceof NotPermittedError);
+    assert.ok(decodeRequest(frameOf(hex`01 00 00 00 01 00 00 00`), guest).ok);
+    assert.ok(decodeRequest(frameOf(hex`20 00 08 00 01 00 00 00 00 00 00 00 00 00 00 00`), guest).ok);
+    // A local mask narrowed by policy.
+    const narrowed = AllowMask.forKind('local').deny(Command.VCHAN_SERVER_INIT);
+    const server = frameOf(hex`10 00 10 00 01 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00`);
+    expectFail(decodeRequest(server, { transport: 'seqpacket', allowed: narrowed.predicate }), WireErrorCode.NOT_ALLOWED, false, -Errno.EPERM);
+    assert.ok(decodeRequest(server, { transport: 'seqpacket', allowed: AllowMask.forKind('local').predicate }).ok);
   });
 
   test('BAD_LENGTH: payload too short or too long for the id', () => {
@@ -211,18 +284,49 @@ describe('errors inside a well-framed request are answered (§5.2)', () => {
       false,
       -Errno.EINVAL,
     );
+    // A guest sending the local 16-byte VCHAN_SERVER_INIT layout under the guest id.
+    expectFail(
+      decodeRequest(frameOf(hex`10 01 10 00 01 00 00 00 07 00 00 00 00 00 00 00 88 13 00 00 00 10 00 00`)),
+      WireErrorCode.BAD_LENGTH,
+      false,
+      -Errno.EINVAL,
+    );
+    expectFail(decodeRequest(frameOf(hex`01 01 04 00 01 00 00 00 01 00 00 00`)), WireErrorCode.BAD_LENGTH, false, -Errno.EINVAL);
   });
 
   test('BAD_PADDING: non-zero pad16 / pad32 in a request', () => {
     expectFail(decodeRequest(frameOf(hex`02 00 08 00 01 00 00 00 01 00 01 00 00 00 00 00`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
     expectFail(decodeRequest(frameOf(hex`02 00 08 00 01 00 00 00 01 00 00 00 00 00 00 80`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
     expectFail(decodeRequest(frameOf(hex`12 00 08 00 01 00 00 00 2a 00 00 00 01 00 00 00`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
+    // The trailing pad32 of the guest requests.
+    expectFail(decodeRequest(frameOf(hex`01 01 08 00 01 00 00 00 01 00 00 00 00 00 00 01`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
+    expectFail(
+      decodeRequest(frameOf(hex`10 01 18 00 01 00 00 00 07 00 00 00 00 00 00 00 88 13 00 00 00 10 00 00 00 00 01 00 ff 00 00 00`)),
+      WireErrorCode.BAD_PADDING,
+      false,
+      -Errno.EINVAL,
+    );
+    expectFail(
+      decodeRequest(frameOf(hex`11 01 18 00 01 00 00 00 08 00 00 00 06 00 00 00 cd ab 00 00 00 00 00 00 00 00 00 00 00 00 00 80`)),
+      WireErrorCode.BAD_PADDING,
+      false,
+      -Errno.EINVAL,
+    );
+    expectFail(decodeRequest(frameOf(hex`13 01 08 00 01 00 00 00 08 00 00 00 00 01 00 00`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
   });
 
   test('BAD_FLAGS: VCHAN_CLIENT_INIT.flags must be 0', () => {
     for (const flags of ['01000000', '00000080']) {
       const bytes = Buffer.from(`1100100001000000` + `00000000` + `01000000` + `00000000` + flags, 'hex');
       expectFail(decodeRequest(frameOf(bytes)), WireErrorCode.BAD_FLAGS, false, -Errno.EINVAL);
+    }
+  });
+
+  test('BAD_FLAGS: GUEST_VCHAN_CLIENT_INIT.flags must be 0', () => {
+    const stream = { transport: 'stream' as const, allowed: AllowMask.forKind('guest-control').predicate };
+    for (const flags of ['01 00 00 00', '00 00 00 80']) {
+      const bytes = Buffer.from(`1101180001000000 08000000 06000000 cdab0000 00000000 ${flags} 00000000`.replace(/ /g, ''), 'hex');
+      expectFail(decodeRequest(frameOf(bytes), stream), WireErrorCode.BAD_FLAGS, false, -Errno.EINVAL);
     }
   });
 
@@ -282,6 +386,49 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
     expectFail(decodeReply(frameOf(vchanInfoReply((b) => (b[23] = 1)), fds)), WireErrorCode.BAD_PADDING, true);
     expectFail(decodeReply(frameOf(vchanInfoReply((b) => (b[36] = 1)), fds)), WireErrorCode.BAD_PADDING, true);
     expectFail(decodeEvent(frameOf(hex`01 80 08 00 00 00 00 00 00 00 00 00 00 01 00 00`)), WireErrorCode.BAD_PADDING, true);
+  });
+
+  test('the unpatched GuestVchanInfo reply and POOL_ADDED event decode', () => {
+    assert.ok(decodeReply(frameOf(guestInfoReply(() => undefined))).ok);
+    assert.ok(decodeEvent(frameOf(poolAdded(() => undefined))).ok);
+  });
+
+  test('BAD_ENUM, BAD_PADDING, BAD_RANGE in a GuestVchanInfo reply', () => {
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[20] = 2)))), WireErrorCode.BAD_ENUM, true);
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[21] = 9)))), WireErrorCode.BAD_ENUM, true);
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[22] = 29)))), WireErrorCode.BAD_ENUM, true);
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[23] = 1)))), WireErrorCode.BAD_PADDING, true);
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[58] = 0x20)))), WireErrorCode.BAD_RANGE, true); // shm_offset
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[66] = 0x20)))), WireErrorCode.BAD_RANGE, true); // shm_length
+    assert.ok(decodeReply(frameOf(guestInfoReply((b) => (b[66] = 0x1f)))).ok);
+    // The 40-byte local VchanInfo under a guest id is the wrong length.
+    const short = guestInfoReply(() => undefined).subarray(0, 8 + 8 + 40);
+    short.writeUInt16LE(48, 2);
+    expectFail(decodeReply(frameOf(short)), WireErrorCode.BAD_LENGTH, true);
+  });
+
+  test('EVENT_POOL_ADDED: bad padding, size above 2^53-1, socket without NUL or with bytes after it, wrong length', () => {
+    expectFail(decodeEvent(frameOf(poolAdded((b) => (b[20] = 1)))), WireErrorCode.BAD_PADDING, true);
+    expectFail(decodeEvent(frameOf(poolAdded((b) => (b[30] = 0x20)))), WireErrorCode.BAD_RANGE, true);
+    expectFail(decodeEvent(frameOf(poolAdded((b) => b.fill(0x61, 32)))), WireErrorCode.BAD_STRING, true);
+    expectFail(decodeEvent(frameOf(poolAdded((b) => (b[95] = 0x61)))), WireErrorCode.BAD_STRING, true);
+    expectFail(decodeEvent(frameOf(poolAdded((b) => (b[32 + 4] = 0xff)))), WireErrorCode.BAD_STRING, true);
+    const short = poolAdded(() => undefined).subarray(0, 8 + 87);
+    short.writeUInt16LE(87, 2);
+    expectFail(decodeEvent(frameOf(short)), WireErrorCode.BAD_LENGTH, true);
+    // A name the guest must ignore ('/' or a leading '.') is still a valid string on the wire.
+    for (const name of ['../control.sock', '.hidden', 'a/b']) {
+      const r = decodeEvent(frameOf(poolAdded((b) => b.fill(0, 32).write(name, 32))));
+      assert.ok(r.ok);
+      assert.equal((r.value.body as { socket: string }).socket, name);
+    }
+  });
+
+  test('BAD_STRING: GUEST_HELLO reply name without NUL', () => {
+    const b = Buffer.concat([hex`01 01 30 00 01 00 00 00 00 00 00 00 00 00 00 00 05 00 00 00 00 00 00 00`, Buffer.alloc(32, 0x61)]);
+    expectFail(decodeReply(frameOf(b)), WireErrorCode.BAD_STRING, true);
+    b[b.length - 1] = 0;
+    assert.ok(decodeReply(frameOf(b)).ok);
   });
 
   test('BAD_RANGE: a u64 above 2^53-1', () => {
@@ -361,6 +508,23 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
 });
 
 describe('encode errors (KVMCHAN_E_ENCODE)', () => {
+  const guestInfo = {
+    handle: 1,
+    role: 1 as const,
+    readOrder: 10,
+    writeOrder: 10,
+    localDomain: 5,
+    peerDomain: 0,
+    port: 1,
+    pool: 2,
+    vector: 3,
+    peerId: 0,
+    peerVector: 3,
+    shmOffset: 0,
+    shmLength: 4096 + 2048,
+  };
+  const pool = { pool: 2, peerId: 1, vectors: 64, size: 2 ** 24, socket: 'pool-2.sock' };
+
   const cases: [string, () => unknown][] = [
     ['u32 negative', () => encodeRequest(Command.VCHAN_CLOSE, 1, { handle: -1 })],
     ['u32 too big', () => encodeRequest(Command.VCHAN_CLOSE, 1, { handle: 2 ** 32 })],
@@ -394,6 +558,15 @@ describe('encode errors (KVMCHAN_E_ENCODE)', () => {
     ],
     ['raw frame payload above u16', () => encodeFrame(1, 1, Buffer.alloc(0x10000))],
     ['raw frame id above u16', () => encodeFrame(0x10000, 1, Buffer.alloc(0))],
+    ['guest flags outside the mask', () => encodeRequest(Command.GUEST_VCHAN_CLIENT_INIT, 1, { conn: 1, serverDomain: 0, port: 0, timeoutMs: 0, flags: 1 })],
+    ['guest conn missing', () => encodeRequest(Command.GUEST_VCHAN_CLOSE, 1, { handle: 1 } as never)],
+    ['GuestVchanInfo without pool coordinates', () => encodeReply(Command.GUEST_VCHAN_SERVER_INIT, 1, 0, { ...guestInfo, pool: undefined } as never)],
+    ['GuestVchanInfo role out of range', () => encodeReply(Command.GUEST_VCHAN_CLIENT_INIT, 1, 0, { ...guestInfo, role: 2 as never })],
+    ['GuestVchanInfo shm_length above 2^53-1', () => encodeReply(Command.GUEST_VCHAN_CLIENT_INIT, 1, 0, { ...guestInfo, shmLength: 2 ** 53 })],
+    ['GUEST_HELLO name too long', () => encodeReply(Command.GUEST_HELLO, 1, 0, { domain: 1, name: 'x'.repeat(32) })],
+    ['POOL_ADDED socket name too long', () => encodeEvent(Event.POOL_ADDED, { ...pool, socket: 's'.repeat(64) })],
+    ['POOL_ADDED socket name with a NUL', () => encodeEvent(Event.POOL_ADDED, { ...pool, socket: 'a\0b' })],
+    ['POOL_ADDED vectors negative', () => encodeEvent(Event.POOL_ADDED, { ...pool, vectors: -1 })],
   ];
   for (const [name, fn] of cases) {
     test(name, () => {
@@ -401,6 +574,14 @@ describe('encode errors (KVMCHAN_E_ENCODE)', () => {
       assert.equal(e.fatal, false);
     });
   }
+
+  test('the longest names fit: 31-byte GUEST_HELLO name, 63-byte POOL_ADDED socket', () => {
+    const hello = encodeReply(Command.GUEST_HELLO, 1, 0, { domain: 1, name: 'x'.repeat(31) });
+    assert.equal(hello.length, 8 + 8 + 40);
+    const ev = encodeEvent(Event.POOL_ADDED, { ...pool, socket: 's'.repeat(63) });
+    assert.equal(ev.length, 8 + 88);
+    assert.equal(ev[8 + 24 + 63], 0);
+  });
 
   test('a list of exactly MAX_DOMAIN_ENTRIES fits MAX_PAYLOAD', () => {
     const buf = encodeReply(Command.LIST_DOMAINS, 1, 0, {

@@ -3,10 +3,13 @@
  * the hand-written bytes, and the decoder turns the bytes back into the object.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import {
   type AnyReply,
+  AllowMask,
   Command,
+  commandSpec,
   decodeDatagram,
   decodeEvent,
   decodeInbound,
@@ -16,7 +19,12 @@ import {
   encodeReply,
   encodeRequest,
   Errno,
+  Event,
   FrameDecoder,
+  RequestSequence,
+  TRANSPORT_OF,
+  type Transport,
+  WireErrorCode,
 } from '../../src/protocol/index.js';
 import { type Fixture, fixtureFds, fixtures, UNKNOWN_REQUEST } from './fixtures.js';
 
@@ -55,7 +63,58 @@ describe('fixtures', () => {
         `no reply fixture for 0x${id.toString(16)}`,
       );
     }
-    assert.ok(fixtures.some((f) => f.direction === 'event'));
+    for (const id of Object.values(Event)) {
+      assert.ok(
+        fixtures.some((f) => f.direction === 'event' && f.value.id === id),
+        `no event fixture for 0x${id.toString(16)}`,
+      );
+    }
+  });
+
+  test('every request fixture decodes on its transports and is -EPERM (WRONG_TRANSPORT) on the others', () => {
+    const all: Transport[] = ['seqpacket', 'stream'];
+    for (const f of fixtures) {
+      if (f.direction !== 'request') continue;
+      const spec = commandSpec(f.value.id)!;
+      for (const transport of all) {
+        const r = decodeRequest(decodeDatagram(f.bytes), { transport });
+        if (spec.transports.includes(transport)) {
+          assert.ok(r.ok, `${f.name} on ${transport}`);
+        } else {
+          assert.ok(!r.ok, `${f.name} accepted on ${transport}`);
+          assert.equal(r.error.code, WireErrorCode.WRONG_TRANSPORT);
+          assert.equal(r.error.replyErr, -Errno.EPERM);
+        }
+      }
+    }
+  });
+
+  test('the guest-control fixtures, back to back on a stream, pass the guest-control checks', () => {
+    const guestIds = new Set<number>([
+      Command.GUEST_HELLO,
+      Command.GUEST_VCHAN_SERVER_INIT,
+      Command.GUEST_VCHAN_CLIENT_INIT,
+      Command.GUEST_VCHAN_CLOSE,
+      Command.GUEST_CONN_CLOSED,
+    ]);
+    const requests = fixtures.filter((f) => f.direction === 'request' && guestIds.has(f.value.id));
+    assert.equal(requests.length, guestIds.size);
+    // Their seqs run 1..5: one guest session, in the order the fixtures list them.
+    const frames = new FrameDecoder().push(Buffer.concat(requests.map((f) => f.bytes)));
+    const mask = AllowMask.forKind('guest-control');
+    const options = { transport: TRANSPORT_OF['guest-control'], allowed: mask.predicate, sequence: new RequestSequence() };
+    frames.forEach((frame, i) => {
+      const r = decodeRequest(frame, options);
+      assert.ok(r.ok, requests[i]!.name);
+      assert.deepEqual(r.value, requests[i]!.value);
+    });
+    // The same bytes from a local client (seqpacket, local mask) are all refused -EPERM.
+    const local = { transport: TRANSPORT_OF.local, allowed: AllowMask.forKind('local').predicate };
+    for (const f of requests) {
+      const r = decodeRequest(decodeDatagram(f.bytes), local);
+      assert.ok(!r.ok);
+      assert.equal(r.error.replyErr, -Errno.EPERM);
+    }
   });
 
   for (const f of fixtures) {
@@ -102,6 +161,45 @@ describe('fixtures', () => {
     frames.forEach((frame, i) => {
       const f = fixtures[i]!;
       assert.equal(Buffer.concat([f.bytes.subarray(0, 8), frame.payload]).equals(f.bytes), true);
+    });
+  });
+});
+
+/**
+ * §10 of the spec shows hex dumps; each must be, byte for byte, a run of fixtures (so the examples
+ * cannot drift from what the codec is tested against). A dump line is hex pairs, then optionally
+ * three or more spaces and a comment.
+ */
+describe('docs/wire-protocol.md §10 examples', () => {
+  const specPath = new URL('../../../docs/wire-protocol.md', import.meta.url);
+  const text = readFileSync(specPath, 'utf8');
+  const start = text.indexOf('\n## 10. Examples');
+  const end = text.indexOf('\n## 11.', start);
+  const section = text.slice(start, end);
+  const blocks = [...section.matchAll(/```\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  const known = [...fixtures.map((f) => ({ name: f.name, bytes: f.bytes })), { name: 'unknown request', bytes: UNKNOWN_REQUEST }];
+
+  test('the section has examples', () => {
+    assert.ok(start > 0 && end > start);
+    assert.ok(blocks.length >= 8, `${blocks.length} examples`);
+  });
+
+  blocks.forEach((block, i) => {
+    test(`example ${i + 1} is a run of fixtures`, () => {
+      const dump = block
+        .split('\n')
+        .map((line) => line.split(/ {3,}/)[0]!.trim())
+        .filter((h) => h.length > 0);
+      for (const h of dump) assert.match(h, /^[0-9a-f]{2}( {1,2}[0-9a-f]{2})*$/, `not a hex dump line: ${h}`);
+      const bytes = Buffer.from(dump.join('').replace(/ /g, ''), 'hex');
+      const names: string[] = [];
+      for (let at = 0; at < bytes.length; ) {
+        const f = known.find((k) => bytes.subarray(at, at + k.bytes.length).equals(k.bytes));
+        assert.ok(f, `example ${i + 1}: bytes at ${at} match no fixture: ${bytes.subarray(at).toString('hex')}`);
+        names.push(f.name);
+        at += f.bytes.length;
+      }
+      assert.ok(names.length > 0);
     });
   });
 });

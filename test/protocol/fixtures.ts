@@ -397,6 +397,211 @@ export const fixtures: readonly Fixture[] = [
     },
   },
 
+  // ---- §6.8 guest ↔ host control (stream transport: no fds ever)
+  {
+    name: 'GUEST_HELLO request',
+    direction: 'request',
+    bytes: hex`
+      01 01 08 00 01 00 00 00        # id 0x0101, size 8, seq 1
+      01 00 00 00                    # version 1
+      00 00 00 00                    # pad32
+    `,
+    value: { kind: 'request', id: 0x0101, seq: 1, body: { version: 1 }, fds: [] },
+  },
+  {
+    name: 'GUEST_HELLO reply',
+    direction: 'reply',
+    bytes: hex`
+      01 01 30 00 01 00 00 00        # id 0x0101, size 48, seq 1
+      00 00 00 00 00 00 00 00        # err 0, pad
+      05 00 00 00                    # domain 5
+      00 00 00 00                    # pad32
+      73 79 73 2d 6e 65 74 00 00 00 00 00 00 00 00 00   # name "sys-net"
+      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0101, seq: 1, err: 0, body: { domain: 5, name: 'sys-net' }, fds: [] },
+  },
+  {
+    name: 'GUEST_VCHAN_SERVER_INIT reply: -EPERM (sent before GUEST_HELLO)',
+    direction: 'reply',
+    bytes: hex`
+      10 01 08 00 01 00 00 00
+      ff ff ff ff 00 00 00 00        # err -1
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0110, seq: 1, err: -1, body: undefined, fds: [] },
+  },
+  {
+    name: 'GUEST_VCHAN_SERVER_INIT request',
+    direction: 'request',
+    bytes: hex`
+      10 01 18 00 02 00 00 00        # id 0x0110, size 24, seq 2
+      07 00 00 00                    # conn 7
+      00 00 00 00                    # peer_domain 0 (the host)
+      88 13 00 00                    # port 5000
+      00 10 00 00                    # read_min 4096
+      00 00 01 00                    # write_min 65536
+      00 00 00 00                    # pad32
+    `,
+    value: {
+      kind: 'request',
+      id: 0x0110,
+      seq: 2,
+      body: { conn: 7, peerDomain: 0, port: 5000, readMin: 4096, writeMin: 65536 },
+      fds: [],
+    },
+  },
+  {
+    name: 'GUEST_VCHAN_SERVER_INIT reply',
+    direction: 'reply',
+    bytes: hex`
+      10 01 3c 00 02 00 00 00        # size 60
+      00 00 00 00 00 00 00 00        # err 0, pad
+      09 00 00 00                    # handle 9
+      00 0c 10 00                    # role server, read_order 12, write_order 16, pad8
+      05 00 00 00                    # local_domain 5
+      00 00 00 00                    # peer_domain 0
+      88 13 00 00                    # port 5000
+      02 00 00 00                    # pool 2
+      03 00 00 00                    # vector 3
+      00 00 00 00                    # peer_id 0 (the host)
+      03 00 00 00                    # peer_vector 3
+      00 00 02 00 00 00 00 00        # shm_offset 0x20000 (at offset 36: 4-aligned only)
+      00 20 01 00 00 00 00 00        # shm_length 0x12000 = 4096 + 4096 + 65536
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0110,
+      seq: 2,
+      err: 0,
+      body: {
+        handle: 9,
+        role: 0,
+        readOrder: 12,
+        writeOrder: 16,
+        localDomain: 5,
+        peerDomain: 0,
+        port: 5000,
+        pool: 2,
+        vector: 3,
+        peerId: 0,
+        peerVector: 3,
+        shmOffset: 0x20000,
+        shmLength: 0x12000,
+      },
+      fds: [],
+    },
+  },
+  {
+    name: 'GUEST_VCHAN_CLIENT_INIT request',
+    direction: 'request',
+    bytes: hex`
+      11 01 18 00 03 00 00 00        # id 0x0111, size 24, seq 3
+      08 00 00 00                    # conn 8
+      06 00 00 00                    # server_domain 6
+      cd ab 00 00                    # port 0xabcd
+      ff ff ff ff                    # timeout_ms: wait forever
+      00 00 00 00                    # flags 0
+      00 00 00 00                    # pad32
+    `,
+    value: {
+      kind: 'request',
+      id: 0x0111,
+      seq: 3,
+      body: { conn: 8, serverDomain: 6, port: 0xabcd, timeoutMs: 0xffffffff, flags: 0 },
+      fds: [],
+    },
+  },
+  {
+    name: 'GUEST_VCHAN_CLIENT_INIT reply',
+    direction: 'reply',
+    bytes: hex`
+      11 01 3c 00 03 00 00 00        # size 60
+      00 00 00 00 00 00 00 00        # err 0, pad
+      0a 00 00 00                    # handle 10
+      01 0a 0b 00                    # role client, read_order 10, write_order 11, pad8
+      05 00 00 00                    # local_domain 5
+      06 00 00 00                    # peer_domain 6
+      cd ab 00 00                    # port 0xabcd
+      04 00 00 00                    # pool 4
+      11 00 00 00                    # vector 17
+      02 00 00 00                    # peer_id 2 (domain 6 on that pool)
+      11 00 00 00                    # peer_vector 17
+      00 30 00 00 01 00 00 00        # shm_offset 0x1_0000_3000
+      00 1c 00 00 00 00 00 00        # shm_length 7168 = 4096 + 1024 + 2048
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0111,
+      seq: 3,
+      err: 0,
+      body: {
+        handle: 10,
+        role: 1,
+        readOrder: 10,
+        writeOrder: 11,
+        localDomain: 5,
+        peerDomain: 6,
+        port: 0xabcd,
+        pool: 4,
+        vector: 17,
+        peerId: 2,
+        peerVector: 17,
+        shmOffset: 0x1_0000_3000,
+        shmLength: 7168,
+      },
+      fds: [],
+    },
+  },
+  {
+    name: 'GUEST_VCHAN_CLIENT_INIT reply: -ECANCELED (its conn was reported closed)',
+    direction: 'reply',
+    bytes: hex`
+      11 01 08 00 0b 00 00 00
+      83 ff ff ff 00 00 00 00        # err -125
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0111, seq: 11, err: -125, body: undefined, fds: [] },
+  },
+  {
+    name: 'GUEST_VCHAN_CLOSE request',
+    direction: 'request',
+    bytes: hex`
+      12 01 08 00 04 00 00 00        # id 0x0112, size 8, seq 4
+      07 00 00 00                    # conn 7
+      09 00 00 00                    # handle 9
+    `,
+    value: { kind: 'request', id: 0x0112, seq: 4, body: { conn: 7, handle: 9 }, fds: [] },
+  },
+  {
+    name: 'GUEST_VCHAN_CLOSE reply',
+    direction: 'reply',
+    bytes: hex`
+      12 01 08 00 04 00 00 00
+      00 00 00 00 00 00 00 00        # err 0, no data
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0112, seq: 4, err: 0, body: {}, fds: [] },
+  },
+  {
+    name: 'GUEST_CONN_CLOSED request',
+    direction: 'request',
+    bytes: hex`
+      13 01 08 00 05 00 00 00        # id 0x0113, size 8, seq 5
+      08 00 00 00                    # conn 8
+      00 00 00 00                    # pad32
+    `,
+    value: { kind: 'request', id: 0x0113, seq: 5, body: { conn: 8 }, fds: [] },
+  },
+  {
+    name: 'GUEST_CONN_CLOSED reply',
+    direction: 'reply',
+    bytes: hex`
+      13 01 08 00 05 00 00 00
+      00 00 00 00 00 00 00 00        # err 0, no data
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0113, seq: 5, err: 0, body: {}, fds: [] },
+  },
+
   // ---- §4.2 an unknown id is answered -ENOSYS, repeating the id
   {
     name: 'reply to unknown id 0x7777: -ENOSYS',
@@ -426,6 +631,47 @@ export const fixtures: readonly Fixture[] = [
       00 00 00 00 00 00 00 00        # reason STOP
     `,
     value: { kind: 'event', id: 0x8001, seq: 0, body: { reason: 0 } },
+  },
+
+  // ---- §7.2 EVENT_POOL_ADDED (stream transport)
+  {
+    name: 'EVENT_POOL_ADDED',
+    direction: 'event',
+    bytes: hex`
+      01 81 58 00 00 00 00 00        # id 0x8101, size 88, seq 0
+      02 00 00 00                    # pool 2
+      01 00 00 00                    # peer_id 1
+      40 00 00 00                    # vectors 64
+      00 00 00 00                    # pad32
+      00 00 00 01 00 00 00 00        # size 16 MiB
+      70 6f 6f 6c 2d 32 2e 73 6f 63 6b 00 00 00 00 00   # socket "pool-2.sock"
+      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+    `,
+    value: { kind: 'event', id: 0x8101, seq: 0, body: { pool: 2, peerId: 1, vectors: 64, size: 16 * 2 ** 20, socket: 'pool-2.sock' } },
+  },
+  {
+    name: 'EVENT_POOL_ADDED: 63-byte socket name, largest size',
+    direction: 'event',
+    bytes: hex`
+      01 81 58 00 00 00 00 00
+      07 00 00 00                    # pool 7
+      02 00 00 00                    # peer_id 2
+      00 04 00 00                    # vectors 1024
+      00 00 00 00                    # pad32
+      ff ff ff ff ff ff 1f 00        # size 2^53-1
+      61 62 63 64 65 66 67 68 69 6a 6b 6c 6d 6e 6f 70   # "abcdefghijklmnop"
+      71 72 73 74 75 76 77 78 79 7a 61 62 63 64 65 66   # "qrstuvwxyzabcdef"
+      67 68 69 6a 6b 6c 6d 6e 6f 70 71 72 73 74 75 76   # "ghijklmnopqrstuv"
+      77 78 79 7a 30 31 32 33 34 35 36 37 38 39 61 00   # "wxyz0123456789a", NUL
+    `,
+    value: {
+      kind: 'event',
+      id: 0x8101,
+      seq: 0,
+      body: { pool: 7, peerId: 2, vectors: 1024, size: 2 ** 53 - 1, socket: 'abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0123456789a' },
+    },
   },
 ];
 

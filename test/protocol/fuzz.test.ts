@@ -14,6 +14,7 @@ import {
   type AnyEvent,
   type AnyReply,
   type AnyRequest,
+  AllowMask,
   ClientSequencer,
   COMMANDS,
   decodeDatagram,
@@ -31,6 +32,7 @@ import {
   MAX_DOMAIN_ENTRIES,
   MAX_VCHAN_ENTRIES,
   RequestSequence,
+  TRANSPORT_OF,
   type Transport,
   WireError,
 } from '../../src/protocol/index.js';
@@ -130,7 +132,7 @@ function mutate(rng: XorShift32, src: Buffer): Buffer {
       return rng.bytes(rng.int(40)); // noise
     default: {
       // id swapped to another message, size kept
-      if (b.length >= 2) b.writeUInt16LE(rng.pick([...commandSpecs.map((s) => s.id), 0x8001, rng.int(0x10000)]), 0);
+      if (b.length >= 2) b.writeUInt16LE(rng.pick([...commandSpecs.map((s) => s.id), ...eventSpecs.map((s) => s.id), rng.int(0x10000)]), 0);
       return b;
     }
   }
@@ -168,9 +170,11 @@ describe('fuzz', () => {
       const first = rng.next();
       const n = rng.range(1, 40);
       const samples: Sample[] = [];
-      const transport: Transport = 'stream';
+      // The guest control channel: stream transport, guest-control mask (§8).
+      const transport: Transport = TRANSPORT_OF['guest-control'];
+      const mask = AllowMask.forKind('guest-control');
       for (let i = 0; i < n; i++) {
-        const spec = rng.pick(commandSpecs.filter((c) => c.transports.includes(transport)));
+        const spec = rng.pick(commandSpecs.filter((c) => c.transports.includes(transport) && mask.allows(c.id)));
         const seq = (first + i) >>> 0;
         const body = randomStruct(rng, spec.request, 0);
         samples.push({ bytes: encodeRequest(spec.id, seq, body as never), fds: [], value: { kind: 'request', id: spec.id, seq, body, fds: [] } as AnyRequest });
@@ -187,7 +191,7 @@ describe('fuzz', () => {
       const sequence = new RequestSequence();
       assert.equal(frames.length, n);
       frames.forEach((f, i) => {
-        const r = decodeRequest(f, { transport, sequence });
+        const r = decodeRequest(f, { transport, sequence, allowed: mask.predicate });
         if (!r.ok) throw r.error;
         assert.deepEqual(r.value, samples[i]!.value);
       });
@@ -205,6 +209,8 @@ describe('fuzz', () => {
     let streamErrors = 0;
     let processed = 0;
     let rejectedDatagrams = 0;
+    const kinds = ['local', 'guest-control'] as const;
+    const masks = { local: AllowMask.forKind('local'), 'guest-control': AllowMask.forKind('guest-control') };
 
     for (let i = 0; i < MUTATIONS; i++) {
       const src = rng.pick(corpus);
@@ -235,9 +241,11 @@ describe('fuzz', () => {
         continue;
       }
       // The decoders must return, never throw, whatever the frame.
-      const transport: Transport = rng.chance(0.5) ? 'seqpacket' : 'stream';
+      const kind = rng.pick(kinds);
+      const transport: Transport = rng.chance(0.8) ? TRANSPORT_OF[kind] : rng.pick(['seqpacket', 'stream'] as const);
+      const sequence = rng.chance(0.5) ? new RequestSequence(frame.seq) : new RequestSequence();
       const results: DecodeResult<AnyRequest | AnyReply | AnyEvent>[] = [
-        decodeRequest(frame, { transport, sequence: rng.chance(0.5) ? new RequestSequence(frame.seq) : new RequestSequence() }),
+        decodeRequest(frame, rng.chance(0.8) ? { transport, sequence, allowed: masks[kind].predicate } : { transport, sequence }),
         decodeReply(frame, rng.chance(0.3) ? { expectedId: src.value.id } : {}),
         decodeEvent(frame),
         decodeInbound(frame),

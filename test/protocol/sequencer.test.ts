@@ -10,13 +10,23 @@ import {
   Command,
   decodeDatagram,
   encodeEvent,
+  Event,
+  FrameDecoder,
   encodeFrame,
   encodeReply,
   FramingError,
   RequestSequence,
   ShutdownReason,
   VchanRole,
+  WireErrorCode,
 } from '../../src/protocol/index.js';
+import { fixtures } from './fixtures.js';
+
+function fixture(name: string): Buffer {
+  const f = fixtures.find((x) => x.name === name);
+  assert.ok(f, name);
+  return f.bytes;
+}
 
 const info = {
   handle: 5,
@@ -145,5 +155,79 @@ describe('ClientSequencer (requester)', () => {
     await assert.rejects(b.reply, (e: unknown) => e === gone);
     assert.equal(c.pendingCount, 0);
     assert.throws(() => c.request(Command.GET_VERSION, {}), (e: unknown) => e === gone);
+  });
+});
+
+describe('ClientSequencer on the guest control channel (§6.8, §7.2)', () => {
+  test('a guest session: HELLO, a pool announcement, a server grant, close — frames are the fixtures', async () => {
+    const c = new ClientSequencer({ firstSeq: 1 });
+    const hello = c.request(Command.GUEST_HELLO, { version: 1 });
+    assert.deepEqual(hello.frame, fixture('GUEST_HELLO request'));
+    const server = c.request(Command.GUEST_VCHAN_SERVER_INIT, { conn: 7, peerDomain: 0, port: 5000, readMin: 4096, writeMin: 65536 });
+    assert.deepEqual(server.frame, fixture('GUEST_VCHAN_SERVER_INIT request'));
+    const client = c.request(Command.GUEST_VCHAN_CLIENT_INIT, { conn: 8, serverDomain: 6, port: 0xabcd, timeoutMs: 0xffffffff, flags: 0 });
+    assert.deepEqual(client.frame, fixture('GUEST_VCHAN_CLIENT_INIT request'));
+    const close = c.request(Command.GUEST_VCHAN_CLOSE, { conn: 7, handle: 9 });
+    assert.deepEqual(close.frame, fixture('GUEST_VCHAN_CLOSE request'));
+    const closed = c.request(Command.GUEST_CONN_CLOSED, { conn: 8 });
+    assert.deepEqual(closed.frame, fixture('GUEST_CONN_CLOSED request'));
+
+    // The host's side of the stream, in 7-byte pieces: the HELLO reply, the pool announcement,
+    // then the replies, the waiting CLIENT_INIT's last.
+    const inbound = Buffer.concat([
+      fixture('GUEST_HELLO reply'),
+      fixture('EVENT_POOL_ADDED'),
+      fixture('GUEST_VCHAN_SERVER_INIT reply'),
+      fixture('GUEST_VCHAN_CLOSE reply'),
+      fixture('GUEST_CONN_CLOSED reply'),
+      fixture('GUEST_VCHAN_CLIENT_INIT reply'),
+    ]);
+    const d = new FrameDecoder();
+    const events = [];
+    for (let at = 0; at < inbound.length; at += 7) {
+      for (const frame of d.push(inbound.subarray(at, at + 7))) {
+        const ev = c.receive(frame);
+        if (ev) events.push(ev);
+      }
+    }
+    d.end();
+    assert.deepEqual(events, [
+      { kind: 'event', id: Event.POOL_ADDED, seq: 0, body: { pool: 2, peerId: 1, vectors: 64, size: 16 * 2 ** 20, socket: 'pool-2.sock' } },
+    ]);
+    assert.deepEqual((await hello.reply).body, { domain: 5, name: 'sys-net' });
+    const grant = await server.reply;
+    assert.equal(grant.body.pool, 2);
+    assert.equal(grant.body.peerId, 0);
+    assert.deepEqual(grant.fds, []);
+    assert.deepEqual((await close.reply).body, {});
+    assert.deepEqual((await closed.reply).body, {});
+    const joined = await client.reply;
+    assert.deepEqual([joined.body.role, joined.body.peerDomain, joined.body.vector, joined.body.peerVector], [VchanRole.CLIENT, 6, 17, 17]);
+    assert.equal(c.pendingCount, 0);
+  });
+
+  test('a refused guest request rejects with the errno; a GuestVchanInfo reply with fds is fatal', async () => {
+    const c = new ClientSequencer({ firstSeq: 1 });
+    const early = c.request(Command.GUEST_VCHAN_SERVER_INIT, { conn: 7, peerDomain: 0, port: 5000, readMin: 0, writeMin: 0 });
+    c.receive(decodeDatagram(fixture('GUEST_VCHAN_SERVER_INIT reply: -EPERM (sent before GUEST_HELLO)')));
+    await assert.rejects(early.reply, (e: unknown) => e instanceof DaemonError && e.code === 'KVMCHAN_E_DAEMON_EPERM' && e.errno === -1);
+
+    const c2 = new ClientSequencer({ firstSeq: 2 });
+    const r = c2.request(Command.GUEST_VCHAN_SERVER_INIT, { conn: 7, peerDomain: 0, port: 5000, readMin: 4096, writeMin: 65536 });
+    r.reply.catch(() => undefined);
+    assert.throws(
+      () => c2.receive(decodeDatagram(fixture('GUEST_VCHAN_SERVER_INIT reply'), { fds: [30, 31, 32] })),
+      (e: unknown) => e instanceof FramingError && e.code === WireErrorCode.FDS_NOT_ALLOWED && e.fatal,
+    );
+  });
+
+  test('a local VCHAN_CLIENT_INIT reply cannot answer a GUEST_VCHAN_CLIENT_INIT (ids differ)', () => {
+    const c = new ClientSequencer({ firstSeq: 0x80000000 });
+    const r = c.request(Command.GUEST_VCHAN_CLIENT_INIT, { conn: 1, serverDomain: 0, port: 0xabcd, timeoutMs: 0, flags: 0 });
+    r.reply.catch(() => undefined);
+    assert.throws(
+      () => c.receive(decodeDatagram(fixture('VCHAN_CLIENT_INIT reply'), { fds: [1, 2, 3] })),
+      (e: unknown) => e instanceof FramingError && e.code === WireErrorCode.REPLY_ID_MISMATCH,
+    );
   });
 });

@@ -7,8 +7,10 @@ import { constants as osConstants } from 'node:os';
 import { describe, test } from 'node:test';
 import { BufferReader } from '../../src/protocol/buffer-reader.js';
 import { BufferWriter } from '../../src/protocol/buffer-writer.js';
-import { fixedString, struct, u32, u8 } from '../../src/protocol/fields.js';
+import { fixedString, struct, type Struct, u32, u8 } from '../../src/protocol/fields.js';
+import { GUEST_VCHAN_INFO } from '../../src/protocol/messages.js';
 import {
+  type AnyEvent,
   type AnyReply,
   type AnyRequest,
   AllowMask,
@@ -21,6 +23,7 @@ import {
   Errno,
   errnoName,
   errnoValue,
+  Event,
   EVENT_BIT,
   EVENTS,
   isCommandId,
@@ -30,7 +33,9 @@ import {
   MAX_VCHAN_ENTRIES,
   messageName,
   PayloadError,
+  RESERVED_RANGES,
   TRANSPORT_OF,
+  type Transport,
   VCHAN_ENTRY,
   VCHAN_INFO,
   WireErrorCode,
@@ -68,6 +73,7 @@ describe('constants', () => {
 describe('message table', () => {
   test('layout sizes are those of the spec', () => {
     assert.equal(VCHAN_INFO.fixedSize, 40);
+    assert.equal(GUEST_VCHAN_INFO.fixedSize, 52);
     assert.equal(DOMAIN_ENTRY.fixedSize, 48);
     assert.equal(VCHAN_ENTRY.fixedSize, 48);
     assert.equal(MAX_VCHAN_ENTRIES, 341);
@@ -80,46 +86,175 @@ describe('message table', () => {
       VCHAN_CLOSE: [8, 0, 0],
       LIST_DOMAINS: [8, 8, 0],
       LIST_VCHANS: [8, 8, 0],
+      GUEST_HELLO: [8, 40, 0],
+      GUEST_VCHAN_SERVER_INIT: [24, 52, 0],
+      GUEST_VCHAN_CLIENT_INIT: [24, 52, 0],
+      GUEST_VCHAN_CLOSE: [8, 0, 0],
+      GUEST_CONN_CLOSED: [8, 0, 0],
     });
-    assert.equal(EVENTS[0x8001].body.fixedSize, 8);
+    assert.equal(COMMANDS[Command.GUEST_VCHAN_SERVER_INIT].reply, GUEST_VCHAN_INFO);
+    assert.equal(COMMANDS[Command.GUEST_VCHAN_CLIENT_INIT].reply, GUEST_VCHAN_INFO);
+    const events = Object.fromEntries(Object.values(EVENTS).map((e) => [e.name, e.body.fixedSize]));
+    assert.deepEqual(events, { SHUTDOWN: 8, POOL_ADDED: 88 });
   });
 
-  test('no request carries fds; fd-carrying replies are seqpacket-only', () => {
+  test('transports: fd-carrying commands seqpacket-only, guest control stream-only, the rest both', () => {
+    const both: Transport[] = ['seqpacket', 'stream'];
+    const transports = Object.fromEntries(Object.values(COMMANDS).map((c) => [c.name, c.transports]));
+    assert.deepEqual(transports, {
+      GET_VERSION: both,
+      CHECK_COMMAND: both,
+      VCHAN_SERVER_INIT: ['seqpacket'],
+      VCHAN_CLIENT_INIT: ['seqpacket'],
+      VCHAN_CLOSE: both,
+      LIST_DOMAINS: both,
+      LIST_VCHANS: both,
+      GUEST_HELLO: ['stream'],
+      GUEST_VCHAN_SERVER_INIT: ['stream'],
+      GUEST_VCHAN_CLIENT_INIT: ['stream'],
+      GUEST_VCHAN_CLOSE: ['stream'],
+      GUEST_CONN_CLOSED: ['stream'],
+    });
     for (const c of Object.values(COMMANDS)) {
-      assert.equal(c.requestFds, 0, c.name);
-      if (c.replyFds > 0) assert.deepEqual(c.transports, ['seqpacket'], c.name);
-      else assert.deepEqual(c.transports, ['seqpacket', 'stream'], c.name);
+      assert.equal(c.requestFds, 0, `${c.name}: no request carries fds`);
+      if (c.replyFds > 0) assert.ok(!c.transports.includes('stream'), `${c.name} carries fds`);
     }
+    const eventTransports = Object.fromEntries(Object.values(EVENTS).map((e) => [e.name, e.transports]));
+    assert.deepEqual(eventTransports, { SHUTDOWN: both, POOL_ADDED: ['stream'] });
+  });
+
+  test('field alignment (§1): every field naturally aligned, except the u64s of GuestVchanInfo', () => {
+    // Offsets within the payload: reply data starts after the 8-byte {err, pad}, list entries
+    // after the 8-byte {count, next}. Every layout is a whole number of u32s.
+    const misaligned = new Set<string>();
+    const walk = (st: Struct<unknown>, base: number): void => {
+      assert.equal(st.fixedSize % 4, 0, `${st.name}: size ${st.fixedSize}`);
+      let at = 0;
+      for (const e of st.entries) {
+        if ('kind' in e) {
+          const bytes = e.kind === 'pad' ? e.bytes : 4; // pad, or a u32 count
+          if ((base + at) % bytes !== 0) misaligned.add(`${st.name}.pad@${at}`);
+          at += bytes;
+          continue;
+        }
+        const [key, field] = e;
+        if (field.info.kind === 'array') {
+          assert.equal(field.info.entry.fixedSize % 8, 0, `${st.name}.${key}: entries keep 8-byte alignment`);
+          walk(field.info.entry, base + at);
+          continue;
+        }
+        const align = field.info.kind === 'string' ? 1 : field.info.bytes;
+        if ((base + at) % align !== 0) misaligned.add(`${st.name}.${key}@${at}`);
+        at += field.info.bytes;
+      }
+    };
+    for (const c of Object.values(COMMANDS)) {
+      walk(c.request, 0);
+      walk(c.reply, 8);
+    }
+    for (const e of Object.values(EVENTS)) walk(e.body, 0);
+    // As the daemon speaks it, GuestVchanInfo has seven u32s after its first 8 bytes, so its two
+    // u64s sit at offsets 36 and 44 (§6.8 and §11 say so).
+    assert.deepEqual([...misaligned].sort(), ['GuestVchanInfo.shmLength@44', 'GuestVchanInfo.shmOffset@36']);
   });
 
   test('ids: commands below the event bit, events above; names for logs', () => {
     for (const id of Object.values(Command)) assert.ok(id < EVENT_BIT && isCommandId(id) && !isEventId(id));
-    assert.ok(isEventId(0x8001) && !isCommandId(0x8001));
+    for (const id of Object.values(Event)) assert.ok(id >= EVENT_BIT && isEventId(id) && !isCommandId(id));
     assert.equal(messageName(0x0011), 'VCHAN_CLIENT_INIT');
+    assert.equal(messageName(0x0101), 'GUEST_HELLO');
+    assert.equal(messageName(0x0113), 'GUEST_CONN_CLOSED');
     assert.equal(messageName(0x8001), 'EVENT_SHUTDOWN');
+    assert.equal(messageName(0x8101), 'EVENT_POOL_ADDED');
     assert.equal(messageName(0x0030), '0x0030');
+    assert.equal(messageName(0x0102), '0x0102');
+  });
+
+  test('reserved ranges (§6.9) hold no command and are -ENOSYS on every connection kind', () => {
+    assert.deepEqual(
+      RESERVED_RANGES.map(([first, last]) => [first, last]),
+      [
+        [0x0030, 0x003f],
+        [0x0102, 0x010f],
+        [0x0114, 0x01ff],
+      ],
+    );
+    const masks = [AllowMask.forKind('local'), AllowMask.forKind('guest-control')];
+    for (const [first, last] of RESERVED_RANGES) {
+      for (let id = first; id <= last; id++) {
+        assert.ok(!isCommandId(id), `0x${id.toString(16)} is reserved`);
+        for (const mask of masks) {
+          for (const t of ['seqpacket', 'stream'] as const) assert.equal(checkCommand(id, mask, t), -Errno.ENOSYS);
+        }
+      }
+    }
+    // The guest-control block 0x0100–0x01FF: the five commands, the two reserved ranges, and
+    // 0x0100, unassigned (unknown like any id outside the table).
+    const guestBlock = Object.values(Command).filter((id) => id >= 0x0100 && id <= 0x01ff);
+    assert.deepEqual(guestBlock, [0x0101, 0x0110, 0x0111, 0x0112, 0x0113]);
+    assert.ok(!isCommandId(0x0100));
   });
 });
 
 describe('allow masks and CHECK_COMMAND (§6.2, §8)', () => {
-  test('local clients may use every command on seqpacket', () => {
+  const guestCommands = [
+    Command.GUEST_HELLO,
+    Command.GUEST_VCHAN_SERVER_INIT,
+    Command.GUEST_VCHAN_CLIENT_INIT,
+    Command.GUEST_VCHAN_CLOSE,
+    Command.GUEST_CONN_CLOSED,
+  ];
+
+  test('local clients may use every seqpacket command; the stream-only GUEST_* commands are -EPERM', () => {
+    assert.equal(TRANSPORT_OF.local, 'seqpacket');
     const mask = AllowMask.forKind('local');
-    for (const id of Object.values(Command)) assert.equal(checkCommand(id, mask, TRANSPORT_OF.local), 0);
+    const seqpacketIds = Object.values(COMMANDS)
+      .filter((c) => c.transports.includes('seqpacket'))
+      .map((c) => c.id);
+    assert.deepEqual(
+      [...DEFAULT_COMMANDS.local].sort((a, b) => a - b),
+      seqpacketIds.sort((a, b) => a - b),
+    );
+    for (const c of Object.values(COMMANDS)) {
+      assert.equal(checkCommand(c.id, mask, TRANSPORT_OF.local), c.transports.includes('seqpacket') ? 0 : -Errno.EPERM, c.name);
+    }
+    const streamOnly = Object.values(COMMANDS)
+      .filter((c) => !c.transports.includes('seqpacket'))
+      .map((c) => c.id);
+    assert.deepEqual(streamOnly, guestCommands);
+    // Even a mask that lists them cannot open them on seqpacket: the transport refuses first.
+    for (const id of guestCommands) assert.equal(checkCommand(id, new AllowMask(guestCommands), 'seqpacket'), -Errno.EPERM);
   });
 
-  test('guest control: handshake only; fd commands are -EPERM on the stream even if allowed', () => {
+  test('guest control: handshake, the five GUEST_* commands and the two lists, on the stream', () => {
+    assert.equal(TRANSPORT_OF['guest-control'], 'stream');
+    const allowed: number[] = [Command.GET_VERSION, Command.CHECK_COMMAND, ...guestCommands, Command.LIST_DOMAINS, Command.LIST_VCHANS];
+    assert.deepEqual(DEFAULT_COMMANDS['guest-control'], allowed);
     const mask = AllowMask.forKind('guest-control');
-    assert.deepEqual(DEFAULT_COMMANDS['guest-control'], [Command.GET_VERSION, Command.CHECK_COMMAND]);
-    assert.equal(checkCommand(Command.GET_VERSION, mask, 'stream'), 0);
-    assert.equal(checkCommand(Command.LIST_DOMAINS, mask, 'stream'), -Errno.EPERM);
-    mask.allow(Command.VCHAN_SERVER_INIT).allow(Command.LIST_DOMAINS);
+    for (const c of Object.values(COMMANDS)) {
+      assert.equal(checkCommand(c.id, mask, 'stream'), allowed.includes(c.id) ? 0 : -Errno.EPERM, c.name);
+    }
+    // VCHAN_CLOSE is outside the mask (a guest closes with GUEST_VCHAN_CLOSE); allowing it makes it
+    // usable. The fd-carrying commands stay -EPERM on the stream whatever the mask says.
+    mask.allow(Command.VCHAN_SERVER_INIT).allow(Command.VCHAN_CLIENT_INIT).allow(Command.VCHAN_CLOSE);
     assert.equal(checkCommand(Command.VCHAN_SERVER_INIT, mask, 'stream'), -Errno.EPERM);
-    assert.equal(checkCommand(Command.LIST_DOMAINS, mask, 'stream'), 0);
+    assert.equal(checkCommand(Command.VCHAN_CLIENT_INIT, mask, 'stream'), -Errno.EPERM);
+    assert.equal(checkCommand(Command.VCHAN_CLOSE, mask, 'stream'), 0);
+    // Narrowing by policy.
+    mask.deny(Command.LIST_VCHANS);
+    assert.equal(checkCommand(Command.LIST_VCHANS, mask, 'stream'), -Errno.EPERM);
+    // Masks are copies: the defaults are untouched.
+    assert.deepEqual(DEFAULT_COMMANDS['guest-control'], allowed);
+    assert.ok(!AllowMask.forKind('guest-control').allows(Command.VCHAN_CLOSE));
   });
 
   test('unknown, reserved and event ids are -ENOSYS', () => {
-    const mask = AllowMask.forKind('local');
-    for (const id of [0, 0x30, 0x100, 0x7777, 0x8001, 0xffff]) assert.equal(checkCommand(id, mask, 'seqpacket'), -Errno.ENOSYS);
+    for (const kind of ['local', 'guest-control'] as const) {
+      const mask = AllowMask.forKind(kind);
+      for (const id of [0, 0x30, 0x100, 0x102, 0x114, 0x1ff, 0x7777, 0x8001, 0x8101, 0xffff]) {
+        assert.equal(checkCommand(id, mask, TRANSPORT_OF[kind]), -Errno.ENOSYS, `0x${id.toString(16)} on ${kind}`);
+      }
+    }
   });
 
   test('deny never removes the handshake commands', () => {
@@ -128,6 +263,9 @@ describe('allow masks and CHECK_COMMAND (§6.2, §8)', () => {
     assert.ok(mask.allows(Command.CHECK_COMMAND));
     assert.ok(!mask.allows(Command.VCHAN_CLOSE));
     assert.equal(checkCommand(Command.VCHAN_CLOSE, mask, 'seqpacket'), -Errno.EPERM);
+    const guest = AllowMask.forKind('guest-control').deny(Command.GET_VERSION).deny(Command.GUEST_HELLO);
+    assert.equal(checkCommand(Command.GET_VERSION, guest, 'stream'), 0);
+    assert.equal(checkCommand(Command.GUEST_HELLO, guest, 'stream'), -Errno.EPERM);
   });
 });
 
@@ -195,7 +333,7 @@ describe('field descriptors', () => {
 });
 
 describe('typed unions', () => {
-  test('switch (req.id) narrows the request body; reply.ok then id narrows the reply body', () => {
+  test('switch (req.id) narrows the request body; reply.ok then id the reply body; event id the event body', () => {
     function describeRequest(req: AnyRequest): string {
       switch (req.id) {
         case Command.GET_VERSION:
@@ -211,8 +349,16 @@ describe('typed unions', () => {
         case Command.LIST_DOMAINS:
         case Command.LIST_VCHANS:
           return `list from ${req.body.start}`;
-        default:
-          return `guest ${req.id}`;
+        case Command.GUEST_HELLO:
+          return `hello v${req.body.version}`;
+        case Command.GUEST_VCHAN_SERVER_INIT:
+          return `conn ${req.body.conn} server ${req.body.peerDomain}:${req.body.port} ${req.body.readMin}/${req.body.writeMin}`;
+        case Command.GUEST_VCHAN_CLIENT_INIT:
+          return `conn ${req.body.conn} client ${req.body.serverDomain}:${req.body.port} ${req.body.timeoutMs} ${req.body.flags}`;
+        case Command.GUEST_VCHAN_CLOSE:
+          return `conn ${req.body.conn} close ${req.body.handle}`;
+        case Command.GUEST_CONN_CLOSED:
+          return `conn ${req.body.conn} closed`;
       }
     }
     function describeReply(rep: AnyReply): string {
@@ -227,13 +373,43 @@ describe('typed unions', () => {
           return rep.body.entries.map((d) => d.name).join(',');
         case Command.LIST_VCHANS:
           return rep.body.entries.map((v) => v.bytesServerToClient).join(',');
-        default:
-          return 'empty';
+        case Command.GUEST_HELLO:
+          return `domain ${rep.body.domain} ${rep.body.name}`;
+        case Command.GUEST_VCHAN_SERVER_INIT:
+        case Command.GUEST_VCHAN_CLIENT_INIT:
+          return `handle ${rep.body.handle} pool ${rep.body.pool} vector ${rep.body.vector} kicks ${rep.body.peerId}/${rep.body.peerVector}`;
+        case Command.CHECK_COMMAND:
+        case Command.VCHAN_CLOSE:
+        case Command.GUEST_VCHAN_CLOSE:
+        case Command.GUEST_CONN_CLOSED:
+          return `empty ${Object.keys(rep.body).length}`;
       }
     }
-    const texts = fixtures.map((f) => (f.direction === 'request' ? describeRequest(f.value) : f.direction === 'reply' ? describeReply(f.value) : 'reason' in f.value.body ? f.value.body.reason : f.value.body.pool));
-    assert.ok(texts.includes('client 0:512 4294967295'));
-    assert.ok(texts.includes('dom0,wörk-vm'));
-    assert.ok(texts.includes('handle 42 role 1 fds 3'));
+    function describeEvent(ev: AnyEvent): string {
+      switch (ev.id) {
+        case Event.SHUTDOWN:
+          return `shutdown ${ev.body.reason}`;
+        case Event.POOL_ADDED:
+          return `pool ${ev.body.pool} peer ${ev.body.peerId} ${ev.body.socket}`;
+      }
+    }
+    const texts = fixtures.map((f) => (f.direction === 'request' ? describeRequest(f.value) : f.direction === 'reply' ? describeReply(f.value) : describeEvent(f.value)));
+    for (const want of [
+      'client 0:512 4294967295',
+      'dom0,wörk-vm',
+      'handle 42 role 1 fds 3',
+      'hello v1',
+      'conn 7 server 0:5000 4096/65536',
+      'conn 8 client 6:43981 4294967295 0',
+      'conn 7 close 9',
+      'conn 8 closed',
+      'domain 5 sys-net',
+      'handle 10 pool 4 vector 17 kicks 2/17',
+      'empty 0',
+      'shutdown 1',
+      'pool 2 peer 1 pool-2.sock',
+    ]) {
+      assert.ok(texts.includes(want), want);
+    }
   });
 });
