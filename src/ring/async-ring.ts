@@ -30,8 +30,9 @@ export class AsyncRing {
   readonly endpoint: RingEndpoint;
   readonly #hook: WaitHook;
   readonly #maxSpin: number;
-  /** Current spin budget (µs), adapted after every sleep. */
+  /** Current spin budget (µs), adapted after every spin. */
   #spin: number;
+  #waits = 0;
 
   constructor(endpoint: RingEndpoint, hook: WaitHook, options: AsyncRingOptions = {}) {
     this.endpoint = endpoint;
@@ -40,27 +41,34 @@ export class AsyncRing {
     this.#spin = this.#maxSpin;
   }
 
-  /** Polls `ready` for up to the current budget; time is read every 64 polls (~1.5 µs). */
+  /**
+   * Polls `ready` for up to the current budget; time is read every 64 polls (~1.5 µs).
+   * The budget adapts (ring-protocol.md §8): it doubles when a spin catches the
+   * peer and halves when it does not, so spinning stops when it only steals CPU
+   * from a peer that shares it; every 64th wait probes with the full budget.
+   */
   #spinUntil(ready: () => boolean): boolean {
-    if (this.#spin <= 0) return false;
-    const deadline = performance.now() + this.#spin / 1000;
+    if (this.#maxSpin === 0) return false;
+    const probe = (++this.#waits & 63) === 0;
+    const budget = probe ? this.#maxSpin : this.#spin;
+    if (budget < MIN_SPIN_US) return false;
+    const deadline = performance.now() + budget / 1000;
     for (;;) {
-      for (let i = 0; i < 64; i++) if (ready()) return true;
-      if (performance.now() >= deadline) return false;
+      for (let i = 0; i < 64; i++) {
+        if (ready()) {
+          this.#spin = Math.min(this.#maxSpin, Math.max(MIN_SPIN_US * 2, budget * 2));
+          return true;
+        }
+      }
+      if (performance.now() >= deadline) {
+        this.#spin = budget / 2;
+        return false;
+      }
     }
   }
 
-  /** Sleeps on the hook and adapts the spin budget to how long the peer took. */
   async #sleep(signal: AbortSignal | undefined): Promise<void> {
-    if (this.#maxSpin === 0) {
-      await this.#hook.wait(signal);
-      return;
-    }
-    const t0 = performance.now();
     await this.#hook.wait(signal);
-    const slept = (performance.now() - t0) * 1000;
-    // Woken soon after giving up: spinning a little longer would have caught it.
-    this.#spin = slept < this.#maxSpin ? this.#maxSpin : Math.max(MIN_SPIN_US, this.#spin / 2);
   }
 
   #spinReadable(min: number): boolean {

@@ -15,7 +15,7 @@ import { initializeRegion, regionLength } from '../../ring/layout.js';
 import { RingChannel } from '../../transport/ring-channel.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
-import { AllowMask } from '../../protocol/allow-mask.js';
+import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
 import { Command, Errno, Event, PROTOCOL_VERSION, MAX_PAYLOAD, TIMEOUT_INFINITE, VchanRole, DomainFlag, type CommandId, type EndpointState } from '../../protocol/constants.js';
 import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES } from '../../protocol/messages.js';
 import type { AnyRequest, Frame } from '../../protocol/types.js';
@@ -88,7 +88,10 @@ export class HostLink {
         this.#onFrame(f);
       },
       onClose: (err) => {
-        this.#end(err === null ? 'guest closed its control channel' : `control channel failed: ${err.message}`, err !== null);
+        // Framing errors caught by the stream decoder (oversize header...) and a corrupted control
+        // ring arrive here, not through #onFrame: log their stable code too, so the log names the
+        // guest's misbehaviour the same way for every kind of violation.
+        this.#end(err === null ? 'guest closed its control channel' : `control channel failed: ${err.code} ${err.message}`, err !== null);
       },
     });
     // Tell the guest the region is ready (it waits for this before attaching).
@@ -139,7 +142,7 @@ export class HostLink {
         this.#channel.send(encodeReply(req.id, req.seq, 0, { version: PROTOCOL_VERSION, maxPayload: MAX_PAYLOAD }));
         return;
       case Command.CHECK_COMMAND:
-        this.#channel.send(encodeReply(req.id, req.seq, this.#allowed.allows(req.body.id as CommandId) ? 0 : -Errno.ENOSYS));
+        this.#channel.send(encodeReply(req.id, req.seq, checkCommand(req.body.id, this.#allowed, 'stream')));
         return;
       case Command.GUEST_HELLO:
         this.#hello = true;

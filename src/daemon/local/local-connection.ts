@@ -12,9 +12,12 @@ import { decodeDatagram } from '../../protocol/frame.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
 import { Command, Errno, Event, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
-import { commandSpec, MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES } from '../../protocol/messages.js';
+import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES } from '../../protocol/messages.js';
 import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
 import { WireError } from '../../protocol/errors.js';
+import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
+
+const LOCAL_MASK = AllowMask.forKind('local');
 import type { KvmchanError } from '../../errors.js';
 import type { Caller } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
@@ -113,12 +116,10 @@ export class LocalConnection {
       case Command.GET_VERSION:
         this.#socket.send(encodeReply(req.id, req.seq, 0, { version: PROTOCOL_VERSION, maxPayload: MAX_PAYLOAD }));
         return;
-      case Command.CHECK_COMMAND: {
-        const spec = commandSpec(req.body.id);
-        const known = spec !== undefined && spec.transports.includes('seqpacket');
-        this.#socket.send(encodeReply(req.id, req.seq, known ? 0 : -Errno.ENOSYS));
+      case Command.CHECK_COMMAND:
+        // wire-protocol.md §6.2/§8: unknown → -ENOSYS, known but not for this connection → -EPERM.
+        this.#socket.send(encodeReply(req.id, req.seq, checkCommand(req.body.id, LOCAL_MASK, 'seqpacket')));
         return;
-      }
       case Command.VCHAN_SERVER_INIT: {
         const b = req.body;
         this.#sendGrant(req.id, req.seq, await this.#service.serverInit(this.caller, b.peerDomain, b.port, b.readMin, b.writeMin));

@@ -181,7 +181,8 @@ export class Registry {
     this.#checkDomain(peerDomain);
     this.#checkPolicy(caller.domain, peerDomain, caller);
     if (readMin > 2 ** this.#limits.maxRingOrder || writeMin > 2 ** this.#limits.maxRingOrder) {
-      throw new RegistryError('EINVAL', `ring size above the limit of ${2 ** this.#limits.maxRingOrder} bytes`);
+      // wire-protocol.md §6.3: a ring that cannot be that large is -EMSGSIZE.
+      throw new RegistryError('EMSGSIZE', `ring size above the limit of ${2 ** this.#limits.maxRingOrder} bytes`);
     }
     const key = keyOf(caller.domain, peerDomain, port);
     const existing = this.#byKey.get(key);
@@ -362,8 +363,10 @@ export class Registry {
       if (!visible) continue;
       const ctl = rec.res.control;
       // Counters come from shared memory: informational only, never trusted for anything else.
+      // A peer can write any wrap count; saturate at 2^53 − 1 as the wire requires (wire-protocol.md
+      // §1), or encoding LIST_VCHANS would fail (EIO) for every caller, hiding every vchan.
       const bytes = (prodOff: number, wrapsOff: number): number =>
-        (Atomics.load(ctl, wrapsOff / 4) >>> 0) * 2 ** 32 + (Atomics.load(ctl, prodOff / 4) >>> 0);
+        Math.min(Number.MAX_SAFE_INTEGER, (Atomics.load(ctl, wrapsOff / 4) >>> 0) * 2 ** 32 + (Atomics.load(ctl, prodOff / 4) >>> 0));
       out.push({
         handle: rec.handle,
         serverDomain: rec.serverDomain,
