@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 import { Vchan } from '../../src/client/index.js';
 import { DAEMON_MAIN } from '../../src/cli/private-daemon.js';
 import { socketPath } from '../../src/daemon/config.js';
-import { startDaemon, within, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { startDaemon, teardown, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 const CLI_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 
@@ -69,10 +69,12 @@ before(async () => {
   d = await startDaemon();
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-cli-'));
 });
-after(async () => {
-  await d.stop();
-  fs.rmSync(work, { recursive: true, force: true });
-});
+after(() =>
+  teardown(
+    () => d?.stop(),
+    () => fs.rmSync(work, { recursive: true, force: true }),
+  ),
+);
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 

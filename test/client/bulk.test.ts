@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { startDaemon, within, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { startDaemon, teardown, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { seedFromEnv } from '../helpers/prng.js';
 
@@ -13,9 +13,7 @@ let d: TestDaemon;
 before(async () => {
   d = await startDaemon();
 });
-after(async () => {
-  await d.stop();
-});
+after(() => teardown(() => d?.stop()));
 
 const SEED = seedFromEnv(0x5eed1);
 

@@ -13,7 +13,7 @@ import { AbortError, ClosedError, DaemonError, MessageTooLargeError, TimeoutErro
 import { Pattern } from '../helpers/pattern.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { Prng } from '../helpers/prng.js';
-import { fdCount, sleep, startDaemon, waitFor, within, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { fdCount, sleep, startDaemon, teardown, waitFor, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 let d: TestDaemon;
 let peer: PeerProcess;
@@ -21,10 +21,12 @@ before(async () => {
   d = await startDaemon();
   peer = await PeerProcess.spawn(d.runtimeDir);
 });
-after(async () => {
-  await peer.end();
-  await d.stop();
-});
+after(() =>
+  teardown(
+    () => peer?.end(),
+    () => d?.stop(),
+  ),
+);
 
 interface Tracked<T> {
   settled: boolean;

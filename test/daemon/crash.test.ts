@@ -14,15 +14,13 @@ import { ClosedError, DaemonUnavailableError } from '../../src/errors.js';
 import { PID_NAME, SOCKET_NAME } from '../../src/daemon/config.js';
 import { Pattern } from '../helpers/pattern.js';
 import { PeerProcess } from '../helpers/peer-process.js';
-import { expectFdsBackTo, settledFds, sleep, startDaemon, waitFor, within, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { expectFdsBackTo, settledFds, sleep, startDaemon, teardown, waitFor, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 let d: TestDaemon;
 before(async () => {
   d = await startDaemon();
 });
-after(async () => {
-  await d.stop();
-});
+after(() => teardown(() => d?.stop()));
 
 async function vchanCount(runtimeDir: string): Promise<number> {
   const conn = await DaemonConnection.open(runtimeDir);

@@ -12,7 +12,7 @@ import { Command } from '../../src/protocol/constants.js';
 import { DaemonError } from '../../src/errors.js';
 import { socketPath } from '../../src/daemon/config.js';
 import { PeerProcess } from '../helpers/peer-process.js';
-import { startDaemon, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { startDaemon, teardown, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 const NOBODY = 65534;
 
@@ -35,12 +35,15 @@ before(async () => {
   nobody = await PeerProcess.spawn(d.runtimeDir, { uid: NOBODY, gid: NOBODY });
 });
 
-after(async () => {
-  rootServer.close();
-  rootWaiting.close();
-  await Promise.all([rootPeer.end(), nobody.end()]);
-  await d.stop();
-});
+after(() =>
+  teardown(
+    () => rootServer?.close(),
+    () => rootWaiting?.close(),
+    () => rootPeer?.end(),
+    () => nobody?.end(),
+    () => d?.stop(),
+  ),
+);
 
 async function rootList(): Promise<{ handle: number; port: number; serverPid: number; clientPid: number }[]> {
   const conn = await DaemonConnection.open(d.runtimeDir);

@@ -13,19 +13,7 @@ import { Command, Errno, MAX_PAYLOAD } from '../../src/protocol/constants.js';
 import { encodeRequest } from '../../src/protocol/codec.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { Prng, seedFromEnv } from '../helpers/prng.js';
-import {
-  RawClient,
-  expectFdsBackTo,
-  rawFrame,
-  settledFds,
-  sleep,
-  startDaemon,
-  waitFor,
-  within,
-  words,
-  type RawReply,
-  type TestDaemon,
-} from '../helpers/daemon-fixture.js';
+import { expectFdsBackTo, RawClient, rawFrame, settledFds, sleep, startDaemon, teardown, waitFor, within, words, type RawReply, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 const HANDSHAKE_MS = 400;
 const SEED = seedFromEnv(0xbad5eed);
@@ -56,10 +44,13 @@ before(async () => {
   baselineFds = await settledFds(d.daemon.pid);
 });
 
-after(async () => {
-  await Promise.all([source.end(), sink.end()]);
-  await d.stop();
-});
+after(() =>
+  teardown(
+    () => source?.end(),
+    () => sink?.end(),
+    () => d?.stop(),
+  ),
+);
 
 function alive(): void {
   assert.equal(d.daemon.child.exitCode, null, `kvmchand exited: ${d.log().slice(-2000)}`);

@@ -11,7 +11,7 @@ import { EndpointState } from '../../src/protocol/constants.js';
 import { native } from '../../src/native.js';
 import { Pattern } from '../helpers/pattern.js';
 import { PeerProcess } from '../helpers/peer-process.js';
-import { expectFdsBackTo, fdCount, rssKiB, settledFds, startDaemon, within, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { expectFdsBackTo, fdCount, rssKiB, settledFds, startDaemon, teardown, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 const MiB = 1024;
 
@@ -21,10 +21,12 @@ before(async () => {
   d = await startDaemon({ logLevel: 'warn' });
   peer = await PeerProcess.spawn(d.runtimeDir);
 });
-after(async () => {
-  await peer.end();
-  await d.stop();
-});
+after(() =>
+  teardown(
+    () => peer?.end(),
+    () => d?.stop(),
+  ),
+);
 
 test('1,000 concurrent vchans between two processes, all transferring; everything released afterwards', async (t) => {
   const N = 1000;

@@ -31,6 +31,23 @@ export interface TestDaemon {
   stop(): Promise<void>;
 }
 
+/**
+ * Runs every cleanup step even if earlier ones throw (or their object was never created
+ * because a `before` hook failed), then rethrows the first error. A daemon left running
+ * would keep the test process alive forever.
+ */
+export async function teardown(...steps: (() => unknown)[]): Promise<void> {
+  const errors: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length > 0) throw errors[0];
+}
+
 export async function startDaemon(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-test-'));
   const logFile = path.join(work, 'kvmchand.log');
@@ -46,6 +63,11 @@ export async function startDaemon(opts: TestDaemonOptions = {}): Promise<TestDae
     extraArgs,
     ...(opts.runtimeDir === undefined ? {} : { runtimeDir: opts.runtimeDir }),
   });
+  // Whatever happens to the test, its daemon does not outlive it.
+  const reap = (): void => {
+    if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill('SIGKILL');
+  };
+  process.once('exit', reap);
   return {
     daemon,
     runtimeDir: daemon.runtimeDir,
@@ -58,6 +80,7 @@ export async function startDaemon(opts: TestDaemonOptions = {}): Promise<TestDae
       }
     },
     stop: async () => {
+      process.removeListener('exit', reap);
       await daemon.stop();
       fs.rmSync(work, { recursive: true, force: true });
     },

@@ -41,6 +41,11 @@ export class PeerProcess extends EventEmitter {
       child.once('exit', (code, signal) => {
         resolve({ code, signal });
       });
+      // spawn() itself failed (EAGAIN, ENOMEM...): there will be no 'exit'.
+      child.once('error', (err) => {
+        this.stderr += `[spawn error] ${err.message}\n`;
+        resolve({ code: null, signal: null });
+      });
     });
     let onReady: (v: { pid: number; uid: number }) => void = () => undefined;
     this.ready = new Promise((resolve) => {
