@@ -154,6 +154,33 @@ test('well-framed bad requests get -EINVAL / -ENOSYS and the connection stays up
   assert.ok(written > 0);
 });
 
+test('a waiting VCHAN_CLIENT_INIT does not hold back later replies; a client that takes the fds and vanishes frees the server', async () => {
+  const raw = new RawClient(d.runtimeDir);
+  let server: Vchan | undefined;
+  try {
+    raw.send(encodeRequest(Command.VCHAN_CLIENT_INIT, 1, { serverDomain: 0, port: 555, timeoutMs: 0xffffffff, flags: 0 }));
+    raw.send(encodeRequest(Command.GET_VERSION, 2, {}));
+    const first = await raw.reply();
+    assert.equal(first.seq, 2, 'the reply to GET_VERSION must not wait behind the waiting CLIENT_INIT');
+    assert.equal(first.err, 0);
+    server = await Vchan.listen({ runtimeDir: d.runtimeDir, port: 555 });
+    const init = await raw.reply();
+    assert.equal(init.seq, 1);
+    assert.equal(init.id, Command.VCHAN_CLIENT_INIT);
+    assert.equal(init.err, 0);
+    assert.equal(init.fds.length, 3, 'VchanInfo comes with [shm, wait, kick]');
+    for (const fd of init.fds) native.close(fd);
+    // The "client" never attaches in shared memory and goes away: the daemon closes its side.
+    raw.close();
+    const eof = await within(server.read(), 5000, 'the server to see its vanished client as closed');
+    assert.equal(eof, null);
+    assert.equal(server.state, 'closed');
+  } finally {
+    raw.close();
+    server?.close();
+  }
+});
+
 test('a wrong seq, an event id as a request, and framing errors close that connection only', async () => {
   const cases: { name: string; frames: Buffer[]; answered: number }[] = [
     { name: 'seq skips one', frames: [encodeRequest(Command.GET_VERSION, 5, {}), encodeRequest(Command.GET_VERSION, 7, {})], answered: 1 },
