@@ -51,7 +51,7 @@ export class Daemon {
     try {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
-        service: new HostVchanService(this.registry),
+        service: new HostVchanService(this.registry, () => this.pools.pools()),
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
         log: this.log.child({ component: 'local' }),
@@ -120,6 +120,7 @@ export class Daemon {
           registry: this.registry,
           log: this.log.child({ component: 'guest-link' }),
           pools: () => this.pools.poolsOf(domain),
+          poolStatus: () => this.pools.pools(),
           onViolation: (why) => {
             // A guest that breaks the control protocol is cut off; its daemon may attach again.
             this.#links.delete(domain);

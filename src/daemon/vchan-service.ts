@@ -26,6 +26,19 @@ export interface DomainStatus extends DomainInfo {
   vchans: number;
 }
 
+/** A pool device as `kvmchan status` shows it (wire-protocol.md §6.10). */
+export interface PoolStatus {
+  pool: number;
+  members: number[];
+  joined: number[];
+  state: 'ready' | 'pending' | 'retired';
+  size: number;
+  vectors: number;
+  freeBytes: number;
+  freeVectors: number;
+  vchans: number;
+}
+
 export interface VchanService {
   readonly localDomain: number;
   serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant>;
@@ -35,4 +48,5 @@ export interface VchanService {
   dropConnection(connId: number): void;
   listDomains(caller: Caller): Promise<DomainStatus[]>;
   listVchans(caller: Caller): Promise<VchanSnapshot[]>;
+  listPools(caller: Caller): Promise<PoolStatus[]>;
 }

@@ -20,6 +20,7 @@ export const DEFAULT_COMMANDS: { readonly [K in ConnectionKind]: readonly Comman
     Command.VCHAN_CLOSE,
     Command.LIST_DOMAINS,
     Command.LIST_VCHANS,
+    Command.LIST_POOLS,
   ],
   'guest-control': [
     Command.GET_VERSION,
@@ -31,6 +32,7 @@ export const DEFAULT_COMMANDS: { readonly [K in ConnectionKind]: readonly Comman
     Command.GUEST_CONN_CLOSED,
     Command.LIST_DOMAINS,
     Command.LIST_VCHANS,
+    Command.LIST_POOLS,
   ],
 };
 

@@ -36,6 +36,7 @@ export const Command = {
   VCHAN_CLOSE: 0x0012,
   LIST_DOMAINS: 0x0020,
   LIST_VCHANS: 0x0021,
+  LIST_POOLS: 0x0022,
   // Guest ↔ host control channel (§6.8), stream transport only.
   GUEST_HELLO: 0x0101,
   GUEST_VCHAN_SERVER_INIT: 0x0110,
@@ -153,3 +154,7 @@ export function errnoValue(name: string): number | undefined {
 
 /** Bytes of EVENT_POOL_ADDED.socket, including at least one terminating NUL (§7.2). */
 export const POOL_SOCKET_NAME_SIZE = 64;
+
+/** PoolEntry.state (§6.10). */
+export const PoolState = { READY: 0, PENDING: 1, RETIRED: 2 } as const;
+export type PoolState = (typeof PoolState)[keyof typeof PoolState];

@@ -18,6 +18,7 @@ import {
   MAX_RING_ORDER,
   MIN_RING_ORDER,
   POOL_SOCKET_NAME_SIZE,
+  PoolState,
   REPLY_HEADER_SIZE,
   ShutdownReason,
   VchanRole,
@@ -64,6 +65,8 @@ import type {
   GuestConnClosedRequest,
   GuestVchanInfo,
   PoolAddedEvent,
+  PoolEntry,
+  ListPoolsReply,
 } from './types.js';
 
 // ---- shared layouts
@@ -100,6 +103,7 @@ export const GUEST_VCHAN_INFO = struct<GuestVchanInfo>('GuestVchanInfo')([
   ['vector', u32],
   ['peerId', u32],
   ['peerVector', u32],
+  pad32,
   ['shmOffset', u64],
   ['shmLength', u64],
 ]);
@@ -129,9 +133,25 @@ export const VCHAN_ENTRY = struct<VchanEntry>('VchanEntry')([
   ['bytesServerToClient', u64],
 ]);
 
+export const POOL_ENTRY = struct<PoolEntry>('PoolEntry')([
+  ['pool', u32],
+  ['memberA', u32],
+  ['memberB', u32],
+  ['vectors', u32],
+  ['freeVectors', u32],
+  ['vchans', u32],
+  ['state', enumOf<PoolState>(1, [PoolState.READY, PoolState.PENDING, PoolState.RETIRED])],
+  ['joined', rangeU8(0, 3)],
+  pad16,
+  pad32,
+  ['size', u64],
+  ['freeBytes', u64],
+]);
+
 /** Entries that fit one list reply: MAX_PAYLOAD − {err, pad} − {count, next}. */
 export const MAX_DOMAIN_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / DOMAIN_ENTRY.fixedSize);
 export const MAX_VCHAN_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / VCHAN_ENTRY.fixedSize);
+export const MAX_POOL_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / POOL_ENTRY.fixedSize);
 
 // ---- the command table
 
@@ -232,6 +252,19 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
       countOf('entries'),
       ['next', u32],
       ['entries', arrayOf(VCHAN_ENTRY)],
+    ]),
+    requestFds: 0,
+    replyFds: 0,
+    transports: both,
+  },
+  [Command.LIST_POOLS]: {
+    id: Command.LIST_POOLS,
+    name: 'LIST_POOLS',
+    request: listRequest,
+    reply: struct<ListPoolsReply>('ListPoolsReply')([
+      countOf('entries'),
+      ['next', u32],
+      ['entries', arrayOf(POOL_ENTRY)],
     ]),
     requestFds: 0,
     replyFds: 0,

@@ -2,7 +2,7 @@
  * Typed bodies of every message (docs/wire-protocol.md §6–§7), and the frame-level unions the
  * daemon and the client switch on. Field names are the spec's, in camelCase.
  */
-import type { Command, CommandId, EndpointState, Event, EventId, ShutdownReason, VchanRole } from './constants.js';
+import type { Command, CommandId, EndpointState, Event, EventId, PoolState, ShutdownReason, VchanRole } from './constants.js';
 import type { Empty } from './fields.js';
 
 // ---- §6.1 GET_VERSION
@@ -99,6 +99,27 @@ export interface ShutdownEvent {
   reason: ShutdownReason;
 }
 
+// ---- §6.10 LIST_POOLS
+export interface PoolEntry {
+  pool: number;
+  /** Member guests (0 = none: a host pool has one member). */
+  memberA: number;
+  memberB: number;
+  vectors: number;
+  freeVectors: number;
+  vchans: number;
+  state: PoolState;
+  /** Bit 0: memberA attached, bit 1: memberB attached. */
+  joined: number;
+  size: number;
+  freeBytes: number;
+}
+
+export interface ListPoolsReply {
+  next: number;
+  entries: PoolEntry[];
+}
+
 // ---- §6.8 guest ↔ host control
 export interface GuestHelloRequest {
   version: number;
@@ -169,6 +190,7 @@ export interface RequestBodies {
   [Command.VCHAN_CLOSE]: VchanCloseRequest;
   [Command.LIST_DOMAINS]: ListRequest;
   [Command.LIST_VCHANS]: ListRequest;
+  [Command.LIST_POOLS]: ListRequest;
   [Command.GUEST_HELLO]: GuestHelloRequest;
   [Command.GUEST_VCHAN_SERVER_INIT]: GuestVchanServerInitRequest;
   [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanClientInitRequest;
@@ -185,6 +207,7 @@ export interface ReplyBodies {
   [Command.VCHAN_CLOSE]: Empty;
   [Command.LIST_DOMAINS]: ListDomainsReply;
   [Command.LIST_VCHANS]: ListVchansReply;
+  [Command.LIST_POOLS]: ListPoolsReply;
   [Command.GUEST_HELLO]: GuestHelloReply;
   [Command.GUEST_VCHAN_SERVER_INIT]: GuestVchanInfo;
   [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanInfo;

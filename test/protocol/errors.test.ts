@@ -70,11 +70,12 @@ function expectFail<T>(r: DecodeResult<T>, code: WireErrorCode, fatal: boolean, 
 /** The GUEST_VCHAN_SERVER_INIT reply fixture (§6.8), patched. Payload offsets: see the comments. */
 function guestInfoReply(patch: (b: Buffer) => void): Buffer {
   const b = hex`
-    10 01 3c 00 02 00 00 00  00 00 00 00 00 00 00 00
+    10 01 40 00 02 00 00 00  00 00 00 00 00 00 00 00
     09 00 00 00 00 0c 10 00                            # 16 handle, 20 role, 21-22 orders, 23 pad8
     05 00 00 00 00 00 00 00  88 13 00 00               # 24 local, 28 peer, 32 port
     02 00 00 00 03 00 00 00  00 00 00 00 03 00 00 00   # 36 pool, 40 vector, 44 peer_id, 48 peer_vector
-    00 00 02 00 00 00 00 00  00 20 01 00 00 00 00 00   # 52 shm_offset, 60 shm_length`;
+    00 00 00 00                                        # 52 pad
+    00 00 02 00 00 00 00 00  00 20 01 00 00 00 00 00   # 56 shm_offset, 64 shm_length`;
   patch(b);
   return b;
 }
@@ -398,9 +399,10 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
     expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[21] = 9)))), WireErrorCode.BAD_ENUM, true);
     expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[22] = 29)))), WireErrorCode.BAD_ENUM, true);
     expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[23] = 1)))), WireErrorCode.BAD_PADDING, true);
-    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[58] = 0x20)))), WireErrorCode.BAD_RANGE, true); // shm_offset
-    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[66] = 0x20)))), WireErrorCode.BAD_RANGE, true); // shm_length
-    assert.ok(decodeReply(frameOf(guestInfoReply((b) => (b[66] = 0x1f)))).ok);
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[52] = 1)))), WireErrorCode.BAD_PADDING, true);
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[62] = 0x20)))), WireErrorCode.BAD_RANGE, true); // shm_offset
+    expectFail(decodeReply(frameOf(guestInfoReply((b) => (b[70] = 0x20)))), WireErrorCode.BAD_RANGE, true); // shm_length
+    assert.ok(decodeReply(frameOf(guestInfoReply((b) => (b[70] = 0x1f)))).ok);
     // The 40-byte local VchanInfo under a guest id is the wrong length.
     const short = guestInfoReply(() => undefined).subarray(0, 8 + 8 + 40);
     short.writeUInt16LE(48, 2);

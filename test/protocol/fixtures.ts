@@ -397,6 +397,51 @@ export const fixtures: readonly Fixture[] = [
     },
   },
 
+  // ---- §6.10 LIST_POOLS
+  {
+    name: 'LIST_POOLS request',
+    direction: 'request',
+    bytes: hex`
+      22 00 08 00 0b 00 00 00        # id 0x0022, size 8, seq 11
+      00 00 00 00 00 00 00 00        # start 0, pad
+    `,
+    value: { kind: 'request', id: 0x0022, seq: 11, body: { start: 0 }, fds: [] },
+  },
+  {
+    name: 'LIST_POOLS reply',
+    direction: 'reply',
+    bytes: hex`
+      22 00 40 00 0b 00 00 00        # size 64
+      00 00 00 00 00 00 00 00        # err 0, pad
+      01 00 00 00                    # count 1
+      00 00 00 00                    # next 0
+      03 00 00 00                    # pool 3
+      01 00 00 00                    # member_a 1
+      02 00 00 00                    # member_b 2
+      40 00 00 00                    # vectors 64
+      3e 00 00 00                    # free_vectors 62
+      02 00 00 00                    # vchans 2
+      00 03 00 00                    # state READY, joined both, pad16
+      00 00 00 00                    # pad
+      00 00 00 04 00 00 00 00        # size 64 MiB
+      00 c0 fd 03 00 00 00 00        # free_bytes 64 MiB - 144 KiB
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0022,
+      seq: 11,
+      err: 0,
+      body: {
+        next: 0,
+        entries: [
+          { pool: 3, memberA: 1, memberB: 2, vectors: 64, freeVectors: 62, vchans: 2, state: 0, joined: 3, size: 0x4000000, freeBytes: 0x3fdc000 },
+        ],
+      },
+      fds: [],
+    },
+  },
+
   // ---- §6.8 guest ↔ host control (stream transport: no fds ever)
   {
     name: 'GUEST_HELLO request',
@@ -454,7 +499,7 @@ export const fixtures: readonly Fixture[] = [
     name: 'GUEST_VCHAN_SERVER_INIT reply',
     direction: 'reply',
     bytes: hex`
-      10 01 3c 00 02 00 00 00        # size 60
+      10 01 40 00 02 00 00 00        # size 64
       00 00 00 00 00 00 00 00        # err 0, pad
       09 00 00 00                    # handle 9
       00 0c 10 00                    # role server, read_order 12, write_order 16, pad8
@@ -465,7 +510,8 @@ export const fixtures: readonly Fixture[] = [
       03 00 00 00                    # vector 3
       00 00 00 00                    # peer_id 0 (the host)
       03 00 00 00                    # peer_vector 3
-      00 00 02 00 00 00 00 00        # shm_offset 0x20000 (at offset 36: 4-aligned only)
+      00 00 00 00                    # pad
+      00 00 02 00 00 00 00 00        # shm_offset 0x20000
       00 20 01 00 00 00 00 00        # shm_length 0x12000 = 4096 + 4096 + 65536
     `,
     value: {
@@ -516,7 +562,7 @@ export const fixtures: readonly Fixture[] = [
     name: 'GUEST_VCHAN_CLIENT_INIT reply',
     direction: 'reply',
     bytes: hex`
-      11 01 3c 00 03 00 00 00        # size 60
+      11 01 40 00 03 00 00 00        # size 64
       00 00 00 00 00 00 00 00        # err 0, pad
       0a 00 00 00                    # handle 10
       01 0a 0b 00                    # role client, read_order 10, write_order 11, pad8
@@ -527,6 +573,7 @@ export const fixtures: readonly Fixture[] = [
       11 00 00 00                    # vector 17
       02 00 00 00                    # peer_id 2 (domain 6 on that pool)
       11 00 00 00                    # peer_vector 17
+      00 00 00 00                    # pad
       00 30 00 00 01 00 00 00        # shm_offset 0x1_0000_3000
       00 1c 00 00 00 00 00 00        # shm_length 7168 = 4096 + 1024 + 2048
     `,

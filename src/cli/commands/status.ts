@@ -2,18 +2,25 @@
 import type { Command } from 'commander';
 import { DaemonConnection } from '../../client/daemon-connection.js';
 import { Command as Cmd, EndpointState } from '../../protocol/constants.js';
-import type { DomainEntry, VchanEntry } from '../../protocol/types.js';
+import type { DomainEntry, PoolEntry, VchanEntry } from '../../protocol/types.js';
 import { table, bytes } from '../format.js';
 
 const STATE = (s: number): string => (s === EndpointState.CONNECTED ? 'connected' : s === EndpointState.WAITING ? 'waiting' : 'closed');
 
-export async function fetchStatus(runtimeDir?: string): Promise<{ domains: DomainEntry[]; vchans: VchanEntry[] }> {
+export async function fetchStatus(runtimeDir?: string): Promise<{ domains: DomainEntry[]; pools: PoolEntry[]; vchans: VchanEntry[] }> {
   const conn = await DaemonConnection.open(runtimeDir);
   try {
     const domains: DomainEntry[] = [];
     for (let start = 0; ; ) {
       const r = await conn.request(Cmd.LIST_DOMAINS, { start });
       domains.push(...r.body.entries);
+      if (r.body.next === 0) break;
+      start = r.body.next;
+    }
+    const pools: PoolEntry[] = [];
+    for (let start = 0; ; ) {
+      const r = await conn.request(Cmd.LIST_POOLS, { start });
+      pools.push(...r.body.entries);
       if (r.body.next === 0) break;
       start = r.body.next;
     }
@@ -24,7 +31,7 @@ export async function fetchStatus(runtimeDir?: string): Promise<{ domains: Domai
       if (r.body.next === 0) break;
       start = r.body.next;
     }
-    return { domains, vchans };
+    return { domains, pools, vchans };
   } finally {
     conn.close();
   }
@@ -49,6 +56,27 @@ export function registerStatus(program: Command): void {
           st.domains.map((d) => [String(d.domain), d.name, String(d.vchans)]),
         )}\n\n`,
       );
+      if (st.pools.length > 0) {
+        const POOL_STATE = ['ready', 'pending', 'retired'];
+        process.stdout.write(`Pools (${st.pools.length})\n`);
+        process.stdout.write(
+          `${table(
+            ['POOL', 'MEMBERS', 'STATE', 'SIZE', 'USED', 'VECTORS USED', 'VCHANS'],
+            st.pools.map((p) => [
+              String(p.pool),
+              [p.memberA, p.memberB]
+                .filter((m) => m !== 0)
+                .map((m, i) => `${m}${(p.joined & (1 << i)) !== 0 ? '' : ' (detached)'}`)
+                .join(' + '),
+              POOL_STATE[p.state] ?? String(p.state),
+              bytes(p.size),
+              bytes(p.size - p.freeBytes),
+              `${p.vectors - p.freeVectors}/${p.vectors}`,
+              String(p.vchans),
+            ]),
+          )}\n\n`,
+        );
+      }
       process.stdout.write(`Vchans (${st.vchans.length})\n`);
       process.stdout.write(
         `${table(

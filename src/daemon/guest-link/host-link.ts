@@ -17,7 +17,9 @@ import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../..
 import { RequestSequence } from '../../protocol/sequencer.js';
 import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
 import { Command, Errno, Event, PROTOCOL_VERSION, MAX_PAYLOAD, TIMEOUT_INFINITE, VchanRole, DomainFlag, type CommandId, type EndpointState } from '../../protocol/constants.js';
-import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES } from '../../protocol/messages.js';
+import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
+import { poolEntry } from '../local/local-connection.js';
+import type { PoolStatus } from '../vchan-service.js';
 import type { AnyRequest, Frame } from '../../protocol/types.js';
 import type { Caller, Registry, VchanGrant } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
@@ -45,6 +47,8 @@ export interface HostLinkOptions {
   log: Logger;
   /** Current pools of this guest, announced right after HELLO. */
   pools: () => PoolAnnouncement[];
+  /** Status of every pool (LIST_POOLS is answered with this guest's). */
+  poolStatus: () => PoolStatus[];
   /** Called when the session ends badly, so the guest can be cut off the fabric. */
   onViolation: (why: string) => void;
 }
@@ -190,6 +194,14 @@ export class HostLink {
               name: d.name,
             })),
           }),
+        );
+        return;
+      }
+      case Command.LIST_POOLS: {
+        const all = this.#opts.poolStatus().filter((p) => p.members.includes(this.domain) && p.pool >= req.body.start);
+        const page = all.slice(0, MAX_POOL_ENTRIES);
+        this.#channel.send(
+          encodeReply(req.id, req.seq, 0, { next: all.length > page.length ? all[page.length]!.pool : 0, entries: page.map(poolEntry) }),
         );
         return;
       }

@@ -19,7 +19,7 @@ import { SocketDevice } from '../../device/socket-device.js';
 import { KvmchanError, DaemonError } from '../../errors.js';
 import type { Caller, VchanSnapshot } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
-import type { FdGrant, VchanService, DomainStatus } from '../vchan-service.js';
+import type { FdGrant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
 import { CONTROL_GEOMETRY } from '../guest-link/host-link.js';
 import { Event } from '../../protocol/constants.js';
 
@@ -258,6 +258,29 @@ export class GuestVchanService implements VchanService {
     for (let start = 0; ; ) {
       const r = await this.#request(Command.LIST_DOMAINS, { start });
       out.push(...r.body.entries.map((e) => ({ id: e.domain, name: e.name, vchans: e.vchans })));
+      if (r.body.next === 0) return out;
+      start = r.body.next;
+    }
+  }
+
+  async listPools(): Promise<PoolStatus[]> {
+    const out: PoolStatus[] = [];
+    for (let start = 0; ; ) {
+      const r = await this.#request(Command.LIST_POOLS, { start });
+      for (const e of r.body.entries) {
+        const members = [e.memberA, e.memberB].filter((m) => m !== 0);
+        out.push({
+          pool: e.pool,
+          members,
+          joined: members.filter((_, i) => (e.joined & (1 << i)) !== 0),
+          state: e.state === 0 ? 'ready' : e.state === 1 ? 'pending' : 'retired',
+          size: e.size,
+          vectors: e.vectors,
+          freeBytes: e.freeBytes,
+          freeVectors: e.freeVectors,
+          vchans: e.vchans,
+        });
+      }
       if (r.body.next === 0) return out;
       start = r.body.next;
     }

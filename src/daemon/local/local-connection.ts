@@ -11,9 +11,9 @@ import { SeqpacketSocket, type Datagram } from '../../transport/seqpacket.js';
 import { decodeDatagram } from '../../protocol/frame.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
-import { Command, Errno, Event, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
-import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES } from '../../protocol/messages.js';
-import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
+import { Command, Errno, Event, PoolState, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
+import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
+import type { AnyRequest, VchanInfo, PoolEntry } from '../../protocol/types.js';
 import { WireError } from '../../protocol/errors.js';
 import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
 
@@ -21,7 +21,7 @@ const LOCAL_MASK = AllowMask.forKind('local');
 import type { KvmchanError } from '../../errors.js';
 import type { Caller } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
-import type { FdGrant, VchanService } from '../vchan-service.js';
+import type { FdGrant, VchanService, PoolStatus } from '../vchan-service.js';
 
 export interface LocalConnectionOptions {
   fd: number;
@@ -153,6 +153,13 @@ export class LocalConnection {
         );
         return;
       }
+      case Command.LIST_POOLS: {
+        const all = (await this.#service.listPools(this.caller)).filter((p) => p.pool >= req.body.start);
+        const page = all.slice(0, MAX_POOL_ENTRIES);
+        const next = all.length > page.length ? all[page.length]!.pool : 0;
+        this.#socket.send(encodeReply(req.id, req.seq, 0, { next, entries: page.map(poolEntry) }));
+        return;
+      }
       case Command.LIST_VCHANS: {
         const all = (await this.#service.listVchans(this.caller)).filter((v) => v.handle >= req.body.start);
         const page = all.slice(0, MAX_VCHAN_ENTRIES);
@@ -233,6 +240,23 @@ export class LocalConnection {
     this.#service.dropConnection(this.caller.connId);
     this.#onClosed(this);
   }
+}
+
+/** PoolStatus → the wire's PoolEntry (wire-protocol.md §6.10). */
+export function poolEntry(p: PoolStatus): PoolEntry {
+  const [a = 0, b = 0] = p.members;
+  return {
+    pool: p.pool,
+    memberA: a,
+    memberB: b,
+    vectors: p.vectors,
+    freeVectors: p.freeVectors,
+    vchans: p.vchans,
+    state: p.state === 'ready' ? PoolState.READY : p.state === 'pending' ? PoolState.PENDING : PoolState.RETIRED,
+    joined: (p.joined.includes(a) && a !== 0 ? 1 : 0) | (p.joined.includes(b) && b !== 0 ? 2 : 0),
+    size: p.size,
+    freeBytes: p.freeBytes,
+  };
 }
 
 function clampState(s: number): 0 | 1 | 2 {

@@ -2,7 +2,7 @@
 import type { Caller, Registry, VchanGrant } from './registry.js';
 import { HOST_DOMAIN } from './registry.js';
 import { RegistryError } from './registry-error.js';
-import type { FdGrant, VchanService, DomainStatus } from '../vchan-service.js';
+import type { FdGrant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
 
 export function toFdGrant(g: VchanGrant): FdGrant {
   if (g.access.kind !== 'fds') throw new RegistryError('EIO', 'host endpoint without fds');
@@ -26,9 +26,15 @@ export function toFdGrant(g: VchanGrant): FdGrant {
 export class HostVchanService implements VchanService {
   readonly localDomain = HOST_DOMAIN;
   readonly #registry: Registry;
+  readonly #pools: () => PoolStatus[];
 
-  constructor(registry: Registry) {
+  constructor(registry: Registry, pools: () => PoolStatus[] = () => []) {
     this.#registry = registry;
+    this.#pools = pools;
+  }
+
+  listPools(): Promise<PoolStatus[]> {
+    return Promise.resolve(this.#pools());
   }
 
   async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant> {
