@@ -3,7 +3,7 @@
  * (DESIGN.md §9). Every figure is printed next to its baseline and the ratio;
  * these machines are shared VMs, so only ratios from one run mean anything.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import fs from 'node:fs';
@@ -140,6 +140,36 @@ async function setupLatency(n: number, host: PrivateDaemon, peerDir?: string, pe
   return samples;
 }
 
+interface ClibResult {
+  test: 'throughput' | 'pingpong';
+  impl: string;
+  write_size?: number;
+  MiB_per_s?: number;
+  rtt_us?: number;
+}
+
+/** C↔C through libvchan-kvm against a C socketpair, from clib/bench (issue 5), same run. */
+function clibBench(runtimeDir: string): ClibResult[] {
+  const clib = fileURLToPath(new URL('../../clib', import.meta.url));
+  const build = spawnSync('make', ['-s', '-C', clib, 'build/bench/kvmchan-bench'], { encoding: 'utf8' });
+  if (build.status !== 0) {
+    process.stderr.write(`C benchmark not built (${build.stderr.trim()}); skipping\n`);
+    return [];
+  }
+  const run = spawnSync(path.join(clib, 'build', 'bench', 'kvmchan-bench'), QUICK ? ['--quick'] : [], {
+    encoding: 'utf8',
+    env: { ...process.env, KVMCHAN_RUNTIME_DIR: runtimeDir },
+  });
+  if (run.status !== 0) {
+    process.stderr.write(`C benchmark failed: ${run.stderr.trim()}\n`);
+    return [];
+  }
+  return run.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as ClibResult);
+}
+
 const gib = (bps: number): string => `${(bps / 2 ** 30).toFixed(2)} GiB/s`;
 const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
 
@@ -168,8 +198,10 @@ async function main(): Promise<void> {
   const vchanSleep = await run('vchan', [], Math.floor(pings / 4), 0);
   process.stderr.write('node net over a UNIX socket…\n');
   const nets = await run('net', netBulk, pings, 0);
-  process.stderr.write('vchan setup latency…\n');
+  process.stderr.write('C libraries (libvchan-kvm vs socketpair)…\n');
   daemon ??= await PrivateDaemon.start();
+  const clib = clibBench(daemon.runtimeDir);
+  process.stderr.write('vchan setup latency…\n');
   const setup = await setupLatency(QUICK ? 200 : 1000, daemon);
   await daemon.stop();
   process.stderr.write('vchan setup latency to a simulated guest…\n');
@@ -212,6 +244,18 @@ async function main(): Promise<void> {
   rows.push([`vchan setup p99 (${setup.length})`, `${pct(setup, 0.99).toFixed(2)} ms`, '', '']);
   rows.push([`setup host→sim. guest p50 (${guestSetup.length})`, `${pct(guestSetup, 0.5).toFixed(2)} ms`, 'target 2 ms', ratio(2, pct(guestSetup, 0.5))]);
   rows.push([`setup host→sim. guest p99`, `${pct(guestSetup, 0.99).toFixed(2)} ms`, '', '']);
+  for (const size of [64, 1024, 65536]) {
+    const v = clib.find((r) => r.test === 'throughput' && r.write_size === size && r.impl === 'libvchan-kvm');
+    const b = clib.find((r) => r.test === 'throughput' && r.write_size === size && r.impl === 'unix-socketpair');
+    if (v?.MiB_per_s === undefined || b?.MiB_per_s === undefined) continue;
+    const label = size === 64 ? '64 B' : size === 1024 ? '1 KiB' : '64 KiB';
+    rows.push([`C↔C ${label} writes: libvchan-kvm`, gib(v.MiB_per_s * MiB), `socketpair ${gib(b.MiB_per_s * MiB)}`, ratio(v.MiB_per_s, b.MiB_per_s)]);
+  }
+  const cv = clib.find((r) => r.test === 'pingpong' && r.impl === 'libvchan-kvm');
+  const cb = clib.find((r) => r.test === 'pingpong' && r.impl === 'unix-socketpair');
+  if (cv?.rtt_us !== undefined && cb?.rtt_us !== undefined) {
+    rows.push(['C↔C 64 B RTT: libvchan-kvm', `${cv.rtt_us.toFixed(2)} µs`, `socketpair ${cb.rtt_us.toFixed(1)} µs`, ratio(cb.rtt_us, cv.rtt_us)]);
+  }
   process.stdout.write(`${table(['benchmark', 'kvmchan', 'baseline (same run)', 'ratio'], rows)}\n`);
   process.stdout.write('ratio: kvmchan ÷ baseline for throughput, baseline ÷ kvmchan for latency (higher is better). Run inside a VM.\n');
 }
