@@ -24,7 +24,7 @@ export interface Chan {
 
 export function ringChan(mapping: ArrayBuffer, role: Role, order: number, waitFd: number, kickFd: number, spin: number): Chan {
   const waiter = new EventFdWaiter(waitFd, kickFd);
-  const ep = new RingEndpoint(mapping, 0, { role, c2sOrder: order, s2cOrder: order }, waiter.kick);
+  const ep = new RingEndpoint(mapping, 0, { role, c2sOrder: order, s2cOrder: order, bulkCopy: native.copyBytes }, waiter.kick);
   if (role === 'client') ep.attach();
   const ring = new AsyncRing(ep, waiter, { spin });
   return {

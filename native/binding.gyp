@@ -8,6 +8,7 @@
       "sources": [
         "src/addon.c",
         "src/args.c",
+        "src/copy.c",
         "src/errors.c",
         "src/eventfd.c",
         "src/fdutil.c",

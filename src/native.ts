@@ -101,6 +101,13 @@ export interface NativeBinding {
   pread(fd: number, buffer: Uint8Array, offset: bigint | number): number;
   pwrite(fd: number, buffer: Uint8Array, offset: bigint | number): number;
 
+  /**
+   * Copy `length` bytes from src[srcOffset..] to dst[dstOffset..] (no overlap). Used for
+   * large ring copies: glibc's memcpy (so TypedArray#set) hits a ~13x `rep movsb`
+   * slowdown on AMD Zen for some relative alignments (native/src/copy.c).
+   */
+  copyBytes: (dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number, length: number) => void;
+
   /** A uv_poll_t watcher on the Node loop. The callback runs on the loop thread. */
   Poller: new (fd: number, callback: PollCallback) => Poller;
 }
@@ -121,7 +128,7 @@ const EXPECTED: readonly (keyof NativeBinding)[] = [
   'memfdCreate', 'fdSize', 'mmap', 'munmap', 'mappingCount', 'eventfd', 'eventfdRead',
   'eventfdWrite', 'close', 'dup', 'setNonblocking', 'socketpair', 'listenUnix', 'accept',
   'connectUnix', 'shutdown', 'sendmsg', 'recvmsg', 'peerCred', 'ioctl', 'pread', 'pwrite',
-  'Poller',
+  'copyBytes', 'Poller',
 ];
 
 function load(): NativeBinding {

@@ -52,6 +52,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       FN("ioctl", kc_ioctl),
       FN("pread", kc_pread),
       FN("pwrite", kc_pwrite),
+      FN("copyBytes", kc_copy_bytes),
   };
 #undef FN
   KC_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));

@@ -125,6 +125,7 @@ napi_value kc_peer_cred(napi_env env, napi_callback_info info);
 napi_value kc_ioctl(napi_env env, napi_callback_info info);          /* ioctl.c */
 napi_value kc_pread(napi_env env, napi_callback_info info);
 napi_value kc_pwrite(napi_env env, napi_callback_info info);
+napi_value kc_copy_bytes(napi_env env, napi_callback_info info);
 
 /* poller.c: defines the Poller class on `exports`. */
 bool kc_poller_init(napi_env env, napi_value exports);

@@ -64,7 +64,7 @@ export class Vchan extends EventEmitter {
         info.role === 'server'
           ? { c2sOrder: info.readOrder, s2cOrder: info.writeOrder }
           : { c2sOrder: info.writeOrder, s2cOrder: info.readOrder };
-      this.#endpoint = new RingEndpoint(mapping, 0, { role: info.role, ...geometry }, waiter.kick);
+      this.#endpoint = new RingEndpoint(mapping, 0, { role: info.role, ...geometry, bulkCopy: native.copyBytes }, waiter.kick);
     } catch (err) {
       if (mapping !== null) native.munmap(mapping);
       else native.close(fds.shm);

@@ -14,7 +14,7 @@ const [role, c2s, s2c, sendBytes, recvBytes, seed] = process.argv.slice(2);
 const g = { c2sOrder: Number(c2s), s2cOrder: Number(s2c) };
 const mapping = native.mmap(3, regionLength(g), 0, true);
 const waiter = new EventFdWaiter(4, 5);
-const ep = new RingEndpoint(mapping, 0, { role: role === 'server' ? 'server' : 'client', ...g }, waiter.kick);
+const ep = new RingEndpoint(mapping, 0, { role: role === 'server' ? 'server' : 'client', ...g, bulkCopy: native.copyBytes }, waiter.kick);
 if (role === 'client') ep.attach();
 const ring = new AsyncRing(ep, waiter);
 const result = await pump(ring, { sendBytes: Number(sendBytes), recvBytes: Number(recvBytes), seed: Number(seed) });

@@ -51,7 +51,7 @@ function spawnPeer(s: Setup, sendBytes: number, recvBytes: number, seed: number)
 function serverSide(s: Setup) {
   native.close(s.shm); // the mapping and the child's copy keep the memory
   const waiter = new EventFdWaiter(s.serverWait, s.clientWait);
-  const ep = new RingEndpoint(s.mapping, 0, { role: 'server', ...s.g }, waiter.kick);
+  const ep = new RingEndpoint(s.mapping, 0, { role: 'server', ...s.g, bulkCopy: native.copyBytes }, waiter.kick);
   return { ep, waiter, ring: new AsyncRing(ep, waiter) };
 }
 
