@@ -6,17 +6,10 @@
  */
 import type { Caller, DomainInfo, VchanSnapshot } from './registry/registry.js';
 import type { EndpointFds } from './registry/channel-resources.js';
+import type { VchanInfoData } from '../client/setup.js';
+import type { PoolInfo } from './pools/pool-manager.js';
 
-export interface FdGrant {
-  handle: number;
-  role: 'server' | 'client';
-  readOrder: number;
-  writeOrder: number;
-  localDomain: number;
-  peerDomain: number;
-  port: number;
-  shmOffset: number;
-  shmLength: number;
+export interface FdGrant extends VchanInfoData {
   fds: EndpointFds;
   /** Called once the fds were handed over (or the grant abandoned): closes any temporary fds. */
   release(): void;
@@ -27,17 +20,7 @@ export interface DomainStatus extends DomainInfo {
 }
 
 /** A pool device as `kvmchan status` shows it (wire-protocol.md §6.10). */
-export interface PoolStatus {
-  pool: number;
-  members: number[];
-  joined: number[];
-  state: 'ready' | 'pending' | 'retired';
-  size: number;
-  vectors: number;
-  freeBytes: number;
-  freeVectors: number;
-  vchans: number;
-}
+export type PoolStatus = PoolInfo;
 
 export interface VchanService {
   readonly localDomain: number;

@@ -16,9 +16,9 @@ import { RingChannel } from '../../transport/ring-channel.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
 import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
-import { Command, Errno, Event, PROTOCOL_VERSION, MAX_PAYLOAD, TIMEOUT_INFINITE, VchanRole, DomainFlag, type CommandId, type EndpointState } from '../../protocol/constants.js';
+import { Command, Errno, Event, PROTOCOL_VERSION, MAX_PAYLOAD, TIMEOUT_INFINITE, DomainFlag, type CommandId } from '../../protocol/constants.js';
 import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
-import { poolEntry } from '../local/local-connection.js';
+import { poolEntry, vchanEntry, wireInfo } from '../local/local-connection.js';
 import type { PoolStatus } from '../vchan-service.js';
 import type { AnyRequest, Frame } from '../../protocol/types.js';
 import type { Caller, Registry, VchanGrant } from '../registry/registry.js';
@@ -214,20 +214,8 @@ export class HostLink {
         this.#channel.send(
           encodeReply(req.id, req.seq, 0, {
             next: all.length > page.length ? all[page.length]!.handle : 0,
-            entries: page.map((v) => ({
-              handle: v.handle,
-              serverDomain: v.serverDomain,
-              clientDomain: v.clientDomain,
-              port: v.port,
-              serverState: serverState(v.serverState),
-              clientState: clientState(v.clientState),
-              readOrder: v.c2sOrder,
-              writeOrder: v.s2cOrder,
-              serverPid: 0,
-              clientPid: 0,
-              bytesClientToServer: v.bytesClientToServer,
-              bytesServerToClient: v.bytesServerToClient,
-            })),
+            // Pids are the host's business: a guest does not see them.
+            entries: page.map((v) => vchanEntry(v, false)),
           }),
         );
         return;
@@ -241,13 +229,7 @@ export class HostLink {
     if (g.access.kind !== 'device') throw new RegistryError('EIO', 'guest endpoint without device access');
     this.#channel.send(
       encodeReply(id as typeof Command.GUEST_VCHAN_SERVER_INIT, seq, 0, {
-        handle: g.handle,
-        role: g.role === 'server' ? VchanRole.SERVER : VchanRole.CLIENT,
-        readOrder: g.readOrder,
-        writeOrder: g.writeOrder,
-        localDomain: g.localDomain,
-        peerDomain: g.peerDomain,
-        port: g.port,
+        ...wireInfo(g),
         pool: g.access.pool,
         vector: g.access.vector,
         peerId: g.access.peerId,
@@ -287,11 +269,3 @@ export class HostLink {
   }
 }
 
-/** States read from shared memory are reported, never trusted: clamp to what the wire allows. */
-function serverState(s: number): EndpointState {
-  return s === 1 ? 1 : 0;
-}
-
-function clientState(s: number): EndpointState {
-  return s === 1 || s === 2 ? s : 0;
-}

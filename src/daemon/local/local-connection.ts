@@ -13,13 +13,14 @@ import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../..
 import { RequestSequence } from '../../protocol/sequencer.js';
 import { Command, Errno, Event, PoolState, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
 import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
-import type { AnyRequest, VchanInfo, PoolEntry } from '../../protocol/types.js';
+import type { AnyRequest, VchanInfo, PoolEntry, VchanEntry } from '../../protocol/types.js';
+import type { VchanInfoData } from '../../client/setup.js';
 import { WireError } from '../../protocol/errors.js';
 import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
 
 const LOCAL_MASK = AllowMask.forKind('local');
 import type { KvmchanError } from '../../errors.js';
-import type { Caller } from '../registry/registry.js';
+import type { Caller, VchanSnapshot } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
 import type { FdGrant, VchanService, PoolStatus } from '../vchan-service.js';
 
@@ -167,20 +168,7 @@ export class LocalConnection {
         this.#socket.send(
           encodeReply(req.id, req.seq, 0, {
             next,
-            entries: page.map((v) => ({
-              handle: v.handle,
-              serverDomain: v.serverDomain,
-              clientDomain: v.clientDomain,
-              port: v.port,
-              serverState: clampState(v.serverState),
-              clientState: clampState(v.clientState),
-              readOrder: v.c2sOrder,
-              writeOrder: v.s2cOrder,
-              serverPid: v.serverPid,
-              clientPid: v.clientPid,
-              bytesClientToServer: v.bytesClientToServer,
-              bytesServerToClient: v.bytesServerToClient,
-            })),
+            entries: page.map((v) => vchanEntry(v)),
           }),
         );
         return;
@@ -201,17 +189,7 @@ export class LocalConnection {
       g.release();
       return;
     }
-    const info: VchanInfo = {
-      handle: g.handle,
-      role: g.role === 'server' ? VchanRole.SERVER : VchanRole.CLIENT,
-      readOrder: g.readOrder,
-      writeOrder: g.writeOrder,
-      localDomain: g.localDomain,
-      peerDomain: g.peerDomain,
-      port: g.port,
-      shmOffset: g.shmOffset,
-      shmLength: g.shmLength,
-    };
+    const info: VchanInfo = wireInfo(g);
     this.#socket.send(encodeReply(id as typeof Command.VCHAN_SERVER_INIT, seq, 0, info), [g.fds.shm, g.fds.wait, g.fds.kick]);
     g.release();
   }
@@ -240,6 +218,42 @@ export class LocalConnection {
     this.#service.dropConnection(this.caller.connId);
     this.#onClosed(this);
   }
+}
+
+/** The facts of a grant as the wire's VchanInfo fields (wire-protocol.md §6.3). */
+export function wireInfo(g: VchanInfoData): VchanInfo {
+  return {
+    handle: g.handle,
+    role: g.role === 'server' ? VchanRole.SERVER : VchanRole.CLIENT,
+    readOrder: g.readOrder,
+    writeOrder: g.writeOrder,
+    localDomain: g.localDomain,
+    peerDomain: g.peerDomain,
+    port: g.port,
+    shmOffset: g.shmOffset,
+    shmLength: g.shmLength,
+  };
+}
+
+/**
+ * A registry snapshot as the wire's VchanEntry (wire-protocol.md §6.7). States come from
+ * shared memory: reported, never trusted — clamped to what the wire allows.
+ */
+export function vchanEntry(v: VchanSnapshot, showPids = true): VchanEntry {
+  return {
+    handle: v.handle,
+    serverDomain: v.serverDomain,
+    clientDomain: v.clientDomain,
+    port: v.port,
+    serverState: v.serverState === 1 ? 1 : 0,
+    clientState: clampState(v.clientState),
+    readOrder: v.c2sOrder,
+    writeOrder: v.s2cOrder,
+    serverPid: showPids ? v.serverPid : 0,
+    clientPid: showPids ? v.clientPid : 0,
+    bytesClientToServer: v.bytesClientToServer,
+    bytesServerToClient: v.bytesServerToClient,
+  };
 }
 
 /** PoolStatus → the wire's PoolEntry (wire-protocol.md §6.10). */

@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import { orderForMin, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
 import type { ChannelFactory, ChannelResources, EndpointAccess } from './channel-resources.js';
+import type { VchanInfoData } from '../../client/setup.js';
 import { RegistryError } from './registry-error.js';
 import type { Limits } from '../config.js';
 import { Policy } from './policy.js';
@@ -31,16 +32,8 @@ export interface DomainInfo {
 
 export type Role = 'server' | 'client';
 
-export interface VchanGrant {
-  handle: number;
-  role: Role;
-  readOrder: number;
-  writeOrder: number;
-  localDomain: number;
-  peerDomain: number;
-  port: number;
-  shmOffset: number;
-  shmLength: number;
+/** What one endpoint is told about its vchan (the same facts as the wire's VchanInfo). */
+export interface VchanGrant extends VchanInfoData {
   access: EndpointAccess;
 }
 
