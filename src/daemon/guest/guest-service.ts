@@ -323,9 +323,17 @@ export class GuestVchanService implements VchanService {
   }
 
   #teardown(): void {
-    this.#channel?.close();
+    // When the host went away (its daemon died or cut us off), the control device closed itself
+    // first and already unmapped the ring (SocketDevice.#teardown): marking our side CLOSED would
+    // touch a detached buffer, and unmap() would refuse a buffer it no longer knows. Either threw
+    // out of the device's 'close' listener and crashed the daemon before its orderly stop (socket
+    // and pid file left behind, no "lost the host" log). Closing the waiter below still ends the
+    // channel's read loop.
+    if (this.#control !== null && !this.#control.closed) {
+      this.#channel?.close();
+      if (this.#mapping !== null) this.#control.unmap(this.#mapping);
+    }
     this.#waiter?.close();
-    if (this.#mapping !== null) this.#control?.unmap(this.#mapping);
     this.#mapping = null;
     for (const dev of this.#pools.values()) dev.close();
     this.#pools.clear();
