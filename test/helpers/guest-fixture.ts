@@ -150,10 +150,35 @@ export interface CliVchan {
   bytesServerToClient: number;
 }
 
+export interface CliPool {
+  pool: number;
+  memberA: number;
+  /** 0 for a guest's own (host) pool. */
+  memberB: number;
+  vectors: number;
+  freeVectors: number;
+  vchans: number;
+  /** 0 READY, 1 PENDING, 2 RETIRED. */
+  state: number;
+  /** Bit 0: memberA attached, bit 1: memberB attached. */
+  joined: number;
+  size: number;
+  freeBytes: number;
+}
+
+export interface CliStatus {
+  domains: CliDomain[];
+  pools: CliPool[];
+  vchans: CliVchan[];
+}
+
 /** `kvmchan --runtime-dir <dir> status --json`, the real CLI in its own process. */
-export async function cliStatus(runtimeDir: string): Promise<{ domains: CliDomain[]; vchans: CliVchan[] }> {
-  const { stdout } = await promisify(execFile)(process.execPath, [CLI_MAIN, '--runtime-dir', runtimeDir, 'status', '--json'], { timeout: 20000 });
-  return JSON.parse(stdout) as { domains: CliDomain[]; vchans: CliVchan[] };
+export async function cliStatus(runtimeDir: string): Promise<CliStatus> {
+  const { stdout } = await promisify(execFile)(process.execPath, [CLI_MAIN, '--runtime-dir', runtimeDir, 'status', '--json'], {
+    timeout: 30000,
+    maxBuffer: 64 * 2 ** 20,
+  });
+  return JSON.parse(stdout) as CliStatus;
 }
 
 /** p-quantile of sorted numbers (nearest rank). */
