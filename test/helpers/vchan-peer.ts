@@ -137,6 +137,9 @@ async function source(v: Vchan, cmd: Json): Promise<Json> {
       if (now - lastReport >= 10) {
         lastReport = now;
         out({ event: 'progress', name, written });
+        // A write that finds room resolves without leaving the microtask queue: when the reader
+        // keeps up, this loop would never let stdin (a `stop`, or its closing) be read.
+        await new Promise((resolve) => setImmediate(resolve));
       }
     }
   } catch (err) {
