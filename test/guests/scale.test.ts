@@ -7,7 +7,8 @@
  *
  * Placement: the default maxPoolsPerDomain is 16, and ahead-of-demand growth keeps a quarter of
  * every set free, so guest 1 needs about 9 host pools for 400 vchans and 7 pair pools for 300:
- * the split stays within the default limits.
+ * the split stays within the default limits. (500 host↔guest 1 + 500 guest 1↔guest 2 does not:
+ * the host set grows to 11 pools, and the pair set gets ENOSPC at its 5th pool, ~820 vchans.)
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
