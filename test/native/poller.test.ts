@@ -374,8 +374,11 @@ describe('Poller in child processes and workers', () => {
     const natural = new Worker(new URL(`data:text/javascript,${encodeURIComponent(
       source.replace('p.start(READABLE);', 'p.start(READABLE); p.unref();'),
     )}`));
-    const fds = await new Promise<number[]>((resolve) => natural.once('message', resolve));
-    const exitCode = await new Promise<number>((resolve) => natural.once('exit', resolve));
+    // Listen for both before awaiting either: the worker may exit right after its message.
+    const message = new Promise<number[]>((resolve) => natural.once('message', resolve));
+    const exited = new Promise<number>((resolve) => natural.once('exit', resolve));
+    const fds = await message;
+    const exitCode = await exited;
     assert.equal(exitCode, 0);
     for (const n of fds.slice(0, 3)) native.close(n);
     // The mappings the workers left behind were released at their teardown.
