@@ -311,7 +311,7 @@ export class Vchan extends EventEmitter {
    * side closes the vchan once both directions are done.
    */
   stream(): Duplex {
-    const readBuf = Buffer.allocUnsafe(Math.min(DEFAULT_READ, this.readSize));
+    const chunkSize = Math.min(DEFAULT_READ, this.readSize);
     let reading = false;
     const duplex: Duplex = new Duplex({
       read: () => {
@@ -320,12 +320,14 @@ export class Vchan extends EventEmitter {
         const pump = async (): Promise<void> => {
           try {
             for (;;) {
-              const n = await this.readInto(readBuf);
+              // A fresh buffer per chunk, read into directly: the stream keeps it, no second copy.
+              const chunk = Buffer.allocUnsafe(chunkSize);
+              const n = await this.readInto(chunk);
               if (n === EOF) {
                 duplex.push(null);
                 return;
               }
-              if (!duplex.push(Buffer.from(readBuf.subarray(0, n)))) return;
+              if (!duplex.push(chunk.subarray(0, n))) return;
             }
           } finally {
             reading = false;

@@ -67,10 +67,6 @@ export class AsyncRing {
     }
   }
 
-  async #sleep(signal: AbortSignal | undefined): Promise<void> {
-    await this.#hook.wait(signal);
-  }
-
   #spinReadable(min: number): boolean {
     const ep = this.endpoint;
     return this.#spinUntil(() => ep.peekReadable() >= min);
@@ -88,7 +84,7 @@ export class AsyncRing {
       signal?.throwIfAborted();
       if (this.#spinReadable(min)) return;
       if (!ep.prepareWaitReadable(min)) return;
-      await this.#sleep(signal);
+      await this.#hook.wait(signal);
     }
   }
 
@@ -99,7 +95,7 @@ export class AsyncRing {
       signal?.throwIfAborted();
       if (this.#spinWritable(min)) return;
       if (!ep.prepareWaitWritable(min)) return;
-      await this.#sleep(signal);
+      await this.#hook.wait(signal);
     }
   }
 
