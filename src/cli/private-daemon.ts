@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../native.js';
-import { socketPath } from '../daemon/config.js';
+import { socketPath } from '../paths.js';
 import { KvmchanError } from '../errors.js';
 
 export const DAEMON_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'daemon', 'main.js');

@@ -1,8 +1,9 @@
 /** Creating vchans: server init and client init through the local daemon (DESIGN.md §6). */
 import { DaemonConnection } from './daemon-connection.js';
 import { Vchan, type VchanOptions } from './vchan.js';
-import { Command, TIMEOUT_INFINITE, VchanRole } from '../protocol/constants.js';
+import { Command, TIMEOUT_INFINITE } from '../protocol/constants.js';
 import type { VchanInfo } from '../protocol/types.js';
+import { fromWireInfo } from '../protocol/views.js';
 import { AbortError, DaemonError, InvalidArgumentError, TimeoutError } from '../errors.js';
 import type { VchanSetup } from './setup.js';
 
@@ -56,17 +57,7 @@ function explain(err: unknown, what: Readonly<Record<string, string>>): unknown 
 function toSetup(info: VchanInfo, fds: readonly number[], conn: DaemonConnection): VchanSetup {
   const [shm, wait, kick] = fds as [number, number, number];
   return {
-    info: {
-      handle: info.handle,
-      role: info.role === VchanRole.SERVER ? 'server' : 'client',
-      readOrder: info.readOrder,
-      writeOrder: info.writeOrder,
-      localDomain: info.localDomain,
-      peerDomain: info.peerDomain,
-      port: info.port,
-      shmOffset: info.shmOffset,
-      shmLength: info.shmLength,
-    },
+    info: fromWireInfo(info),
     fds: { shm, wait, kick },
     session: conn,
   };

@@ -11,7 +11,7 @@ import { decodeDatagram } from '../protocol/frame.js';
 import { Command, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, type CommandId } from '../protocol/constants.js';
 import type { AnyReply, ReplyOkOf, RequestBodies } from '../protocol/types.js';
 import { DaemonUnavailableError, KvmchanError, AbortError } from '../errors.js';
-import { defaultRuntimeDir, socketPath } from '../daemon/config.js';
+import { defaultRuntimeDir, socketPath } from '../paths.js';
 
 export class DaemonConnection {
   readonly #socket: SeqpacketSocket;

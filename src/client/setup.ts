@@ -1,17 +1,7 @@
 /** What a vchan endpoint receives from its daemon (wire-protocol.md VchanInfo + fds). */
 import type { KvmchanError } from '../errors.js';
+import type { VchanInfoData } from '../protocol/views.js';
 
-export interface VchanInfoData {
-  handle: number;
-  role: 'server' | 'client';
-  readOrder: number;
-  writeOrder: number;
-  localDomain: number;
-  peerDomain: number;
-  port: number;
-  shmOffset: number;
-  shmLength: number;
-}
 
 /** The daemon connection that owns a vchan: closing it releases the vchan (wire-protocol.md). */
 export interface Session {

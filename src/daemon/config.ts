@@ -3,8 +3,6 @@
  * (untrusted input: every field checked, unknown keys refused).
  */
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { z } from 'zod';
 import { InvalidArgumentError } from '../errors.js';
 import { MAX_ORDER } from '../ring/layout.js';
@@ -46,23 +44,6 @@ export const configSchema = z
 
 export type Config = z.infer<typeof configSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
-
-export function defaultRuntimeDir(): string {
-  const env = process.env['KVMCHAN_RUNTIME_DIR'];
-  if (env !== undefined && env !== '') return env;
-  const uid = process.getuid?.() ?? 0;
-  if (uid === 0) return '/run/kvmchand';
-  const xdg = process.env['XDG_RUNTIME_DIR'];
-  if (xdg !== undefined && xdg !== '') return path.join(xdg, 'kvmchand');
-  return path.join(os.tmpdir(), `kvmchand-${uid}`);
-}
-
-export const SOCKET_NAME = 'kvmchand.sock';
-export const PID_NAME = 'kvmchand.pid';
-
-export function socketPath(runtimeDir: string): string {
-  return path.join(runtimeDir, SOCKET_NAME);
-}
 
 export function loadConfig(file: string | undefined, overrides: Partial<Config>): Config {
   let raw: unknown = {};

@@ -14,7 +14,7 @@ import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
 import type { VmmDomain } from './vmm/vmm.js';
 import { HostLink, GUEST_CONTROL_PEER } from './guest-link/host-link.js';
 import type { Config } from './config.js';
-import { defaultRuntimeDir } from './config.js';
+import { defaultRuntimeDir } from '../paths.js';
 
 /** Registry connection ids of guest-side connections start here (local ones count from 1). */
 const GUEST_CONN_BASE = 1_000_000_000;

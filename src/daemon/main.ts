@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /** kvmchand command line (docs/operations.md). */
 import { Command, Option, InvalidArgumentError } from 'commander';
-import { loadConfig, defaultRuntimeDir } from './config.js';
+import { loadConfig } from './config.js';
+import { defaultRuntimeDir } from '../paths.js';
 import { createLogger } from './logger.js';
 import { Daemon } from './daemon.js';
 import { GuestDaemon } from './guest/guest-daemon.js';

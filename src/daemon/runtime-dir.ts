@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../native.js';
 import { KvmchanError } from '../errors.js';
-import { PID_NAME, SOCKET_NAME } from './config.js';
+import { PID_NAME, SOCKET_NAME } from '../paths.js';
 
 export class AlreadyRunningError extends KvmchanError {
   constructor(dir: string, pid: number | undefined) {

@@ -5,8 +5,8 @@
  * ready for SCM_RIGHTS.
  */
 import type { Caller, DomainInfo, VchanSnapshot } from './registry/registry.js';
-import type { EndpointFds } from './registry/channel-resources.js';
-import type { VchanInfoData } from '../client/setup.js';
+import type { EndpointFds } from './registry/vchan-resources.js';
+import type { VchanInfoData } from '../protocol/views.js';
 import type { PoolInfo } from './pools/pool-manager.js';
 
 export interface FdGrant extends VchanInfoData {

@@ -1,13 +1,16 @@
 export {
-  IvshmemDevice,
+  IvshmemServer,
   HOST_PEER_ID,
   DEFAULT_MAX_CLIENTS,
   MAX_CLIENTS,
-  type IvshmemDeviceOptions,
+  type IvshmemServerOptions,
   type IvshmemServerEvents,
   type PeerInfo,
   type PeerKind,
   type AuthorizeInfo,
 } from './server.js';
-export { LocalPeer } from './local-peer.js';
+export { HostDevice } from './host-device.js';
 export * from './protocol.js';
+export type { Device, DeviceEvents, DeviceEventName, DeviceShm } from './device.js';
+export { SocketDevice, type SocketDeviceOptions, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_PEERS } from './socket-device.js';
+export { MappingSet, PAGE_SIZE } from './mappings.js';

@@ -1,6 +1,6 @@
 /**
  * The ivshmem server ⇄ client wire protocol (docs/ivshmem.md §1), shared by the server
- * (src/ivshmem/server.ts) and the socket-backed device client (src/device/socket-device.ts).
+ * (src/ivshmem/server.ts) and the socket-backed device client (src/ivshmem/socket-device.ts).
  *
  * Every message is exactly 8 bytes, a signed 64-bit little-endian value, sent with its own
  * sendmsg() and carrying at most one file descriptor (SCM_RIGHTS). Values:

@@ -1,8 +1,8 @@
 /**
  * ivshmem-doorbell server for one device (docs/ivshmem.md). QEMU's `ivshmem-doorbell`
- * connects to it through a socket chardev; so do simulated guests (src/device/socket-device.ts).
+ * connects to it through a socket chardev; so do simulated guests (src/ivshmem/socket-device.ts).
  *
- * One IvshmemDevice = one shared-memory object + one peer table + one or more listening UNIX
+ * One IvshmemServer = one shared-memory object + one peer table + one or more listening UNIX
  * stream sockets that belong to this device only, so the socket a connection arrived on
  * identifies the device and, with addSocket(), the peer (DESIGN.md §2 rule 4; reference §2.5).
  *
@@ -23,7 +23,7 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { InvalidArgumentError, KvmchanError, fromSystemError } from '../errors.js';
 import { native, READABLE, WRITABLE, DISCONNECT, EFD_NONBLOCK, type Poller, type PeerCred } from '../native.js';
-import { LocalPeer, type LocalPeerHost } from './local-peer.js';
+import { HostDevice, type HostDeviceServer } from './host-device.js';
 import {
   MAX_PEER_ID,
   MAX_VECTORS,
@@ -52,7 +52,7 @@ export interface AuthorizeInfo {
   peerId: number;
 }
 
-export interface IvshmemDeviceOptions {
+export interface IvshmemServerOptions {
   /** The device's primary listening socket; connections on it get the lowest free id. */
   socketPath: string;
   /** Shared memory (normally a sealed memfd). Duplicated: the caller keeps its own fd. */
@@ -125,10 +125,10 @@ interface Peer {
   /** Owned by the server; index = vector. */
   eventfds: number[];
   client: Client | null;
-  local: LocalPeer | null;
+  local: HostDevice | null;
 }
 
-interface Port {
+interface Listener {
   socketPath: string;
   fd: number;
   poller: Poller;
@@ -142,7 +142,7 @@ function errnoCode(err: unknown): string | undefined {
   return (err as { code?: string } | null)?.code;
 }
 
-export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
+export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
   readonly socketPath: string;
   readonly shmSize: number;
   readonly vectors: number;
@@ -156,17 +156,17 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
   readonly #maxQueued: number;
   readonly #log: Logger | undefined;
   readonly #peers = new Map<number, Peer>();
-  readonly #ports: Port[] = [];
+  readonly #listeners: Listener[] = [];
   readonly #reserved = new Set<number>();
-  #host: LocalPeer | null = null;
+  #host: HostDevice | null = null;
   #clients = 0;
   #closed = false;
   #refed = true;
 
-  constructor(opts: IvshmemDeviceOptions) {
+  constructor(opts: IvshmemServerOptions) {
     super();
     // Validate everything before any fd is created or anything can reach a client.
-    IvshmemDevice.#checkSocketPath(opts.socketPath);
+    IvshmemServer.#checkSocketPath(opts.socketPath);
     checkVectors(opts.vectors, MAX_VECTORS);
     if (!Number.isInteger(opts.shmFd) || opts.shmFd < 0) {
       throw new InvalidArgumentError(`ivshmem: shmFd must be a valid file descriptor, got ${opts.shmFd}`);
@@ -221,7 +221,7 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
   }
 
   /** The in-process host peer (id 0), when `hostPeer` is on. */
-  get host(): LocalPeer | null {
+  get host(): HostDevice | null {
     return this.#host;
   }
 
@@ -236,7 +236,7 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
 
   /** Start accepting on the primary socket. */
   listen(): this {
-    this.#openPort(this.socketPath, null);
+    this.#openListener(this.socketPath, null);
     return this;
   }
 
@@ -246,18 +246,18 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
    * it is — comes from the path it was configured with, not from connection order.
    */
   addSocket(socketPath: string, peerId: number): this {
-    IvshmemDevice.#checkSocketPath(socketPath);
+    IvshmemServer.#checkSocketPath(socketPath);
     checkPeerId(peerId);
     if (this.#reserved.has(peerId) || this.#peers.has(peerId)) {
       throw new InvalidArgumentError(`ivshmem: peer id ${peerId} is already reserved`);
     }
-    this.#openPort(socketPath, peerId);
+    this.#openListener(socketPath, peerId);
     this.#reserved.add(peerId);
     return this;
   }
 
   /** Add an in-process peer (the host peer is one). Announced to every socket client. */
-  addLocalPeer(id?: number): LocalPeer {
+  addLocalPeer(id?: number): HostDevice {
     this.#checkOpen();
     const peerId = id ?? this.#allocateId(0);
     if (peerId === null) throw new KvmchanError('ivshmem: no free peer id', 'KVMCHAN_E_IVSHMEM_FULL');
@@ -265,7 +265,7 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
     if (this.#reserved.has(peerId)) throw new InvalidArgumentError(`ivshmem: peer id ${peerId} is reserved for a socket`);
     if (this.#peers.has(peerId)) throw new InvalidArgumentError(`ivshmem: peer id ${peerId} is in use`);
     const eventfds = this.#createEventfds();
-    const local = new LocalPeer(this.#localHost, peerId, eventfds, { fd: this.#shmFd, size: this.shmSize });
+    const local = new HostDevice(this.#localHost, peerId, eventfds, { fd: this.#shmFd, size: this.shmSize });
     const peer: Peer = { info: { id: peerId, kind: 'local', cred: null, socketPath: null }, eventfds, client: null, local };
     this.#join(peer);
     return local;
@@ -288,14 +288,14 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
   /** Keep (default) or stop keeping the Node process alive while listening. */
   ref(): this {
     this.#refed = true;
-    for (const p of this.#ports) p.poller.ref();
+    for (const p of this.#listeners) p.poller.ref();
     for (const peer of this.#peers.values()) peer.client?.poller.ref();
     return this;
   }
 
   unref(): this {
     this.#refed = false;
-    for (const p of this.#ports) p.poller.unref();
+    for (const p of this.#listeners) p.poller.unref();
     for (const peer of this.#peers.values()) peer.client?.poller.unref();
     return this;
   }
@@ -304,8 +304,8 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const port of this.#ports) this.#closePort(port);
-    this.#ports.length = 0;
+    for (const listener of this.#listeners) this.#closeListener(listener);
+    this.#listeners.length = 0;
     for (const peer of [...this.#peers.values()]) {
       if (peer.client !== null) this.#drop(peer.client, 'server closing');
     }
@@ -330,19 +330,19 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
     }
   }
 
-  #openPort(socketPath: string, fixedId: number | null): void {
+  #openListener(socketPath: string, fixedId: number | null): void {
     this.#checkOpen();
-    if (this.#ports.some((p) => p.socketPath === socketPath)) {
+    if (this.#listeners.some((p) => p.socketPath === socketPath)) {
       throw new InvalidArgumentError(`ivshmem: already listening on ${socketPath}`);
     }
     const fd = this.#bind(socketPath);
-    let port: Port;
+    let listener: Listener;
     try {
       const st = fs.statSync(socketPath);
       const poller = new native.Poller(fd, (err) => {
-        this.#onAcceptable(port, err);
+        this.#onAcceptable(listener, err);
       });
-      port = { socketPath, fd, poller, fixedId, dev: st.dev, ino: st.ino };
+      listener = { socketPath, fd, poller, fixedId, dev: st.dev, ino: st.ino };
       poller.start(READABLE);
       if (!this.#refed) poller.unref();
     } catch (err) {
@@ -350,7 +350,7 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
       fs.rmSync(socketPath, { force: true });
       throw fromSystemError(err, `ivshmem: cannot watch ${socketPath}`);
     }
-    this.#ports.push(port);
+    this.#listeners.push(listener);
     this.#log?.info({ path: socketPath, fixedId, shmSize: this.shmSize, vectors: this.vectors }, 'ivshmem listening');
   }
 
@@ -389,15 +389,15 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
     }
   }
 
-  #closePort(port: Port): void {
-    port.poller.close();
-    native.close(port.fd);
+  #closeListener(listener: Listener): void {
+    listener.poller.close();
+    native.close(listener.fd);
     // Remove the path only if it is still ours (someone may have replaced it).
-    const st = fs.lstatSync(port.socketPath, { throwIfNoEntry: false });
-    if (st !== undefined && st.dev === port.dev && st.ino === port.ino) fs.rmSync(port.socketPath, { force: true });
+    const st = fs.lstatSync(listener.socketPath, { throwIfNoEntry: false });
+    if (st !== undefined && st.dev === listener.dev && st.ino === listener.ino) fs.rmSync(listener.socketPath, { force: true });
   }
 
-  #onAcceptable(port: Port, err: Error | null): void {
+  #onAcceptable(listener: Listener, err: Error | null): void {
     if (this.#closed) return;
     if (err !== null) {
       this.#log?.error({ err }, 'ivshmem listening socket poll error');
@@ -406,29 +406,29 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
     while (!this.#closed) {
       let fd: number | null;
       try {
-        fd = native.accept(port.fd);
+        fd = native.accept(listener.fd);
       } catch (e) {
         // EMFILE/ENFILE: the connection stays queued and the (level-triggered) poll would
         // fire again at once; back off instead of spinning.
         this.#log?.error({ err: e }, 'ivshmem accept failed; retrying in 100 ms');
-        port.poller.stop();
+        listener.poller.stop();
         setTimeout(() => {
-          if (!this.#closed) port.poller.start(READABLE);
+          if (!this.#closed) listener.poller.start(READABLE);
         }, 100).unref();
         return;
       }
       if (fd === null) return;
-      this.#admit(port, fd);
+      this.#admit(listener, fd);
     }
   }
 
-  #reject(port: Port, fd: number, cred: PeerCred | null, reason: string): void {
+  #reject(listener: Listener, fd: number, cred: PeerCred | null, reason: string): void {
     native.close(fd);
     this.#log?.warn({ cred, reason }, 'ivshmem client rejected');
-    this.emit('client-rejected', { cred, socketPath: port.socketPath, reason });
+    this.emit('client-rejected', { cred, socketPath: listener.socketPath, reason });
   }
 
-  #admit(port: Port, fd: number): void {
+  #admit(listener: Listener, fd: number): void {
     const t0 = process.hrtime.bigint();
     let cred: PeerCred | null;
     try {
@@ -437,32 +437,32 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
       cred = null;
     }
     if (this.#clients >= this.maxClients) {
-      this.#reject(port, fd, cred, `client limit ${this.maxClients} reached`);
+      this.#reject(listener, fd, cred, `client limit ${this.maxClients} reached`);
       return;
     }
     let id: number | null;
-    if (port.fixedId !== null) {
-      id = port.fixedId;
+    if (listener.fixedId !== null) {
+      id = listener.fixedId;
       if (this.#peers.has(id)) {
-        this.#reject(port, fd, cred, `peer id ${id} is already connected`);
+        this.#reject(listener, fd, cred, `peer id ${id} is already connected`);
         return;
       }
     } else {
       id = this.#allocateId(this.firstPeerId);
       if (id === null) {
-        this.#reject(port, fd, cred, 'no free peer id');
+        this.#reject(listener, fd, cred, 'no free peer id');
         return;
       }
     }
     if (this.#authorize !== undefined) {
       let verdict: boolean | string;
       try {
-        verdict = this.#authorize({ cred, socketPath: port.socketPath, peerId: id });
+        verdict = this.#authorize({ cred, socketPath: listener.socketPath, peerId: id });
       } catch (e) {
         verdict = `authorize threw: ${String(e)}`;
       }
       if (verdict !== true) {
-        this.#reject(port, fd, cred, typeof verdict === 'string' ? verdict : 'not authorized');
+        this.#reject(listener, fd, cred, typeof verdict === 'string' ? verdict : 'not authorized');
         return;
       }
     }
@@ -471,7 +471,7 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
     try {
       eventfds = this.#createEventfds();
     } catch (e) {
-      this.#reject(port, fd, cred, `cannot create eventfds: ${String(e)}`);
+      this.#reject(listener, fd, cred, `cannot create eventfds: ${String(e)}`);
       return;
     }
     const client: Client = {
@@ -490,13 +490,13 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
       });
     } catch (e) {
       for (const efd of eventfds) native.close(efd);
-      this.#reject(port, fd, cred, `cannot watch connection: ${String(e)}`);
+      this.#reject(listener, fd, cred, `cannot watch connection: ${String(e)}`);
       return;
     }
     client.poller = poller;
     poller.start(READABLE | DISCONNECT);
     if (!this.#refed) poller.unref();
-    const peer: Peer = { info: { id, kind: 'socket', cred, socketPath: port.socketPath }, eventfds, client, local: null };
+    const peer: Peer = { info: { id, kind: 'socket', cred, socketPath: listener.socketPath }, eventfds, client, local: null };
     client.peer = peer;
     this.#clients++;
 
@@ -582,7 +582,7 @@ export class IvshmemDevice extends EventEmitter<IvshmemServerEvents> {
     this.emit('peer-leave', peer.info, reason);
   }
 
-  readonly #localHost: LocalPeerHost = {
+  readonly #localHost: HostDeviceServer = {
     peerEventfds: (id) => this.#peers.get(id)?.eventfds,
     peerIds: (self) => [...this.#peers.keys()].filter((id) => id !== self).sort((a, b) => a - b),
     removeLocalPeer: (id) => {

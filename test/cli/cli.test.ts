@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { Vchan } from '../../src/client/index.js';
 import { DAEMON_MAIN } from '../../src/cli/private-daemon.js';
-import { socketPath } from '../../src/daemon/config.js';
+import { socketPath } from '../../src/paths.js';
 import { startDaemon, teardown, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 const CLI_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');

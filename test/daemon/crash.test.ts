@@ -11,7 +11,7 @@ import { Vchan } from '../../src/client/index.js';
 import { DaemonConnection } from '../../src/client/daemon-connection.js';
 import { Command } from '../../src/protocol/constants.js';
 import { ClosedError, DaemonUnavailableError } from '../../src/errors.js';
-import { PID_NAME, SOCKET_NAME } from '../../src/daemon/config.js';
+import { PID_NAME, SOCKET_NAME } from '../../src/paths.js';
 import { Pattern } from '../helpers/pattern.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { expectFdsBackTo, settledFds, sleep, startDaemon, teardown, waitFor, within, type TestDaemon } from '../helpers/daemon-fixture.js';

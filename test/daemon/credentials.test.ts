@@ -10,7 +10,7 @@ import { Vchan } from '../../src/client/index.js';
 import { DaemonConnection } from '../../src/client/daemon-connection.js';
 import { Command } from '../../src/protocol/constants.js';
 import { DaemonError } from '../../src/errors.js';
-import { socketPath } from '../../src/daemon/config.js';
+import { socketPath } from '../../src/paths.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { startDaemon, teardown, type TestDaemon } from '../helpers/daemon-fixture.js';
 

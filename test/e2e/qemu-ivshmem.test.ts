@@ -1,12 +1,12 @@
 // Tier 3 (DESIGN.md §8): real QEMU hot-plugs ivshmem-doorbell devices served by our
-// IvshmemDevice, and refuses a server that breaks the protocol. QEMU runs paused (-S) with
+// IvshmemServer, and refuses a server that breaks the protocol. QEMU runs paused (-S) with
 // no guest: device_add reads the server's setup synchronously, which is all we need here.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { IvshmemDevice, type PeerInfo } from '../../src/ivshmem/server.js';
+import { IvshmemServer, type PeerInfo } from '../../src/ivshmem/server.js';
 import { native } from '../../src/native.js';
 import { FakeServer, msg, type Scripted } from '../ivshmem/fake-server.js';
 import { QemuProcess, QmpCommandError, ensureQemu, processesMatching } from '../helpers/qemu.js';
@@ -20,7 +20,7 @@ const qemuBinary = 'path' in found ? found.path : '';
 
 let dir = '';
 let qemu: QemuProcess | null = null;
-const devices: IvshmemDevice[] = [];
+const devices: IvshmemServer[] = [];
 const memfds: number[] = [];
 const MiB = 1 << 20;
 
@@ -75,7 +75,7 @@ after(async () => {
   if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('QEMU hot-plugs two ivshmem-doorbell devices served by IvshmemDevice', { skip }, async (t) => {
+test('QEMU hot-plugs two ivshmem-doorbell devices served by IvshmemServer', { skip }, async (t) => {
   const q = qemu!;
   t.diagnostic(`QEMU ${q.pid} up, QMP ready in ${q.startupMs.toFixed(0)} ms`);
   const vectors = 4;
@@ -85,7 +85,7 @@ test('QEMU hot-plugs two ivshmem-doorbell devices served by IvshmemDevice', { sk
     memfds.push(shm);
     const socketPath = path.join(dir, `dev${i}.sock`);
     // Identity from the fabric (DESIGN.md §2 rule 4): only this QEMU may connect.
-    const dev = new IvshmemDevice({
+    const dev = new IvshmemServer({
       socketPath,
       shmFd: shm,
       vectors,
@@ -205,7 +205,7 @@ test('our server\'s vector count must not exceed the device\'s: QEMU only logs t
   const shm = native.memfdCreate('kvmchan-e2e-vec', MiB, true);
   memfds.push(shm);
   const socketPath = path.join(dir, 'vec.sock');
-  const dev = new IvshmemDevice({ socketPath, shmFd: shm, vectors: 4 }).listen();
+  const dev = new IvshmemServer({ socketPath, shmFd: shm, vectors: 4 }).listen();
   devices.push(dev);
   await q.qmp.execute('chardev-add', chardevArgs('charvec', socketPath));
   // Peer fds come after the shm message, i.e. after the synchronous phase: realize succeeds.
@@ -247,7 +247,7 @@ test('a non-power-of-two shm makes QEMU abort the whole VM (why the server check
   const odd = native.memfdCreate('kvmchan-e2e-odd', MiB + 4096, false);
   const socketPath = path.join(sub, 'odd.sock');
   // Our server refuses this configuration outright...
-  assert.throws(() => new IvshmemDevice({ socketPath, shmFd: odd, vectors: 1 }), /not a power of two/);
+  assert.throws(() => new IvshmemServer({ socketPath, shmFd: odd, vectors: 1 }), /not a power of two/);
   // ...a server that does not check kills QEMU.
   const server = new FakeServer(socketPath, () => [msg(0), msg(1), msg(-1, odd)]);
   try {

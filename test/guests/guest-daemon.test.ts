@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import { Vchan } from '../../src/client/index.js';
 import { DaemonUnavailableError } from '../../src/errors.js';
-import { PID_NAME, SOCKET_NAME } from '../../src/daemon/config.js';
+import { PID_NAME, SOCKET_NAME } from '../../src/paths.js';
 import { PeerProcess, type PeerReply } from '../helpers/peer-process.js';
 import { settledFds, waitFor, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 import { cliStatus, expectHostFds, logged, poolsCreated, startGuest, startHost, type TestGuest } from '../helpers/guest-fixture.js';

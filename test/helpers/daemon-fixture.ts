@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { native, type RecvResult } from '../../src/native.js';
-import { socketPath } from '../../src/daemon/config.js';
+import { socketPath } from '../../src/paths.js';
 import { MAX_FDS, MAX_FRAME } from '../../src/protocol/constants.js';
 
 export { sleep };

@@ -14,7 +14,7 @@
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { SocketDevice } from '../../src/device/socket-device.js';
+import { SocketDevice } from '../../src/ivshmem/socket-device.js';
 import { native } from '../../src/native.js';
 import { RingEndpoint } from '../../src/ring/endpoint.js';
 import { EventFdWaiter } from '../../src/ring/eventfd-waiter.js';
@@ -31,7 +31,7 @@ import {
   OFF_SERVER_STATE,
   STATE_WAITING,
 } from '../../src/ring/layout.js';
-import { RingChannel } from '../../src/transport/ring-channel.js';
+import { RingLink } from '../../src/transport/ring-link.js';
 import { decodeEvent, decodeReply, encodeFrame, encodeRequest } from '../../src/protocol/codec.js';
 import { Command, Event, EVENT_BIT, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../src/protocol/constants.js';
 import type { Frame, GuestVchanInfo, PoolAddedEvent, RequestBodies } from '../../src/protocol/types.js';
@@ -64,7 +64,7 @@ export class HostileGuest {
   #control: SocketDevice | null = null;
   #waiter: EventFdWaiter | null = null;
   #mapping: ArrayBuffer | null = null;
-  #channel: RingChannel | null = null;
+  #channel: RingLink | null = null;
   #nextSeq = 1;
   readonly #pending = new Map<number, (r: Reply) => void>();
   readonly pools = new Map<number, SocketDevice>();
@@ -116,7 +116,7 @@ export class HostileGuest {
     const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
     endpoint.attach();
     this.#nextSeq = 1;
-    this.#channel = new RingChannel(endpoint, this.#waiter, {
+    this.#channel = new RingLink(endpoint, this.#waiter, {
       onFrame: (f) => {
         this.#onFrame(f);
       },

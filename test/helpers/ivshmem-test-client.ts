@@ -1,6 +1,6 @@
 /**
  * An independent, deliberately minimal ivshmem client for the test suite. It shares no code
- * with src/device or src/ivshmem (only the addon facade), so a bug in the protocol code there
+ * with src/ivshmem (only the addon facade), so a bug in the protocol code there
  * cannot hide itself here: it reads the server's byte stream one message at a time, never
  * more than the rest of the current 8 bytes per recvmsg (as QEMU does), and hands back the raw
  * value, the raw bytes and the fd (if any) for the test to check.

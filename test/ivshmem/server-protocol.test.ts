@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { IvshmemDevice } from '../../src/ivshmem/server.js';
+import { IvshmemServer } from '../../src/ivshmem/server.js';
 import { native } from '../../src/native.js';
 import { IvshmemTestClient, fdKind, initialSequence, joinSequence } from '../helpers/ivshmem-test-client.js';
 import { drain, memfd, nextEvent, tempDir, tick, until } from './util.js';
@@ -13,7 +13,7 @@ const MiB = 1 << 20;
 test('first client: version 0, id 1, -1 + shm fd, host peer 0 × vectors, own id × vectors', async () => {
   const t = tempDir();
   const shm = memfd(MiB);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 3 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 3 }).listen();
   const c = IvshmemTestClient.connect(dev.socketPath);
   try {
     const fds = await c.expectSequence(initialSequence(1, [0], 3));
@@ -45,7 +45,7 @@ test('first client: version 0, id 1, -1 + shm fd, host peer 0 × vectors, own id
 test('the exact bytes are signed 64-bit little-endian', async () => {
   const t = tempDir();
   const shm = memfd(4096);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1, firstPeerId: 0x1234, hostPeer: false }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1, firstPeerId: 0x1234, hostPeer: false }).listen();
   const c = IvshmemTestClient.connect(dev.socketPath);
   try {
     const version = await c.next();
@@ -72,7 +72,7 @@ test('the exact bytes are signed 64-bit little-endian', async () => {
 test('without a host peer the first client gets id 0 and sees no other peer', async () => {
   const t = tempDir();
   const shm = memfd(64 * 1024);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2, hostPeer: false }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2, hostPeer: false }).listen();
   assert.equal(dev.host, null);
   const a = IvshmemTestClient.connect(dev.socketPath);
   const b = IvshmemTestClient.connect(dev.socketPath);
@@ -98,7 +98,7 @@ test('without a host peer the first client gets id 0 and sees no other peer', as
 test('join and leave notices: every existing client hears about every new one, and leaves without fd', async () => {
   const t = tempDir();
   const shm = memfd(MiB);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2 }).listen();
   const joins: number[] = [];
   const leaves: number[] = [];
   dev.on('peer-join', (p) => joins.push(p.id));
@@ -165,7 +165,7 @@ test('join and leave notices: every existing client hears about every new one, a
 test('addSocket: a connection on a fixed-id socket always gets that id; a second one is refused', async () => {
   const t = tempDir();
   const shm = memfd(MiB);
-  const dev = new IvshmemDevice({ socketPath: t.sock('primary.sock'), shmFd: shm, vectors: 1 })
+  const dev = new IvshmemServer({ socketPath: t.sock('primary.sock'), shmFd: shm, vectors: 1 })
     .listen()
     .addSocket(t.sock('vm7.sock'), 7)
     .addSocket(t.sock('vm9.sock'), 9);
@@ -203,7 +203,7 @@ test('a client that does not read: everything is queued and arrives consistent a
   const t = tempDir();
   const shm = memfd(MiB);
   const vectors = 256;
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors, maxClients: 8 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors, maxClients: 8 }).listen();
   const clients: IvshmemTestClient[] = [];
   try {
     // Three readers first, so a newcomer's initial sequence is 3 + 5 × 256 messages: far

@@ -2,8 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { IvshmemDevice, type PeerInfo } from '../../src/ivshmem/server.js';
-import { SocketDevice } from '../../src/device/socket-device.js';
+import { IvshmemServer, type PeerInfo } from '../../src/ivshmem/server.js';
+import { SocketDevice } from '../../src/ivshmem/socket-device.js';
 import { native } from '../../src/native.js';
 import { IvshmemTestClient, initialSequence, joinSequence, openFdCount } from '../helpers/ivshmem-test-client.js';
 import { drain, memfd, nextEvent, tempDir, until } from './util.js';
@@ -11,7 +11,7 @@ import { drain, memfd, nextEvent, tempDir, until } from './util.js';
 test('a client that sends anything is dropped; the others carry on', async () => {
   const t = tempDir();
   const shm = memfd(1 << 16);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2 }).listen();
   const good = await SocketDevice.connect(dev.socketPath, { vectors: 2 });
   const bad = IvshmemTestClient.connect(dev.socketPath);
   const bad2 = IvshmemTestClient.connect(dev.socketPath);
@@ -58,7 +58,7 @@ test('a client that sends anything is dropped; the others carry on', async () =>
 test('client limit: the extra connection is closed before any byte is sent', async () => {
   const t = tempDir();
   const shm = memfd(4096);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1, maxClients: 2 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1, maxClients: 2 }).listen();
   const a = IvshmemTestClient.connect(dev.socketPath);
   const b = IvshmemTestClient.connect(dev.socketPath);
   try {
@@ -97,7 +97,7 @@ test('authorize sees SO_PEERCRED and the id; a refusal sends nothing', async () 
   const shm = memfd(4096);
   const seen: { pid: number | undefined; id: number }[] = [];
   let allow = false;
-  const dev = new IvshmemDevice({
+  const dev = new IvshmemServer({
     socketPath: t.sock('d.sock'),
     shmFd: shm,
     vectors: 1,
@@ -133,19 +133,19 @@ test('socket files: stale ones are replaced, live ones and non-sockets are not, 
     const stalePath = t.sock('stale.sock');
     native.close(native.listenUnix(stalePath, 'stream', 1, 0o600));
     assert.ok(fs.existsSync(stalePath));
-    const dev = new IvshmemDevice({ socketPath: stalePath, shmFd: shm, vectors: 1 }).listen();
+    const dev = new IvshmemServer({ socketPath: stalePath, shmFd: shm, vectors: 1 }).listen();
     const c = IvshmemTestClient.connect(stalePath);
     await c.expectSequence(initialSequence(1, [0], 1));
     c.close();
 
     // A live one belongs to somebody else.
-    const other = new IvshmemDevice({ socketPath: stalePath, shmFd: shm, vectors: 1 });
+    const other = new IvshmemServer({ socketPath: stalePath, shmFd: shm, vectors: 1 });
     assert.throws(() => other.listen(), /in use by a live server/);
     other.close();
     // A regular file is never deleted.
     const filePath = t.sock('file');
     fs.writeFileSync(filePath, 'keep me');
-    const third = new IvshmemDevice({ socketPath: filePath, shmFd: shm, vectors: 1 });
+    const third = new IvshmemServer({ socketPath: filePath, shmFd: shm, vectors: 1 });
     assert.throws(() => third.listen(), /not a socket/);
     third.close();
     assert.equal(fs.readFileSync(filePath, 'utf8'), 'keep me');
@@ -155,7 +155,7 @@ test('socket files: stale ones are replaced, live ones and non-sockets are not, 
     dev.close();
     assert.equal(fs.existsSync(stalePath), false, 'close() removed the socket');
     // A path replaced by someone else after we bound it is left alone.
-    const dev2 = new IvshmemDevice({ socketPath: t.sock('moved.sock'), shmFd: shm, vectors: 1 }).listen();
+    const dev2 = new IvshmemServer({ socketPath: t.sock('moved.sock'), shmFd: shm, vectors: 1 }).listen();
     fs.rmSync(dev2.socketPath);
     fs.writeFileSync(dev2.socketPath, 'new owner');
     dev2.close();
@@ -171,7 +171,7 @@ test('no fd or mapping leaks over many join/leave cycles (socket clients, test c
   const shm = memfd(1 << 16);
   const fdsBefore = openFdCount();
   const mapsBefore = native.mappingCount();
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 4, maxClients: 4 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 4, maxClients: 4 }).listen();
   const anchor = await SocketDevice.connect(dev.socketPath, { vectors: 4 });
   const fdsAnchored = openFdCount();
   try {
@@ -213,7 +213,7 @@ test('no fd or mapping leaks over many join/leave cycles (socket clients, test c
 test('disconnect(id) drops one client; close() drops all of them and removes the socket', async () => {
   const t = tempDir();
   const shm = memfd(4096);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1 }).listen();
   const a = IvshmemTestClient.connect(dev.socketPath);
   const b = IvshmemTestClient.connect(dev.socketPath);
   try {

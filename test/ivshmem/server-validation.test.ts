@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { IvshmemDevice } from '../../src/ivshmem/server.js';
+import { IvshmemServer } from '../../src/ivshmem/server.js';
 import { MAX_VECTORS, checkShmSize, decodeMessage, encodeMessage, isPowerOfTwo } from '../../src/ivshmem/protocol.js';
 import { native } from '../../src/native.js';
 import { InvalidArgumentError, KvmchanError } from '../../src/errors.js';
@@ -51,26 +51,26 @@ test('invalid configurations are refused before anything listens', () => {
   const fdsBefore = openFdCount();
   try {
     const base = { socketPath: path, shmFd: good, vectors: 1 };
-    refused(() => new IvshmemDevice({ ...base, shmFd: odd }), /not a power of two/);
-    refused(() => new IvshmemDevice({ ...base, shmFd: small }), /out of range/);
-    refused(() => new IvshmemDevice({ ...base, shmSize: 1 << 21 }), /does not match/);
-    refused(() => new IvshmemDevice({ ...base, vectors: 0 }), /vectors/);
-    refused(() => new IvshmemDevice({ ...base, vectors: MAX_VECTORS + 1 }), /vectors/);
-    refused(() => new IvshmemDevice({ ...base, vectors: 1.5 }), /vectors/);
-    refused(() => new IvshmemDevice({ ...base, shmFd: -1 }), /valid file descriptor/);
-    refused(() => new IvshmemDevice({ ...base, shmFd: 987654 }), /not usable/);
-    refused(() => new IvshmemDevice({ ...base, shmFd: sa }), /not a memfd or regular file/);
-    refused(() => new IvshmemDevice({ ...base, firstPeerId: 65536 }), /firstPeerId/);
-    refused(() => new IvshmemDevice({ ...base, firstPeerId: 0 }), /collides/);
-    refused(() => new IvshmemDevice({ ...base, maxClients: 0 }), /maxClients/);
-    refused(() => new IvshmemDevice({ ...base, socketPath: `${t.dir}/${'x'.repeat(120)}` }), /longer than/);
-    refused(() => new IvshmemDevice({ ...base, socketPath: '' }), /non-empty/);
+    refused(() => new IvshmemServer({ ...base, shmFd: odd }), /not a power of two/);
+    refused(() => new IvshmemServer({ ...base, shmFd: small }), /out of range/);
+    refused(() => new IvshmemServer({ ...base, shmSize: 1 << 21 }), /does not match/);
+    refused(() => new IvshmemServer({ ...base, vectors: 0 }), /vectors/);
+    refused(() => new IvshmemServer({ ...base, vectors: MAX_VECTORS + 1 }), /vectors/);
+    refused(() => new IvshmemServer({ ...base, vectors: 1.5 }), /vectors/);
+    refused(() => new IvshmemServer({ ...base, shmFd: -1 }), /valid file descriptor/);
+    refused(() => new IvshmemServer({ ...base, shmFd: 987654 }), /not usable/);
+    refused(() => new IvshmemServer({ ...base, shmFd: sa }), /not a memfd or regular file/);
+    refused(() => new IvshmemServer({ ...base, firstPeerId: 65536 }), /firstPeerId/);
+    refused(() => new IvshmemServer({ ...base, firstPeerId: 0 }), /collides/);
+    refused(() => new IvshmemServer({ ...base, maxClients: 0 }), /maxClients/);
+    refused(() => new IvshmemServer({ ...base, socketPath: `${t.dir}/${'x'.repeat(120)}` }), /longer than/);
+    refused(() => new IvshmemServer({ ...base, socketPath: '' }), /non-empty/);
     // Nothing was created: no socket file, no fd left open.
     assert.equal(fs.existsSync(path), false);
     assert.equal(openFdCount(), fdsBefore);
 
     // The largest valid vector count and a valid config work.
-    const dev = new IvshmemDevice({ ...base, vectors: MAX_VECTORS });
+    const dev = new IvshmemServer({ ...base, vectors: MAX_VECTORS });
     assert.equal(dev.host!.vectors, MAX_VECTORS);
     dev.close();
     assert.equal(openFdCount(), fdsBefore);
@@ -83,7 +83,7 @@ test('invalid configurations are refused before anything listens', () => {
 test('the device duplicates the shm fd: the caller may close its own', () => {
   const t = tempDir();
   const fd = memfd(8192);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: fd, vectors: 1 });
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: fd, vectors: 1 });
   native.close(fd);
   const buf = dev.host!.map();
   assert.equal(buf.byteLength, 8192);
@@ -96,7 +96,7 @@ test('the device duplicates the shm fd: the caller may close its own', () => {
 test('addLocalPeer refuses ids in use and ids reserved for fixed sockets', () => {
   const t = tempDir();
   const fd = memfd(4096);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: fd, vectors: 1 });
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: fd, vectors: 1 });
   try {
     dev.addSocket(t.sock('fixed.sock'), 5);
     refused(() => dev.addLocalPeer(0), /in use/);

@@ -1,10 +1,10 @@
-// src/device/socket-device.ts: a simulated guest's view of the device, against our server
+// src/ivshmem/socket-device.ts: a simulated guest's view of the device, against our server
 // and against scripted hostile servers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IvshmemDevice } from '../../src/ivshmem/server.js';
-import { SocketDevice } from '../../src/device/socket-device.js';
-import type { IvshmemDeviceHandle } from '../../src/device/handle.js';
+import { IvshmemServer } from '../../src/ivshmem/server.js';
+import { SocketDevice } from '../../src/ivshmem/socket-device.js';
+import type { Device } from '../../src/ivshmem/device.js';
 import { native, READABLE } from '../../src/native.js';
 import { KvmchanError } from '../../src/errors.js';
 import { openFdCount } from '../helpers/ivshmem-test-client.js';
@@ -30,7 +30,7 @@ function readable(fd: number, ms = 2000): Promise<number> {
 test('shared memory is really shared: host peer and two simulated guests see each other\'s writes', async () => {
   const t = tempDir();
   const shm = memfd(1 << 20);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2 }).listen();
   const a = await SocketDevice.connect(dev.socketPath, { vectors: 2 });
   const b = await SocketDevice.connect(dev.socketPath, { vectors: 2 });
   try {
@@ -70,10 +70,10 @@ test('shared memory is really shared: host peer and two simulated guests see eac
 test('doorbells between two socket devices, and to and from the host peer', async () => {
   const t = tempDir();
   const shm = memfd(1 << 16);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 4 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 4 }).listen();
   const a = await SocketDevice.connect(dev.socketPath, { vectors: 4 });
   const b = await SocketDevice.connect(dev.socketPath, { vectors: 4 });
-  const host: IvshmemDeviceHandle = dev.host!;
+  const host: Device = dev.host!;
   try {
     await until(() => a.peers().includes(2));
     assert.deepEqual(a.peers(), [0, 2]);
@@ -116,7 +116,7 @@ test('doorbells between two socket devices, and to and from the host peer', asyn
 test('peer-join / peer-leave events, and close when the server goes away', async () => {
   const t = tempDir();
   const shm = memfd(1 << 16);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1 }).listen();
   const a = await SocketDevice.connect(dev.socketPath);
   try {
     assert.deepEqual(a.peers(), [0]);
@@ -146,7 +146,7 @@ test('peer-join / peer-leave events, and close when the server goes away', async
 test('the host peer sees guests join and leave', async () => {
   const t = tempDir();
   const shm = memfd(1 << 16);
-  const dev = new IvshmemDevice({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1 }).listen();
+  const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 1 }).listen();
   try {
     const joined = nextEvent<[number]>(dev.host!, 'peer-join');
     const a = await SocketDevice.connect(dev.socketPath);
@@ -328,7 +328,7 @@ test('connect honours an AbortSignal and a missing socket', async () => {
 test('timing (diagnostic only): connect → setup complete, and a doorbell round trip', async (t) => {
   const dir = tempDir();
   const shm = memfd(1 << 20);
-  const dev = new IvshmemDevice({ socketPath: dir.sock('d.sock'), shmFd: shm, vectors: 8 }).listen();
+  const dev = new IvshmemServer({ socketPath: dir.sock('d.sock'), shmFd: shm, vectors: 8 }).listen();
   const fdsBefore = openFdCount();
   try {
     const setup: number[] = [];

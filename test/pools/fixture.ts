@@ -7,7 +7,7 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { PoolManager, type PoolAnnouncement } from '../../src/daemon/pools/pool-manager.js';
 import type { PoolConfig } from '../../src/daemon/pools/pool-config.js';
-import { SocketDevice } from '../../src/device/socket-device.js';
+import { SocketDevice } from '../../src/ivshmem/socket-device.js';
 import { native, READABLE } from '../../src/native.js';
 import { RegistryError } from '../../src/daemon/registry/registry-error.js';
 

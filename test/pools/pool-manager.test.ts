@@ -1,13 +1,13 @@
 // PoolManager (src/daemon/pools/pool-manager.ts): pools of ivshmem devices as the
-// registry's ChannelFactory, with simulated guests attached through SocketDevice.
+// registry's VchanResourceFactory, with simulated guests attached through SocketDevice.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../../src/native.js';
 import { HEADER_SIZE, MAGIC, OFF_CLIENT_STATE, OFF_SERVER_STATE, STATE_WAITING, STATE_CONNECTED, regionLength, type RingGeometry } from '../../src/ring/layout.js';
-import type { ChannelResources, EndpointAccess } from '../../src/daemon/registry/channel-resources.js';
-import { PoolChannel } from '../../src/daemon/pools/pool-channel.js';
+import type { VchanResources, EndpointAccess } from '../../src/daemon/registry/vchan-resources.js';
+import { PoolResources } from '../../src/daemon/pools/pool-resources.js';
 import { errnoOf, fixture, pageRound, readable, rejectsWith, until } from './fixture.js';
 
 const geo = (c2sOrder: number, s2cOrder = c2sOrder): RingGeometry => ({ c2sOrder, s2cOrder });
@@ -25,8 +25,8 @@ function deviceOf(a: EndpointAccess): { pool: number; vector: number; peerId: nu
   return a;
 }
 
-function poolOf(res: ChannelResources): number {
-  assert.ok(res instanceof PoolChannel);
+function poolOf(res: VchanResources): number {
+  assert.ok(res instanceof PoolResources);
   return res.poolId;
 }
 
@@ -149,7 +149,7 @@ test('vchans fill a pool, then spill into the next one', async () => {
   try {
     f.pm.addDomain(3);
     await f.join(f.of(3)[0]!);
-    const held: ChannelResources[] = [];
+    const held: VchanResources[] = [];
     for (let i = 0; i < 4; i++) held.push(f.pm.create(SMALL, 0, 3));
     assert.deepEqual(held.map((r) => deviceOf(r.client).vector).sort(), [0, 1, 2, 3]);
     assert.ok(held.every((r) => poolOf(r) === 1));
@@ -182,7 +182,7 @@ test('a pool is added ahead of demand when vectors run low, and announced', asyn
   try {
     f.pm.addDomain(2);
     await f.join(f.of(2)[0]!);
-    const held: ChannelResources[] = [];
+    const held: VchanResources[] = [];
     for (let i = 0; i < 6; i++) held.push(f.pm.create(SMALL, 0, 2));
     assert.equal(f.announced.length, 1, '2 of 8 vectors free is not below 25 %');
     held.push(f.pm.create(SMALL, 0, 2));
@@ -450,7 +450,7 @@ test('host↔host vchans get a memfd of their own; refusals', async () => {
   const f = fixture({ poolSize: 1 << 20 });
   try {
     const res = f.pm.create(SMALL, 0, 0);
-    assert.ok(!(res instanceof PoolChannel));
+    assert.ok(!(res instanceof PoolResources));
     assert.equal(res.shmOffset, 0);
     const s = fdsOf(res.server);
     assert.equal(native.fdSize(s.shm), regionLength(SMALL));
@@ -476,7 +476,7 @@ test('no fd or mapping survives many vchans, pools, guests and their removal', a
   try {
     for (const d of [1, 2, 3]) f.pm.addDomain(d);
     for (const a of [...f.announced]) await f.join(a);
-    const held: ChannelResources[] = [];
+    const held: VchanResources[] = [];
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 20; i++) {
         const [s, c] = [[0, 1], [2, 0], [0, 3], [1, 2], [3, 2]][i % 5]!;

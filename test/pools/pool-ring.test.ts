@@ -10,8 +10,8 @@ import { RingEndpoint, EOF } from '../../src/ring/endpoint.js';
 import { AsyncRing } from '../../src/ring/async-ring.js';
 import { EventFdWaiter } from '../../src/ring/eventfd-waiter.js';
 import type { RingGeometry } from '../../src/ring/layout.js';
-import type { ChannelResources, EndpointAccess } from '../../src/daemon/registry/channel-resources.js';
-import type { SocketDevice } from '../../src/device/socket-device.js';
+import type { VchanResources, EndpointAccess } from '../../src/daemon/registry/vchan-resources.js';
+import type { SocketDevice } from '../../src/ivshmem/socket-device.js';
 import { Prng } from '../helpers/prng.js';
 import { fixture, pageRound, until } from './fixture.js';
 
@@ -21,7 +21,7 @@ interface Side {
 }
 
 /** One endpoint as its process would build it from the grant (fds are dup'ed like SCM_RIGHTS). */
-function side(res: ChannelResources, role: 'server' | 'client', dev: SocketDevice | null): Side {
+function side(res: VchanResources, role: 'server' | 'client', dev: SocketDevice | null): Side {
   const access: EndpointAccess = role === 'server' ? res.server : res.client;
   const len = pageRound(res.shmLength);
   let mapping: ArrayBuffer;
@@ -79,7 +79,7 @@ async function pump(from: AsyncRing, to: AsyncRing, total: number, seed: number)
 test('rings run over pool slots: host↔guest both ways and guest↔guest, several at once', async () => {
   const f = fixture({ poolSize: 1 << 20, poolVectors: 8 });
   const sides: Side[] = [];
-  const held: ChannelResources[] = [];
+  const held: VchanResources[] = [];
   try {
     for (const d of [1, 2]) f.pm.addDomain(d);
     const g1 = await f.join(f.of(1)[0]!);

@@ -1,5 +1,5 @@
-// The registry with a PoolManager as its ChannelFactory: the contract of
-// channel-resources.ts as the registry uses it (EAGAIN → whenCapacity → retry once,
+// The registry with a PoolManager as its VchanResourceFactory: the contract of
+// vchan-resources.ts as the registry uses it (EAGAIN → whenCapacity → retry once,
 // death marking through `control`, kicks, release after a domain is gone).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,8 +20,8 @@ test('registry over pools: a request waits for the pool, grants are usable, a gu
     registry.addDomain({ id: 1, name: 'g1' });
     f.pm.addDomain(1);
     const host = caller(1, 0);
-    // The guest has not attached to its pool yet: serverInitAsync waits, then succeeds.
-    const pending = registry.serverInitAsync(host, 1, 77, 4096, 4096);
+    // The guest has not attached to its pool yet: serverInit waits, then succeeds.
+    const pending = registry.serverInit(host, 1, 77, 4096, 4096);
     await new Promise((r) => setTimeout(r, 20));
     await f.join(f.of(1)[0]!);
     const server = await pending;
@@ -58,7 +58,7 @@ test('registry over pools: a request waits for the pool, grants are usable, a gu
     registry.addDomain({ id: 3, name: 'b' });
     f.pm.addDomain(2);
     f.pm.addDomain(3);
-    const pairWait = registry.serverInitAsync(caller(3, 2), 3, 1, 1024, 1024);
+    const pairWait = registry.serverInit(caller(3, 2), 3, 1, 1024, 1024);
     await new Promise((r) => setTimeout(r, 10));
     for (const a of f.announced.filter((x) => x.domain === 2 || x.domain === 3)) await f.join(a);
     const g = await pairWait;

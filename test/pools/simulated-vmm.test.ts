@@ -8,7 +8,7 @@ import path from 'node:path';
 import { SimulatedVmm, simulatedGuests } from '../../src/daemon/vmm/simulated.js';
 import type { VmmDomain } from '../../src/daemon/vmm/vmm.js';
 import { PoolManager } from '../../src/daemon/pools/pool-manager.js';
-import { SocketDevice } from '../../src/device/socket-device.js';
+import { SocketDevice } from '../../src/ivshmem/socket-device.js';
 import { native } from '../../src/native.js';
 import { fdCount, readable, until } from './fixture.js';
 

@@ -7,18 +7,19 @@
  * disconnected and every vchan it held is closed); argument errors get -EINVAL.
  */
 import type { Logger } from 'pino';
-import type { LocalPeer } from '../../ivshmem/local-peer.js';
+import type { HostDevice } from '../../ivshmem/host-device.js';
 import { native } from '../../native.js';
 import { RingEndpoint } from '../../ring/endpoint.js';
 import { EventFdWaiter } from '../../ring/eventfd-waiter.js';
 import { initializeRegion, regionLength } from '../../ring/layout.js';
-import { RingChannel } from '../../transport/ring-channel.js';
+import { RingLink } from '../../transport/ring-link.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
 import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
 import { Command, Errno, Event, PROTOCOL_VERSION, MAX_PAYLOAD, TIMEOUT_INFINITE, DomainFlag, type CommandId } from '../../protocol/constants.js';
 import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
-import { poolEntry, vchanEntry, wireInfo } from '../local/local-connection.js';
+import { poolEntry, vchanEntry } from '../wire-views.js';
+import { toWireInfo } from '../../protocol/views.js';
 import type { PoolStatus } from '../vchan-service.js';
 import type { AnyRequest, Frame } from '../../protocol/types.js';
 import type { Caller, Registry, VchanGrant } from '../registry/registry.js';
@@ -42,7 +43,7 @@ export interface PoolAnnouncement {
 export interface HostLinkOptions {
   domain: number;
   name: string;
-  device: LocalPeer;
+  device: HostDevice;
   registry: Registry;
   log: Logger;
   /** Current pools of this guest, announced right after HELLO. */
@@ -64,7 +65,7 @@ export class HostLink {
   readonly #log: Logger;
   readonly #mapping: ArrayBuffer;
   readonly #waiter: EventFdWaiter;
-  readonly #channel: RingChannel;
+  readonly #channel: RingLink;
   readonly #sequence = new RequestSequence();
   readonly #allowed = AllowMask.forKind('guest-control');
   /** Guest-local connection id → our registry connId (so a guest cannot name another's). */
@@ -87,7 +88,7 @@ export class HostLink {
     this.#waiter = new EventFdWaiter(native.dup(opts.device.interruptFd(0)), native.dup(kick));
     this.#waiter.keepAlive = false;
     const endpoint = new RingEndpoint(this.#mapping, 0, { role: 'server', ...CONTROL_GEOMETRY }, this.#waiter.kick);
-    this.#channel = new RingChannel(endpoint, this.#waiter, {
+    this.#channel = new RingLink(endpoint, this.#waiter, {
       onFrame: (f) => {
         this.#onFrame(f);
       },
@@ -156,7 +157,7 @@ export class HostLink {
         return;
       case Command.GUEST_VCHAN_SERVER_INIT: {
         const b = req.body;
-        const g = await reg.serverInitAsync(this.#caller(b.conn), b.peerDomain, b.port, b.readMin, b.writeMin);
+        const g = await reg.serverInit(this.#caller(b.conn), b.peerDomain, b.port, b.readMin, b.writeMin);
         this.#sendGrant(req.id, req.seq, g);
         return;
       }
@@ -229,7 +230,7 @@ export class HostLink {
     if (g.access.kind !== 'device') throw new RegistryError('EIO', 'guest endpoint without device access');
     this.#channel.send(
       encodeReply(id as typeof Command.GUEST_VCHAN_SERVER_INIT, seq, 0, {
-        ...wireInfo(g),
+        ...toWireInfo(g),
         pool: g.access.pool,
         vector: g.access.vector,
         peerId: g.access.peerId,

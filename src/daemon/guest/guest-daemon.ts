@@ -9,7 +9,7 @@ import { RuntimeDir } from '../runtime-dir.js';
 import { LocalServer } from '../local/local-server.js';
 import { GuestVchanService } from './guest-service.js';
 import type { Config } from '../config.js';
-import { defaultRuntimeDir } from '../config.js';
+import { defaultRuntimeDir } from '../../paths.js';
 import type { KvmchanError } from '../../errors.js';
 
 export class GuestDaemon {

@@ -11,11 +11,11 @@ import { native } from '../../native.js';
 import { RingEndpoint } from '../../ring/endpoint.js';
 import { EventFdWaiter } from '../../ring/eventfd-waiter.js';
 import { HEADER_SIZE, OFF_CLIENT_STATE, STATE_WAITING, MAGIC } from '../../ring/layout.js';
-import { RingChannel } from '../../transport/ring-channel.js';
+import { RingLink } from '../../transport/ring-link.js';
 import { ClientSequencer } from '../../protocol/sequencer.js';
 import { Command, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
 import type { AnyEvent, ReplyOkOf, RequestBodies, GuestVchanInfo } from '../../protocol/types.js';
-import { SocketDevice } from '../../device/socket-device.js';
+import { SocketDevice } from '../../ivshmem/socket-device.js';
 import { KvmchanError, DaemonError } from '../../errors.js';
 import type { Caller, VchanSnapshot } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
@@ -53,7 +53,7 @@ export class GuestVchanService implements VchanService {
   readonly #opts: GuestServiceOptions;
   readonly #log: Logger;
   #control: SocketDevice | null = null;
-  #channel: RingChannel | null = null;
+  #channel: RingLink | null = null;
   #waiter: EventFdWaiter | null = null;
   #mapping: ArrayBuffer | null = null;
   readonly #seq = new ClientSequencer({
@@ -91,7 +91,7 @@ export class GuestVchanService implements VchanService {
     }
     const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
     endpoint.attach();
-    this.#channel = new RingChannel(endpoint, this.#waiter, {
+    this.#channel = new RingLink(endpoint, this.#waiter, {
       onFrame: (frame) => {
         let ev: AnyEvent | undefined;
         try {

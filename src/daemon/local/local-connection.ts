@@ -11,18 +11,20 @@ import { SeqpacketSocket, type Datagram } from '../../transport/seqpacket.js';
 import { decodeDatagram } from '../../protocol/frame.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
-import { Command, Errno, Event, PoolState, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
+import { Command, Errno, Event, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, type CommandId } from '../../protocol/constants.js';
 import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
-import type { AnyRequest, VchanInfo, PoolEntry, VchanEntry } from '../../protocol/types.js';
-import type { VchanInfoData } from '../../client/setup.js';
+import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
+import { toWireInfo } from '../../protocol/views.js';
+import { poolEntry, vchanEntry } from '../wire-views.js';
 import { WireError } from '../../protocol/errors.js';
 import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
 
-const LOCAL_MASK = AllowMask.forKind('local');
 import type { KvmchanError } from '../../errors.js';
-import type { Caller, VchanSnapshot } from '../registry/registry.js';
+import type { Caller } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
-import type { FdGrant, VchanService, PoolStatus } from '../vchan-service.js';
+import type { FdGrant, VchanService } from '../vchan-service.js';
+
+const LOCAL_MASK = AllowMask.forKind('local');
 
 export interface LocalConnectionOptions {
   fd: number;
@@ -189,7 +191,7 @@ export class LocalConnection {
       g.release();
       return;
     }
-    const info: VchanInfo = wireInfo(g);
+    const info: VchanInfo = toWireInfo(g);
     this.#socket.send(encodeReply(id as typeof Command.VCHAN_SERVER_INIT, seq, 0, info), [g.fds.shm, g.fds.wait, g.fds.kick]);
     g.release();
   }
@@ -218,61 +220,4 @@ export class LocalConnection {
     this.#service.dropConnection(this.caller.connId);
     this.#onClosed(this);
   }
-}
-
-/** The facts of a grant as the wire's VchanInfo fields (wire-protocol.md §6.3). */
-export function wireInfo(g: VchanInfoData): VchanInfo {
-  return {
-    handle: g.handle,
-    role: g.role === 'server' ? VchanRole.SERVER : VchanRole.CLIENT,
-    readOrder: g.readOrder,
-    writeOrder: g.writeOrder,
-    localDomain: g.localDomain,
-    peerDomain: g.peerDomain,
-    port: g.port,
-    shmOffset: g.shmOffset,
-    shmLength: g.shmLength,
-  };
-}
-
-/**
- * A registry snapshot as the wire's VchanEntry (wire-protocol.md §6.7). States come from
- * shared memory: reported, never trusted — clamped to what the wire allows.
- */
-export function vchanEntry(v: VchanSnapshot, showPids = true): VchanEntry {
-  return {
-    handle: v.handle,
-    serverDomain: v.serverDomain,
-    clientDomain: v.clientDomain,
-    port: v.port,
-    serverState: v.serverState === 1 ? 1 : 0,
-    clientState: clampState(v.clientState),
-    readOrder: v.c2sOrder,
-    writeOrder: v.s2cOrder,
-    serverPid: showPids ? v.serverPid : 0,
-    clientPid: showPids ? v.clientPid : 0,
-    bytesClientToServer: v.bytesClientToServer,
-    bytesServerToClient: v.bytesServerToClient,
-  };
-}
-
-/** PoolStatus → the wire's PoolEntry (wire-protocol.md §6.10). */
-export function poolEntry(p: PoolStatus): PoolEntry {
-  const [a = 0, b = 0] = p.members;
-  return {
-    pool: p.pool,
-    memberA: a,
-    memberB: b,
-    vectors: p.vectors,
-    freeVectors: p.freeVectors,
-    vchans: p.vchans,
-    state: p.state === 'ready' ? PoolState.READY : p.state === 'pending' ? PoolState.PENDING : PoolState.RETIRED,
-    joined: (p.joined.includes(a) && a !== 0 ? 1 : 0) | (p.joined.includes(b) && b !== 0 ? 2 : 0),
-    size: p.size,
-    freeBytes: p.freeBytes,
-  };
-}
-
-function clampState(s: number): 0 | 1 | 2 {
-  return s === 1 || s === 2 ? s : 0;
 }

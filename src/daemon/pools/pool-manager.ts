@@ -1,7 +1,7 @@
 /**
- * The host's pool manager (DESIGN.md §2 rule 2, docs/pools.md): the ChannelFactory
+ * The host's pool manager (DESIGN.md §2 rule 2, docs/pools.md): the VchanResourceFactory
  * the registry uses. Vchans between host processes get a memfd of their own
- * (MemfdChannelFactory); every vchan involving a guest is carved out of a pool —
+ * (MemfdResourceFactory); every vchan involving a guest is carved out of a pool —
  * host↔G out of G's host pools, A↔B out of the pools shared by exactly A and B.
  *
  * Pools appear without PCI hot-plug on the request path: a guest's first host pool
@@ -18,12 +18,12 @@ import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { regionLength, MIN_ORDER, type RingGeometry } from '../../ring/layout.js';
-import { MemfdChannelFactory, type ChannelFactory, type ChannelResources } from '../registry/channel-resources.js';
+import { MemfdResourceFactory, type VchanResourceFactory, type VchanResources } from '../registry/vchan-resources.js';
 import { RegistryError } from '../registry/registry-error.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { ensureDomainDir, poolSocketName, removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from '../vmm/domain-dir.js';
 import { Pool, type PoolMember } from './pool.js';
-import { PoolChannel } from './pool-channel.js';
+import { PoolResources } from './pool-resources.js';
 import { DEFAULT_POOL_CONFIG, poolConfigSchema, type PoolConfig } from './pool-config.js';
 import { PAGE } from './slot-allocator.js';
 
@@ -82,8 +82,8 @@ export interface PoolManagerOptions {
    * channel (EVENT_POOL_ADDED) or, with a real VMM, plug the device. Exceptions are logged.
    */
   announce?: (domain: number, announcement: PoolAnnouncement) => void;
-  /** For host↔host vchans. Default: a MemfdChannelFactory. */
-  hostFactory?: ChannelFactory;
+  /** For host↔host vchans. Default: a MemfdResourceFactory. */
+  hostFactory?: VchanResourceFactory;
 }
 
 interface CapacityWaiter {
@@ -101,12 +101,12 @@ function roundToPage(n: number): number {
   return Math.ceil(n / PAGE) * PAGE;
 }
 
-export class PoolManager extends EventEmitter<PoolManagerEvents> implements ChannelFactory {
+export class PoolManager extends EventEmitter<PoolManagerEvents> implements VchanResourceFactory {
   readonly config: PoolConfig;
   readonly runtimeDir: string;
   readonly #log: Logger | undefined;
   readonly #announce: ((domain: number, a: PoolAnnouncement) => void) | undefined;
-  readonly #hostFactory: ChannelFactory;
+  readonly #hostFactory: VchanResourceFactory;
   /** Guests we serve (addDomain). */
   readonly #domains = new Set<number>();
   /** Open pools by set key; retired pools leave their set at once. */
@@ -129,12 +129,12 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Chan
     this.runtimeDir = path.resolve(opts.runtimeDir);
     this.#log = opts.log?.child({ component: 'pools' });
     this.#announce = opts.announce;
-    this.#hostFactory = opts.hostFactory ?? new MemfdChannelFactory();
+    this.#hostFactory = opts.hostFactory ?? new MemfdResourceFactory();
   }
 
-  // --- ChannelFactory --------------------------------------------------------------------
+  // --- VchanResourceFactory --------------------------------------------------------------------
 
-  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): ChannelResources {
+  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): VchanResources {
     if (serverDomain === HOST_DOMAIN && clientDomain === HOST_DOMAIN) {
       return this.#hostFactory.create(geometry, serverDomain, clientDomain);
     }
@@ -147,7 +147,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Chan
     for (const pool of set) {
       const got = pool.allocate(length);
       if (got === null) continue;
-      const ch = new PoolChannel(pool, got.extent, got.vector, geometry, serverDomain, clientDomain);
+      const ch = new PoolResources(pool, got.extent, got.vector, geometry, serverDomain, clientDomain);
       this.#shortfall.delete(key);
       this.#log?.debug({ pool: pool.id, offset: got.extent.offset, length: got.extent.length, vector: got.vector, serverDomain, clientDomain }, 'vchan placed in pool');
       this.#aheadOfDemand(key);

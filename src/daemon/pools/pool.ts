@@ -12,8 +12,8 @@
  * pages until the last of them is released; only then is the memory unmapped.
  */
 import type { Logger } from 'pino';
-import { IvshmemDevice, type PeerInfo } from '../../ivshmem/server.js';
-import type { LocalPeer } from '../../ivshmem/local-peer.js';
+import { IvshmemServer, type PeerInfo } from '../../ivshmem/server.js';
+import type { HostDevice } from '../../ivshmem/host-device.js';
 import { native } from '../../native.js';
 import { KvmchanError, fromSystemError } from '../../errors.js';
 import { SlotAllocator, type Extent } from './slot-allocator.js';
@@ -58,8 +58,8 @@ export class Pool {
   readonly allocator: SlotAllocator;
   /** The pool memfd: host endpoints get it (docs/pools.md §4 on what that allows). */
   readonly memfd: number;
-  readonly #device: IvshmemDevice;
-  readonly #host: LocalPeer;
+  readonly #device: IvshmemServer;
+  readonly #host: HostDevice;
   #mapping: ArrayBuffer | null;
   readonly #hooks: PoolHooks;
   readonly #log: Logger | undefined;
@@ -81,12 +81,12 @@ export class Pool {
     this.allocator = new SlotAllocator(opts.size, opts.vectors, 0);
     let memfd = -1;
     let mapping: ArrayBuffer | null = null;
-    let device: IvshmemDevice | null = null;
+    let device: IvshmemServer | null = null;
     try {
       // Sealed: a shrunk memfd would fault QEMU (DESIGN.md §3). Pages are allocated on first touch.
       memfd = native.memfdCreate(`kvmchan-pool-${opts.id}`, opts.size, true);
       mapping = native.mmap(memfd, opts.size, 0, true);
-      device = new IvshmemDevice({
+      device = new IvshmemServer({
         // The primary socket is never listened on: every member has its own fixed-id socket.
         socketPath: opts.members[0]!.socketPath,
         shmFd: memfd,
@@ -147,12 +147,12 @@ export class Pool {
   }
 
   /** The host's own peer on the device (interrupt eventfds, doorbells). Throws once retired. */
-  get host(): LocalPeer {
+  get host(): HostDevice {
     return this.#host;
   }
 
   /** The device (tests and status); do not close it directly. */
-  get device(): IvshmemDevice {
+  get device(): IvshmemServer {
     return this.#device;
   }
 

@@ -38,7 +38,7 @@ export class HostVchanService implements VchanService {
   }
 
   async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant> {
-    return toFdGrant(await this.#registry.serverInitAsync(caller, peerDomain, port, readMin, writeMin));
+    return toFdGrant(await this.#registry.serverInit(caller, peerDomain, port, readMin, writeMin));
   }
 
   async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<FdGrant> {

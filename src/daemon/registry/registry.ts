@@ -5,9 +5,9 @@
  * can sit behind an IPC boundary. It never touches a socket.
  */
 import type { Logger } from 'pino';
-import { orderForMin, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
-import type { ChannelFactory, ChannelResources, EndpointAccess } from './channel-resources.js';
-import type { VchanInfoData } from '../../client/setup.js';
+import { type Role, orderForMin, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
+import type { VchanResourceFactory, VchanResources, EndpointAccess } from './vchan-resources.js';
+import type { VchanInfoData } from '../../protocol/views.js';
 import { RegistryError } from './registry-error.js';
 import type { Limits } from '../config.js';
 import { Policy } from './policy.js';
@@ -30,7 +30,6 @@ export interface DomainInfo {
   name: string;
 }
 
-export type Role = 'server' | 'client';
 
 /** What one endpoint is told about its vchan (the same facts as the wire's VchanInfo). */
 export interface VchanGrant extends VchanInfoData {
@@ -65,7 +64,7 @@ interface VchanRecord {
   serverDomain: number;
   clientDomain: number;
   port: number;
-  res: ChannelResources;
+  res: VchanResources;
   server: Party;
   client: Party | null;
 }
@@ -83,7 +82,7 @@ const keyOf = (serverDomain: number, clientDomain: number, port: number): string
 
 export class Registry {
   readonly #log: Logger;
-  readonly #factory: ChannelFactory;
+  readonly #factory: VchanResourceFactory;
   readonly #limits: Limits;
   readonly #policy: Policy;
   readonly #domains = new Map<number, DomainInfo>();
@@ -92,7 +91,7 @@ export class Registry {
   readonly #waiters = new Set<Waiter>();
   #nextHandle = 1;
 
-  constructor(log: Logger, factory: ChannelFactory, limits: Limits, policy: Policy = new Policy()) {
+  constructor(log: Logger, factory: VchanResourceFactory, limits: Limits, policy: Policy = new Policy()) {
     this.#log = log;
     this.#factory = factory;
     this.#limits = limits;
@@ -159,18 +158,18 @@ export class Registry {
    * serverInit, waiting once for pool capacity (DESIGN.md §2 rule 2: pools are
    * added ahead of demand, but a burst can outrun them).
    */
-  async serverInitAsync(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<VchanGrant> {
+  async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<VchanGrant> {
     try {
-      return this.serverInit(caller, peerDomain, port, readMin, writeMin);
+      return this.serverInitNow(caller, peerDomain, port, readMin, writeMin);
     } catch (err) {
       const f = this.#factory;
       if (!(err instanceof RegistryError) || err.errnoName !== 'EAGAIN' || f.whenCapacity === undefined) throw err;
       await f.whenCapacity(caller.domain, peerDomain, this.#limits.capacityWaitMs);
-      return this.serverInit(caller, peerDomain, port, readMin, writeMin);
+      return this.serverInitNow(caller, peerDomain, port, readMin, writeMin);
     }
   }
 
-  serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): VchanGrant {
+  serverInitNow(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): VchanGrant {
     this.#checkDomain(peerDomain);
     this.#checkPolicy(caller.domain, peerDomain, caller);
     if (readMin > 2 ** this.#limits.maxRingOrder || writeMin > 2 ** this.#limits.maxRingOrder) {

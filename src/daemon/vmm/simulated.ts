@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { IvshmemDevice } from '../../ivshmem/server.js';
+import { IvshmemServer } from '../../ivshmem/server.js';
 import { native } from '../../native.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { CONTROL_DEVICE_SIZE, GUEST_CONTROL_PEER } from '../guest-link/host-link.js';
@@ -36,7 +36,7 @@ export interface SimulatedVmmEvents extends VmmEvents {
 interface SimGuest {
   domain: VmmDomain;
   dir: string;
-  control: IvshmemDevice;
+  control: IvshmemServer;
 }
 
 /** Guests `1..n` named `sim-<id>` (the `--simulate-guests N` convention). */
@@ -68,7 +68,7 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
   }
 
   /** The guest's control device (its `host` is the host peer the control channel runs on). */
-  controlDevice(domain: number): IvshmemDevice {
+  controlDevice(domain: number): IvshmemServer {
     const g = this.#guests.get(domain);
     if (g === undefined) throw new InvalidArgumentError(`no simulated domain ${domain}`);
     return g.control;
@@ -128,9 +128,9 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
     const socketPath = path.join(dir, CONTROL_SOCKET);
     // The device duplicates the memfd; ours is closed right away.
     const shm = native.memfdCreate(`kvmchan-control-${d.id}`, CONTROL_DEVICE_SIZE, true);
-    let control: IvshmemDevice;
+    let control: IvshmemServer;
     try {
-      control = new IvshmemDevice({
+      control = new IvshmemServer({
         socketPath,
         shmFd: shm,
         shmSize: CONTROL_DEVICE_SIZE,

@@ -10,22 +10,22 @@ import { FrameDecoder } from '../protocol/frame-decoder.js';
 import type { Frame } from '../protocol/types.js';
 import { KvmchanError } from '../errors.js';
 
-export interface RingChannelHandlers {
+export interface RingLinkHandlers {
   onFrame(frame: Frame): void;
   /** The peer closed (err null) or the stream is broken (framing, corruption). Called once. */
   onClose(err: KvmchanError | null): void;
 }
 
-export class RingChannel {
+export class RingLink {
   readonly #ring: AsyncRing;
   readonly #endpoint: RingEndpoint;
-  readonly #handlers: RingChannelHandlers;
+  readonly #handlers: RingLinkHandlers;
   readonly #decoder = new FrameDecoder();
   readonly #queue: Buffer[] = [];
   #writing = false;
   #closed = false;
 
-  constructor(endpoint: RingEndpoint, hook: WaitHook, handlers: RingChannelHandlers) {
+  constructor(endpoint: RingEndpoint, hook: WaitHook, handlers: RingLinkHandlers) {
     this.#endpoint = endpoint;
     // The daemon never spins: control traffic is rare and CPU belongs to the guests' data.
     this.#ring = new AsyncRing(endpoint, hook, { spin: 0 });

@@ -1,5 +1,5 @@
 /**
- * An IvshmemDeviceHandle that connects to an ivshmem server socket exactly as QEMU's
+ * An Device that connects to an ivshmem server socket exactly as QEMU's
  * ivshmem-doorbell does (reference §2.2-2.3): the basis of simulated guests (DESIGN.md §2,
  * §8 tier 2). Ringing a peer = writing that peer's eventfd for the vector; our interrupts =
  * our own eventfds.
@@ -27,8 +27,8 @@ import {
   checkVectors,
   decodeMessage,
   isPowerOfTwo,
-} from '../ivshmem/protocol.js';
-import type { IvshmemDeviceEvents, IvshmemDeviceHandle, IvshmemShm } from './handle.js';
+} from './protocol.js';
+import type { DeviceEvents, Device, DeviceShm } from './device.js';
 import { MappingSet } from './mappings.js';
 import { isEventfd, regularFileSize } from './fd-check.js';
 
@@ -51,7 +51,7 @@ type Phase = 'version' | 'id' | 'body';
 
 const PROTOCOL_CODE = 'KVMCHAN_E_IVSHMEM_PROTOCOL';
 
-export class SocketDevice extends EventEmitter<IvshmemDeviceEvents> implements IvshmemDeviceHandle {
+export class SocketDevice extends EventEmitter<DeviceEvents> implements Device {
   readonly socketPath: string;
   readonly vectors: number;
   readonly maxPeers: number;
@@ -64,7 +64,7 @@ export class SocketDevice extends EventEmitter<IvshmemDeviceEvents> implements I
   #msgLen = 0;
   #msgFd = -1;
   #id = -1;
-  #shm: IvshmemShm | null = null;
+  #shm: DeviceShm | null = null;
   #maps: MappingSet | null = null;
   readonly #own: number[] = [];
   /** Other peers' eventfds, index = vector. */
@@ -142,7 +142,7 @@ export class SocketDevice extends EventEmitter<IvshmemDeviceEvents> implements I
     return this.#id;
   }
 
-  get shm(): IvshmemShm {
+  get shm(): DeviceShm {
     if (this.#shm === null) throw new ClosedError('ivshmem device not set up');
     return this.#shm;
   }

@@ -1,6 +1,6 @@
 /**
  * The memory and event objects behind one vchan, as the allocator hands them
- * to the registry. On the host (this file's MemfdChannelFactory) that is a sealed
+ * to the registry. On the host (this file's MemfdResourceFactory) that is a sealed
  * memfd per vchan and two eventfds; between domains (docs/architecture.md) it is a
  * slot of an ivshmem pool and interrupt vectors — the registry does not care.
  */
@@ -25,7 +25,7 @@ export type EndpointAccess =
   | ({ kind: 'fds' } & EndpointFds)
   | { kind: 'device'; pool: number; vector: number; peerId: number; peerVector: number };
 
-export interface ChannelResources {
+export interface VchanResources {
   readonly geometry: RingGeometry;
   readonly shmOffset: number;
   readonly shmLength: number;
@@ -42,16 +42,16 @@ export interface ChannelResources {
   release(): void;
 }
 
-export interface ChannelFactory {
+export interface VchanResourceFactory {
   /** Throws RegistryError (ENOSPC, EAGAIN...) when no memory or vector is available. */
-  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): ChannelResources;
+  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): VchanResources;
   /** Resolves when create() for this pair may succeed again after EAGAIN (a pool became ready). */
   whenCapacity?(serverDomain: number, clientDomain: number, timeoutMs: number): Promise<void>;
 }
 
 /** Host-local vchans: a sealed memfd per vchan (DESIGN.md §3) and two eventfds. */
-export class MemfdChannelFactory implements ChannelFactory {
-  create(geometry: RingGeometry): ChannelResources {
+export class MemfdResourceFactory implements VchanResourceFactory {
+  create(geometry: RingGeometry): VchanResources {
     const length = regionLength(geometry);
     const opened: number[] = [];
     let control: ArrayBuffer | undefined;
@@ -70,7 +70,7 @@ export class MemfdChannelFactory implements ChannelFactory {
       opened.push(serverWait);
       const clientWait = native.eventfd(0, 0o4000);
       opened.push(clientWait);
-      return new MemfdChannel(geometry, length, shm, serverWait, clientWait, control);
+      return new MemfdResources(geometry, length, shm, serverWait, clientWait, control);
     } catch (err) {
       if (control !== undefined) native.munmap(control);
       for (const fd of opened) native.close(fd);
@@ -79,7 +79,7 @@ export class MemfdChannelFactory implements ChannelFactory {
   }
 }
 
-class MemfdChannel implements ChannelResources {
+class MemfdResources implements VchanResources {
   readonly shmOffset = 0;
   readonly control: Int32Array;
   readonly server: EndpointAccess;

@@ -1,5 +1,5 @@
 /**
- * Bounds-checked mmap bookkeeping shared by the IvshmemDeviceHandle implementations:
+ * Bounds-checked mmap bookkeeping shared by the Device implementations:
  * every mapping a handle made is unmapped when the handle closes, so a closed device never
  * leaves shared memory mapped behind it (DESIGN.md §9: zero leaked mappings).
  */

@@ -7,30 +7,30 @@
 import { EventEmitter } from 'node:events';
 import { ClosedError, InvalidArgumentError } from '../errors.js';
 import { native } from '../native.js';
-import type { IvshmemDeviceEvents, IvshmemDeviceHandle, IvshmemShm } from '../device/handle.js';
-import { MappingSet } from '../device/mappings.js';
+import type { DeviceEvents, Device, DeviceShm } from './device.js';
+import { MappingSet } from './mappings.js';
 
-/** What a LocalPeer needs from the server that owns it. */
-export interface LocalPeerHost {
+/** What a HostDevice needs from the server that owns it. */
+export interface HostDeviceServer {
   /** The eventfds of peer `id` (index = vector), or undefined when unknown. */
   peerEventfds(id: number): readonly number[] | undefined;
   /** Ids of all peers except `self`, ascending. */
   peerIds(self: number): number[];
-  /** Called once by LocalPeer.close(). */
+  /** Called once by HostDevice.close(). */
   removeLocalPeer(id: number): void;
 }
 
-export class LocalPeer extends EventEmitter<IvshmemDeviceEvents> implements IvshmemDeviceHandle {
+export class HostDevice extends EventEmitter<DeviceEvents> implements Device {
   readonly ivPosition: number;
   readonly vectors: number;
-  readonly shm: IvshmemShm;
-  readonly #host: LocalPeerHost;
+  readonly shm: DeviceShm;
+  readonly #host: HostDeviceServer;
   readonly #eventfds: readonly number[];
   readonly #maps: MappingSet;
   #closed = false;
 
-  /** @internal Created by IvshmemDevice.addLocalPeer(); the eventfds stay owned by the server. */
-  constructor(host: LocalPeerHost, id: number, eventfds: readonly number[], shm: IvshmemShm) {
+  /** @internal Created by IvshmemServer.addLocalPeer(); the eventfds stay owned by the server. */
+  constructor(host: HostDeviceServer, id: number, eventfds: readonly number[], shm: DeviceShm) {
     super();
     this.#host = host;
     this.ivPosition = id;

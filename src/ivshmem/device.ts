@@ -9,7 +9,7 @@
  */
 
 /** Events every handle emits. */
-export interface IvshmemDeviceEvents {
+export interface DeviceEvents {
   /** A peer became known (all its vectors that arrived in the same burst are usable). */
   'peer-join': [peerId: number];
   /** A peer left; its doorbells are gone. */
@@ -18,21 +18,21 @@ export interface IvshmemDeviceEvents {
   close: [error: Error | null];
 }
 
-export type IvshmemDeviceEventName = keyof IvshmemDeviceEvents;
+export type DeviceEventName = keyof DeviceEvents;
 
-export interface IvshmemShm {
+export interface DeviceShm {
   /** The shared-memory fd, owned by the handle (dup it to keep it beyond close()). */
   readonly fd: number;
   /** Its size in bytes: a power of two ≥ 4096. */
   readonly size: number;
 }
 
-export interface IvshmemDeviceHandle {
+export interface Device {
   /** Our own peer id (what a guest reads from the IVPosition register). */
   readonly ivPosition: number;
   /** Number of interrupt vectors we own. */
   readonly vectors: number;
-  readonly shm: IvshmemShm;
+  readonly shm: DeviceShm;
   readonly closed: boolean;
 
   /**
@@ -61,9 +61,9 @@ export interface IvshmemDeviceHandle {
   /** Number of vectors known for `peerId` (0 when unknown). */
   peerVectors(peerId: number): number;
 
-  on<K extends IvshmemDeviceEventName>(event: K, listener: (...args: IvshmemDeviceEvents[K]) => void): this;
-  once<K extends IvshmemDeviceEventName>(event: K, listener: (...args: IvshmemDeviceEvents[K]) => void): this;
-  off<K extends IvshmemDeviceEventName>(event: K, listener: (...args: IvshmemDeviceEvents[K]) => void): this;
+  on<K extends DeviceEventName>(event: K, listener: (...args: DeviceEvents[K]) => void): this;
+  once<K extends DeviceEventName>(event: K, listener: (...args: DeviceEvents[K]) => void): this;
+  off<K extends DeviceEventName>(event: K, listener: (...args: DeviceEvents[K]) => void): this;
 
   /** Release everything (mappings, fds, connection). Idempotent. */
   close(): void;

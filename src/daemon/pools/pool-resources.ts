@@ -9,7 +9,7 @@
  */
 import { native } from '../../native.js';
 import { HEADER_SIZE, initializeRegion, regionLength, type RingGeometry } from '../../ring/layout.js';
-import type { ChannelResources, EndpointAccess } from '../registry/channel-resources.js';
+import type { VchanResources, EndpointAccess } from '../registry/vchan-resources.js';
 import { RegistryError } from '../registry/registry-error.js';
 import type { Pool } from './pool.js';
 import type { Extent } from './slot-allocator.js';
@@ -17,7 +17,7 @@ import type { Extent } from './slot-allocator.js';
 const HOST_DOMAIN = 0;
 const HOST_PEER = 0;
 
-export class PoolChannel implements ChannelResources {
+export class PoolResources implements VchanResources {
   readonly geometry: RingGeometry;
   readonly shmOffset: number;
   readonly shmLength: number;
