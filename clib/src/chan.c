@@ -400,7 +400,7 @@ static inline uint64_t mono_ns(void)
 }
 
 /*
- * Bounded spin (§8): polls the peer index for up to *budget ns (the clock is
+ * Bounded spin (ring-protocol.md §8): polls the peer index for up to *budget ns (the clock is
  * read every 64 polls). Returns 1 if the condition came true, 0 if not, <0 error.
  */
 static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t min)
@@ -423,7 +423,7 @@ static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t 
 }
 
 /*
- * Then request → fence → re-check → sleep (§5.1). The spin budget adapts to
+ * Then request → fence → re-check → sleep (ring-protocol.md §5.1). The spin budget adapts to
  * whether spinning pays: a spin that catches the peer doubles it (up to the
  * maximum), one that has to give up halves it, down to no spinning at all.
  * When the peer cannot run while we spin (both on one CPU, an overcommitted
@@ -478,7 +478,7 @@ void kvc_chan_clear_event(struct kvc_chan *c)
         drain_fd(c->wait_fd);
 }
 
-/* ---- I/O: the libxenvchan contract (vchan-api-and-qubes.md §1.3) ---- */
+/* ---- I/O: the libxenvchan contract (docs/clib.md, API notes) ---- */
 
 int kvc_chan_read(struct kvc_chan *c, void *buf, size_t n, bool blocking)
 {

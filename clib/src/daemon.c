@@ -169,7 +169,7 @@ int kvc_conn_recv_reply(struct kvc_conn *c, int nonblock, void *data, size_t max
             break;
         }
         if (id & KVC_EVENT_BIT) {
-            /* An event (wire-protocol.md §4.3, e.g. EVENT_SHUTDOWN): not what we
+            /* An event (docs/wire-protocol.md §4.3, e.g. EVENT_SHUTDOWN): not what we
              * wait for, and unknown ones must be ignored. A daemon going down
              * closes the connection next, which fails the request. */
             close_fds(got, ngot);

@@ -1,5 +1,5 @@
 /*
- * Bulk copy for ring payloads (ring-protocol.md §4 "copies are plain copies").
+ * Bulk copy for ring payloads (docs/ring-protocol.md §7: payload copies are plain copies).
  *
  * Why not memcpy: glibc copies large blocks with `rep movsb`, and on AMD Zen that
  * instruction runs ~13x slower when the destination sits a little above the source

@@ -1,4 +1,4 @@
-/* eventfd: the doorbell between ring peers (node-ecosystem.md §2.5). */
+/* eventfd: the doorbell between ring peers (ring-protocol.md §5: kicks). */
 #include "kvmchan.h"
 
 #include <errno.h>

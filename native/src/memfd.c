@@ -1,4 +1,4 @@
-/* memfd_create for ring and shared-memory regions (DESIGN.md §3). */
+/* memfd_create for ring and shared-memory regions (docs/ring-protocol.md §1, docs/pools.md). */
 #include "kvmchan.h"
 
 #include <errno.h>
