@@ -18,6 +18,7 @@
         "src/poller.c",
         "src/socket.c"
       ],
+      "include_dirs": ["../clib/src"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"],
       "cflags_c": ["-std=gnu11"],

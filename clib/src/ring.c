@@ -7,6 +7,8 @@
  */
 #include "ring.h"
 
+#include "copy.h"
+
 #include <endian.h>
 #include <string.h>
 
@@ -148,50 +150,17 @@ static inline long ring_free(struct kvc_ring *r)
     return (long)(r->tx_size - used);
 }
 
-/* ---- copies: bounded by the private size, at most two pieces ---- */
-
-
-/*
- * Payload copy (ring-protocol.md §4: plain copies). Not memcpy: glibc copies large
- * blocks with `rep movsb`, which on AMD Zen runs ~13x slower when the destination sits
- * a little above the source modulo 4 KiB — and ring data is page aligned while user
- * buffers are not (measured 2.6 vs 34 GiB/s; see native/src/copy.c, the same fix).
- */
-#if defined(__x86_64__)
-#include <emmintrin.h>
-static void payload_copy(void *dstv, const void *srcv, size_t n)
-{
-    uint8_t *dst = dstv;
-    const uint8_t *src = srcv;
-    while (n >= 64) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(src + 0));
-        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(src + 16));
-        __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(src + 32));
-        __m128i d = _mm_loadu_si128((const __m128i *)(const void *)(src + 48));
-        _mm_storeu_si128((__m128i *)(void *)(dst + 0), a);
-        _mm_storeu_si128((__m128i *)(void *)(dst + 16), b);
-        _mm_storeu_si128((__m128i *)(void *)(dst + 32), c);
-        _mm_storeu_si128((__m128i *)(void *)(dst + 48), d);
-        src += 64;
-        dst += 64;
-        n -= 64;
-    }
-    if (n > 0)
-        memcpy(dst, src, n);
-}
-#else
-#define payload_copy memcpy
-#endif
+/* ---- copies: bounded by the private size, at most two pieces (copy.h) ---- */
 
 static inline void copy_out(struct kvc_ring *r, void *dst, uint32_t k)
 {
     uint32_t pos = r->cons & r->rx_mask;
     uint32_t first = r->rx_size - pos;
     if (first >= k) {
-        payload_copy(dst, r->rx + pos, k);
+        kvc_payload_copy(dst, r->rx + pos, k);
     } else {
-        payload_copy(dst, r->rx + pos, first);
-        payload_copy((uint8_t *)dst + first, r->rx, k - first);
+        kvc_payload_copy(dst, r->rx + pos, first);
+        kvc_payload_copy((uint8_t *)dst + first, r->rx, k - first);
     }
 }
 
@@ -200,10 +169,10 @@ static inline void copy_in(struct kvc_ring *r, const void *src, uint32_t k)
     uint32_t pos = r->prod & r->tx_mask;
     uint32_t first = r->tx_size - pos;
     if (first >= k) {
-        payload_copy(r->tx + pos, src, k);
+        kvc_payload_copy(r->tx + pos, src, k);
     } else {
-        payload_copy(r->tx + pos, src, first);
-        payload_copy(r->tx, (const uint8_t *)src + first, k - first);
+        kvc_payload_copy(r->tx + pos, src, first);
+        kvc_payload_copy(r->tx, (const uint8_t *)src + first, k - first);
     }
 }
 
