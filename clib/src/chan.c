@@ -132,7 +132,7 @@ static int ring_setup(struct kvc_chan *c, int role, unsigned c2s, unsigned s2c)
 {
     int rc = kvc_ring_setup(&c->ring, c->map, c->map_len, role, c2s, s2c, 0, 0, kick_peer, c);
     if (rc < 0)
-        return rc == KVC_E_CORRUPT ? -EPROTO : -EINVAL;
+        return rc;
     c->ring.on_corrupt = kick_self;
     c->ring.on_corrupt_arg = c;
     c->is_server = role == KVC_ROLE_SERVER;
@@ -331,19 +331,6 @@ int kvc_chan_from_parts(struct kvc_chan **out, void *region, size_t len, int rol
 
 /* ---- waiting ---- */
 
-static int map_ring_error(long rc)
-{
-    switch (rc) {
-    case KVC_EOF:
-    case KVC_E_CLOSED: return -EPIPE;
-    case KVC_E_CORRUPT: return -EPROTO;
-    case KVC_E_MSGSIZE: return -EMSGSIZE;
-    case KVC_E_LOCAL: return -EBADF;
-    default: return -EINVAL;
-    }
-}
-
-
 /* Sleeps until an event arrives on the wait fd and consumes it. */
 static int poll_and_consume(struct kvc_chan *c)
 {
@@ -412,7 +399,7 @@ static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t 
         for (int i = 0; i < 64; i++) {
             long a = writable ? kvc_ring_peek_writable(&c->ring) : kvc_ring_peek_readable(&c->ring);
             if (a < 0)
-                return map_ring_error(a);
+                return (int)a;
             if ((size_t)a >= min)
                 return 1;
             cpu_relax();
@@ -451,7 +438,7 @@ static int wait_for(struct kvc_chan *c, int writable, size_t min)
     uint64_t gen = wq_snapshot(c);
     rc = writable ? kvc_ring_prepare_wait_writable(&c->ring, min) : kvc_ring_prepare_wait_readable(&c->ring, min);
     if (rc <= 0)
-        return rc < 0 ? map_ring_error(rc) : 0;
+        return rc < 0 ? rc : 0;
     return wq_wait(c, gen);
 }
 
@@ -491,7 +478,7 @@ int kvc_chan_read(struct kvc_chan *c, void *buf, size_t n, bool blocking)
         if (r > 0)
             return (int)r;
         if (r < 0)
-            return map_ring_error(r);
+            return (int)r;
         if (n == 0 || !blocking)
             return 0;
         int rc = wait_readable(c, 1);
@@ -518,7 +505,7 @@ int kvc_chan_recv(struct kvc_chan *c, void *buf, size_t n, bool blocking)
         if (r > 0)
             return (int)r;
         if (r < 0)
-            return map_ring_error(r);
+            return (int)r;
         if (n == 0 || !blocking)
             return 0;
         int rc = wait_readable(c, n);
@@ -535,10 +522,10 @@ int kvc_chan_send(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
         long r = kvc_ring_send(&c->ring, buf, n);
         if (r > 0)
             return (int)r;
-        if (r == KVC_E_MSGSIZE && !blocking)
+        if (r == -EMSGSIZE && !blocking)
             return 0;
         if (r < 0)
-            return map_ring_error(r);
+            return (int)r;
         if (n == 0 || !blocking)
             return 0;
         int rc = wait_writable(c, n);
@@ -555,13 +542,13 @@ int kvc_chan_write(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
         n = INT_MAX;
     if (!blocking) {
         long r = kvc_ring_write(&c->ring, buf, n);
-        return r < 0 ? map_ring_error(r) : (int)r;
+        return (int)r;
     }
     size_t done = 0;
     for (;;) {
         long r = kvc_ring_write(&c->ring, (const uint8_t *)buf + done, n - done);
         if (r < 0)
-            return map_ring_error(r);
+            return (int)r;
         done += (size_t)r;
         if (done == n)
             return (int)n;

@@ -98,15 +98,15 @@ static long ring_fail(struct kvc_ring *r)
 {
     if (!__atomic_exchange_n(&r->corrupt, 1, __ATOMIC_ACQ_REL) && r->on_corrupt != NULL)
         r->on_corrupt(r->on_corrupt_arg);
-    return KVC_E_CORRUPT;
+    return -EPROTO;
 }
 
 static inline long check_usable(const struct kvc_ring *r)
 {
     if (__atomic_load_n(&r->corrupt, __ATOMIC_RELAXED))
-        return KVC_E_CORRUPT;
+        return -EPROTO;
     if (__atomic_load_n(&r->closed, __ATOMIC_RELAXED))
-        return KVC_E_LOCAL;
+        return -EBADF;
     return 0;
 }
 
@@ -224,12 +224,12 @@ int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role
 {
     memset(r, 0, sizeof(*r));
     if (region == NULL || kick == NULL || (role != KVC_ROLE_SERVER && role != KVC_ROLE_CLIENT))
-        return KVC_E_INVAL;
+        return -EINVAL;
     if (c2s_order < KVC_RING_MIN_ORDER || c2s_order > KVC_RING_MAX_ORDER ||
         s2c_order < KVC_RING_MIN_ORDER || s2c_order > KVC_RING_MAX_ORDER)
-        return KVC_E_INVAL;
+        return -EINVAL;
     if (region_len < kvc_ring_region_length(c2s_order, s2c_order) || ((uintptr_t)region & 63) != 0)
-        return KVC_E_INVAL;
+        return -EINVAL;
 
     uint8_t *b = region;
     uint32_t c2s_size = 1u << c2s_order, s2c_size = 1u << s2c_order;
@@ -269,7 +269,7 @@ int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role
         get_le32(hdr + KVC_OFF_C2S_OFFSET) != KVC_RING_HEADER_SIZE ||
         get_le32(hdr + KVC_OFF_S2C_OFFSET) != KVC_RING_HEADER_SIZE + c2s_size) {
         r->corrupt = 1;
-        return KVC_E_CORRUPT;
+        return -EPROTO;
     }
     r->cons = read_cons;
     r->prod = write_prod;
@@ -291,7 +291,7 @@ long kvc_ring_read(struct kvc_ring *r, void *dst, size_t n)
     if (avail < 0)
         return avail;
     if (avail == 0)
-        return state == KVC_STATE_CLOSED ? KVC_EOF : 0;
+        return state == KVC_STATE_CLOSED ? -EPIPE : 0;
     uint32_t k = (size_t)avail < n ? (uint32_t)avail : (uint32_t)n;
     if (k == 0)
         return 0;
@@ -306,7 +306,7 @@ long kvc_ring_recv(struct kvc_ring *r, void *dst, size_t n)
     if (rc < 0)
         return rc;
     if (n > r->rx_size)
-        return KVC_E_MSGSIZE;
+        return -EMSGSIZE;
     long state = load_peer_state(r);
     if (state < 0)
         return state;
@@ -314,7 +314,7 @@ long kvc_ring_recv(struct kvc_ring *r, void *dst, size_t n)
     if (avail < 0)
         return avail;
     if ((size_t)avail < n || n == 0)
-        return state == KVC_STATE_CLOSED && (size_t)avail < n ? KVC_EOF : 0;
+        return state == KVC_STATE_CLOSED && (size_t)avail < n ? -EPIPE : 0;
     copy_out(r, dst, (uint32_t)n);
     consumed(r, (uint32_t)n);
     return (long)n;
@@ -329,7 +329,7 @@ long kvc_ring_write(struct kvc_ring *r, const void *src, size_t n)
     if (state < 0)
         return state;
     if (state == KVC_STATE_CLOSED)
-        return KVC_E_CLOSED;
+        return -EPIPE;
     long space = ring_free(r);
     if (space < 0)
         return space;
@@ -350,9 +350,9 @@ long kvc_ring_send(struct kvc_ring *r, const void *src, size_t n)
     if (state < 0)
         return state;
     if (state == KVC_STATE_CLOSED)
-        return KVC_E_CLOSED;
+        return -EPIPE;
     if (n > r->tx_size)
-        return KVC_E_MSGSIZE;
+        return -EMSGSIZE;
     if (n == 0)
         return 0;
     long space = ring_free(r);
@@ -442,7 +442,7 @@ unsigned kvc_ring_peer_state(struct kvc_ring *r)
 int kvc_ring_attach(struct kvc_ring *r)
 {
     if (r->role != KVC_ROLE_CLIENT)
-        return KVC_E_INVAL;
+        return -EINVAL;
     long rc = check_usable(r);
     if (rc < 0)
         return (int)rc;

@@ -54,14 +54,14 @@ static uint32_t fnv32(const uint8_t *p, long n)
     return h;
 }
 
-static const char *name(long rc)
+/* The driver's outcome names; -EPIPE is end of stream for reads, "peer closed" for writes. */
+static const char *name(long rc, const char *op)
 {
     switch (rc) {
-    case KVC_EOF: return "eof";
-    case KVC_E_CLOSED:
-    case KVC_E_LOCAL: return "closed";
-    case KVC_E_CORRUPT: return "corrupt";
-    case KVC_E_MSGSIZE: return "msgsize";
+    case -EPIPE: return op[0] == 'r' ? "eof" : "closed";
+    case -EBADF: return "closed";
+    case -EPROTO: return "corrupt";
+    case -EMSGSIZE: return "msgsize";
     default: return "invalid";
     }
 }
@@ -167,7 +167,7 @@ int main(void)
         if (rc >= 0)
             printf("%ld", rc);
         else
-            printf("%s", name(rc));
+            printf("%s", name(rc, op));
         printf(" %08x %u %u", fnv32(buf, nread), kicks_to_server, kicks_to_client);
         for (size_t i = 0; i < sizeof(field_offs) / sizeof(field_offs[0]); i++)
             printf(" %x", get32(field_offs[i]));
