@@ -170,8 +170,8 @@ static int chan_attach_region(struct kvc_chan *c, const struct kvc_vchan_info *i
         rc = -EPROTO;
         goto out;
     }
-    void *map = mmap(NULL, (size_t)info->shm_length, PROT_READ | PROT_WRITE, MAP_SHARED, fds->shm,
-                     (off_t)info->shm_offset);
+    void *map =
+        mmap(NULL, (size_t)info->shm_length, PROT_READ | PROT_WRITE, MAP_SHARED, fds->shm, (off_t)info->shm_offset);
     if (map == MAP_FAILED) {
         rc = -errno;
         goto out;
@@ -265,12 +265,8 @@ int kvc_chan_client_finish(struct kvc_chan *c, bool blocking)
     int rc;
     pthread_mutex_lock(&c->lock);
     switch (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE)) {
-    case KVC_CHAN_READY:
-        rc = 0;
-        break;
-    case KVC_CHAN_FAILED:
-        rc = -ENOTCONN;
-        break;
+    case KVC_CHAN_READY: rc = 0; break;
+    case KVC_CHAN_FAILED: rc = -ENOTCONN; break;
     default:
         rc = client_complete(c, 1);
         if (rc == -EAGAIN) {

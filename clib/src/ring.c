@@ -218,15 +218,14 @@ static inline void produced(struct kvc_ring *r, uint32_t k)
 
 /* ---- setup (§3) ---- */
 
-int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role,
-                   unsigned c2s_order, unsigned s2c_order, uint32_t read_cons, uint32_t write_prod,
-                   kvc_kick_fn kick, void *kick_arg)
+int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role, unsigned c2s_order,
+                   unsigned s2c_order, uint32_t read_cons, uint32_t write_prod, kvc_kick_fn kick, void *kick_arg)
 {
     memset(r, 0, sizeof(*r));
     if (region == NULL || kick == NULL || (role != KVC_ROLE_SERVER && role != KVC_ROLE_CLIENT))
         return -EINVAL;
-    if (c2s_order < KVC_RING_MIN_ORDER || c2s_order > KVC_RING_MAX_ORDER ||
-        s2c_order < KVC_RING_MIN_ORDER || s2c_order > KVC_RING_MAX_ORDER)
+    if (c2s_order < KVC_RING_MIN_ORDER || c2s_order > KVC_RING_MAX_ORDER || s2c_order < KVC_RING_MIN_ORDER ||
+        s2c_order > KVC_RING_MAX_ORDER)
         return -EINVAL;
     if (region_len < kvc_ring_region_length(c2s_order, s2c_order) || ((uintptr_t)region & 63) != 0)
         return -EINVAL;
@@ -262,11 +261,9 @@ int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role
     uint8_t hdr[20];
     memcpy(hdr, b, sizeof(hdr));
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    if (get_le32(hdr + KVC_OFF_MAGIC) != KVC_RING_MAGIC ||
-        get_le16(hdr + KVC_OFF_VERSION) != KVC_RING_VERSION ||
-        get_le16(hdr + KVC_OFF_HEADER_SIZE) != KVC_RING_HEADER_SIZE ||
-        hdr[KVC_OFF_C2S_ORDER] != c2s_order || hdr[KVC_OFF_S2C_ORDER] != s2c_order ||
-        get_le32(hdr + KVC_OFF_C2S_OFFSET) != KVC_RING_HEADER_SIZE ||
+    if (get_le32(hdr + KVC_OFF_MAGIC) != KVC_RING_MAGIC || get_le16(hdr + KVC_OFF_VERSION) != KVC_RING_VERSION ||
+        get_le16(hdr + KVC_OFF_HEADER_SIZE) != KVC_RING_HEADER_SIZE || hdr[KVC_OFF_C2S_ORDER] != c2s_order ||
+        hdr[KVC_OFF_S2C_ORDER] != s2c_order || get_le32(hdr + KVC_OFF_C2S_OFFSET) != KVC_RING_HEADER_SIZE ||
         get_le32(hdr + KVC_OFF_S2C_OFFSET) != KVC_RING_HEADER_SIZE + c2s_size) {
         r->corrupt = 1;
         return -EPROTO;

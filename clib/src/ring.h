@@ -75,10 +75,10 @@ struct kvc_ring {
     uint32_t peer_max_state;
 
     /* Shared words, chosen by role. */
-    uint32_t *peer_prod;   /* producer index of the ring we read */
-    uint32_t *my_cons;     /* consumer index of the ring we read */
-    uint32_t *my_prod;     /* producer index of the ring we write */
-    uint32_t *peer_cons;   /* consumer index of the ring we write */
+    uint32_t *peer_prod; /* producer index of the ring we read */
+    uint32_t *my_cons;   /* consumer index of the ring we read */
+    uint32_t *my_prod;   /* producer index of the ring we write */
+    uint32_t *peer_cons; /* consumer index of the ring we write */
     uint32_t *my_state;
     uint32_t *peer_state;
     uint32_t *my_wraps;
@@ -86,8 +86,8 @@ struct kvc_ring {
     uint32_t *peer_notify; /* word the peer consults: where we ask for kicks */
 
     /* Private indices (§4): written to shared memory, never read back. */
-    uint32_t cons;         /* read half */
-    uint32_t prod, wraps;  /* write half */
+    uint32_t cons;        /* read half */
+    uint32_t prod, wraps; /* write half */
 
     /* Latches shared by both halves (atomic access). */
     int peer_closed;
@@ -122,9 +122,8 @@ void kvc_ring_init_region(void *region, unsigned c2s_order, unsigned s2c_order);
  * -EPROTO (header does not match; the ring is then unusable).
  * read_cons/write_prod are the private indices to start from (0 for a fresh region).
  */
-int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role,
-                   unsigned c2s_order, unsigned s2c_order, uint32_t read_cons, uint32_t write_prod,
-                   kvc_kick_fn kick, void *kick_arg);
+int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role, unsigned c2s_order,
+                   unsigned s2c_order, uint32_t read_cons, uint32_t write_prod, kvc_kick_fn kick, void *kick_arg);
 
 /* Stream read: bytes read (0 = nothing yet), -EPIPE (end of stream) or another -errno. */
 long kvc_ring_read(struct kvc_ring *r, void *dst, size_t n);

@@ -24,12 +24,20 @@ static struct kvc_ring server, client;
 static unsigned kicks_to_server, kicks_to_client;
 static int have_pair;
 
-static void kick_server(void *a) { (void)a; kicks_to_server++; }
-static void kick_client(void *a) { (void)a; kicks_to_client++; }
+static void kick_server(void *a)
+{
+    (void)a;
+    kicks_to_server++;
+}
+static void kick_client(void *a)
+{
+    (void)a;
+    kicks_to_client++;
+}
 
 static const size_t field_offs[] = {
-    KVC_OFF_C2S_PROD, KVC_OFF_S2C_CONS, KVC_OFF_CLIENT_STATE, KVC_OFF_C2S_WRAPS, KVC_OFF_S2C_PROD,
-    KVC_OFF_C2S_CONS, KVC_OFF_SERVER_STATE, KVC_OFF_S2C_WRAPS, KVC_OFF_CLIENT_NOTIFY, KVC_OFF_SERVER_NOTIFY,
+    KVC_OFF_C2S_PROD, KVC_OFF_S2C_CONS,     KVC_OFF_CLIENT_STATE, KVC_OFF_C2S_WRAPS,     KVC_OFF_S2C_PROD,
+    KVC_OFF_C2S_CONS, KVC_OFF_SERVER_STATE, KVC_OFF_S2C_WRAPS,    KVC_OFF_CLIENT_NOTIFY, KVC_OFF_SERVER_NOTIFY,
 };
 
 static uint32_t get32(size_t off)
@@ -68,8 +76,10 @@ static const char *name(long rc, const char *op)
 
 static int hexval(int c)
 {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
     return 0;
 }
 
