@@ -1,4 +1,4 @@
-# The kvmchan native addon: plain C over Node-API (DESIGN.md §10, node-ecosystem.md §3.3).
+# The kvmchan native addon: plain C over Node-API (NAPI_VERSION 8), no C++ and no node-addon-api.
 # Built offline by `npm run build:native` (node-gyp with --nodedir pointing at the
 # installed Node's headers; nothing is downloaded).
 {
@@ -18,6 +18,7 @@
         "src/poller.c",
         "src/socket.c"
       ],
+      "include_dirs": ["../clib/src"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"],
       "cflags_c": ["-std=gnu11"],

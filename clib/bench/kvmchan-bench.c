@@ -303,7 +303,10 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--ring") == 0 && i + 1 < argc) {
             ring = strtoul(argv[++i], NULL, 0);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]\n", argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]\n",
+                argv[0]);
             return 2;
         }
     }
@@ -345,9 +348,10 @@ int main(int argc, char **argv)
             rtt[r] = run_pingpong((enum kind)k, iters) / (double)iters * 1e6;
         qsort(rtt, (size_t)reps, sizeof(double), cmp_double);
         double med = rtt[reps / 2];
-        printf("{\"suite\":\"clib\",\"test\":\"pingpong\",\"impl\":\"%s\",\"message_size\":64,\"round_trips_per_run\":%ld,"
-               "\"runs\":%d,\"rtt_us\":%.2f,\"rtt_us_min\":%.2f,\"rtt_us_max\":%.2f,\"round_trips_per_s\":%.0f}\n",
-               impl_name((enum kind)k), iters, reps, med, rtt[0], rtt[reps - 1], 1e6 / med);
+        printf(
+            "{\"suite\":\"clib\",\"test\":\"pingpong\",\"impl\":\"%s\",\"message_size\":64,\"round_trips_per_run\":%ld,"
+            "\"runs\":%d,\"rtt_us\":%.2f,\"rtt_us_min\":%.2f,\"rtt_us_max\":%.2f,\"round_trips_per_s\":%.0f}\n",
+            impl_name((enum kind)k), iters, reps, med, rtt[0], rtt[reps - 1], 1e6 / med);
         fflush(stdout);
     }
     return 0;

@@ -132,7 +132,7 @@ static int ring_setup(struct kvc_chan *c, int role, unsigned c2s, unsigned s2c)
 {
     int rc = kvc_ring_setup(&c->ring, c->map, c->map_len, role, c2s, s2c, 0, 0, kick_peer, c);
     if (rc < 0)
-        return rc == KVC_E_CORRUPT ? -EPROTO : -EINVAL;
+        return rc;
     c->ring.on_corrupt = kick_self;
     c->ring.on_corrupt_arg = c;
     c->is_server = role == KVC_ROLE_SERVER;
@@ -170,8 +170,8 @@ static int chan_attach_region(struct kvc_chan *c, const struct kvc_vchan_info *i
         rc = -EPROTO;
         goto out;
     }
-    void *map = mmap(NULL, (size_t)info->shm_length, PROT_READ | PROT_WRITE, MAP_SHARED, fds->shm,
-                     (off_t)info->shm_offset);
+    void *map =
+        mmap(NULL, (size_t)info->shm_length, PROT_READ | PROT_WRITE, MAP_SHARED, fds->shm, (off_t)info->shm_offset);
     if (map == MAP_FAILED) {
         rc = -errno;
         goto out;
@@ -265,12 +265,8 @@ int kvc_chan_client_finish(struct kvc_chan *c, bool blocking)
     int rc;
     pthread_mutex_lock(&c->lock);
     switch (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE)) {
-    case KVC_CHAN_READY:
-        rc = 0;
-        break;
-    case KVC_CHAN_FAILED:
-        rc = -ENOTCONN;
-        break;
+    case KVC_CHAN_READY: rc = 0; break;
+    case KVC_CHAN_FAILED: rc = -ENOTCONN; break;
     default:
         rc = client_complete(c, 1);
         if (rc == -EAGAIN) {
@@ -331,19 +327,6 @@ int kvc_chan_from_parts(struct kvc_chan **out, void *region, size_t len, int rol
 
 /* ---- waiting ---- */
 
-static int map_ring_error(long rc)
-{
-    switch (rc) {
-    case KVC_EOF:
-    case KVC_E_CLOSED: return -EPIPE;
-    case KVC_E_CORRUPT: return -EPROTO;
-    case KVC_E_MSGSIZE: return -EMSGSIZE;
-    case KVC_E_LOCAL: return -EBADF;
-    default: return -EINVAL;
-    }
-}
-
-
 /* Sleeps until an event arrives on the wait fd and consumes it. */
 static int poll_and_consume(struct kvc_chan *c)
 {
@@ -400,7 +383,7 @@ static inline uint64_t mono_ns(void)
 }
 
 /*
- * Bounded spin (§8): polls the peer index for up to *budget ns (the clock is
+ * Bounded spin (ring-protocol.md §8): polls the peer index for up to *budget ns (the clock is
  * read every 64 polls). Returns 1 if the condition came true, 0 if not, <0 error.
  */
 static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t min)
@@ -412,7 +395,7 @@ static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t 
         for (int i = 0; i < 64; i++) {
             long a = writable ? kvc_ring_peek_writable(&c->ring) : kvc_ring_peek_readable(&c->ring);
             if (a < 0)
-                return map_ring_error(a);
+                return (int)a;
             if ((size_t)a >= min)
                 return 1;
             cpu_relax();
@@ -423,7 +406,7 @@ static int spin_until(struct kvc_chan *c, uint64_t budget, int writable, size_t 
 }
 
 /*
- * Then request → fence → re-check → sleep (§5.1). The spin budget adapts to
+ * Then request → fence → re-check → sleep (ring-protocol.md §5.1). The spin budget adapts to
  * whether spinning pays: a spin that catches the peer doubles it (up to the
  * maximum), one that has to give up halves it, down to no spinning at all.
  * When the peer cannot run while we spin (both on one CPU, an overcommitted
@@ -451,7 +434,7 @@ static int wait_for(struct kvc_chan *c, int writable, size_t min)
     uint64_t gen = wq_snapshot(c);
     rc = writable ? kvc_ring_prepare_wait_writable(&c->ring, min) : kvc_ring_prepare_wait_readable(&c->ring, min);
     if (rc <= 0)
-        return rc < 0 ? map_ring_error(rc) : 0;
+        return rc < 0 ? rc : 0;
     return wq_wait(c, gen);
 }
 
@@ -478,7 +461,7 @@ void kvc_chan_clear_event(struct kvc_chan *c)
         drain_fd(c->wait_fd);
 }
 
-/* ---- I/O: the libxenvchan contract (vchan-api-and-qubes.md §1.3) ---- */
+/* ---- I/O: the libxenvchan contract (docs/clib.md, API notes) ---- */
 
 int kvc_chan_read(struct kvc_chan *c, void *buf, size_t n, bool blocking)
 {
@@ -491,7 +474,7 @@ int kvc_chan_read(struct kvc_chan *c, void *buf, size_t n, bool blocking)
         if (r > 0)
             return (int)r;
         if (r < 0)
-            return map_ring_error(r);
+            return (int)r;
         if (n == 0 || !blocking)
             return 0;
         int rc = wait_readable(c, 1);
@@ -518,7 +501,7 @@ int kvc_chan_recv(struct kvc_chan *c, void *buf, size_t n, bool blocking)
         if (r > 0)
             return (int)r;
         if (r < 0)
-            return map_ring_error(r);
+            return (int)r;
         if (n == 0 || !blocking)
             return 0;
         int rc = wait_readable(c, n);
@@ -535,10 +518,10 @@ int kvc_chan_send(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
         long r = kvc_ring_send(&c->ring, buf, n);
         if (r > 0)
             return (int)r;
-        if (r == KVC_E_MSGSIZE && !blocking)
+        if (r == -EMSGSIZE && !blocking)
             return 0;
         if (r < 0)
-            return map_ring_error(r);
+            return (int)r;
         if (n == 0 || !blocking)
             return 0;
         int rc = wait_writable(c, n);
@@ -555,13 +538,13 @@ int kvc_chan_write(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
         n = INT_MAX;
     if (!blocking) {
         long r = kvc_ring_write(&c->ring, buf, n);
-        return r < 0 ? map_ring_error(r) : (int)r;
+        return (int)r;
     }
     size_t done = 0;
     for (;;) {
         long r = kvc_ring_write(&c->ring, (const uint8_t *)buf + done, n - done);
         if (r < 0)
-            return map_ring_error(r);
+            return (int)r;
         done += (size_t)r;
         if (done == n)
             return (int)n;

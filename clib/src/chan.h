@@ -25,13 +25,13 @@
 enum kvc_chan_state {
     KVC_CHAN_PENDING = 0, /* async client waiting for its server */
     KVC_CHAN_READY = 1,
-    KVC_CHAN_FAILED = 2,  /* async connect failed */
+    KVC_CHAN_FAILED = 2, /* async connect failed */
 };
 
 struct kvc_chan {
     struct kvc_ring ring;
     struct kvc_conn conn;
-    pthread_mutex_t lock;     /* daemon connection and setup state */
+    pthread_mutex_t lock; /* daemon connection and setup state */
 
     /* Waiting: one thread polls the wait fd; others sleep on the condvar until
      * the generation changes, so an event consumed by one thread is never lost
@@ -41,21 +41,21 @@ struct kvc_chan {
     uint64_t wq_gen;
     int wq_polling;
 
-    int state;                /* enum kvc_chan_state, atomic */
-    int blocking;             /* atomic */
+    int state;    /* enum kvc_chan_state, atomic */
+    int blocking; /* atomic */
     int is_server;
     int wait_fd, kick_fd;
     void *map;
     size_t map_len;
     int owns_map;
-    pid_t owner;              /* process that created it (fork detection) */
+    pid_t owner; /* process that created it (fork detection) */
     uint32_t domain, port;
     /* Spinning before sleeping (ring-protocol.md §8): at most spin_max_ns, adapted
      * per direction (each touched only by that direction's thread). */
     uint64_t spin_max_ns;
     uint64_t spin_rx_ns, spin_tx_ns;
     unsigned spin_rx_sleeps, spin_tx_sleeps;
-    uint64_t wakeups;         /* times this side slept and was woken (statistics) */
+    uint64_t wakeups; /* times this side slept and was woken (statistics) */
 };
 
 /* Constructors: 0 and *out, or -errno. */

@@ -103,8 +103,8 @@ static void close_fds(int *fds, int n)
             close(fds[i]);
 }
 
-int kvc_conn_recv_reply(struct kvc_conn *c, int nonblock, void *data, size_t max, size_t *len,
-                        int *fds, int max_fds, int *nfds)
+int kvc_conn_recv_reply(struct kvc_conn *c, int nonblock, void *data, size_t max, size_t *len, int *fds, int max_fds,
+                        int *nfds)
 {
     static const size_t bufsize = FRAME_HEADER + KVC_MAX_PAYLOAD;
     if (nfds != NULL)
@@ -125,8 +125,9 @@ int kvc_conn_recv_reply(struct kvc_conn *c, int nonblock, void *data, size_t max
     int rc;
     for (;;) {
         struct iovec iov = { .iov_base = buf, .iov_len = bufsize };
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.space,
-                              .msg_controllen = sizeof(cbuf.space) };
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.space, .msg_controllen = sizeof(cbuf.space)
+        };
         ssize_t n = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC | (nonblock ? MSG_DONTWAIT : 0));
         if (n < 0) {
             if (errno == EINTR)
@@ -169,7 +170,7 @@ int kvc_conn_recv_reply(struct kvc_conn *c, int nonblock, void *data, size_t max
             break;
         }
         if (id & KVC_EVENT_BIT) {
-            /* An event (wire-protocol.md §4.3, e.g. EVENT_SHUTDOWN): not what we
+            /* An event (docs/wire-protocol.md §4.3, e.g. EVENT_SHUTDOWN): not what we
              * wait for, and unknown ones must be ignored. A daemon going down
              * closes the connection next, which fails the request. */
             close_fds(got, ngot);

@@ -27,9 +27,9 @@
 
 struct kvc_conn {
     int fd;
-    uint32_t seq;          /* seq of the last request sent */
-    uint16_t pending_id;   /* id of the request awaiting a reply, 0 if none */
-    uint32_t max_payload;  /* from GET_VERSION */
+    uint32_t seq;         /* seq of the last request sent */
+    uint16_t pending_id;  /* id of the request awaiting a reply, 0 if none */
+    uint32_t max_payload; /* from GET_VERSION */
 };
 
 /* VchanInfo (40 bytes on the wire). */
@@ -65,8 +65,8 @@ int kvc_conn_send(struct kvc_conn *c, uint16_t id, const void *payload, uint16_t
  * to `data` (*len set) and the fds are returned (caller owns them); on any
  * error no fd is left open.
  */
-int kvc_conn_recv_reply(struct kvc_conn *c, int nonblock, void *data, size_t max, size_t *len,
-                        int *fds, int max_fds, int *nfds);
+int kvc_conn_recv_reply(struct kvc_conn *c, int nonblock, void *data, size_t max, size_t *len, int *fds, int max_fds,
+                        int *nfds);
 
 /* Request + reply in one call (blocking). */
 int kvc_conn_call(struct kvc_conn *c, uint16_t id, const void *payload, uint16_t size, void *data, size_t max,

@@ -20,8 +20,7 @@ static int result(int rc)
     return rc;
 }
 
-KVC_EXPORT struct libkvmchan *libkvmchan_server_init(uint32_t domain, uint32_t port, size_t read_min,
-                                                     size_t write_min)
+KVC_EXPORT struct libkvmchan *libkvmchan_server_init(uint32_t domain, uint32_t port, size_t read_min, size_t write_min)
 {
     struct kvc_chan *c;
     int rc = kvc_chan_server_init(&c, domain, port, read_min, write_min);

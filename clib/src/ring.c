@@ -7,6 +7,8 @@
  */
 #include "ring.h"
 
+#include "copy.h"
+
 #include <endian.h>
 #include <string.h>
 
@@ -96,15 +98,15 @@ static long ring_fail(struct kvc_ring *r)
 {
     if (!__atomic_exchange_n(&r->corrupt, 1, __ATOMIC_ACQ_REL) && r->on_corrupt != NULL)
         r->on_corrupt(r->on_corrupt_arg);
-    return KVC_E_CORRUPT;
+    return -EPROTO;
 }
 
 static inline long check_usable(const struct kvc_ring *r)
 {
     if (__atomic_load_n(&r->corrupt, __ATOMIC_RELAXED))
-        return KVC_E_CORRUPT;
+        return -EPROTO;
     if (__atomic_load_n(&r->closed, __ATOMIC_RELAXED))
-        return KVC_E_LOCAL;
+        return -EBADF;
     return 0;
 }
 
@@ -148,50 +150,17 @@ static inline long ring_free(struct kvc_ring *r)
     return (long)(r->tx_size - used);
 }
 
-/* ---- copies: bounded by the private size, at most two pieces ---- */
-
-
-/*
- * Payload copy (ring-protocol.md §4: plain copies). Not memcpy: glibc copies large
- * blocks with `rep movsb`, which on AMD Zen runs ~13x slower when the destination sits
- * a little above the source modulo 4 KiB — and ring data is page aligned while user
- * buffers are not (measured 2.6 vs 34 GiB/s; see native/src/copy.c, the same fix).
- */
-#if defined(__x86_64__)
-#include <emmintrin.h>
-static void payload_copy(void *dstv, const void *srcv, size_t n)
-{
-    uint8_t *dst = dstv;
-    const uint8_t *src = srcv;
-    while (n >= 64) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(src + 0));
-        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(src + 16));
-        __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(src + 32));
-        __m128i d = _mm_loadu_si128((const __m128i *)(const void *)(src + 48));
-        _mm_storeu_si128((__m128i *)(void *)(dst + 0), a);
-        _mm_storeu_si128((__m128i *)(void *)(dst + 16), b);
-        _mm_storeu_si128((__m128i *)(void *)(dst + 32), c);
-        _mm_storeu_si128((__m128i *)(void *)(dst + 48), d);
-        src += 64;
-        dst += 64;
-        n -= 64;
-    }
-    if (n > 0)
-        memcpy(dst, src, n);
-}
-#else
-#define payload_copy memcpy
-#endif
+/* ---- copies: bounded by the private size, at most two pieces (copy.h) ---- */
 
 static inline void copy_out(struct kvc_ring *r, void *dst, uint32_t k)
 {
     uint32_t pos = r->cons & r->rx_mask;
     uint32_t first = r->rx_size - pos;
     if (first >= k) {
-        payload_copy(dst, r->rx + pos, k);
+        kvc_payload_copy(dst, r->rx + pos, k);
     } else {
-        payload_copy(dst, r->rx + pos, first);
-        payload_copy((uint8_t *)dst + first, r->rx, k - first);
+        kvc_payload_copy(dst, r->rx + pos, first);
+        kvc_payload_copy((uint8_t *)dst + first, r->rx, k - first);
     }
 }
 
@@ -200,10 +169,10 @@ static inline void copy_in(struct kvc_ring *r, const void *src, uint32_t k)
     uint32_t pos = r->prod & r->tx_mask;
     uint32_t first = r->tx_size - pos;
     if (first >= k) {
-        payload_copy(r->tx + pos, src, k);
+        kvc_payload_copy(r->tx + pos, src, k);
     } else {
-        payload_copy(r->tx + pos, src, first);
-        payload_copy(r->tx, (const uint8_t *)src + first, k - first);
+        kvc_payload_copy(r->tx + pos, src, first);
+        kvc_payload_copy(r->tx, (const uint8_t *)src + first, k - first);
     }
 }
 
@@ -249,18 +218,17 @@ static inline void produced(struct kvc_ring *r, uint32_t k)
 
 /* ---- setup (§3) ---- */
 
-int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role,
-                   unsigned c2s_order, unsigned s2c_order, uint32_t read_cons, uint32_t write_prod,
-                   kvc_kick_fn kick, void *kick_arg)
+int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role, unsigned c2s_order,
+                   unsigned s2c_order, uint32_t read_cons, uint32_t write_prod, kvc_kick_fn kick, void *kick_arg)
 {
     memset(r, 0, sizeof(*r));
     if (region == NULL || kick == NULL || (role != KVC_ROLE_SERVER && role != KVC_ROLE_CLIENT))
-        return KVC_E_INVAL;
-    if (c2s_order < KVC_RING_MIN_ORDER || c2s_order > KVC_RING_MAX_ORDER ||
-        s2c_order < KVC_RING_MIN_ORDER || s2c_order > KVC_RING_MAX_ORDER)
-        return KVC_E_INVAL;
+        return -EINVAL;
+    if (c2s_order < KVC_RING_MIN_ORDER || c2s_order > KVC_RING_MAX_ORDER || s2c_order < KVC_RING_MIN_ORDER ||
+        s2c_order > KVC_RING_MAX_ORDER)
+        return -EINVAL;
     if (region_len < kvc_ring_region_length(c2s_order, s2c_order) || ((uintptr_t)region & 63) != 0)
-        return KVC_E_INVAL;
+        return -EINVAL;
 
     uint8_t *b = region;
     uint32_t c2s_size = 1u << c2s_order, s2c_size = 1u << s2c_order;
@@ -293,14 +261,12 @@ int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role
     uint8_t hdr[20];
     memcpy(hdr, b, sizeof(hdr));
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    if (get_le32(hdr + KVC_OFF_MAGIC) != KVC_RING_MAGIC ||
-        get_le16(hdr + KVC_OFF_VERSION) != KVC_RING_VERSION ||
-        get_le16(hdr + KVC_OFF_HEADER_SIZE) != KVC_RING_HEADER_SIZE ||
-        hdr[KVC_OFF_C2S_ORDER] != c2s_order || hdr[KVC_OFF_S2C_ORDER] != s2c_order ||
-        get_le32(hdr + KVC_OFF_C2S_OFFSET) != KVC_RING_HEADER_SIZE ||
+    if (get_le32(hdr + KVC_OFF_MAGIC) != KVC_RING_MAGIC || get_le16(hdr + KVC_OFF_VERSION) != KVC_RING_VERSION ||
+        get_le16(hdr + KVC_OFF_HEADER_SIZE) != KVC_RING_HEADER_SIZE || hdr[KVC_OFF_C2S_ORDER] != c2s_order ||
+        hdr[KVC_OFF_S2C_ORDER] != s2c_order || get_le32(hdr + KVC_OFF_C2S_OFFSET) != KVC_RING_HEADER_SIZE ||
         get_le32(hdr + KVC_OFF_S2C_OFFSET) != KVC_RING_HEADER_SIZE + c2s_size) {
         r->corrupt = 1;
-        return KVC_E_CORRUPT;
+        return -EPROTO;
     }
     r->cons = read_cons;
     r->prod = write_prod;
@@ -322,7 +288,7 @@ long kvc_ring_read(struct kvc_ring *r, void *dst, size_t n)
     if (avail < 0)
         return avail;
     if (avail == 0)
-        return state == KVC_STATE_CLOSED ? KVC_EOF : 0;
+        return state == KVC_STATE_CLOSED ? -EPIPE : 0;
     uint32_t k = (size_t)avail < n ? (uint32_t)avail : (uint32_t)n;
     if (k == 0)
         return 0;
@@ -337,7 +303,7 @@ long kvc_ring_recv(struct kvc_ring *r, void *dst, size_t n)
     if (rc < 0)
         return rc;
     if (n > r->rx_size)
-        return KVC_E_MSGSIZE;
+        return -EMSGSIZE;
     long state = load_peer_state(r);
     if (state < 0)
         return state;
@@ -345,7 +311,7 @@ long kvc_ring_recv(struct kvc_ring *r, void *dst, size_t n)
     if (avail < 0)
         return avail;
     if ((size_t)avail < n || n == 0)
-        return state == KVC_STATE_CLOSED && (size_t)avail < n ? KVC_EOF : 0;
+        return state == KVC_STATE_CLOSED && (size_t)avail < n ? -EPIPE : 0;
     copy_out(r, dst, (uint32_t)n);
     consumed(r, (uint32_t)n);
     return (long)n;
@@ -360,7 +326,7 @@ long kvc_ring_write(struct kvc_ring *r, const void *src, size_t n)
     if (state < 0)
         return state;
     if (state == KVC_STATE_CLOSED)
-        return KVC_E_CLOSED;
+        return -EPIPE;
     long space = ring_free(r);
     if (space < 0)
         return space;
@@ -381,9 +347,9 @@ long kvc_ring_send(struct kvc_ring *r, const void *src, size_t n)
     if (state < 0)
         return state;
     if (state == KVC_STATE_CLOSED)
-        return KVC_E_CLOSED;
+        return -EPIPE;
     if (n > r->tx_size)
-        return KVC_E_MSGSIZE;
+        return -EMSGSIZE;
     if (n == 0)
         return 0;
     long space = ring_free(r);
@@ -473,7 +439,7 @@ unsigned kvc_ring_peer_state(struct kvc_ring *r)
 int kvc_ring_attach(struct kvc_ring *r)
 {
     if (r->role != KVC_ROLE_CLIENT)
-        return KVC_E_INVAL;
+        return -EINVAL;
     long rc = check_usable(r);
     if (rc < 0)
         return (int)rc;

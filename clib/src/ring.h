@@ -12,6 +12,7 @@
 #ifndef KVC_RING_H
 #define KVC_RING_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,15 +52,15 @@
 
 enum kvc_role { KVC_ROLE_SERVER = 0, KVC_ROLE_CLIENT = 1 };
 
-/* Results of ring operations: >= 0 is a byte count, these are the outcomes of §6. */
-enum kvc_ring_result {
-    KVC_EOF = -1,          /* peer closed and the ring is drained (reads) */
-    KVC_E_CLOSED = -2,     /* peer closed (writes) */
-    KVC_E_LOCAL = -3,      /* this side was closed */
-    KVC_E_CORRUPT = -4,    /* peer broke an invariant; latched */
-    KVC_E_MSGSIZE = -5,    /* packet larger than the ring */
-    KVC_E_INVAL = -6,      /* bad private setup */
-};
+/*
+ * Errors: like the rest of the C core, ring operations return a count (>= 0) or a negative
+ * errno value. The outcomes of §6:
+ *   -EPIPE     peer closed: end of stream for read/recv (once drained), closed for write/send
+ *   -EBADF     this side was closed (kvc_ring_close)
+ *   -EPROTO    the peer broke an invariant; latched, every later call fails the same way
+ *   -EMSGSIZE  packet larger than the ring
+ *   -EINVAL    bad private setup
+ */
 
 typedef void (*kvc_kick_fn)(void *arg);
 
@@ -74,10 +75,10 @@ struct kvc_ring {
     uint32_t peer_max_state;
 
     /* Shared words, chosen by role. */
-    uint32_t *peer_prod;   /* producer index of the ring we read */
-    uint32_t *my_cons;     /* consumer index of the ring we read */
-    uint32_t *my_prod;     /* producer index of the ring we write */
-    uint32_t *peer_cons;   /* consumer index of the ring we write */
+    uint32_t *peer_prod; /* producer index of the ring we read */
+    uint32_t *my_cons;   /* consumer index of the ring we read */
+    uint32_t *my_prod;   /* producer index of the ring we write */
+    uint32_t *peer_cons; /* consumer index of the ring we write */
     uint32_t *my_state;
     uint32_t *peer_state;
     uint32_t *my_wraps;
@@ -85,8 +86,8 @@ struct kvc_ring {
     uint32_t *peer_notify; /* word the peer consults: where we ask for kicks */
 
     /* Private indices (§4): written to shared memory, never read back. */
-    uint32_t cons;         /* read half */
-    uint32_t prod, wraps;  /* write half */
+    uint32_t cons;        /* read half */
+    uint32_t prod, wraps; /* write half */
 
     /* Latches shared by both halves (atomic access). */
     int peer_closed;
@@ -117,21 +118,20 @@ void kvc_ring_init_region(void *region, unsigned c2s_order, unsigned s2c_order);
 
 /*
  * Private setup of one side (§3 steps 1-3): checks the length and orders and
- * reads the header once. Returns 0, KVC_E_INVAL (bad private setup) or
- * KVC_E_CORRUPT (header does not match; the ring is then unusable).
+ * reads the header once. Returns 0, -EINVAL (bad private setup) or
+ * -EPROTO (header does not match; the ring is then unusable).
  * read_cons/write_prod are the private indices to start from (0 for a fresh region).
  */
-int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role,
-                   unsigned c2s_order, unsigned s2c_order, uint32_t read_cons, uint32_t write_prod,
-                   kvc_kick_fn kick, void *kick_arg);
+int kvc_ring_setup(struct kvc_ring *r, void *region, size_t region_len, int role, unsigned c2s_order,
+                   unsigned s2c_order, uint32_t read_cons, uint32_t write_prod, kvc_kick_fn kick, void *kick_arg);
 
-/* Stream read: bytes read (0 = nothing yet), KVC_EOF, or an error. */
+/* Stream read: bytes read (0 = nothing yet), -EPIPE (end of stream) or another -errno. */
 long kvc_ring_read(struct kvc_ring *r, void *dst, size_t n);
-/* Packet receive: n, 0 (not enough yet), KVC_EOF, or an error (KVC_E_MSGSIZE if n > ring). */
+/* Packet receive: n, 0 (not enough yet), -EPIPE (end of stream), -EMSGSIZE if n > ring, -errno. */
 long kvc_ring_recv(struct kvc_ring *r, void *dst, size_t n);
-/* Stream write: bytes written (possibly 0) or an error. */
+/* Stream write: bytes written (possibly 0), -EPIPE (peer closed) or another -errno. */
 long kvc_ring_write(struct kvc_ring *r, const void *src, size_t n);
-/* Packet send: n or 0, or an error. */
+/* Packet send: n or 0, -EPIPE (peer closed), -EMSGSIZE if n > ring, or another -errno. */
 long kvc_ring_send(struct kvc_ring *r, const void *src, size_t n);
 
 /* Counts without arming (for spinners). */
@@ -143,7 +143,7 @@ long kvc_ring_buffer_space(struct kvc_ring *r);
 
 /*
  * §5.1 before sleeping: request a kick, fence, re-check. Returns 1 if the
- * caller should sleep, 0 if the condition holds or the peer closed, <0 error.
+ * caller should sleep, 0 if the condition holds or the peer closed, -errno on error.
  */
 int kvc_ring_prepare_wait_readable(struct kvc_ring *r, size_t min);
 int kvc_ring_prepare_wait_writable(struct kvc_ring *r, size_t min);

@@ -11,38 +11,37 @@
 static int t_failures;
 static int t_checks;
 
-#define CHECK(cond, ...)                                                                    \
-    do {                                                                                    \
-        t_checks++;                                                                         \
-        if (!(cond)) {                                                                      \
-            t_failures++;                                                                   \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                 \
-            fprintf(stderr, __VA_ARGS__);                                                   \
-            fprintf(stderr, " (errno %d %s)\n", errno, strerror(errno));                    \
-        }                                                                                   \
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        t_checks++;                                                         \
+        if (!(cond)) {                                                      \
+            t_failures++;                                                   \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fprintf(stderr, " (errno %d %s)\n", errno, strerror(errno));    \
+        }                                                                   \
     } while (0)
 
-#define CHECK_EQ(a, b, ...)                                                                 \
-    do {                                                                                    \
-        long long t_a_ = (long long)(a), t_b_ = (long long)(b);                             \
-        t_checks++;                                                                         \
-        if (t_a_ != t_b_) {                                                                 \
-            t_failures++;                                                                   \
-            fprintf(stderr, "FAIL %s:%d: %s == %s: got %lld, want %lld: ", __FILE__,        \
-                    __LINE__, #a, #b, t_a_, t_b_);                                          \
-            fprintf(stderr, __VA_ARGS__);                                                   \
-            fprintf(stderr, " (errno %d %s)\n", errno, strerror(errno));                    \
-        }                                                                                   \
+#define CHECK_EQ(a, b, ...)                                                                                         \
+    do {                                                                                                            \
+        long long t_a_ = (long long)(a), t_b_ = (long long)(b);                                                     \
+        t_checks++;                                                                                                 \
+        if (t_a_ != t_b_) {                                                                                         \
+            t_failures++;                                                                                           \
+            fprintf(stderr, "FAIL %s:%d: %s == %s: got %lld, want %lld: ", __FILE__, __LINE__, #a, #b, t_a_, t_b_); \
+            fprintf(stderr, __VA_ARGS__);                                                                           \
+            fprintf(stderr, " (errno %d %s)\n", errno, strerror(errno));                                            \
+        }                                                                                                           \
     } while (0)
 
-#define REQUIRE(cond, ...)                                                                  \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            fprintf(stderr, "FATAL %s:%d: %s: ", __FILE__, __LINE__, #cond);                \
-            fprintf(stderr, __VA_ARGS__);                                                   \
-            fprintf(stderr, " (errno %d %s)\n", errno, strerror(errno));                    \
-            exit(2);                                                                        \
-        }                                                                                   \
+#define REQUIRE(cond, ...)                                                   \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "FATAL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fprintf(stderr, " (errno %d %s)\n", errno, strerror(errno));     \
+            exit(2);                                                         \
+        }                                                                    \
     } while (0)
 
 static inline double t_now(void)

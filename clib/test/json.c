@@ -75,10 +75,16 @@ static int parse_string(struct parser *ps, char **out)
             for (int i = 0; i < 4; i++) {
                 char h = *ps->p++;
                 cp <<= 4;
-                if (h >= '0' && h <= '9') cp |= (unsigned)(h - '0');
-                else if (h >= 'a' && h <= 'f') cp |= (unsigned)(h - 'a' + 10);
-                else if (h >= 'A' && h <= 'F') cp |= (unsigned)(h - 'A' + 10);
-                else { free(buf); return fail(ps, "bad \\u escape"); }
+                if (h >= '0' && h <= '9')
+                    cp |= (unsigned)(h - '0');
+                else if (h >= 'a' && h <= 'f')
+                    cp |= (unsigned)(h - 'a' + 10);
+                else if (h >= 'A' && h <= 'F')
+                    cp |= (unsigned)(h - 'A' + 10);
+                else {
+                    free(buf);
+                    return fail(ps, "bad \\u escape");
+                }
             }
             put_utf8(&w, cp);
             break;

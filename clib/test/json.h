@@ -8,11 +8,11 @@ enum json_type { JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSO
 
 struct json {
     enum json_type type;
-    double number;       /* JSON_NUMBER, JSON_BOOL (0/1) */
-    char *string;        /* JSON_STRING (NUL-terminated) */
-    size_t count;        /* JSON_ARRAY, JSON_OBJECT */
-    struct json *items;  /* array elements or object values */
-    char **keys;         /* JSON_OBJECT keys */
+    double number;      /* JSON_NUMBER, JSON_BOOL (0/1) */
+    char *string;       /* JSON_STRING (NUL-terminated) */
+    size_t count;       /* JSON_ARRAY, JSON_OBJECT */
+    struct json *items; /* array elements or object values */
+    char **keys;        /* JSON_OBJECT keys */
 };
 
 /* Parses text; NULL on a syntax error (message in *err). Free with json_free. */

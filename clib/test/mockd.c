@@ -48,7 +48,7 @@ struct vchan {
     uint32_t port;
     int server_conn, client_conn; /* index in conns, -1 if gone */
     int had_client;
-    int memfd, efd_s, efd_c;      /* efd_s: the server waits on it; efd_c: the client */
+    int memfd, efd_s, efd_c; /* efd_s: the server waits on it; efd_c: the client */
     uint8_t *map;
     size_t len;
     unsigned c2s, s2c;
@@ -67,11 +67,29 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
-static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) | (uint32_t)get16(p + 2) << 16; }
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static void put32(uint8_t *p, uint32_t v)
+{
+    put16(p, (uint16_t)v);
+    put16(p + 2, (uint16_t)(v >> 16));
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)get16(p) | (uint32_t)get16(p + 2) << 16;
+}
 
 static void reply(int ci, uint16_t id, uint32_t seq, int32_t err, const void *data, size_t len, const int *fds,
                   int nfds)
@@ -349,8 +367,7 @@ static int handle(int ci)
         else
             vchan_close(ci, seq, p);
         break;
-    default:
-        reply(ci, id, seq, -ENOSYS, NULL, 0, NULL, 0);
+    default: reply(ci, id, seq, -ENOSYS, NULL, 0, NULL, 0);
     }
     return 0;
 }

@@ -19,10 +19,10 @@
 
 struct proc {
     pid_t pid;
-    int in, out;          /* our ends: its stdin, its stdout */
-    uint8_t *feed;        /* what we write into its stdin */
+    int in, out;   /* our ends: its stdin, its stdout */
+    uint8_t *feed; /* what we write into its stdin */
     size_t fed;
-    uint8_t *expect;      /* what must come out of its stdout */
+    uint8_t *expect; /* what must come out of its stdout */
     size_t got;
     int mismatch;
 };

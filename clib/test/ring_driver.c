@@ -24,12 +24,20 @@ static struct kvc_ring server, client;
 static unsigned kicks_to_server, kicks_to_client;
 static int have_pair;
 
-static void kick_server(void *a) { (void)a; kicks_to_server++; }
-static void kick_client(void *a) { (void)a; kicks_to_client++; }
+static void kick_server(void *a)
+{
+    (void)a;
+    kicks_to_server++;
+}
+static void kick_client(void *a)
+{
+    (void)a;
+    kicks_to_client++;
+}
 
 static const size_t field_offs[] = {
-    KVC_OFF_C2S_PROD, KVC_OFF_S2C_CONS, KVC_OFF_CLIENT_STATE, KVC_OFF_C2S_WRAPS, KVC_OFF_S2C_PROD,
-    KVC_OFF_C2S_CONS, KVC_OFF_SERVER_STATE, KVC_OFF_S2C_WRAPS, KVC_OFF_CLIENT_NOTIFY, KVC_OFF_SERVER_NOTIFY,
+    KVC_OFF_C2S_PROD, KVC_OFF_S2C_CONS,     KVC_OFF_CLIENT_STATE, KVC_OFF_C2S_WRAPS,     KVC_OFF_S2C_PROD,
+    KVC_OFF_C2S_CONS, KVC_OFF_SERVER_STATE, KVC_OFF_S2C_WRAPS,    KVC_OFF_CLIENT_NOTIFY, KVC_OFF_SERVER_NOTIFY,
 };
 
 static uint32_t get32(size_t off)
@@ -54,22 +62,24 @@ static uint32_t fnv32(const uint8_t *p, long n)
     return h;
 }
 
-static const char *name(long rc)
+/* The driver's outcome names; -EPIPE is end of stream for reads, "peer closed" for writes. */
+static const char *name(long rc, const char *op)
 {
     switch (rc) {
-    case KVC_EOF: return "eof";
-    case KVC_E_CLOSED:
-    case KVC_E_LOCAL: return "closed";
-    case KVC_E_CORRUPT: return "corrupt";
-    case KVC_E_MSGSIZE: return "msgsize";
+    case -EPIPE: return op[0] == 'r' ? "eof" : "closed";
+    case -EBADF: return "closed";
+    case -EPROTO: return "corrupt";
+    case -EMSGSIZE: return "msgsize";
     default: return "invalid";
     }
 }
 
 static int hexval(int c)
 {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
     return 0;
 }
 
@@ -167,7 +177,7 @@ int main(void)
         if (rc >= 0)
             printf("%ld", rc);
         else
-            printf("%s", name(rc));
+            printf("%s", name(rc, op));
         printf(" %08x %u %u", fnv32(buf, nread), kicks_to_server, kicks_to_client);
         for (size_t i = 0; i < sizeof(field_offs) / sizeof(field_offs[0]); i++)
             printf(" %x", get32(field_offs[i]));

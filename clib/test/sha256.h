@@ -40,11 +40,10 @@ static inline void sha256_block(struct sha256 *s, const uint8_t *p)
         uint32_t s1 = sha256_ror(w[i - 2], 17) ^ sha256_ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6],
-             h = s->h[7];
+    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (sha256_ror(e, 6) ^ sha256_ror(e, 11) ^ sha256_ror(e, 25)) + ((e & f) ^ (~e & g)) +
-                      sha256_k[i] + w[i];
+        uint32_t t1 =
+            h + (sha256_ror(e, 6) ^ sha256_ror(e, 11) ^ sha256_ror(e, 25)) + ((e & f) ^ (~e & g)) + sha256_k[i] + w[i];
         uint32_t t2 = (sha256_ror(a, 2) ^ sha256_ror(a, 13) ^ sha256_ror(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
         h = g;
         g = f;
@@ -55,8 +54,14 @@ static inline void sha256_block(struct sha256 *s, const uint8_t *p)
         b = a;
         a = t1 + t2;
     }
-    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
-    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+    s->h[0] += a;
+    s->h[1] += b;
+    s->h[2] += c;
+    s->h[3] += d;
+    s->h[4] += e;
+    s->h[5] += f;
+    s->h[6] += g;
+    s->h[7] += h;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -64,8 +69,7 @@ static inline void sha256_block(struct sha256 *s, const uint8_t *p)
 #include <cpuid.h>
 #include <immintrin.h>
 
-__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_blocks_ni(uint32_t h[8], const uint8_t *p,
-                                                                          size_t blocks)
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_blocks_ni(uint32_t h[8], const uint8_t *p, size_t blocks)
 {
     const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
     __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(const void *)&h[0]), 0xB1); /* CDAB */
@@ -91,8 +95,8 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void sha256_blocks_ni(uint32_
         st0 = _mm_add_epi32(st0, save0);
         st1 = _mm_add_epi32(st1, save1);
     }
-    tmp = _mm_shuffle_epi32(st0, 0x1B);   /* FEBA */
-    st1 = _mm_shuffle_epi32(st1, 0xB1);   /* DCHG */
+    tmp = _mm_shuffle_epi32(st0, 0x1B);    /* FEBA */
+    st1 = _mm_shuffle_epi32(st1, 0xB1);    /* DCHG */
     st0 = _mm_blend_epi16(tmp, st1, 0xF0); /* DCBA */
     st1 = _mm_alignr_epi8(st1, tmp, 8);    /* HGFE */
     _mm_storeu_si128((__m128i *)(void *)&h[0], st0);
@@ -110,19 +114,19 @@ static inline int sha256_have_ni(void)
     }
     return have;
 }
-#define SHA256_BLOCKS(s, p, n)                                                                  \
-    do {                                                                                        \
-        if (sha256_have_ni())                                                                   \
-            sha256_blocks_ni((s)->h, (p), (n));                                                 \
-        else                                                                                    \
-            for (size_t i_ = 0; i_ < (n); i_++)                                                 \
-                sha256_block((s), (p) + 64 * i_);                                               \
+#define SHA256_BLOCKS(s, p, n)                    \
+    do {                                          \
+        if (sha256_have_ni())                     \
+            sha256_blocks_ni((s)->h, (p), (n));   \
+        else                                      \
+            for (size_t i_ = 0; i_ < (n); i_++)   \
+                sha256_block((s), (p) + 64 * i_); \
     } while (0)
 #else
-#define SHA256_BLOCKS(s, p, n)                                                                  \
-    do {                                                                                        \
-        for (size_t i_ = 0; i_ < (n); i_++)                                                     \
-            sha256_block((s), (p) + 64 * i_);                                                   \
+#define SHA256_BLOCKS(s, p, n)                \
+    do {                                      \
+        for (size_t i_ = 0; i_ < (n); i_++)   \
+            sha256_block((s), (p) + 64 * i_); \
     } while (0)
 #endif
 

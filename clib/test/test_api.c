@@ -1,5 +1,5 @@
 /*
- * libvchan.h contract tests (vchan-api-and-qubes.md §1-§2, §5), through the
+ * libvchan.h contract tests (docs/clib.md: API notes, Errors, Tests), through the
  * public API of libvchan-kvm.so and a running daemon (KVMCHAN_RUNTIME_DIR):
  * ring geometry, blocking/async connect, every call in blocking and
  * non-blocking mode with edge cases, close and death of the peer, re-init,
@@ -52,10 +52,17 @@ static void pair(int port, size_t rmin, size_t wmin, libvchan_t **srv, libvchan_
 
 static void test_geometry(void)
 {
-    static const struct { size_t rmin, wmin, rsize, wsize; } g[] = {
-        { 0, 0, 1024, 1024 },          { 128, 8192, 1024, 8192 },         { 1024, 2048, 1024, 2048 },
-        { 4096, 4096, 4096, 4096 },    { 65536, 65536, 65536, 65536 },    { 65537, 100, 131072, 1024 },
-        { 1 << 20, 1 << 20, 1 << 20, 1 << 20 }, { 1u << 26, 1024, 1u << 26, 1024 },
+    static const struct {
+        size_t rmin, wmin, rsize, wsize;
+    } g[] = {
+        { 0, 0, 1024, 1024 },
+        { 128, 8192, 1024, 8192 },
+        { 1024, 2048, 1024, 2048 },
+        { 4096, 4096, 4096, 4096 },
+        { 65536, 65536, 65536, 65536 },
+        { 65537, 100, 131072, 1024 },
+        { 1 << 20, 1 << 20, 1 << 20, 1 << 20 },
+        { 1u << 26, 1024, 1u << 26, 1024 },
     };
     for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
         libvchan_t *s, *c;

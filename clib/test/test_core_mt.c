@@ -61,7 +61,7 @@ struct job {
     struct kvc_chan *c;
     unsigned id;
     uint64_t total;
-    int packets;        /* send/recv framed packets instead of a stream */
+    int packets; /* send/recv framed packets instead of a stream */
     unsigned long long seed;
     uint64_t errors;
     uint64_t done;
@@ -129,10 +129,10 @@ static void duplex(unsigned c2s, unsigned s2c, unsigned spin, uint64_t total, in
     struct pair p;
     make_pair(&p, c2s, s2c, spin);
     struct job jobs[4] = {
-        { .c = p.client, .id = 1, .total = total, .packets = packets, .seed = seed },      /* client writes c2s */
-        { .c = p.server, .id = 1, .total = total, .packets = packets, .seed = seed },      /* server reads c2s */
-        { .c = p.server, .id = 2, .total = total, .packets = packets, .seed = seed + 1 },  /* server writes s2c */
-        { .c = p.client, .id = 2, .total = total, .packets = packets, .seed = seed + 1 },  /* client reads s2c */
+        { .c = p.client, .id = 1, .total = total, .packets = packets, .seed = seed },     /* client writes c2s */
+        { .c = p.server, .id = 1, .total = total, .packets = packets, .seed = seed },     /* server reads c2s */
+        { .c = p.server, .id = 2, .total = total, .packets = packets, .seed = seed + 1 }, /* server writes s2c */
+        { .c = p.client, .id = 2, .total = total, .packets = packets, .seed = seed + 1 }, /* client reads s2c */
     };
     pthread_t th[4];
     double t0 = t_now();
@@ -147,8 +147,8 @@ static void duplex(unsigned c2s, unsigned s2c, unsigned spin, uint64_t total, in
         CHECK(jobs[i].done == total, "job %d moved %llu of %llu", i, (unsigned long long)jobs[i].done,
               (unsigned long long)total);
     }
-    printf("# duplex c2s=2^%u s2c=2^%u spin=%u %s: 2 x %.0f MiB in %.2f s, wakeups server %llu client %llu\n", c2s,
-           s2c, spin, packets ? "packets" : "stream", total / 1048576.0, dt, (unsigned long long)p.server->wakeups,
+    printf("# duplex c2s=2^%u s2c=2^%u spin=%u %s: 2 x %.0f MiB in %.2f s, wakeups server %llu client %llu\n", c2s, s2c,
+           spin, packets ? "packets" : "stream", total / 1048576.0, dt, (unsigned long long)p.server->wakeups,
            (unsigned long long)p.client->wakeups);
     free_pair(&p);
 }
@@ -243,8 +243,8 @@ int main(void)
     alarm(240);
     close_semantics();
     duplex(10, 10, 0, 24u << 20, 0, seed);       /* smallest rings, always sleeping */
-    duplex(10, 11, 20, 24u << 20, 1, seed + 7);   /* packets, lopsided rings */
-    duplex(16, 16, 50, 128u << 20, 0, seed + 9);  /* 64 KiB rings, spinning */
+    duplex(10, 11, 20, 24u << 20, 1, seed + 7);  /* packets, lopsided rings */
+    duplex(16, 16, 50, 128u << 20, 0, seed + 9); /* 64 KiB rings, spinning */
     duplex(12, 10, 5, 16u << 20, 1, seed + 11);
     return t_report("vchan core under threads");
 }

@@ -11,11 +11,14 @@
 
 #include <stdint.h>
 
-static const struct { const char *name; size_t off; } fields[] = {
-    { "c2s_prod", KVC_OFF_C2S_PROD },       { "s2c_cons", KVC_OFF_S2C_CONS },
-    { "client_state", KVC_OFF_CLIENT_STATE }, { "c2s_wraps", KVC_OFF_C2S_WRAPS },
-    { "s2c_prod", KVC_OFF_S2C_PROD },       { "c2s_cons", KVC_OFF_C2S_CONS },
-    { "server_state", KVC_OFF_SERVER_STATE }, { "s2c_wraps", KVC_OFF_S2C_WRAPS },
+static const struct {
+    const char *name;
+    size_t off;
+} fields[] = {
+    { "c2s_prod", KVC_OFF_C2S_PROD },           { "s2c_cons", KVC_OFF_S2C_CONS },
+    { "client_state", KVC_OFF_CLIENT_STATE },   { "c2s_wraps", KVC_OFF_C2S_WRAPS },
+    { "s2c_prod", KVC_OFF_S2C_PROD },           { "c2s_cons", KVC_OFF_C2S_CONS },
+    { "server_state", KVC_OFF_SERVER_STATE },   { "s2c_wraps", KVC_OFF_S2C_WRAPS },
     { "client_notify", KVC_OFF_CLIENT_NOTIFY }, { "server_notify", KVC_OFF_SERVER_NOTIFY },
 };
 
@@ -29,9 +32,12 @@ static int field_offset(const char *name)
 
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
     return -1;
 }
 
@@ -72,14 +78,14 @@ static void count_kick(void *arg)
     kicks++;
 }
 
-static const char *outcome(long rc)
+/* The vectors' outcome names (ring-protocol.md §9); -EPIPE is "eof" for reads, "closed" for writes. */
+static const char *outcome(long rc, const char *kind)
 {
     switch (rc) {
-    case KVC_EOF: return "eof";
-    case KVC_E_CLOSED: return "closed";
-    case KVC_E_CORRUPT: return "corrupt";
-    case KVC_E_MSGSIZE: return "msgsize";
-    case KVC_E_LOCAL: return "local-closed";
+    case -EPIPE: return kind[0] == 'r' ? "eof" : "closed";
+    case -EPROTO: return "corrupt";
+    case -EMSGSIZE: return "msgsize";
+    case -EBADF: return "local-closed";
     default: return "?";
     }
 }
@@ -117,9 +123,9 @@ static void run_vector(const struct json *v)
     uint8_t *data = unhex(json_str(op, "hex"), &dlen);
     uint8_t *out = calloc(1, size + 1);
     long result;
-    int rc = kvc_ring_setup(&r, region, len, strcmp(role, "server") == 0 ? KVC_ROLE_SERVER : KVC_ROLE_CLIENT,
-                            c2s, s2c, (uint32_t)json_num(priv, "read_cons", 0),
-                            (uint32_t)json_num(priv, "write_prod", 0), count_kick, NULL);
+    int rc = kvc_ring_setup(&r, region, len, strcmp(role, "server") == 0 ? KVC_ROLE_SERVER : KVC_ROLE_CLIENT, c2s, s2c,
+                            (uint32_t)json_num(priv, "read_cons", 0), (uint32_t)json_num(priv, "write_prod", 0),
+                            count_kick, NULL);
     if (rc < 0) {
         result = rc;
     } else if (strcmp(kind, "read") == 0) {
@@ -147,7 +153,7 @@ static void run_vector(const struct json *v)
     REQUIRE(want != NULL, "%s: no expected result", name);
     if (want->type == JSON_NUMBER) {
         CHECK(result == (long)want->number, "vector '%s': result %ld (%s), want %.0f", name, result,
-              result < 0 ? outcome(result) : "count", want->number);
+              result < 0 ? outcome(result, kind) : "count", want->number);
         const char *whex = json_str(expect, "hex");
         if (whex != NULL && result >= 0) {
             size_t wn;
@@ -156,8 +162,8 @@ static void run_vector(const struct json *v)
             free(wb);
         }
     } else {
-        CHECK(result < 0 && strcmp(outcome(result), want->string) == 0, "vector '%s': result %ld (%s), want %s",
-              name, result, result < 0 ? outcome(result) : "count", want->string);
+        CHECK(result < 0 && strcmp(outcome(result, kind), want->string) == 0, "vector '%s': result %ld (%s), want %s",
+              name, result, result < 0 ? outcome(result, kind) : "count", want->string);
     }
     const struct json *f = json_get(expect, "fields");
     for (size_t i = 0; f != NULL && i < f->count; i++) {
@@ -165,15 +171,14 @@ static void run_vector(const struct json *v)
         REQUIRE(off >= 0, "%s: unknown field %s", name, f->keys[i]);
         uint32_t got = (uint32_t)region[off] | (uint32_t)region[off + 1] << 8 | (uint32_t)region[off + 2] << 16 |
                        (uint32_t)region[off + 3] << 24;
-        CHECK(got == (uint32_t)(long long)f->items[i].number, "vector '%s': field %s = %u, want %.0f", name,
-              f->keys[i], got, f->items[i].number);
+        CHECK(got == (uint32_t)(long long)f->items[i].number, "vector '%s': field %s = %u, want %.0f", name, f->keys[i],
+              got, f->items[i].number);
     }
     const struct json *reg = json_get(expect, "region");
     for (size_t i = 0; reg != NULL && i < reg->count; i++) {
         size_t off = (size_t)json_num(&reg->items[i], "offset", 0), n;
         uint8_t *wb = unhex(json_str(&reg->items[i], "hex"), &n);
-        CHECK(off + n <= len && memcmp(region + off, wb, n) == 0, "vector '%s': region bytes at %zu differ", name,
-              off);
+        CHECK(off + n <= len && memcmp(region + off, wb, n) == 0, "vector '%s': region bytes at %zu differ", name, off);
         free(wb);
     }
     const struct json *kick = json_get(expect, "kick");

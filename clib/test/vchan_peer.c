@@ -110,8 +110,8 @@ static int probe(void)
 {
     const char *dir = getenv("KVMCHAN_RUNTIME_DIR");
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    if (dir == NULL || snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/kvmchand.sock", dir) >=
-                           (int)sizeof(addr.sun_path))
+    if (dir == NULL ||
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/kvmchand.sock", dir) >= (int)sizeof(addr.sun_path))
         return 2;
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     int ok = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
@@ -125,7 +125,8 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "probe") == 0)
         return probe();
     if (argc < 6) {
-        fprintf(stderr, "usage: vchan_peer server|client <domain> <port> <send_bytes> <recv_bytes> [read_min write_min]\n");
+        fprintf(stderr,
+                "usage: vchan_peer server|client <domain> <port> <send_bytes> <recv_bytes> [read_min write_min]\n");
         return 2;
     }
     int server = strcmp(argv[1], "server") == 0;

@@ -90,8 +90,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "vchan-node1: seed %lu\n", rng_state);
 
     int domain = atoi(argv[3]), port = atoi(argv[4]);
-    libvchan_t *v = strcmp(argv[1], "server") == 0 ? libvchan_server_init(domain, port, 0, 0)
-                                                   : libvchan_client_init(domain, port);
+    libvchan_t *v =
+        strcmp(argv[1], "server") == 0 ? libvchan_server_init(domain, port, 0, 0) : libvchan_client_init(domain, port);
     if (v == NULL) {
         fprintf(stderr, "vchan-node1: %s init failed: %s\n", argv[1], strerror(errno));
         return 1;

@@ -1,5 +1,5 @@
 /*
- * Shared declarations of the kvmchan native addon (DESIGN.md §10).
+ * Shared declarations of the kvmchan native addon (plain C over Node-API).
  *
  * Conventions used by every exported function:
  *  - a JS-facing function validates all its arguments before any syscall and
@@ -33,43 +33,38 @@ napi_value kc_throw_errno_path(napi_env env, int err, const char *syscall, const
 /* Builds (without throwing) the same error object; NULL if even that failed. */
 napi_value kc_errno_error(napi_env env, int err, const char *syscall, const char *path);
 /* Throws TypeError / RangeError / Error with the given code and a printf-style message. */
-napi_value kc_throw_type(napi_env env, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-napi_value kc_throw_range(napi_env env, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-napi_value kc_throw_error(napi_env env, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+napi_value kc_throw_type(napi_env env, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+napi_value kc_throw_range(napi_env env, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+napi_value kc_throw_error(napi_env env, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Reports a failed napi_* call (status != napi_ok) unless an exception is already pending. */
 napi_value kc_throw_napi(napi_env env, napi_status status, const char *what);
 const char *kc_errno_name(int err);
 
 /* Evaluates a napi_* call; on failure throws (if nothing is pending) and returns NULL. */
 #define KC_CALL(env, call)                                  \
-  do {                                                      \
-    napi_status kc_status_ = (call);                        \
-    if (kc_status_ != napi_ok) {                            \
-      return kc_throw_napi((env), kc_status_, #call);       \
-    }                                                       \
-  } while (0)
+    do {                                                    \
+        napi_status kc_status_ = (call);                    \
+        if (kc_status_ != napi_ok) {                        \
+            return kc_throw_napi((env), kc_status_, #call); \
+        }                                                   \
+    } while (0)
 
 /* Same, for helpers returning bool. */
-#define KC_CALL_BOOL(env, call)                             \
-  do {                                                      \
-    napi_status kc_status_ = (call);                        \
-    if (kc_status_ != napi_ok) {                            \
-      kc_throw_napi((env), kc_status_, #call);              \
-      return false;                                         \
-    }                                                       \
-  } while (0)
+#define KC_CALL_BOOL(env, call)                      \
+    do {                                             \
+        napi_status kc_status_ = (call);             \
+        if (kc_status_ != napi_ok) {                 \
+            kc_throw_napi((env), kc_status_, #call); \
+            return false;                            \
+        }                                            \
+    } while (0)
 
 /* ---- args.c: argument validation ---- */
 
 /* Fetches exactly `n` arguments (missing ones are undefined) and optionally `this`. */
-bool kc_get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv,
-                 napi_value *this_arg);
+bool kc_get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, napi_value *this_arg);
 /* A number that is an integer in [min, max]. */
-bool kc_arg_int(napi_env env, napi_value v, const char *name, int64_t min, int64_t max,
-                int64_t *out);
+bool kc_arg_int(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out);
 /* A file descriptor: an integer in [0, INT32_MAX]. */
 bool kc_arg_fd(napi_env env, napi_value v, const char *name, int *out);
 /* A non-negative safe integer no larger than max. */
@@ -93,28 +88,28 @@ napi_value kc_null(napi_env env);
 
 /* ---- per-environment state (addon.c) ---- */
 typedef struct kc_env_state {
-  /* Scratch buffer recvmsg() receives into before copying the bytes out. */
-  unsigned char *scratch;
-  size_t scratch_len;
-  /* Symbol under which a Poller keeps its callback (poller.c). */
-  napi_ref poller_callback_key;
+    /* Scratch buffer recvmsg() receives into before copying the bytes out. */
+    unsigned char *scratch;
+    size_t scratch_len;
+    /* Symbol under which a Poller keeps its callback (poller.c). */
+    napi_ref poller_callback_key;
 } kc_env_state;
 
 kc_env_state *kc_state(napi_env env);
 
 /* ---- exported functions, one file per concept ---- */
-napi_value kc_memfd_create(napi_env env, napi_callback_info info);   /* memfd.c */
-napi_value kc_mmap(napi_env env, napi_callback_info info);           /* mmap.c */
+napi_value kc_memfd_create(napi_env env, napi_callback_info info); /* memfd.c */
+napi_value kc_mmap(napi_env env, napi_callback_info info);         /* mmap.c */
 napi_value kc_munmap(napi_env env, napi_callback_info info);
 napi_value kc_mapping_count(napi_env env, napi_callback_info info);
-napi_value kc_eventfd(napi_env env, napi_callback_info info);        /* eventfd.c */
+napi_value kc_eventfd(napi_env env, napi_callback_info info); /* eventfd.c */
 napi_value kc_eventfd_read(napi_env env, napi_callback_info info);
 napi_value kc_eventfd_write(napi_env env, napi_callback_info info);
-napi_value kc_close(napi_env env, napi_callback_info info);          /* fdutil.c */
+napi_value kc_close(napi_env env, napi_callback_info info); /* fdutil.c */
 napi_value kc_dup(napi_env env, napi_callback_info info);
 napi_value kc_set_nonblocking(napi_env env, napi_callback_info info);
 napi_value kc_fd_size(napi_env env, napi_callback_info info);
-napi_value kc_socketpair(napi_env env, napi_callback_info info);     /* socket.c */
+napi_value kc_socketpair(napi_env env, napi_callback_info info); /* socket.c */
 napi_value kc_listen_unix(napi_env env, napi_callback_info info);
 napi_value kc_accept(napi_env env, napi_callback_info info);
 napi_value kc_connect_unix(napi_env env, napi_callback_info info);
@@ -122,7 +117,7 @@ napi_value kc_shutdown(napi_env env, napi_callback_info info);
 napi_value kc_sendmsg(napi_env env, napi_callback_info info);
 napi_value kc_recvmsg(napi_env env, napi_callback_info info);
 napi_value kc_peer_cred(napi_env env, napi_callback_info info);
-napi_value kc_ioctl(napi_env env, napi_callback_info info);          /* ioctl.c */
+napi_value kc_ioctl(napi_env env, napi_callback_info info); /* ioctl.c */
 napi_value kc_pread(napi_env env, napi_callback_info info);
 napi_value kc_pwrite(napi_env env, napi_callback_info info);
 napi_value kc_copy_bytes(napi_env env, napi_callback_info info);
