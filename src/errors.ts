@@ -86,6 +86,17 @@ export class DaemonUnavailableError extends KvmchanError {
   }
 }
 
+/**
+ * The socket answered, but not by a daemon this process may trust: it runs as another
+ * non-root user, who could read every byte of our vchans (docs/security.md, "Trust anchors").
+ */
+export class UntrustedDaemonError extends KvmchanError {
+  constructor(message: string) {
+    super(message, 'KVMCHAN_E_UNTRUSTED_DAEMON');
+    this.name = 'UntrustedDaemonError';
+  }
+}
+
 /** Wrap an addon (errno-style) error into a KvmchanError, keeping errno and syscall. */
 export function fromSystemError(err: unknown, context: string): KvmchanError {
   const e = err as { code?: string; errno?: number; syscall?: string; message?: string };

@@ -245,6 +245,20 @@ int kvc_conn_open(struct kvc_conn *c)
         close(fd);
         return rc;
     }
+    /* Only root or this user may be the daemon: a socket planted by another user (say in a
+     * /tmp runtime directory it pre-created) would read every byte we send. SO_PEERCRED is
+     * what the kernel recorded at the daemon's listen(); docs/security.md, "Trust anchors". */
+    struct ucred cred;
+    socklen_t cred_len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if (cred.uid != 0 && cred.uid != geteuid()) {
+        close(fd);
+        return -EPERM;
+    }
     c->fd = fd;
     /* The first seq may be anything; start from a per-connection value so that a
      * confused daemon cannot match a reply meant for another connection. */

@@ -10,8 +10,16 @@ import { ClientSequencer } from '../protocol/sequencer.js';
 import { decodeDatagram } from '../protocol/frame.js';
 import { Command, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, type CommandId } from '../protocol/constants.js';
 import type { AnyReply, ReplyOkOf, RequestBodies } from '../protocol/types.js';
-import { DaemonUnavailableError, KvmchanError, AbortError } from '../errors.js';
+import { DaemonUnavailableError, KvmchanError, AbortError, UntrustedDaemonError } from '../errors.js';
 import { defaultRuntimeDir, socketPath } from '../paths.js';
+
+/** The daemon must run as root or as the calling user (docs/security.md, "Trust anchors"). */
+export function checkDaemonCred(daemonUid: number, path: string): void {
+  const self = process.geteuid?.() ?? 0;
+  if (daemonUid !== 0 && daemonUid !== self) {
+    throw new UntrustedDaemonError(`the daemon socket ${path} is served by uid ${daemonUid}, neither root nor this user (uid ${self}): refusing to use it`);
+  }
+}
 
 export class DaemonConnection {
   readonly #socket: SeqpacketSocket;
@@ -58,6 +66,15 @@ export class DaemonConnection {
       const code = (err as { code?: string }).code;
       const hint = code === 'ENOENT' || code === 'ECONNREFUSED' ? ' (is kvmchand running? start it or set KVMCHAN_RUNTIME_DIR)' : '';
       throw new DaemonUnavailableError(`cannot connect to kvmchand at ${path}: ${code ?? String(err)}${hint}`, { cause: err });
+    }
+    // Whoever created the socket file, only root or ourselves may be the daemon: a socket
+    // planted by another user would see every byte we send (docs/security.md, "Trust
+    // anchors"). SO_PEERCRED is what the kernel recorded when the daemon called listen().
+    try {
+      checkDaemonCred(native.peerCred(fd).uid, path);
+    } catch (err) {
+      native.close(fd);
+      throw err;
     }
     const conn = new DaemonConnection(fd);
     try {

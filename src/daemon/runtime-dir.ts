@@ -37,6 +37,31 @@ function readPid(file: string): number | undefined {
   }
 }
 
+export class UnsafeRuntimeDirError extends KvmchanError {
+  constructor(message: string) {
+    super(message, 'KVMCHAN_E_RUNTIME_DIR_UNSAFE');
+    this.name = 'UnsafeRuntimeDirError';
+  }
+}
+
+/**
+ * The runtime directory is a trust anchor (docs/security.md, "Trust anchors"): whoever can
+ * write it can replace our socket and read every client's data. Refuse a directory that is a
+ * symlink, that another user owns (e.g. pre-created in /tmp), or that others may write.
+ */
+export function checkOwnDirectory(dir: string, euid: number): void {
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory()) throw new UnsafeRuntimeDirError(`runtime directory ${dir} is not a directory (a symlink?): refusing to use it`);
+  if (st.uid !== euid) {
+    throw new UnsafeRuntimeDirError(
+      `runtime directory ${dir} belongs to uid ${st.uid}, not to this user (uid ${euid}): refusing to use it; remove it, or set XDG_RUNTIME_DIR or --runtime-dir`,
+    );
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new UnsafeRuntimeDirError(`runtime directory ${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}): refusing to use it; chmod go-w it`);
+  }
+}
+
 export class RuntimeDir {
   readonly dir: string;
   readonly socketPath: string;
@@ -51,7 +76,11 @@ export class RuntimeDir {
 
   /** Create the directory and take the pid-file lock, clearing stale files. */
   acquire(): void {
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    // root's directory must be traversable by the clients it serves (the socket itself is
+    // 0660 root:kvmchan); a user's own daemon keeps its directory private.
+    const euid = process.geteuid?.() ?? 0;
+    fs.mkdirSync(this.dir, { recursive: true, mode: euid === 0 ? 0o755 : 0o700 });
+    checkOwnDirectory(this.dir, euid);
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         const fd = fs.openSync(this.pidPath, 'wx', 0o644);
