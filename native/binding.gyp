@@ -12,6 +12,7 @@
         "src/errors.c",
         "src/eventfd.c",
         "src/fdutil.c",
+        "src/identity.c",
         "src/ioctl.c",
         "src/memfd.c",
         "src/mmap.c",

@@ -95,6 +95,10 @@ export interface NativeBinding {
   recvmsg(fd: number, maxLen: number, maxFds: number): RecvResult | null;
   /** SO_PEERCRED */
   peerCred(fd: number): PeerCred;
+  /** SO_PEERGROUPS: the peer's supplementary groups, recorded by the kernel at connect(). */
+  peerGroups(fd: number): number[];
+  /** A group's gid through NSS (getgrnam_r), or null when there is no such group. */
+  groupId(name: string): number | null;
 
   /** ioctl with an integer argument or a buffer (in/out). Returns the ioctl's result. */
   ioctl(fd: number, request: number, arg: number | Uint8Array): number;
@@ -127,7 +131,7 @@ function packageRoot(): string {
 const EXPECTED: readonly (keyof NativeBinding)[] = [
   'memfdCreate', 'fdSize', 'mmap', 'munmap', 'mappingCount', 'eventfd', 'eventfdRead',
   'eventfdWrite', 'close', 'dup', 'setNonblocking', 'socketpair', 'listenUnix', 'accept',
-  'connectUnix', 'shutdown', 'sendmsg', 'recvmsg', 'peerCred', 'ioctl', 'pread', 'pwrite',
+  'connectUnix', 'shutdown', 'sendmsg', 'recvmsg', 'peerCred', 'peerGroups', 'groupId', 'ioctl', 'pread', 'pwrite',
   'copyBytes', 'Poller',
 ];
 

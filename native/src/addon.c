@@ -57,6 +57,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
         FN("sendmsg", kc_sendmsg),
         FN("recvmsg", kc_recvmsg),
         FN("peerCred", kc_peer_cred),
+        FN("peerGroups", kc_peer_groups),
+        FN("groupId", kc_group_id),
         FN("ioctl", kc_ioctl),
         FN("pread", kc_pread),
         FN("pwrite", kc_pwrite),

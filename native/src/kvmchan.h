@@ -117,6 +117,8 @@ napi_value kc_shutdown(napi_env env, napi_callback_info info);
 napi_value kc_sendmsg(napi_env env, napi_callback_info info);
 napi_value kc_recvmsg(napi_env env, napi_callback_info info);
 napi_value kc_peer_cred(napi_env env, napi_callback_info info);
+napi_value kc_peer_groups(napi_env env, napi_callback_info info); /* identity.c */
+napi_value kc_group_id(napi_env env, napi_callback_info info);
 napi_value kc_ioctl(napi_env env, napi_callback_info info); /* ioctl.c */
 napi_value kc_pread(napi_env env, napi_callback_info info);
 napi_value kc_pwrite(napi_env env, napi_callback_info info);

@@ -28,6 +28,8 @@ export const configSchema = z
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     /** Group allowed on the client socket (mode 0660), when it exists. */
     socketGroup: z.string().min(1).default('kvmchan'),
+    /** Members of this group may list every vchan and pid, like root (none by default). */
+    adminGroup: z.string().min(1).optional(),
     limits: limitsSchema.default(limitsSchema.parse({})),
     policy: z
       .object({

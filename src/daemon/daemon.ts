@@ -54,6 +54,7 @@ export class Daemon {
         service: new HostVchanService(this.registry, () => this.pools.pools()),
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
+        adminGroup: this.config.adminGroup,
         log: this.log.child({ component: 'local' }),
       });
       if (this.config.simulateGuests > 0) this.#startSimulated(this.config.simulateGuests);

@@ -45,6 +45,7 @@ export class GuestDaemon {
         service: this.service,
         limits: this.#config.limits,
         socketGroup: this.#config.socketGroup,
+        adminGroup: this.#config.adminGroup,
         log: this.log.child({ component: 'local' }),
       });
     } catch (err) {

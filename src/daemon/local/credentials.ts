@@ -1,37 +1,23 @@
 /**
- * Who a local peer is (DESIGN.md §7). Node has no getgrnam or peer group list,
- * so both come from the system files the kernel and libc use.
+ * Who a local peer is, and whether it may see everything (docs/security.md, "Local socket").
+ * Every fact comes from what the kernel recorded when the peer connected (SO_PEERCRED,
+ * SO_PEERGROUPS) and from NSS — never from /proc/<pid>, whose pid may already belong to
+ * another process by the time we read it.
  */
-import fs from 'node:fs';
-import type { PeerCred } from '../../native.js';
+import { native, type PeerCred } from '../../native.js';
 
-/** gid of `name` from /etc/group, or undefined if there is no such group. */
+/** gid of `name` through NSS (getgrnam_r), or undefined if there is no such group. */
 export function groupId(name: string): number | undefined {
-  try {
-    for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
-      const [gname, , gid] = line.split(':');
-      if (gname === name && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
-    }
-  } catch {
-    // no /etc/group: no such group
-  }
-  return undefined;
+  return native.groupId(name) ?? undefined;
 }
 
-/** Supplementary groups of a live process (/proc/<pid>/status "Groups:"). */
-function groupsOf(pid: number): number[] {
-  try {
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const line = status.split('\n').find((l) => l.startsWith('Groups:'));
-    return line === undefined ? [] : line.slice(7).trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** root, or a member of the daemon's group: may inspect every vchan. */
-export function isPrivileged(cred: PeerCred, groupGid: number | undefined): boolean {
+/**
+ * root, or a member of the configured admin group (`adminGroup`, none by default): may list
+ * every vchan with its pids. Membership of the socket's group (`socketGroup`) only grants
+ * access to the socket, not privilege.
+ */
+export function isPrivileged(cred: PeerCred, groups: readonly number[], adminGid: number | undefined): boolean {
   if (cred.uid === 0) return true;
-  if (groupGid === undefined) return false;
-  return cred.gid === groupGid || groupsOf(cred.pid).includes(groupGid);
+  if (adminGid === undefined) return false;
+  return cred.gid === adminGid || groups.includes(adminGid);
 }

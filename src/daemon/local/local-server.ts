@@ -17,6 +17,8 @@ export interface LocalServerOptions {
   service: VchanService;
   limits: Limits;
   socketGroup: string;
+  /** Members of this group are privileged like root (docs/security.md); none by default. */
+  adminGroup?: string | undefined;
   log: Logger;
 }
 
@@ -27,6 +29,7 @@ export class LocalServer {
   readonly #log: Logger;
   readonly #conns = new Set<LocalConnection>();
   readonly #gid: number | undefined;
+  readonly #adminGid: number | undefined;
   #nextConnId = 1;
   #closed = false;
 
@@ -39,6 +42,10 @@ export class LocalServer {
       throw fromSystemError(err, `cannot listen on ${opts.socketPath}`);
     }
     this.#gid = groupId(opts.socketGroup);
+    this.#adminGid = opts.adminGroup === undefined ? undefined : groupId(opts.adminGroup);
+    if (opts.adminGroup !== undefined && this.#adminGid === undefined) {
+      this.#log.warn({ group: opts.adminGroup }, 'adminGroup does not exist: only root is privileged');
+    }
     if (this.#gid !== undefined && process.getuid?.() === 0) {
       fs.chownSync(opts.socketPath, 0, this.#gid);
     }
@@ -70,10 +77,12 @@ export class LocalServer {
 
   #adopt(fd: number): void {
     let cred;
+    let groups: number[];
     try {
       cred = native.peerCred(fd);
+      groups = this.#adminGid === undefined || cred.uid === 0 ? [] : native.peerGroups(fd);
     } catch (err) {
-      this.#log.warn({ err: (err as Error).message }, 'SO_PEERCRED failed; dropping connection');
+      this.#log.warn({ err: (err as Error).message }, 'SO_PEERCRED/SO_PEERGROUPS failed; dropping connection');
       native.close(fd);
       return;
     }
@@ -89,7 +98,7 @@ export class LocalServer {
       pid: cred.pid,
       uid: cred.uid,
       gid: cred.gid,
-      privileged: isPrivileged(cred, this.#gid),
+      privileged: isPrivileged(cred, groups, this.#adminGid),
     };
     const conn = new LocalConnection({
       fd,
