@@ -11,7 +11,7 @@ import { SeqpacketSocket, type Datagram } from '../../transport/seqpacket.js';
 import { decodeDatagram } from '../../protocol/frame.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
-import { Command, Errno, Event, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, type CommandId } from '../../protocol/constants.js';
+import { Command, Errno, Event, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, type CommandId } from '../../protocol/constants.js';
 import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
 import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
 import { toWireInfo } from '../../protocol/views.js';
@@ -59,7 +59,11 @@ export class LocalConnection {
     this.#service = opts.service;
     this.#log = opts.log;
     this.#onClosed = opts.onClosed;
-    this.#socket = new SeqpacketSocket(opts.fd, MAX_FRAME, MAX_FDS, {
+    // No request carries fds (wire-protocol.md §6): receive without a control buffer, so the
+    // kernel discards any fd a client passes without it ever entering our fd table — closing
+    // a hostile fd (a FUSE file whose flush hangs or fails) could block or fail us
+    // (docs/security.md, "Passed fds"). Such a datagram arrives truncated and ends the connection.
+    this.#socket = new SeqpacketSocket(opts.fd, MAX_FRAME, 0, {
       onMessage: (msg) => {
         this.#onMessage(msg);
       },
