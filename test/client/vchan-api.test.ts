@@ -396,3 +396,16 @@ test('stream(): a Duplex with backpressure carries 16 MiB byte-exact and closes 
     await peer.call({ op: 'close' });
   }
 });
+
+test('a connect timeout above 2^31-1 ms (3e9) keeps waiting: a server that comes later is reached', async () => {
+  const port = 7311;
+  // Node turns timers above 2^31-1 ms into 1 ms: the daemon would have answered ETIMEDOUT at once.
+  const pending = Vchan.connect({ runtimeDir: d.runtimeDir, port, domain: 0, timeout: 3e9 });
+  await sleep(300);
+  const server = await Vchan.listen({ runtimeDir: d.runtimeDir, port, domain: 0 });
+  const client = await within(pending, 10_000, 'the long-timeout connect to complete');
+  await server.waitConnected({ timeout: 5000 });
+  client.close();
+  server.close();
+});
+

@@ -14,6 +14,7 @@
  * QEMU or simulated guest daemon went away) is reported with 'member-left'; when it
  * attaches again the pool is usable again.
  */
+import { setLongTimeout, type LongTimer } from '../../timer.js';
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -91,7 +92,7 @@ interface CapacityWaiter {
   need: number;
   resolve: () => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout | undefined;
+  timer: LongTimer | undefined;
 }
 
 /** Smallest region (two 1 KiB rings), page-rounded: what "any room at all" means. */
@@ -182,10 +183,9 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     return new Promise<void>((resolve, reject) => {
       const w: CapacityWaiter = { key, need, resolve, reject, timer: undefined };
       if (Number.isFinite(timeoutMs)) {
-        w.timer = setTimeout(() => {
+        w.timer = setLongTimeout(() => {
           this.#settle(w, new RegistryError('EAGAIN', `no pool capacity between domains ${serverDomain} and ${clientDomain} within ${timeoutMs} ms`));
-        }, Math.max(0, timeoutMs));
-        w.timer.unref();
+        }, timeoutMs).unref();
       }
       this.#waiters.add(w);
     });
@@ -389,7 +389,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
 
   #settle(w: CapacityWaiter, err: Error | null): void {
     if (!this.#waiters.delete(w)) return;
-    clearTimeout(w.timer);
+    w.timer?.clear();
     if (err === null) w.resolve();
     else w.reject(err);
   }

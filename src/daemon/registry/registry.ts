@@ -4,6 +4,7 @@
  * methods below, which take and return plain data (plus fds), so the same code
  * can sit behind an IPC boundary. It never touches a socket.
  */
+import { setLongTimeout, type LongTimer } from '../../timer.js';
 import type { Logger } from 'pino';
 import { type Role, orderForMin, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
 import type { VchanResourceFactory, VchanResources, EndpointAccess } from './vchan-resources.js';
@@ -74,7 +75,7 @@ interface Waiter {
   key: string;
   resolve: (g: VchanGrant) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout | undefined;
+  timer: LongTimer | undefined;
 }
 
 const keyOf = (serverDomain: number, clientDomain: number, port: number): string =>
@@ -257,7 +258,7 @@ export class Registry {
       return new Promise<VchanGrant>((resolve, reject) => {
         const w: Waiter = { caller, key, resolve, reject, timer: undefined };
         if (Number.isFinite(timeoutMs)) {
-          w.timer = setTimeout(() => {
+          w.timer = setLongTimeout(() => {
             this.#failWaiter(w, new RegistryError('ETIMEDOUT', `no server on port ${port} within ${timeoutMs} ms`));
           }, timeoutMs);
         }
@@ -270,7 +271,7 @@ export class Registry {
 
   #failWaiter(w: Waiter, err: Error): void {
     if (!this.#waiters.delete(w)) return;
-    clearTimeout(w.timer);
+    w.timer?.clear();
     w.reject(err);
   }
 
@@ -280,7 +281,7 @@ export class Registry {
       const rec = this.#attachable(key);
       if (rec === undefined || rec === 'busy') return;
       this.#waiters.delete(w);
-      clearTimeout(w.timer);
+      w.timer?.clear();
       w.resolve(this.#attach(rec, w.caller));
       return;
     }
