@@ -8,7 +8,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,6 +79,7 @@ static struct kvc_chan *chan_alloc(void)
     c->conn.fd = -1;
     c->wait_fd = -1;
     c->kick_fd = -1;
+    c->select_fd = -1;
     c->owner = getpid();
     c->blocking = 1;
     uint64_t spin_us = DEFAULT_SPIN_US;
@@ -114,7 +117,9 @@ static void chan_release(struct kvc_chan *c)
         close(c->wait_fd);
     if (c->kick_fd >= 0)
         close(c->kick_fd);
-    c->wait_fd = c->kick_fd = -1;
+    if (c->select_fd >= 0)
+        close(c->select_fd);
+    c->wait_fd = c->kick_fd = c->select_fd = -1;
     kvc_conn_close(&c->conn);
 }
 
@@ -137,6 +142,52 @@ static int ring_setup(struct kvc_chan *c, int role, unsigned c2s, unsigned s2c)
     c->ring.on_corrupt_arg = c;
     c->is_server = role == KVC_ROLE_SERVER;
     return 0;
+}
+
+/*
+ * The fd an application selects on (libvchan_fd_for_select) must also fire when the daemon
+ * goes away: without a daemon nobody reports the peer's death, so a reader whose peer is then
+ * killed would sleep forever (docs/wire-protocol.md §7.1). An epoll fd over the wait eventfd
+ * and the daemon connection is readable when either is; libvchan_wait() then finds out which.
+ */
+static int select_setup(struct kvc_chan *c)
+{
+    if (c->conn.fd < 0)
+        return 0;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return -errno;
+    struct epoll_event wait_ev = { .events = EPOLLIN, .data.fd = c->wait_fd };
+    struct epoll_event conn_ev = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = c->conn.fd };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->wait_fd, &wait_ev) < 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, c->conn.fd, &conn_ev) < 0) {
+        int rc = -errno;
+        close(ep);
+        return rc;
+    }
+    c->select_fd = ep;
+    return 0;
+}
+
+/*
+ * Once a vchan is set up its daemon connection carries nothing but EVENT_SHUTDOWN followed by
+ * end of file: anything readable there (or a hang-up) means the daemon is gone.
+ */
+static int daemon_gone(struct kvc_chan *c)
+{
+    if (c->conn.fd < 0)
+        return 0;
+    char b;
+    ssize_t n = recv(c->conn.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* The daemon is gone: close our side (the peer drains, then sees end of stream) and latch it. */
+static void daemon_lost(struct kvc_chan *c)
+{
+    if (__atomic_exchange_n(&c->lost, 1, __ATOMIC_ACQ_REL))
+        return;
+    kvc_ring_close(&c->ring);
 }
 
 /*
@@ -185,8 +236,11 @@ static int chan_attach_region(struct kvc_chan *c, const struct kvc_vchan_info *i
         goto out;
     c->domain = info->peer_domain;
     c->port = info->port;
-    if (role == KVC_ROLE_CLIENT && kvc_ring_attach(&c->ring) < 0)
+    if (role == KVC_ROLE_CLIENT && kvc_ring_attach(&c->ring) < 0) {
         rc = -EPROTO;
+        goto out;
+    }
+    rc = select_setup(c);
 out:
     close(fds->shm);
     fds->shm = -1;
@@ -330,15 +384,22 @@ int kvc_chan_from_parts(struct kvc_chan **out, void *region, size_t len, int rol
 /* Sleeps until an event arrives on the wait fd and consumes it. */
 static int poll_and_consume(struct kvc_chan *c)
 {
-    struct pollfd p = { .fd = c->wait_fd, .events = POLLIN };
+    /* The daemon connection too (poll ignores a negative fd): see select_setup(). */
+    struct pollfd p[2] = { { .fd = c->wait_fd, .events = POLLIN }, { .fd = c->conn.fd, .events = POLLIN | POLLRDHUP } };
     for (;;) {
-        int n = poll(&p, 1, -1);
-        if (n > 0)
+        if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE))
+            return -ENOTCONN;
+        int n = poll(p, 2, -1);
+        if (n > 0 && p[1].revents != 0 && daemon_gone(c)) {
+            daemon_lost(c);
+            return -ENOTCONN;
+        }
+        if (n > 0 && p[0].revents != 0)
             break;
         if (n < 0 && errno != EINTR)
             return -errno;
     }
-    if (p.revents & (POLLERR | POLLNVAL))
+    if (p[0].revents & (POLLERR | POLLNVAL))
         return -EIO;
     drain_fd(c->wait_fd);
     c->wakeups++;
@@ -467,6 +528,8 @@ int kvc_chan_read(struct kvc_chan *c, void *buf, size_t n, bool blocking)
 {
     if (!kvc_chan_ready(c))
         return -EAGAIN;
+    if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE))
+        return -ENOTCONN;
     if (n > INT_MAX)
         n = INT_MAX;
     for (;;) {
@@ -487,6 +550,8 @@ int kvc_chan_recv(struct kvc_chan *c, void *buf, size_t n, bool blocking)
 {
     if (!kvc_chan_ready(c))
         return -EAGAIN;
+    if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE))
+        return -ENOTCONN;
     if (n > c->ring.rx_size) {
         /* Can never be satisfied. As in Xen: a closed peer or a blocking call
          * fails, a non-blocking call reports "nothing yet". */
@@ -514,6 +579,8 @@ int kvc_chan_send(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
 {
     if (!kvc_chan_ready(c))
         return -EAGAIN;
+    if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE))
+        return -ENOTCONN;
     for (;;) {
         long r = kvc_ring_send(&c->ring, buf, n);
         if (r > 0)
@@ -534,6 +601,8 @@ int kvc_chan_write(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
 {
     if (!kvc_chan_ready(c))
         return -EAGAIN;
+    if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE))
+        return -ENOTCONN;
     if (n > INT_MAX)
         n = INT_MAX;
     if (!blocking) {
@@ -574,6 +643,8 @@ int kvc_chan_buffer_space(struct kvc_chan *c)
 
 int kvc_chan_is_open(struct kvc_chan *c)
 {
+    if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE))
+        return 0;
     switch (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE)) {
     case KVC_CHAN_PENDING: return 2;
     case KVC_CHAN_FAILED: return 0;

@@ -45,6 +45,8 @@ struct kvc_chan {
     int blocking; /* atomic */
     int is_server;
     int wait_fd, kick_fd;
+    int select_fd; /* epoll over wait_fd and the daemon connection; -1 without a daemon */
+    int lost;      /* atomic: the daemon connection is gone (docs/wire-protocol.md §7.1) */
     void *map;
     size_t map_len;
     int owns_map;

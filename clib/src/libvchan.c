@@ -133,7 +133,7 @@ KVC_EXPORT EVTCHN libvchan_fd_for_select(libvchan_t *ctrl)
     struct kvc_chan *c = chan_of(ctrl);
     if (!kvc_chan_ready(c))
         return result(-EAGAIN);
-    return c->wait_fd;
+    return c->select_fd >= 0 ? c->select_fd : c->wait_fd;
 }
 
 KVC_EXPORT int libvchan_is_open(libvchan_t *ctrl)

@@ -8,7 +8,9 @@
  *   vchan_peer probe
  *   vchan_peer server <domain> <port> <send_bytes> <recv_bytes> [read_min write_min]
  *   vchan_peer client <domain> <port> <send_bytes> <recv_bytes>
- * Environment: KVMCHAN_TEST_SEED (data and chunk sizes).
+ * Environment: KVMCHAN_TEST_SEED (data and chunk sizes); KVMCHAN_PEER_SELECT=1 makes the
+ * reader wait the way Qubes programs do: select() on libvchan_fd_for_select(), then
+ * libvchan_wait(), then non-blocking reads while libvchan_data_ready().
  */
 #define _GNU_SOURCE
 #include <libvchan.h>
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -81,9 +84,24 @@ static void *writer(void *arg)
     return NULL;
 }
 
+/* The Qubes event-loop pattern; 0 when there is nothing more to read, -1 on error. */
+static int select_and_wait(libvchan_t *v)
+{
+    int fd = libvchan_fd_for_select(v);
+    fd_set r;
+    FD_ZERO(&r);
+    FD_SET(fd, &r);
+    if (select(fd + 1, &r, NULL, NULL, NULL) < 0 && errno != EINTR)
+        return -1;
+    if (libvchan_wait(v) < 0)
+        return -1;
+    return libvchan_is_open(v) || libvchan_data_ready(v) > 0 ? 1 : 0;
+}
+
 static void *reader(void *arg)
 {
     struct dir *d = arg;
+    int use_select = getenv("KVMCHAN_PEER_SELECT") != NULL;
     struct sha256 h;
     uint8_t *buf = malloc(CHUNK);
     unsigned long long sizes = d->seed + 99;
@@ -92,6 +110,16 @@ static void *reader(void *arg)
         size_t n = chunk_size(&sizes);
         if (n > d->total - d->done)
             n = (size_t)(d->total - d->done);
+        if (use_select && libvchan_data_ready(d->v) == 0) {
+            int w = select_and_wait(d->v);
+            if (w < 0) {
+                fprintf(stderr, "vchan_peer: wait failed (%s) after %llu bytes\n", strerror(errno), d->done);
+                d->error = 1;
+                break;
+            }
+            if (w > 0)
+                continue;
+        }
         int rc = libvchan_read(d->v, buf, n);
         if (rc <= 0) {
             fprintf(stderr, "vchan_peer: read returned %d (%s) after %llu bytes\n", rc, strerror(errno), d->done);
@@ -143,6 +171,9 @@ int main(int argc, char **argv)
     }
     if (server) {
         printf("{\"event\":\"listening\",\"buffer_space\":%d}\n", libvchan_buffer_space(v));
+        fflush(stdout);
+    } else {
+        printf("{\"event\":\"connected\"}\n");
         fflush(stdout);
     }
     struct dir out = { .v = v, .total = strtoull(argv[4], NULL, 0), .seed = seed + (unsigned)server };
