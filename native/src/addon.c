@@ -9,6 +9,7 @@ static void free_state(napi_env env, void *data, void *hint)
     (void)env;
     (void)hint;
     kc_env_state *state = data;
+    kc_eventfd_cleanup(state);
     free(state->scratch);
     free(state);
 }

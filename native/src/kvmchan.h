@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Largest integer a JS number holds exactly (Number.MAX_SAFE_INTEGER). */
 #define KC_MAX_SAFE_INTEGER 9007199254740991LL
@@ -93,7 +94,13 @@ typedef struct kc_env_state {
     size_t scratch_len;
     /* Symbol under which a Poller keeps its callback (poller.c). */
     napi_ref poller_callback_key;
+    /* This thread's timer that bounds eventfd reads and writes (eventfd.c). */
+    timer_t io_timer;
+    int io_timer_ready;
 } kc_env_state;
+
+/* Deletes the state's eventfd timer, if any (eventfd.c). */
+void kc_eventfd_cleanup(kc_env_state *state);
 
 kc_env_state *kc_state(napi_env env);
 
