@@ -121,6 +121,24 @@ test('a guest drives ivshmem-doorbell through VFIO with the native addon', { ski
   await runSpike(t, 200, int0, int1);
   // Teardown left the device reusable: a second open sets everything up again.
   await runSpike(t, 20, int0, int1);
+  // The pitfall behind the Bus Master write: without it MSI-X never arrives, and nothing says so.
+  {
+    const p = vm!.start(['node', GUEST_SCRIPT, '0', 'no-bus-master']);
+    const setup = await stepOf(p, 'setup');
+    assert.equal(Number((setup.command as { after: string }).after) & 0x4, 0, 'vfio-pci cleared Bus Master on open');
+    await stepOf(p, 'rang-host');
+    assert.ok((await int0.next()) >= 1, 'guest → host still works (no DMA involved)');
+    await int1.next();
+    await stepOf(p, 'armed');
+    for (let vec = 0; vec < VECTORS; vec++) host.doorbell(1, vec);
+    const vectors = await stepOf(p, 'vectors');
+    t.diagnostic(`without Bus Master: MSI-X counts ${JSON.stringify(vectors.counts)} after ${String(vectors.waitedMs)} ms`);
+    assert.deepEqual(vectors.counts, [0, 0, 0, 0], 'no MSI-X without Bus Master');
+    await stepOf(p, 'teardown');
+    assert.equal((await p.done).code, 0);
+  }
+  // ... and the device recovers on the next open once the bit is set again.
+  await runSpike(t, 5, int0, int1);
   const dmesg = await vm!.exec('dmesg | grep -iE "vfio|dmar|ivshmem|1af4:1110" | tail -20');
   for (const line of dmesg.stdout.trimEnd().split('\n')) t.diagnostic(`guest dmesg: ${line}`);
 });
