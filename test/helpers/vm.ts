@@ -105,8 +105,9 @@ export interface BootVmOptions {
   cpus?: number;
   /** pcie-root-ports rp1..rpN (hot-plug targets too). Default 4. */
   rootPorts?: number;
-  /** Prefetchable 64-bit window each root port asks the firmware for. Default '512M'. */
-  pref64Reserve?: string;
+  /** Prefetchable 64-bit window each root port asks the firmware for. Default '512M'; null
+   *  leaves QEMU's default (SeaBIOS then gives a hot-plug port 2 MiB). */
+  pref64Reserve?: string | null;
   /** ivshmem-doorbell devices present at boot. */
   ivshmem?: readonly IvshmemAttachment[];
   /**
@@ -470,7 +471,7 @@ function qemuArgs(dir: string, image: VmImage, opts: BootVmOptions): string[] {
     '-virtfs', `local,path=${path.join(dir, 'share')},mount_tag=kvmchanvm,security_model=none`,
   ];
   for (let i = 1; i <= ports; i++) {
-    args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i},pref64-reserve=${reserve}`);
+    args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i}${reserve === null ? '' : `,pref64-reserve=${reserve}`}`);
   }
   for (const d of opts.ivshmem ?? []) {
     if (d.rootPort < 1 || d.rootPort > ports) throw new Error(`ivshmem ${d.id}: no root port rp${d.rootPort}`);
