@@ -55,7 +55,11 @@ export class Daemon {
     try {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
-        service: new HostVchanService(this.registry, () => this.pools.pools()),
+        service: new HostVchanService(
+          this.registry,
+          () => this.pools.pools(),
+          (domain) => this.#controlUp(domain),
+        ),
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
         log: this.log.child({ component: 'local' }),
@@ -122,6 +126,10 @@ export class Daemon {
     });
   }
 
+  #controlUp(domain: number): boolean {
+    return this.#links.get(domain)?.helloDone === true;
+  }
+
   #backendOf(domain: number): GuestVmm | undefined {
     return this.#backends.find((b) => b.has(domain));
   }
@@ -155,6 +163,7 @@ export class Daemon {
           log: this.log.child({ component: 'guest-link' }),
           pools: () => this.pools.poolsOf(domain),
           poolStatus: () => this.pools.pools(),
+          controlUp: (d) => this.#controlUp(d),
           onViolation: (why) => {
             // A guest that breaks the control protocol is cut off; its daemon may attach again.
             this.#links.delete(domain);

@@ -128,6 +128,8 @@ test('q35: kvmchand adopts a configured QEMU once it runs, plugs control device 
   await until(() => s.status().domains.some((x) => x.name === 'vm-a'), 10_000, 'domain vm-a');
   const dom = s.status().domains.find((x) => x.name === 'vm-a')!;
   assert.equal(dom.domain, 1, 'first VM gets domain id 1');
+  assert.equal(dom.flags & 2, 0, 'no CONTROL_UP: no guest daemon runs in an OS-less VM');
+  assert.notEqual(s.status().domains[0]!.flags & 2, 0, 'CONTROL_UP for dom0');
   await until(() => s.status().pools.some((p) => p.memberA === dom.domain && p.joined === 1), 10_000, 'the pool member attached');
   // The daemon opened the control channel to the VM's control device.
   await until(() => s.logs().some((l) => l.msg === 'guest control channel offered' && l.domain === dom.domain), 5000, 'control channel offered');
