@@ -363,6 +363,36 @@ test('freed space is wiped before it is used again', async () => {
   }
 });
 
+test('a freed vector starts clean: kicks the old vchan left pending are drained, on both sides', async () => {
+  const f = fixture({ poolSize: 1 << 20, poolVectors: 2, lowWater: 0 });
+  try {
+    f.pm.addDomain(1);
+    const guest = await f.join(f.of(1)[0]!);
+    const eventfdCount = (fd: number): number => {
+      const m = /eventfd-count:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      return parseInt(m![1]!, 16);
+    };
+    const first = f.pm.create(SMALL, 0, 1);
+    const v = deviceOf(first.client).vector;
+    const hostWait = fdsOf(first.server).wait;
+    // Kicks nobody consumed: the guest rang the host, the host rang the guest, then the vchan went.
+    guest.doorbell(0, v);
+    native.eventfdWrite(fdsOf(first.server).kick, 1);
+    await until(() => eventfdCount(hostWait) === 1 && eventfdCount(guest.interruptFd(v)) === 1, 2000, 'kicks pending');
+    first.release();
+    // The next vchan gets the same (lowest free) vector, and no stale wake-up with it.
+    const second = f.pm.create(SMALL, 0, 1);
+    assert.equal(deviceOf(second.client).vector, v);
+    assert.equal(fdsOf(second.server).wait, hostWait);
+    assert.equal(eventfdCount(hostWait), 0, 'host side drained');
+    assert.equal(eventfdCount(guest.interruptFd(v)), 0, 'guest side drained');
+    second.release();
+    f.close();
+  } finally {
+    f.dispose();
+  }
+});
+
 test('a member that leaves is reported; the pool is used again when it comes back', async () => {
   const f = fixture({ poolSize: 1 << 20, poolVectors: 8 });
   const left: [number, number][] = [];
