@@ -107,3 +107,40 @@ export function fromSystemError(err: unknown, context: string): KvmchanError {
   if (typeof e.syscall === 'string') wrapped.syscall = e.syscall;
   return wrapped;
 }
+
+/**
+ * QMP (QEMU's monitor protocol, docs/vms-qmp.md) failed: `KVMCHAN_E_QMP_PROTOCOL` (QEMU sent
+ * something that is not QMP: bad JSON, an over-long line, a malformed reply),
+ * `KVMCHAN_E_QMP_CLOSED` (the monitor connection ended), `KVMCHAN_E_QMP_CONNECT` (no monitor
+ * at that path, or no greeting in time).
+ */
+export class QmpError extends KvmchanError {
+  constructor(message: string, code = 'KVMCHAN_E_QMP_PROTOCOL', options?: ErrorOptions) {
+    super(message, code, options);
+    this.name = 'QmpError';
+  }
+}
+
+/** QEMU refused a QMP command; `qmpClass` is QEMU's error class (e.g. `GenericError`). */
+export class QmpCommandError extends KvmchanError {
+  readonly qmpClass: string;
+  readonly command: string;
+  constructor(command: string, qmpClass: string, desc: string) {
+    super(`QMP ${command}: ${qmpClass}: ${desc}`, 'KVMCHAN_E_QMP_COMMAND');
+    this.name = 'QmpCommandError';
+    this.qmpClass = qmpClass;
+    this.command = command;
+  }
+}
+
+/**
+ * A VMM backend cannot serve a VM as asked. Codes: `KVMCHAN_E_VMM_NO_PORT` (no free PCI slot
+ * fit for the device), `KVMCHAN_E_VMM_STALE` (the VM carries kvmchan devices of an earlier
+ * daemon), `KVMCHAN_E_VMM_EXISTS`, `KVMCHAN_E_VMM_UNKNOWN`, `KVMCHAN_E_VMM_UNSUPPORTED`.
+ */
+export class VmmError extends KvmchanError {
+  constructor(message: string, code: string) {
+    super(message, code);
+    this.name = 'VmmError';
+  }
+}

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { InvalidArgumentError } from '../errors.js';
 import { MAX_ORDER } from '../ring/layout.js';
 import { poolConfigSchema, DEFAULT_POOL_CONFIG } from './pools/pool-config.js';
+import { vmSpecSchema } from './vmm/qmp/vm-state.js';
 
 const limitsSchema = z
   .object({
@@ -41,6 +42,30 @@ export const configSchema = z
     pools: poolConfigSchema.default(DEFAULT_POOL_CONFIG),
     /** Simulated guests (DESIGN.md §2, VMM backends): ids 1..N named sim-<id>. */
     simulateGuests: z.number().int().min(0).max(64).default(0),
+    /** QEMU VMs served through their QMP sockets (docs/vms-qmp.md). Names and ids unique. */
+    vms: z
+      .array(vmSpecSchema)
+      .max(1024)
+      .default([])
+      .superRefine((vms, ctx) => {
+        for (const key of ['name', 'qmp', 'id'] as const) {
+          const seen = new Set<unknown>();
+          for (const [i, v] of vms.entries()) {
+            if (v[key] === undefined) continue;
+            if (seen.has(v[key])) ctx.addIssue({ code: 'custom', path: [i, key], message: `duplicate ${key} ${String(v[key])}` });
+            seen.add(v[key]);
+          }
+        }
+      }),
+    qmp: z
+      .object({
+        /** How often a VM whose QMP socket has no QEMU is tried again. */
+        retryMs: z.number().int().min(50).max(600_000).default(1000),
+        /** Timeout of each QMP command. */
+        commandTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+      })
+      .strict()
+      .default({ retryMs: 1000, commandTimeoutMs: 10_000 }),
   })
   .strict();
 

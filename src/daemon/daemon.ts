@@ -11,7 +11,8 @@ import { LocalServer } from './local/local-server.js';
 import { HostVchanService } from './registry/host-service.js';
 import { PoolManager } from './pools/pool-manager.js';
 import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
-import type { VmmDomain } from './vmm/vmm.js';
+import { QmpVmm } from './vmm/qmp/qmp-vmm.js';
+import type { GuestVmm, VmmDomain } from './vmm/vmm.js';
 import { HostLink, GUEST_CONTROL_PEER } from './guest-link/host-link.js';
 import type { Config } from './config.js';
 import { defaultRuntimeDir } from '../paths.js';
@@ -25,7 +26,9 @@ export class Daemon {
   readonly runtime: RuntimeDir;
   readonly registry: Registry;
   readonly pools: PoolManager;
-  #vmm: SimulatedVmm | null = null;
+  #simulated: SimulatedVmm | null = null;
+  #qmp: QmpVmm | null = null;
+  readonly #backends: GuestVmm[] = [];
   readonly #links = new Map<number, HostLink>();
   #local: LocalServer | null = null;
   #nextGuestConn = GUEST_CONN_BASE;
@@ -41,6 +44,7 @@ export class Daemon {
       log,
       announce: (domain, a) => {
         this.#links.get(domain)?.announcePool(a);
+        this.#backendOf(domain)?.plugPool?.(domain, a);
       },
     });
     this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, new Policy(config.policy));
@@ -51,29 +55,63 @@ export class Daemon {
     try {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
-        service: new HostVchanService(this.registry, () => this.pools.pools()),
+        service: new HostVchanService(
+          this.registry,
+          () => this.pools.pools(),
+          (domain) => this.#controlUp(domain),
+        ),
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
         adminGroup: this.config.adminGroup,
         log: this.log.child({ component: 'local' }),
       });
-      if (this.config.simulateGuests > 0) this.#startSimulated(this.config.simulateGuests);
+      this.pools.on('member-left', (domain, pool) => {
+        this.log.info({ domain, pool }, 'guest left a pool');
+        this.registry.poolMemberLeft(domain, pool);
+      });
+      if (this.config.simulateGuests > 0) {
+        const vmm = new SimulatedVmm({ runtimeDir: this.runtime.dir, guests: simulatedGuests(this.config.simulateGuests), log: this.log });
+        this.#simulated = vmm;
+        this.#follow(vmm);
+      }
+      const qmp = new QmpVmm({
+        runtimeDir: this.runtime.dir,
+        vms: this.config.vms,
+        poolSize: this.pools.config.poolSize,
+        reservedIds: new Set(this.#simulated?.domains().map((d) => d.id) ?? []),
+        retryMs: this.config.qmp.retryMs,
+        commandTimeoutMs: this.config.qmp.commandTimeoutMs,
+        log: this.log,
+      });
+      this.#qmp = qmp;
+      this.#follow(qmp);
+      qmp.start();
     } catch (err) {
       this.#local?.close();
-      this.#vmm?.close();
+      for (const b of this.#backends) b.close();
       this.pools.close();
       this.runtime.release();
       throw err;
     }
     this.log.info(
-      { runtimeDir: this.runtime.dir, socket: this.runtime.socketPath, mode: 'host', guests: this.#vmm?.domains().map((d) => d.id) ?? [] },
+      {
+        runtimeDir: this.runtime.dir,
+        socket: this.runtime.socketPath,
+        mode: 'host',
+        guests: this.#backends.flatMap((b) => b.domains().map((d) => d.id)),
+        vms: this.#qmp?.list().map((v) => v.name) ?? [],
+      },
       'kvmchand ready',
     );
   }
 
-  #startSimulated(n: number): void {
-    const vmm = new SimulatedVmm({ runtimeDir: this.runtime.dir, guests: simulatedGuests(n), log: this.log });
-    this.#vmm = vmm;
+  /** The QMP backend (kvmchan vm add/remove/list). */
+  get qmp(): QmpVmm | null {
+    return this.#qmp;
+  }
+
+  #follow(vmm: GuestVmm): void {
+    this.#backends.push(vmm);
     for (const d of vmm.domains()) this.#addDomain(d);
     vmm.on('domain-added', (d) => {
       this.#addDomain(d);
@@ -87,10 +125,14 @@ export class Daemon {
     vmm.on('control-leave', (domain, reason) => {
       this.#closeLink(domain, `guest left its control device: ${reason}`);
     });
-    this.pools.on('member-left', (domain, pool) => {
-      this.log.info({ domain, pool }, 'guest left a pool');
-      this.registry.poolMemberLeft(domain, pool);
-    });
+  }
+
+  #controlUp(domain: number): boolean {
+    return this.#links.get(domain)?.helloDone === true;
+  }
+
+  #backendOf(domain: number): GuestVmm | undefined {
+    return this.#backends.find((b) => b.has(domain));
   }
 
   #addDomain(d: VmmDomain): void {
@@ -107,8 +149,8 @@ export class Daemon {
   }
 
   #openLink(domain: number): void {
-    const vmm = this.#vmm;
-    if (vmm === null) return;
+    const vmm = this.#backendOf(domain);
+    if (vmm === undefined) return;
     this.#closeLink(domain, 'guest attached again');
     const device = vmm.controlDevice(domain);
     const name = vmm.domains().find((d) => d.id === domain)?.name ?? `domain-${domain}`;
@@ -122,6 +164,7 @@ export class Daemon {
           log: this.log.child({ component: 'guest-link' }),
           pools: () => this.pools.poolsOf(domain),
           poolStatus: () => this.pools.pools(),
+          controlUp: (d) => this.#controlUp(d),
           onViolation: (why) => {
             // A guest that breaks the control protocol is cut off; its daemon may attach again.
             this.#links.delete(domain);
@@ -150,7 +193,7 @@ export class Daemon {
     this.#local?.close();
     for (const id of [...this.#links.keys()]) this.#closeLink(id, 'daemon stopping');
     this.registry.shutdown();
-    this.#vmm?.close();
+    for (const b of this.#backends) b.close();
     this.pools.close();
     this.runtime.release();
     this.log.info('kvmchand stopped');

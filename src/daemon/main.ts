@@ -28,7 +28,7 @@ const program = new Command('kvmchand')
     return Number(v);
   })
   .option('-r, --runtime-dir <dir>', `runtime directory for the client socket and pid file (default: ${defaultRuntimeDir()}, or $KVMCHAN_RUNTIME_DIR)`)
-  .option('-c, --config <file>', 'JSON configuration file (see docs/operations.md)')
+  .option('-c, --config <file>', 'JSON configuration file (docs/operations.md); QEMU VMs to serve: "vms": [{"name", "qmp": "/path/to/qmp.sock", "id"?}] (docs/vms-qmp.md)')
   .addOption(new Option('-l, --log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
   .showHelpAfterError()
   .action(async (opts: Opts) => {

@@ -17,6 +17,8 @@ export interface FdGrant extends VchanInfoData {
 
 export interface DomainStatus extends DomainInfo {
   vchans: number;
+  /** The domain's kvmchand is reachable (wire-protocol.md §6.6 CONTROL_UP). */
+  controlUp: boolean;
 }
 
 /** A pool device as `kvmchan status` shows it (wire-protocol.md §6.10). */

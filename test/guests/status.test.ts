@@ -134,8 +134,11 @@ test('the table output works in a guest too', async () => {
   assert.doesNotMatch(stdout, /\b603\b/, 'guest 1 must not see host↔guest 2');
 });
 
-test('LIST_DOMAINS as specified (wire-protocol.md §6.6): CONTROL_UP for guests whose daemon is attached, "dom0" for the host', { todo: 'CONTROL_UP is never set and the host is named "host" (registry.ts)' }, async () => {
-  const st = await cliStatus(host.runtimeDir);
-  assert.equal(st.domains[0]!.name, 'dom0');
-  for (const d of st.domains.slice(1)) assert.notEqual(d.flags & DomainFlag.CONTROL_UP, 0, `domain ${d.domain} has its daemon attached`);
+test('LIST_DOMAINS as specified (wire-protocol.md §6.6): CONTROL_UP for the host and guests whose daemon is attached, "dom0" for the host', async () => {
+  for (const dir of [host.runtimeDir, g1.runtimeDir]) {
+    const st = await cliStatus(dir);
+    assert.equal(st.domains[0]!.name, 'dom0');
+    assert.ok(st.domains.length >= 3);
+    for (const d of st.domains) assert.notEqual(d.flags & DomainFlag.CONTROL_UP, 0, `${dir}: domain ${d.domain} has its daemon attached`);
+  }
 });

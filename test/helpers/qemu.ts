@@ -193,6 +193,15 @@ function findOnPath(binary: string): string | null {
  * string when QEMU is unavailable.
  */
 export function ensureQemu(): { path: string } | { reason: string } {
+  const r = findOrInstallQemu();
+  // CI sets KVMCHAN_REQUIRE_QEMU=1: a missing QEMU fails the tests instead of skipping them.
+  if ('reason' in r && process.env['KVMCHAN_REQUIRE_QEMU'] === '1') {
+    throw new Error(`QEMU is required (KVMCHAN_REQUIRE_QEMU=1) but unavailable: ${r.reason}`);
+  }
+  return r;
+}
+
+function findOrInstallQemu(): { path: string } | { reason: string } {
   const found = findOnPath(QEMU_BINARY) ?? (fs.existsSync(`/usr/bin/${QEMU_BINARY}`) ? `/usr/bin/${QEMU_BINARY}` : null);
   if (found !== null) return { path: found };
   if (process.getuid?.() !== 0) return { reason: `${QEMU_BINARY} not found and not root: apt-get install qemu-system-x86` };
@@ -215,6 +224,12 @@ export interface QemuOptions {
   dir: string;
   /** Cold-plugged pcie-root-ports rp1..rpN to hot-plug onto (q35's pcie.0 is not hot-pluggable). */
   rootPorts?: number;
+  /** pref64-reserve of every root port (e.g. '512M'); QEMU's default when absent. */
+  rootPortReserve?: string;
+  /** Machine type (default q35; pc has no root ports). */
+  machine?: 'q35' | 'pc';
+  /** Add a second QMP monitor at `<dir>/vm-qmp.sock` for a kvmchand to use (QEMU serves one client per monitor). */
+  daemonQmp?: boolean;
   extraArgs?: string[];
 }
 
@@ -251,10 +266,13 @@ export class QemuProcess {
 
   static async start(opts: QemuOptions): Promise<QemuProcess> {
     const qmpPath = path.join(opts.dir, 'qmp.sock');
-    const ports = opts.rootPorts ?? 4;
-    const args = ['-accel', 'tcg', '-S', '-nodefaults', '-display', 'none', '-machine', 'q35', '-m', '128',
+    const machine = opts.machine ?? 'q35';
+    const ports = machine === 'q35' ? (opts.rootPorts ?? 4) : 0;
+    const args = ['-accel', 'tcg', '-S', '-nodefaults', '-display', 'none', '-machine', machine, '-m', '128',
       '-qmp', `unix:${qmpPath},server=on,wait=off`];
-    for (let i = 1; i <= ports; i++) args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i}`);
+    if (opts.daemonQmp === true) args.push('-qmp', `unix:${path.join(opts.dir, 'vm-qmp.sock')},server=on,wait=off`);
+    const reserve = opts.rootPortReserve !== undefined ? `,pref64-reserve=${opts.rootPortReserve}` : '';
+    for (let i = 1; i <= ports; i++) args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i}${reserve}`);
     args.push(...(opts.extraArgs ?? []));
     const t0 = performance.now();
     const child = spawn(opts.binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -292,6 +310,11 @@ export class QemuProcess {
     return this.child.pid!;
   }
 
+  /** The second monitor for a kvmchand (QemuOptions.daemonQmp). */
+  get daemonQmpPath(): string {
+    return path.join(path.dirname(this.qmpPath), 'vm-qmp.sock');
+  }
+
   get stderr(): string {
     return this.#stderr;
   }
@@ -325,6 +348,7 @@ export class QemuProcess {
     if (this.#exit === null) this.child.kill('SIGKILL');
     const e = await this.exited;
     fs.rmSync(this.qmpPath, { force: true });
+    fs.rmSync(this.daemonQmpPath, { force: true });
     return e;
   }
 }

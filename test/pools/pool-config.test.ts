@@ -6,13 +6,14 @@ import { PoolManager } from '../../src/daemon/pools/pool-manager.js';
 
 const MiB = 1024 * 1024;
 
-test('defaults: 64 MiB pools of 64 vectors, 25 % low water, 16 pools per domain', () => {
-  assert.deepEqual(DEFAULT_POOL_CONFIG, { poolSize: 64 * MiB, poolVectors: 64, lowWater: 0.25, maxPoolsPerDomain: 16 });
+test('defaults: 64 MiB pools of 64 vectors, 25 % low water, 16 pools per domain, 8 per set', () => {
+  assert.deepEqual(DEFAULT_POOL_CONFIG, { poolSize: 64 * MiB, poolVectors: 64, lowWater: 0.25, maxPoolsPerDomain: 16, maxPoolsPerSet: 8 });
   assert.deepEqual(poolConfigSchema.parse({ poolSize: MiB, poolVectors: 256, lowWater: 0, maxPoolsPerDomain: 1 }), {
     poolSize: MiB,
     poolVectors: 256,
     lowWater: 0,
     maxPoolsPerDomain: 1,
+    maxPoolsPerSet: 8,
   });
   assert.equal(poolConfigSchema.parse({ poolSize: 1024 * MiB }).poolSize, 1024 * MiB);
 });

@@ -262,6 +262,43 @@ test('maxPoolsPerDomain bounds growth: ENOSPC when every allowed pool is full', 
   }
 });
 
+test('maxPoolsPerSet: ahead-of-demand host pools leave a guest room for pair pools (ENOSPC names the limit)', async () => {
+  // Scaled down from 500 host↔g1 + 500 g1↔g2 vchans with 16 pools per domain, 8 per set.
+  const f = fixture({ poolSize: 1 << 20, poolVectors: 2, lowWater: 0.25, maxPoolsPerDomain: 4, maxPoolsPerSet: 2 });
+  try {
+    f.pm.addDomain(1);
+    f.pm.addDomain(2);
+    const held: VchanResources[] = [];
+    const fill = async (a: number, b: number): Promise<string> => {
+      for (;;) {
+        try {
+          held.push(f.pm.create(SMALL, a, b));
+        } catch (err) {
+          const e = err as { errnoName?: string; message: string };
+          if (e.errnoName !== 'EAGAIN') return `${e.errnoName}: ${e.message}`;
+          for (const ann of f.announced.filter((x) => !joined.has(`${x.domain}/${x.pool}`))) {
+            joined.add(`${ann.domain}/${ann.pool}`);
+            await f.join(ann);
+          }
+          await f.pm.whenCapacity(a, b, 2000);
+        }
+      }
+    };
+    const joined = new Set<string>();
+    const hostErr = await fill(0, 1);
+    assert.equal(held.length, 4, 'host↔1: 2 pools × 2 vectors');
+    assert.match(hostErr, /^ENOSPC: .*maxPoolsPerSet 2/);
+    const pairErr = await fill(1, 2);
+    assert.equal(held.length, 8, 'guest 1 still had room for 2 pair pools');
+    assert.match(pairErr, /^ENOSPC: .*(maxPoolsPerSet|maxPoolsPerDomain)/);
+    assert.equal(f.pm.pools().filter((p) => p.members.includes(1)).length, 4);
+    for (const x of held) x.release();
+    f.close();
+  } finally {
+    f.dispose();
+  }
+});
+
 test('guest↔guest vchans use a pool shared by exactly those two guests', async () => {
   const f = fixture({ poolSize: 1 << 20, poolVectors: 4 });
   try {
@@ -357,6 +394,36 @@ test('freed space is wiped before it is used again', async () => {
     const wide = new Uint8Array(guest.map(offset, pageRound(third.shmLength)));
     assert.ok(!wide.includes(0xcd));
     third.release();
+    f.close();
+  } finally {
+    f.dispose();
+  }
+});
+
+test('a freed vector starts clean: kicks the old vchan left pending are drained, on both sides', async () => {
+  const f = fixture({ poolSize: 1 << 20, poolVectors: 2, lowWater: 0 });
+  try {
+    f.pm.addDomain(1);
+    const guest = await f.join(f.of(1)[0]!);
+    const eventfdCount = (fd: number): number => {
+      const m = /eventfd-count:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      return parseInt(m![1]!, 16);
+    };
+    const first = f.pm.create(SMALL, 0, 1);
+    const v = deviceOf(first.client).vector;
+    const hostWait = fdsOf(first.server).wait;
+    // Kicks nobody consumed: the guest rang the host, the host rang the guest, then the vchan went.
+    guest.doorbell(0, v);
+    native.eventfdWrite(fdsOf(first.server).kick, 1);
+    await until(() => eventfdCount(hostWait) === 1 && eventfdCount(guest.interruptFd(v)) === 1, 2000, 'kicks pending');
+    first.release();
+    // The next vchan gets the same (lowest free) vector, and no stale wake-up with it.
+    const second = f.pm.create(SMALL, 0, 1);
+    assert.equal(deviceOf(second.client).vector, v);
+    assert.equal(fdsOf(second.server).wait, hostWait);
+    assert.equal(eventfdCount(hostWait), 0, 'host side drained');
+    assert.equal(eventfdCount(guest.interruptFd(v)), 0, 'guest side drained');
+    second.release();
     f.close();
   } finally {
     f.dispose();

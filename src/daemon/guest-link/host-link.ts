@@ -52,6 +52,8 @@ export interface HostLinkOptions {
   poolStatus: () => PoolStatus[];
   /** Called when the session ends badly, so the guest can be cut off the fabric. */
   onViolation: (why: string) => void;
+  /** Whether guest `domain`'s daemon is up (LIST_DOMAINS CONTROL_UP); the host always is. */
+  controlUp?: (domain: number) => boolean;
 }
 
 function errnoOf(err: unknown): number {
@@ -102,6 +104,11 @@ export class HostLink {
     // Tell the guest the region is ready (it waits for this before attaching).
     this.#waiter.kick();
     this.#log.info('guest control channel offered');
+  }
+
+  /** The guest's daemon completed GUEST_HELLO and the session is open. */
+  get helloDone(): boolean {
+    return this.#hello && !this.#closed;
   }
 
   #caller(conn: number): Caller {
@@ -190,7 +197,10 @@ export class HostLink {
             next: all.length > page.length ? all[page.length]!.id : 0,
             entries: page.map((d) => ({
               domain: d.id,
-              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.id === this.domain ? DomainFlag.SELF : 0),
+              flags:
+                (d.id === 0 ? DomainFlag.HOST : 0) |
+                (d.id === 0 || this.#opts.controlUp?.(d.id) === true ? DomainFlag.CONTROL_UP : 0) |
+                (d.id === this.domain ? DomainFlag.SELF : 0),
               vchans: reg.vchansOfDomain(d.id),
               name: d.name,
             })),

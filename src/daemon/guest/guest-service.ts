@@ -13,7 +13,7 @@ import { EventFdWaiter } from '../../ring/eventfd-waiter.js';
 import { HEADER_SIZE, OFF_CLIENT_STATE, STATE_WAITING, MAGIC } from '../../ring/layout.js';
 import { RingLink } from '../../transport/ring-link.js';
 import { ClientSequencer } from '../../protocol/sequencer.js';
-import { Command, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
+import { Command, DomainFlag, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
 import type { AnyEvent, ReplyOkOf, RequestBodies, GuestVchanInfo } from '../../protocol/types.js';
 import { SocketDevice } from '../../ivshmem/socket-device.js';
 import { KvmchanError, DaemonError } from '../../errors.js';
@@ -257,7 +257,7 @@ export class GuestVchanService implements VchanService {
     const out: DomainStatus[] = [];
     for (let start = 0; ; ) {
       const r = await this.#request(Command.LIST_DOMAINS, { start });
-      out.push(...r.body.entries.map((e) => ({ id: e.domain, name: e.name, vchans: e.vchans })));
+      out.push(...r.body.entries.map((e) => ({ id: e.domain, name: e.name, vchans: e.vchans, controlUp: (e.flags & DomainFlag.CONTROL_UP) !== 0 })));
       if (r.body.next === 0) return out;
       start = r.body.next;
     }

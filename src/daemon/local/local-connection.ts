@@ -152,7 +152,7 @@ export class LocalConnection {
             next,
             entries: page.map((d) => ({
               domain: d.id,
-              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.id === self ? DomainFlag.SELF : 0),
+              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.controlUp ? DomainFlag.CONTROL_UP : 0) | (d.id === self ? DomainFlag.SELF : 0),
               vchans: d.vchans,
               name: d.name,
             })),

@@ -37,6 +37,12 @@ export const poolConfigSchema = z
     lowWater: z.number().min(0).lt(1).default(0.25),
     /** Most pools any one guest is a member of (its host pools plus its pair pools). */
     maxPoolsPerDomain: z.number().int().min(1).max(256).default(16),
+    /**
+     * Most pools one set has (a guest's host pools, or one guest pair's pools). Keeps
+     * ahead-of-demand growth of one set from using up a guest's whole maxPoolsPerDomain
+     * budget, so its other sets can still grow (docs/pools.md §4).
+     */
+    maxPoolsPerSet: z.number().int().min(1).max(256).default(8),
   })
   .strict();
 

@@ -286,10 +286,15 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
 
   /** Why the set `key` may not get another pool, or null. */
   #cannotGrow(key: string): string | null {
+    const perSet = this.config.maxPoolsPerSet;
+    const inSet = (this.#sets.get(key) ?? []).length;
+    if (inSet >= perSet) {
+      return `${key.includes(':') ? `the pair ${key.replace(':', '↔')}` : `host↔${key}`} already has ${inSet} pools (pools.maxPoolsPerSet ${perSet})`;
+    }
     const max = this.config.maxPoolsPerDomain;
     for (const d of PoolManager.#membersOf(key)) {
       const n = this.#membershipCount(d);
-      if (n >= max) return `domain ${d} is already a member of ${n} pools (maxPoolsPerDomain ${max})`;
+      if (n >= max) return `domain ${d} is already a member of ${n} pools (pools.maxPoolsPerDomain ${max})`;
     }
     return null;
   }

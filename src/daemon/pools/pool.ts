@@ -182,11 +182,27 @@ export class Pool {
    */
   free(extent: Extent, vector: number): void {
     if (this.#mapping !== null) new Uint8Array(this.#mapping, extent.offset, extent.length).fill(0);
+    if (this.#state === 'open') this.#drainVector(vector);
     this.allocator.freeExtent(extent);
     this.allocator.freeVector(vector);
     this.#live--;
     if (this.#state === 'retired' && this.#live === 0) this.#finalize();
     else if (this.#state === 'open') this.#hooks.capacityFreed(this);
+  }
+
+  /**
+   * Empty every peer's eventfd of `vector` (docs/pools.md §3): a kick the old vchan left
+   * pending must not wake the next vchan on this vector. Nobody waits on a free vector, so
+   * nothing is stolen.
+   */
+  #drainVector(vector: number): void {
+    const host = this.#device.host;
+    if (host === null) return;
+    native.eventfdRead(host.interruptFd(vector));
+    for (const m of this.members) {
+      const fd = host.doorbellFd(m.peerId, vector);
+      if (fd !== null) native.eventfdRead(fd);
+    }
   }
 
   /**

@@ -28,9 +28,13 @@ export class HostVchanService implements VchanService {
   readonly #registry: Registry;
   readonly #pools: () => PoolStatus[];
 
-  constructor(registry: Registry, pools: () => PoolStatus[] = () => []) {
+  readonly #controlUp: (domain: number) => boolean;
+
+  /** `controlUp(g)`: guest g's daemon has said GUEST_HELLO on its control channel. */
+  constructor(registry: Registry, pools: () => PoolStatus[] = () => [], controlUp: (domain: number) => boolean = () => false) {
     this.#registry = registry;
     this.#pools = pools;
+    this.#controlUp = controlUp;
   }
 
   listPools(): Promise<PoolStatus[]> {
@@ -55,7 +59,7 @@ export class HostVchanService implements VchanService {
   }
 
   listDomains(): Promise<DomainStatus[]> {
-    return Promise.resolve(this.#registry.listDomains().map((d) => ({ ...d, vchans: this.#registry.vchansOfDomain(d.id) })));
+    return Promise.resolve(this.#registry.listDomains().map((d) => ({ ...d, vchans: this.#registry.vchansOfDomain(d.id), controlUp: d.id === 0 || this.#controlUp(d.id) })));
   }
 
   listVchans(caller: Caller): Promise<ReturnType<Registry['listVchans']>> {

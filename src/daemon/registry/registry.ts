@@ -97,7 +97,7 @@ export class Registry {
     this.#factory = factory;
     this.#limits = limits;
     this.#policy = policy;
-    this.#domains.set(HOST_DOMAIN, { id: HOST_DOMAIN, name: 'host' });
+    this.#domains.set(HOST_DOMAIN, { id: HOST_DOMAIN, name: 'dom0' });
   }
 
   get vchanCount(): number {

@@ -13,12 +13,11 @@
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { IvshmemServer } from '../../ivshmem/server.js';
-import { native } from '../../native.js';
+import type { IvshmemServer } from '../../ivshmem/server.js';
 import { InvalidArgumentError } from '../../errors.js';
-import { CONTROL_DEVICE_SIZE, GUEST_CONTROL_PEER } from '../guest-link/host-link.js';
-import type { Vmm, VmmDomain, VmmEvents } from './vmm.js';
-import { CONTROL_SOCKET, ensureDomainDir, removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from './domain-dir.js';
+import type { GuestVmm, Vmm, VmmDomain, VmmEvents } from './vmm.js';
+import { removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from './domain-dir.js';
+import { createControlDevice } from './control-device.js';
 
 export interface SimulatedVmmOptions {
   runtimeDir: string;
@@ -44,7 +43,7 @@ export function simulatedGuests(n: number): VmmDomain[] {
   return Array.from({ length: n }, (_, i) => ({ id: i + 1, name: `sim-${i + 1}` }));
 }
 
-export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vmm {
+export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vmm, GuestVmm {
   readonly kind = 'simulated';
   readonly runtimeDir: string;
   readonly #log: Logger | undefined;
@@ -79,6 +78,10 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
     const g = this.#guests.get(domain);
     if (g === undefined) throw new InvalidArgumentError(`no simulated domain ${domain}`);
     return g.dir;
+  }
+
+  has(domain: number): boolean {
+    return this.#guests.has(domain);
   }
 
   /** A guest "starts": device directory and control device now, then 'domain-added'. */
@@ -124,40 +127,12 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
       if (g.domain.id === d.id) throw new InvalidArgumentError(`duplicate simulated domain id ${d.id}`);
       if (g.domain.name === d.name) throw new InvalidArgumentError(`duplicate simulated domain name ${d.name}`);
     }
-    const dir = ensureDomainDir(this.runtimeDir, d.id);
-    const socketPath = path.join(dir, CONTROL_SOCKET);
-    // The device duplicates the memfd; ours is closed right away.
-    const shm = native.memfdCreate(`kvmchan-control-${d.id}`, CONTROL_DEVICE_SIZE, true);
-    let control: IvshmemServer;
-    try {
-      control = new IvshmemServer({
-        socketPath,
-        shmFd: shm,
-        shmSize: CONTROL_DEVICE_SIZE,
-        vectors: 1,
-        hostPeer: true,
-        maxClients: 1,
-        ...(this.#log !== undefined ? { log: this.#log.child({ domain: d.id }) } : {}),
-        authorize: ({ cred, peerId }) => {
-          this.#log?.info({ domain: d.id, peerId, pid: cred?.pid, uid: cred?.uid }, 'simulated guest attaching to its control device');
-          return true;
-        },
-      });
-    } finally {
-      native.close(shm);
-    }
-    try {
-      // Fixed id: the guest reads IVPosition 1 on its control device (DESIGN.md §2).
-      control.addSocket(socketPath, GUEST_CONTROL_PEER);
-    } catch (err) {
-      control.close();
-      throw err;
-    }
-    control.on('peer-join', (info) => {
-      if (info.id === GUEST_CONTROL_PEER) this.emit('control-join', d.id);
-    });
-    control.on('peer-leave', (info, reason) => {
-      if (info.id === GUEST_CONTROL_PEER) this.emit('control-leave', d.id, reason);
+    const { dir, socketPath, server: control } = createControlDevice({
+      runtimeDir: this.runtimeDir,
+      domain: d.id,
+      log: this.#log,
+      onJoin: () => this.emit('control-join', d.id),
+      onLeave: (reason) => this.emit('control-leave', d.id, reason),
     });
     this.#guests.set(d.id, { domain: { id: d.id, name: d.name }, dir, control });
     this.#log?.info({ domain: d.id, name: d.name, socket: socketPath }, 'simulated guest ready');

@@ -5,6 +5,8 @@
  * pool manager. Guest identity comes from here and from the device socket a guest
  * connected on — never from anything the guest says (rule 4).
  */
+import type { IvshmemServer } from '../../ivshmem/server.js';
+import type { PoolAnnouncement } from '../pools/pool-manager.js';
 
 export interface VmmDomain {
   /** Domain number (libvirt domain id, like a Xen domid); never 0 (the host). */
@@ -32,5 +34,26 @@ export interface Vmm {
    * Stop following the VMM and release the backend's own resources. Guests are not
    * stopped and no 'domain-removed' is emitted (the daemon is going away, not the VMs).
    */
+  close(): void;
+}
+
+/** What the daemon needs from a backend whose guests attach to devices we serve. */
+export interface GuestVmmEvents extends VmmEvents {
+  /** The guest attached to its control device (its daemon, or its QEMU, connected). */
+  'control-join': [domain: number];
+  /** The guest left its control device. */
+  'control-leave': [domain: number, reason: string];
+}
+
+export interface GuestVmm {
+  readonly kind: string;
+  domains(): VmmDomain[];
+  /** The guest's control device server (its `host` peer carries the control channel). */
+  controlDevice(domain: number): IvshmemServer;
+  /** Whether `domain` is one of this backend's guests. */
+  has(domain: number): boolean;
+  /** A pool was created for `domain`: make its VM attach to it (QMP: hot-plug). Optional. */
+  plugPool?(domain: number, announcement: PoolAnnouncement): void;
+  on<K extends keyof GuestVmmEvents>(event: K, listener: (...args: GuestVmmEvents[K]) => void): this;
   close(): void;
 }

@@ -1,0 +1,68 @@
+/**
+ * A guest's control device as every VMM backend creates it (docs/pools.md §7,
+ * docs/vms-qmp.md): a sealed 256 KiB memfd, 1 vector, the host as peer 0 and the guest on
+ * `<runtimeDir>/domains/<id>/control.sock` with the fixed IVPosition 1. The socket's directory
+ * names the guest, so whoever connects there is that guest.
+ */
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { IvshmemServer } from '../../ivshmem/server.js';
+import { native } from '../../native.js';
+import { CONTROL_DEVICE_SIZE, GUEST_CONTROL_PEER } from '../guest-link/host-link.js';
+import { CONTROL_SOCKET, ensureDomainDir } from './domain-dir.js';
+
+export interface ControlDevice {
+  dir: string;
+  socketPath: string;
+  server: IvshmemServer;
+}
+
+/**
+ * Create `domain`'s directory and control device. `onJoin` / `onLeave` fire when the guest
+ * (IVPosition 1) attaches and leaves.
+ */
+export function createControlDevice(opts: {
+  runtimeDir: string;
+  domain: number;
+  log?: Logger | undefined;
+  onJoin: () => void;
+  onLeave: (reason: string) => void;
+}): ControlDevice {
+  const { runtimeDir, domain, log } = opts;
+  const dir = ensureDomainDir(runtimeDir, domain);
+  const socketPath = path.join(dir, CONTROL_SOCKET);
+  // The device duplicates the memfd; ours is closed right away.
+  const shm = native.memfdCreate(`kvmchan-control-${domain}`, CONTROL_DEVICE_SIZE, true);
+  let server: IvshmemServer;
+  try {
+    server = new IvshmemServer({
+      socketPath,
+      shmFd: shm,
+      shmSize: CONTROL_DEVICE_SIZE,
+      vectors: 1,
+      hostPeer: true,
+      maxClients: 1,
+      ...(log !== undefined ? { log: log.child({ domain }) } : {}),
+      authorize: ({ cred, peerId }) => {
+        log?.info({ domain, peerId, pid: cred?.pid, uid: cred?.uid }, 'guest attaching to its control device');
+        return true;
+      },
+    });
+  } finally {
+    native.close(shm);
+  }
+  try {
+    // Fixed id: the guest reads IVPosition 1 on its control device.
+    server.addSocket(socketPath, GUEST_CONTROL_PEER);
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+  server.on('peer-join', (info) => {
+    if (info.id === GUEST_CONTROL_PEER) opts.onJoin();
+  });
+  server.on('peer-leave', (info, reason) => {
+    if (info.id === GUEST_CONTROL_PEER) opts.onLeave(reason);
+  });
+  return { dir, socketPath, server };
+}

@@ -1,0 +1,244 @@
+// Tier 3: kvmchand's QMP VMM backend (docs/vms-qmp.md) against real, OS-less QEMU (TCG, -S):
+// adoption by configuration, hot-plug of the control device and a pool onto free root ports (q35)
+// or the root bus (pc), a clean refusal when no port fits, QEMU SIGKILL noticed (domain removed,
+// daemon fds back to baseline), and the documented behaviour across a kvmchand restart (the VM
+// keeps running, is refused as stale with its domain id kept, and is served again once its QEMU
+// restarts). QEMU must survive everything kvmchand does.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PrivateDaemon } from '../../src/cli/private-daemon.js';
+import { QemuProcess, ensureQemu } from '../helpers/qemu.js';
+
+const found = ensureQemu();
+const skip = 'reason' in found ? found.reason : false;
+if (skip !== false) console.error(`\n#####\n# SKIPPING kvmchand QMP backend tests: ${skip}\n#####\n`);
+const binary = 'path' in found ? found.path : '';
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const MiB = 1 << 20;
+
+const cleanups: (() => Promise<unknown> | undefined)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+interface StatusJson {
+  domains: { domain: number; name: string; flags: number }[];
+  pools: { pool: number; memberA: number; joined: number; size: number; vectors: number }[];
+}
+interface LogLine {
+  msg?: string;
+  vm?: string;
+  domain?: number;
+  err?: string;
+  code?: string;
+  device?: string;
+  bus?: string;
+  ms?: number;
+}
+
+class Setup {
+  readonly dir: string;
+  readonly runtimeDir: string;
+  readonly logFile: string;
+  daemon: PrivateDaemon | null = null;
+  qemu: QemuProcess | null = null;
+
+  constructor() {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-qmp-e2e-'));
+    this.runtimeDir = path.join(this.dir, 'run');
+    this.logFile = path.join(this.dir, 'kvmchand.log');
+    cleanups.push(() => this.close());
+  }
+
+  async startQemu(opts: { rootPorts?: number; rootPortReserve?: string; machine?: 'q35' | 'pc' } = {}): Promise<QemuProcess> {
+    const qdir = path.join(this.dir, 'vm');
+    fs.mkdirSync(qdir, { recursive: true });
+    this.qemu = await QemuProcess.start({ binary, dir: qdir, daemonQmp: true, ...opts });
+    return this.qemu;
+  }
+
+  /** The VM's kvmchand monitor (exists before QEMU starts: fixed path). */
+  get vmQmp(): string {
+    return path.join(this.dir, 'vm', 'vm-qmp.sock');
+  }
+
+  async startDaemon(vms: object[], extra: object = {}): Promise<PrivateDaemon> {
+    const cfg = path.join(this.dir, 'kvmchand.json');
+    fs.writeFileSync(cfg, JSON.stringify({ vms, qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB }, ...extra }));
+    fs.mkdirSync(this.runtimeDir, { recursive: true });
+    this.daemon = await PrivateDaemon.start({ runtimeDir: this.runtimeDir, extraArgs: ['-c', cfg], logLevel: 'info', logFile: this.logFile });
+    return this.daemon;
+  }
+
+  status(): StatusJson {
+    return JSON.parse(execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' })) as StatusJson;
+  }
+
+  logs(): LogLine[] {
+    if (!fs.existsSync(this.logFile)) return [];
+    return fs
+      .readFileSync(this.logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as LogLine);
+  }
+
+  daemonFds(): number {
+    return fs.readdirSync(`/proc/${this.daemon!.pid}/fd`).length;
+  }
+
+  async close(): Promise<void> {
+    await this.qemu?.kill();
+    await this.daemon?.stop();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function qomGet(q: QemuProcess, p: string, property: string): Promise<unknown> {
+  return q.qmp.execute('qom-get', { path: p, property });
+}
+
+/** QEMU is alive and its monitor answers. */
+async function assertQemuAlive(q: QemuProcess): Promise<void> {
+  assert.equal(q.exit, null, `QEMU exited: ${JSON.stringify(q.exit)} ${q.stderr}`);
+  const st = await q.qmp.execute<{ status: string }>('query-status');
+  assert.equal(typeof st.status, 'string');
+}
+
+test('q35: kvmchand adopts a configured QEMU once it runs, plugs control device and pool on free root ports; SIGKILL removes the domain and its fds', { skip }, async (t) => {
+  const s = new Setup();
+  // The daemon starts first: the VM is "waiting" until QEMU appears on its socket.
+  const d = await s.startDaemon([{ name: 'vm-a', qmp: s.vmQmp }]);
+  await until(() => s.logs().some((l) => l.msg === 'no QEMU on the QMP socket yet; retrying'), 5000, 'the daemon waiting for QEMU');
+  const baseline = s.daemonFds();
+  const q = await s.startQemu({ rootPorts: 3, rootPortReserve: '512M' });
+  await until(() => s.status().domains.some((x) => x.name === 'vm-a'), 10_000, 'domain vm-a');
+  const dom = s.status().domains.find((x) => x.name === 'vm-a')!;
+  assert.equal(dom.domain, 1, 'first VM gets domain id 1');
+  assert.equal(dom.flags & 2, 0, 'no CONTROL_UP: no guest daemon runs in an OS-less VM');
+  assert.notEqual(s.status().domains[0]!.flags & 2, 0, 'CONTROL_UP for dom0');
+  await until(() => s.status().pools.some((p) => p.memberA === dom.domain && p.joined === 1), 10_000, 'the pool member attached');
+  // The daemon opened the control channel to the VM's control device.
+  await until(() => s.logs().some((l) => l.msg === 'guest control channel offered' && l.domain === dom.domain), 5000, 'control channel offered');
+
+  // Both devices are realized, each alone on its own root port.
+  const pool = s.status().pools.find((p) => p.memberA === dom.domain)!;
+  const ctlBus = await qomGet(q, '/machine/peripheral/kvmchan-ctl', 'parent_bus');
+  const poolBus = await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'parent_bus');
+  assert.match(String(ctlBus), /^\/machine\/peripheral\/rp\d\/rp\d$/);
+  assert.match(String(poolBus), /^\/machine\/peripheral\/rp\d\/rp\d$/);
+  assert.notEqual(ctlBus, poolBus);
+  assert.equal(await qomGet(q, '/machine/peripheral/kvmchan-ctl', 'realized'), true);
+  assert.equal(await qomGet(q, '/machine/peripheral/kvmchan-ctl/ivshmem.bar2[0]', 'size'), 256 * 1024);
+  assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}/ivshmem.bar2[0]`, 'size'), 64 * MiB);
+  assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'vectors'), pool.vectors);
+  assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'ioeventfd'), true);
+  const plugs = s.logs().filter((l) => l.msg === 'device hot-plugged');
+  t.diagnostic(`hot-plugs: ${plugs.map((l) => `${l.device} on ${l.bus} in ${l.ms} ms`).join(', ')}; daemon fds: baseline ${baseline}, serving ${s.daemonFds()}`);
+  await assertQemuAlive(q);
+
+  // QEMU dies: domain removed, every fd back.
+  await q.kill();
+  s.qemu = null;
+  await until(() => !s.status().domains.some((x) => x.name === 'vm-a'), 5000, 'domain removed');
+  await until(() => s.status().pools.length === 0, 5000, 'pools released');
+  await until(() => s.daemonFds() === baseline, 5000, `daemon fds back to ${baseline} (now ${s.daemonFds()})`);
+  assert.ok(s.logs().some((l) => l.msg === 'VM gone' && l.vm === 'vm-a'));
+  assert.equal(d.child.exitCode, null, 'the daemon lives on');
+});
+
+test('q35: no fitting root port is refused cleanly, naming the fix; nothing is plugged; QEMU lives', { skip }, async () => {
+  const s = new Setup();
+  // Ports without pref64-reserve: fine for the control device, not for a 64 MiB pool.
+  const q = await s.startQemu({ rootPorts: 2 });
+  await s.startDaemon([{ name: 'vm-small', qmp: s.vmQmp }]);
+  await until(() => s.logs().some((l) => l.msg === 'cannot serve VM' && l.vm === 'vm-small'), 10_000, 'refusal');
+  const line = s.logs().find((l) => l.msg === 'cannot serve VM')!;
+  assert.equal(line.code, 'KVMCHAN_E_VMM_NO_PORT');
+  assert.match(line.err!, /no free PCIe root port for its first pool/);
+  assert.match(line.err!, /-device pcie-root-port,id=rpN,chassis=N,slot=N,pref64-reserve=128M/);
+  const peripherals = await q.qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' });
+  assert.deepEqual(peripherals.map((e) => e.name).filter((n) => n.startsWith('kvmchan')), []);
+  assert.deepEqual(s.status().domains.map((x) => x.domain), [0]);
+  await assertQemuAlive(q);
+});
+
+test('q35: one free root port only (it fits a pool) is refused: the control device needs a second', { skip }, async () => {
+  const s = new Setup();
+  const q = await s.startQemu({ rootPorts: 1, rootPortReserve: '512M' });
+  await s.startDaemon([{ name: 'vm-one', qmp: s.vmQmp }]);
+  await until(() => s.logs().some((l) => l.msg === 'cannot serve VM'), 10_000, 'refusal');
+  const line = s.logs().find((l) => l.msg === 'cannot serve VM')!;
+  assert.equal(line.code, 'KVMCHAN_E_VMM_NO_PORT');
+  assert.match(line.err!, /control device/);
+  await assertQemuAlive(q);
+});
+
+test('pc (i440fx): devices go on the hot-pluggable root bus', { skip }, async () => {
+  const s = new Setup();
+  const q = await s.startQemu({ machine: 'pc' });
+  await s.startDaemon([{ name: 'vm-pc', qmp: s.vmQmp, id: 7 }]);
+  await until(() => s.status().pools.some((p) => p.memberA === 7 && p.joined === 1), 10_000, 'pool attached');
+  assert.equal(s.status().domains.find((x) => x.domain === 7)?.name, 'vm-pc', 'the configured id is used');
+  const pool = s.status().pools.find((p) => p.memberA === 7)!;
+  assert.equal(await qomGet(q, '/machine/peripheral/kvmchan-ctl', 'parent_bus'), '/machine/i440fx/pci.0');
+  assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'parent_bus'), '/machine/i440fx/pci.0');
+  await assertQemuAlive(q);
+});
+
+test('kvmchand restart while QEMU runs: QEMU survives, the VM keeps its id but is refused as stale until its QEMU restarts', { skip }, async (t) => {
+  const s = new Setup();
+  const q = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
+  await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
+  await until(() => s.status().pools.some((p) => p.joined === 1), 10_000, 'pool attached');
+  const id = s.status().domains.find((x) => x.name === 'vm-r')!.domain;
+
+  // SIGKILL: QEMU's chardevs see EOF; nothing is unplugged; QEMU keeps running.
+  await s.daemon!.kill();
+  await new Promise((r) => setTimeout(r, 500));
+  await assertQemuAlive(q);
+  const peripherals = async (): Promise<string[]> =>
+    (await q.qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' })).map((e) => e.name).filter((n) => n.startsWith('kvmchan')).sort();
+  const plugged = await peripherals();
+  assert.equal(plugged.length, 2, 'control device and pool still plugged');
+
+  // A new daemon on the same runtime directory: same id, refused as stale, QEMU untouched.
+  fs.writeFileSync(s.logFile, '');
+  await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
+  await until(() => s.logs().some((l) => l.msg === 'cannot serve VM'), 10_000, 'stale refusal');
+  const line = s.logs().find((l) => l.msg === 'cannot serve VM')!;
+  assert.equal(line.code, 'KVMCHAN_E_VMM_STALE');
+  assert.equal(line.domain, id, 'the domain id is kept across the restart');
+  assert.match(line.err!, /restarts/);
+  assert.deepEqual(await peripherals(), plugged, 'nothing unplugged or added');
+  await new Promise((r) => setTimeout(r, 500));
+  await assertQemuAlive(q);
+
+  // SIGTERM of that daemon: still nothing touches the VM.
+  await s.daemon!.stop();
+  await assertQemuAlive(q);
+
+  // The VM's QEMU restarts (same socket): the running daemon serves it again, same id.
+  fs.writeFileSync(s.logFile, '');
+  await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
+  await until(() => s.logs().some((l) => l.msg === 'cannot serve VM'), 10_000, 'stale refusal again');
+  await q.kill();
+  const q2 = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
+  await until(() => s.status().pools.some((p) => p.memberA === id && p.joined === 1), 10_000, 'served again');
+  assert.equal(s.status().domains.find((x) => x.name === 'vm-r')?.domain, id);
+  t.diagnostic(`domain id ${id} kept across two daemon restarts and a QEMU restart`);
+  await assertQemuAlive(q2);
+});
