@@ -4,6 +4,11 @@
  * measured the same way in the same run. Prints one JSON object per line.
  *
  *   kvmchan-bench [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]
+ *                 [--probe-writes N] [--min-round-trips N]
+ *
+ * --probe-writes: writes of the calibration run and the least per run (default 4096);
+ * --min-round-trips: the least round trips per ping-pong run (default 2000). Both only
+ * exist to make a smoke run (npm run bench -- --smoke) short.
  *
  * --pin puts the two processes on the given CPUs (the same CPU twice shows the
  * cost of waiting when the peer cannot run meanwhile).
@@ -280,6 +285,8 @@ static int cmp_double(const void *a, const void *b)
 
 #define MAX_REPS 15
 static int reps = 5;
+static uint64_t probe_writes = 4096;
+static long min_round_trips = 2000;
 static const char *only; /* "throughput" or "pingpong" */
 
 int main(int argc, char **argv)
@@ -302,8 +309,17 @@ int main(int argc, char **argv)
             only = argv[++i];
         } else if (strcmp(argv[i], "--ring") == 0 && i + 1 < argc) {
             ring = strtoul(argv[++i], NULL, 0);
+        } else if (strcmp(argv[i], "--probe-writes") == 0 && i + 1 < argc) {
+            probe_writes = strtoull(argv[++i], NULL, 0);
+            probe_writes = probe_writes < 1 ? 1 : probe_writes;
+        } else if (strcmp(argv[i], "--min-round-trips") == 0 && i + 1 < argc) {
+            min_round_trips = atol(argv[++i]);
+            min_round_trips = min_round_trips < 1 ? 1 : min_round_trips;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]"
+                    " [--probe-writes N] [--min-round-trips N]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -316,7 +332,7 @@ int main(int argc, char **argv)
     for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]) && (only == NULL || strcmp(only, "throughput") == 0);
          si++) {
         for (int k = VCHAN; k <= SOCKET; k++) {
-            uint64_t probe = sizes[si] * 4096;
+            uint64_t probe = sizes[si] * probe_writes;
             double t = run_bulk((enum kind)k, sizes[si], probe);
             uint64_t total = (uint64_t)((double)probe / (t > 1e-6 ? t : 1e-6) * seconds_per_test);
             total = total / sizes[si] * sizes[si];
@@ -336,10 +352,10 @@ int main(int argc, char **argv)
         }
     }
     for (int k = VCHAN; k <= SOCKET && (only == NULL || strcmp(only, "pingpong") == 0); k++) {
-        double t = run_pingpong((enum kind)k, 2000);
-        long iters = (long)(2000 / t * seconds_per_test);
-        if (iters < 2000)
-            iters = 2000;
+        double t = run_pingpong((enum kind)k, min_round_trips);
+        long iters = (long)((double)min_round_trips / t * seconds_per_test);
+        if (iters < min_round_trips)
+            iters = min_round_trips;
         double rtt[MAX_REPS];
         for (int r = 0; r < reps; r++)
             rtt[r] = run_pingpong((enum kind)k, iters) / (double)iters * 1e6;
