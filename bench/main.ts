@@ -227,7 +227,10 @@ async function clibBench(runtimeDir: string): Promise<ClibResult[]> {
   }
   // Asynchronous, in its own process group (it forks its peers): the watchdog keeps
   // running, counts each output line as progress and can kill the bench and its children.
-  const args = SMOKE ? ['--seconds', '0', '--reps', '1', '--probe-writes', '16', '--min-round-trips', '200'] : QUICK ? ['--quick'] : [];
+  const args = [
+    '--progress',
+    ...(SMOKE ? ['--seconds', '0', '--reps', '1', '--probe-writes', '16', '--min-round-trips', '200'] : QUICK ? ['--quick'] : []),
+  ];
   const child = dog.child(
     spawn(path.join(clib, 'build', 'bench', 'kvmchan-bench'), args, {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -242,13 +245,22 @@ async function clibBench(runtimeDir: string): Promise<ClibResult[]> {
     stdout += d.toString();
     dog.progress();
   });
+  // Its stderr: a "progress <test> <impl> <size> <run>" line as each run starts, or errors.
+  let partial = '';
   child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
+    const lines = (partial + d.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      if (line.startsWith('progress ')) {
+        dog.progress();
+        dog.waiting(`the C benchmark (clib/build/bench/kvmchan-bench) to finish ${line.slice(9)}`);
+      } else stderr += `${line}\n`;
+    }
   });
-  dog.waiting('the C benchmark (clib/build/bench/kvmchan-bench) to print its next result');
+  dog.waiting('the C benchmark (clib/build/bench/kvmchan-bench) to start');
   const [code] = (await once(child, 'close')) as [number | null];
   if (code !== 0) {
-    process.stderr.write(`C benchmark failed: ${stderr.trim()}\n`);
+    process.stderr.write(`C benchmark failed: ${(stderr + partial).trim()}\n`);
     return [];
   }
   return stdout
