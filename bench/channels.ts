@@ -4,7 +4,6 @@
  * Node's `net` over a UNIX socket (the baseline).
  */
 import net from 'node:net';
-import { once } from 'node:events';
 import { native } from '../src/native.js';
 import { RingEndpoint } from '../src/ring/endpoint.js';
 import { AsyncRing } from '../src/ring/async-ring.js';
@@ -62,38 +61,63 @@ export function vchanChan(v: Vchan): Chan {
   };
 }
 
-/** `net.Socket` seen through the same interface (writes are queued by Node, reads buffered here). */
+/**
+ * `net.Socket` seen through the same interface (writes are queued by Node, reads buffered here).
+ *
+ * Every wait re-checks its condition after each socket event instead of awaiting one
+ * particular event: an event that fired while nobody listened (a 'drain' during the await of
+ * the previous step, say) must not be waited for again. Whether a write must wait comes from
+ * the socket itself (`writableNeedDrain`, cleared exactly when 'drain' is emitted), not from
+ * the result of some earlier write().
+ */
 export function netChan(sock: net.Socket): Chan {
   const chunks: Buffer[] = [];
   let buffered = 0;
-  let waiter: (() => void) | null = null;
   let ended = false;
+  let failure: Error | null = null;
+  let waiters: (() => void)[] = [];
+  const wake = (): void => {
+    const w = waiters;
+    waiters = [];
+    for (const f of w) f();
+  };
+  const next = (): Promise<void> => new Promise<void>((r) => waiters.push(r));
   sock.on('data', (d: Buffer) => {
     chunks.push(d);
     buffered += d.length;
-    if (waiter !== null) {
-      const w = waiter;
-      waiter = null;
-      w();
-    }
+    wake();
   });
   sock.on('end', () => {
     ended = true;
-    waiter?.();
+    wake();
   });
-  let needDrain = false;
+  sock.on('drain', wake);
+  sock.on('error', (err) => {
+    failure = err;
+    wake();
+  });
+  sock.on('close', () => {
+    ended = true;
+    failure ??= new Error('socket closed');
+    wake();
+  });
+  const check = (): void => {
+    if (failure !== null || sock.destroyed) throw failure ?? new Error('socket destroyed');
+  };
   return {
     tryWrite: (b) => {
-      if (needDrain) return 0;
+      check();
+      if (sock.writableNeedDrain) return 0;
       // Node copies nothing on write: hand it a fresh buffer so the caller may reuse its own.
-      needDrain = !sock.write(Buffer.from(b));
+      sock.write(Buffer.from(b));
       return b.length;
     },
     trySendBatch: (c) => {
-      if (needDrain) return 0;
+      check();
+      if (sock.writableNeedDrain) return 0;
       // The socket equivalent of a batch: cork, write each message, uncork (one syscall).
       sock.cork();
-      for (const b of c) needDrain = !sock.write(Buffer.from(b));
+      for (const b of c) sock.write(Buffer.from(b));
       sock.uncork();
       return c.length;
     },
@@ -112,12 +136,12 @@ export function netChan(sock: net.Socket): Chan {
       return n;
     },
     waitReadable: async (min = 1) => {
-      while (buffered < min && !ended) await new Promise<void>((r) => (waiter = r));
+      while (buffered < min && !ended) await next();
     },
     waitWritable: async () => {
-      if (needDrain) {
-        await once(sock, 'drain');
-        needDrain = false;
+      while (sock.writableNeedDrain) {
+        check();
+        await next();
       }
     },
     close: () => {

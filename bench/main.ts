@@ -2,8 +2,14 @@
  * `npm run bench`: kvmchan against baselines measured in the same run
  * (DESIGN.md §9). Every figure is printed next to its baseline and the ratio;
  * these machines are shared VMs, so only ratios from one run mean anything.
+ *
+ * Options: `--quick` (an eighth of the sizes), `--smoke` (tiny sizes: checks that every
+ * phase runs to the end, its figures mean nothing; what the tests run in a loop),
+ * `--stall-timeout S` (default 60, or KVMCHAN_BENCH_STALL_S): a phase that makes no
+ * progress for S seconds aborts the run (exit 2), naming the phase and what it waited for,
+ * and leaves no process, daemon or temporary directory behind.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import fs from 'node:fs';
@@ -15,9 +21,15 @@ import { Vchan } from '../src/client/index.js';
 import { PrivateDaemon } from '../src/cli/private-daemon.js';
 import { createRegion, ringChan, vchanChan, netChan, writeBulk, writeBatched, readExact, writeExact, type Chan } from './channels.js';
 import { table } from '../src/cli/format.js';
+import { Watchdog } from './watchdog.js';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
-const QUICK = process.argv.includes('--quick');
+const SMOKE = process.argv.includes('--smoke');
+const QUICK = SMOKE || process.argv.includes('--quick');
+const stallArg = process.argv.indexOf('--stall-timeout');
+const STALL_S = Number(stallArg > 0 ? process.argv[stallArg + 1] : (process.env['KVMCHAN_BENCH_STALL_S'] ?? '60'));
+if (!(STALL_S > 0)) throw new Error(`--stall-timeout wants a number of seconds > 0, got ${String(STALL_S)}`);
+const dog = new Watchdog(STALL_S * 1000);
 const MiB = 1024 * 1024;
 const ORDER = 20; // 1 MiB rings (DESIGN.md §9)
 
@@ -31,39 +43,75 @@ interface Peer {
 let daemon: PrivateDaemon | null = null;
 let nextPort = 100;
 
+async function startDaemon(extraArgs: string[] = []): Promise<PrivateDaemon> {
+  dog.waiting('kvmchand to start');
+  return dog.daemon(await PrivateDaemon.start({ extraArgs }));
+}
+
+async function stopDaemon(d: PrivateDaemon): Promise<void> {
+  dog.waiting(`kvmchand ${d.pid} to stop`);
+  await d.stop();
+  dog.forgetDaemon(d);
+}
+
+/** A peer process, killed by the watchdog if the run aborts; `done` is its exit code. */
+function spawnPeer(args: string[], opts: Parameters<typeof spawn>[2]): { child: ChildProcess; done: Promise<number | null> } {
+  const child = dog.child(spawn(process.execPath, [PEER, ...args], opts));
+  const done = new Promise<number | null>((r) => {
+    child.once('exit', (code, signal) => { r(signal === null ? code : -1); });
+    child.once('error', () => { r(null); });
+  });
+  return { child, done };
+}
+
+/** `p`, or a rejection as soon as the peer exits first (then nothing would ever resolve `p`). */
+async function unlessExited<T>(p: Promise<T>, peer: Promise<number | null>, what: string): Promise<T> {
+  return Promise.race([
+    p,
+    peer.then((code) => {
+      throw new Error(`peer exited (${String(code)}) while waiting for ${what}`);
+    }),
+  ]);
+}
+
 async function startPeer(transport: 'ring' | 'vchan' | 'net', steps: Step[], spin: number): Promise<Peer> {
   const script = JSON.stringify(steps.map((s) => ('sink' in s ? { sink: s.sink } : s)));
   const env = { ...process.env, BENCH_SPIN: String(spin) };
-  const exit = (c: ReturnType<typeof spawn>): Promise<number | null> =>
-    new Promise((r) => c.once('exit', (code) => { r(code); }));
   if (transport === 'ring') {
     const r = createRegion(ORDER);
-    const child = spawn(process.execPath, [PEER, 'ring', script, String(ORDER)], { stdio: ['ignore', 'inherit', 'inherit', r.shm, r.b, r.a], env });
+    const { done } = spawnPeer(['ring', script, String(ORDER)], { stdio: ['ignore', 'inherit', 'inherit', r.shm, r.b, r.a], env });
     native.close(r.shm);
-    return { ch: ringChan(r.mapping, 'server', ORDER, r.a, r.b, spin), done: exit(child) };
+    return { ch: dog.watch(ringChan(r.mapping, 'server', ORDER, r.a, r.b, spin), 'ring'), done };
   }
   if (transport === 'vchan') {
-    daemon ??= await PrivateDaemon.start();
-    if (steps.some((s) => 'accept' in s)) {
-      const child = spawn(process.execPath, [PEER, 'vchan', script, daemon.runtimeDir, '0'], { stdio: 'inherit', env });
-      return { ch: null, done: exit(child) };
-    }
+    daemon ??= await startDaemon();
     const port = nextPort++;
     const v = await Vchan.listen({ runtimeDir: daemon.runtimeDir, port, readMin: 2 ** ORDER, writeMin: 2 ** ORDER, spin });
-    const child = spawn(process.execPath, [PEER, 'vchan', script, daemon.runtimeDir, String(port)], { stdio: 'inherit', env });
-    await v.waitConnected({ timeout: 20000 });
-    return { ch: vchanChan(v), done: exit(child) };
+    const { done } = spawnPeer(['vchan', script, daemon.runtimeDir, String(port)], { stdio: 'inherit', env });
+    dog.waiting(`the vchan peer to connect to port ${port}`);
+    try {
+      await unlessExited(v.waitConnected({ timeout: STALL_S * 2000 }), done, `a client on port ${port}`);
+    } catch (err) {
+      v.close();
+      throw err;
+    }
+    return { ch: dog.watch(vchanChan(v), 'vchan'), done };
   }
-  const sockPath = path.join(os.tmpdir(), `kvmchan-bench-${process.pid}-${nextPort++}.sock`);
+  const sockPath = dog.path(path.join(os.tmpdir(), `kvmchan-bench-${process.pid}-${nextPort++}.sock`));
   const server = net.createServer();
-  server.listen(sockPath);
-  await once(server, 'listening');
-  const child = spawn(process.execPath, [PEER, 'net', script, sockPath], { stdio: 'inherit', env });
-  const [sock] = (await once(server, 'connection')) as [net.Socket];
-  sock.setNoDelay(true);
-  server.close();
-  fs.rmSync(sockPath, { force: true });
-  return { ch: netChan(sock), done: exit(child) };
+  try {
+    server.listen(sockPath);
+    await once(server, 'listening');
+    const { done } = spawnPeer(['net', script, sockPath], { stdio: 'inherit', env });
+    dog.waiting('the net peer to connect');
+    const [sock] = (await unlessExited(once(server, 'connection'), done, 'the net peer to connect')) as [net.Socket];
+    sock.setNoDelay(true);
+    return { ch: dog.watch(netChan(sock), 'net'), done };
+  } finally {
+    server.close();
+    fs.rmSync(sockPath, { force: true });
+    dog.forgetPath(sockPath);
+  }
 }
 
 /** Bulk steps: [write size, total bytes, messages per batch (1 = one call per write)]. */
@@ -80,7 +128,7 @@ async function run(transport: 'ring' | 'vchan' | 'net', bulk: Bulk[], pings: num
   const ch = peer.ch!;
   const res: Results = { bulk: new Map(), rtt: [] };
   const ack = new Uint8Array(1);
-  await readExact(ch, ack); // the peer is up and attached
+  await unlessExited(readExact(ch, ack), peer.done, 'the peer to attach'); // the peer is up and attached
   for (const [size, total, batch] of bulk) {
     const t0 = process.hrtime.bigint();
     if (batch > 1) await writeBatched(ch, total, size, batch);
@@ -96,8 +144,9 @@ async function run(transport: 'ring' | 'vchan' | 'net', bulk: Bulk[], pings: num
     res.rtt.push(Number(process.hrtime.bigint() - t0) / 1000);
   }
   ch.close();
+  dog.waiting(`the ${transport} peer to exit`);
   const code = await peer.done;
-  if (code !== 0) throw new Error(`${transport} peer exited with ${code}`);
+  if (code !== 0) throw new Error(`${transport} peer exited with ${String(code)}`);
   return res;
 }
 
@@ -113,7 +162,7 @@ function pct(samples: number[], q: number): number {
 function memcpyRate(): number {
   const src = Buffer.alloc(MiB, 1);
   const dst = Buffer.alloc(MiB);
-  const rounds = QUICK ? 2000 : 8000;
+  const rounds = SMOKE ? 100 : QUICK ? 2000 : 8000;
   const time = (copy: (off: number) => void): number => {
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < rounds; i++) copy((i * 65536) % MiB);
@@ -133,19 +182,25 @@ function memcpyRate(): number {
 async function setupLatency(n: number, host: PrivateDaemon, peerDir?: string, peerDomain = 0): Promise<number[]> {
   const base = 50_000;
   const script = JSON.stringify([{ accept: n, base }]);
-  const child = spawn(process.execPath, [PEER, 'vchan', script, peerDir ?? host.runtimeDir, '0'], {
+  const peer = spawnPeer(['vchan', script, peerDir ?? host.runtimeDir, '0'], {
     stdio: 'inherit',
     env: { ...process.env, BENCH_SERVER_DOMAIN: '0' },
   });
-  const peer = { done: new Promise<number | null>((r) => child.once('exit', (code) => { r(code); })) };
   const samples: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = process.hrtime.bigint();
-    const v = await Vchan.listen({ runtimeDir: host.runtimeDir, port: base + i, domain: peerDomain });
-    await v.waitConnected({ timeout: 20000 });
+    dog.waiting(`VCHAN_SERVER_INIT on port ${base + i}`);
+    const v = await unlessExited(Vchan.listen({ runtimeDir: host.runtimeDir, port: base + i, domain: peerDomain }), peer.done, `server_init on port ${base + i}`);
+    dog.waiting(`the client of port ${base + i} to connect`);
+    try {
+      await unlessExited(v.waitConnected({ timeout: STALL_S * 2000 }), peer.done, `the client of port ${base + i}`);
+    } finally {
+      v.close();
+    }
     samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    v.close();
+    dog.progress();
   }
+  dog.waiting('the setup peer to exit');
   if ((await peer.done) !== 0) throw new Error('setup peer failed');
   return samples;
 }
@@ -159,22 +214,56 @@ interface ClibResult {
 }
 
 /** C↔C through libvchan-kvm against a C socketpair, from clib/bench (issue 5), same run. */
-function clibBench(runtimeDir: string): ClibResult[] {
+async function clibBench(runtimeDir: string): Promise<ClibResult[]> {
   const clib = fileURLToPath(new URL('../../clib', import.meta.url));
-  const build = spawnSync('make', ['-s', '-C', clib, 'build/bench/kvmchan-bench'], { encoding: 'utf8' });
+  // Under the lock the tests take around clib builds (they may be building it right now).
+  const make = ['make', '-s', '-C', clib, 'build/bench/kvmchan-bench'];
+  fs.mkdirSync(path.join(clib, 'build'), { recursive: true });
+  let build = spawnSync('flock', [path.join(clib, 'build', '.make.lock'), ...make], { encoding: 'utf8' });
+  if (build.error !== undefined) build = spawnSync(make[0]!, make.slice(1), { encoding: 'utf8' });
   if (build.status !== 0) {
     process.stderr.write(`C benchmark not built (${build.stderr.trim()}); skipping\n`);
     return [];
   }
-  const run = spawnSync(path.join(clib, 'build', 'bench', 'kvmchan-bench'), QUICK ? ['--quick'] : [], {
-    encoding: 'utf8',
-    env: { ...process.env, KVMCHAN_RUNTIME_DIR: runtimeDir },
+  // Asynchronous, in its own process group (it forks its peers): the watchdog keeps
+  // running, counts each output line as progress and can kill the bench and its children.
+  const args = [
+    '--progress',
+    ...(SMOKE ? ['--seconds', '0', '--reps', '1', '--probe-writes', '16', '--min-round-trips', '200'] : QUICK ? ['--quick'] : []),
+  ];
+  const child = dog.child(
+    spawn(path.join(clib, 'build', 'bench', 'kvmchan-bench'), args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      env: { ...process.env, KVMCHAN_RUNTIME_DIR: runtimeDir },
+    }),
+    true,
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    dog.progress();
   });
-  if (run.status !== 0) {
-    process.stderr.write(`C benchmark failed: ${run.stderr.trim()}\n`);
+  // Its stderr: a "progress <test> <impl> <size> <run>" line as each run starts, or errors.
+  let partial = '';
+  child.stderr.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      if (line.startsWith('progress ')) {
+        dog.progress();
+        dog.waiting(`the C benchmark (clib/build/bench/kvmchan-bench) to finish ${line.slice(9)}`);
+      } else stderr += `${line}\n`;
+    }
+  });
+  dog.waiting('the C benchmark (clib/build/bench/kvmchan-bench) to start');
+  const [code] = (await once(child, 'close')) as [number | null];
+  if (code !== 0) {
+    process.stderr.write(`C benchmark failed: ${(stderr + partial).trim()}\n`);
     return [];
   }
-  return run.stdout
+  return stdout
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as ClibResult);
@@ -184,7 +273,7 @@ const gib = (bps: number): string => `${(bps / 2 ** 30).toFixed(2)} GiB/s`;
 const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
 
 async function main(): Promise<void> {
-  const scale = QUICK ? 0.125 : 1;
+  const scale = SMOKE ? 1 / 256 : QUICK ? 0.125 : 1;
   const ringBulk: Bulk[] = [
     [64, 64 * MiB * scale, 1],
     [64, 256 * MiB * scale, 64],
@@ -197,33 +286,39 @@ async function main(): Promise<void> {
     [1024, 512 * MiB * scale, 1],
     [65536, 2048 * MiB * scale, 1],
   ];
-  const pings = QUICK ? 5000 : 20000;
-  process.stderr.write(`kvmchan bench on ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}${QUICK ? ', quick mode' : ''}\n`);
+  const pings = SMOKE ? 200 : QUICK ? 5000 : 20000;
+  const setups = SMOKE ? 10 : QUICK ? 200 : 1000;
+  const mode = SMOKE ? ', smoke mode (figures mean nothing)' : QUICK ? ', quick mode' : '';
+  process.stderr.write(`kvmchan bench on ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}${mode}\n`);
+  dog.start();
+  const phase = (name: string): void => {
+    process.stderr.write(`${name}\n`);
+    dog.phase(name);
+  };
+  phase('memcpy baseline…');
   const memcpy = memcpyRate();
-  process.stderr.write('ring (memfd, no daemon)…\n');
+  phase('ring (memfd, no daemon)…');
   const ring = await run('ring', ringBulk, pings, 100);
   const ringSleep = await run('ring', [], Math.floor(pings / 4), 0);
-  process.stderr.write('vchan (through kvmchand)…\n');
+  phase('vchan (through kvmchand)…');
   const vchan = await run('vchan', ringBulk, pings, 100);
   const vchanSleep = await run('vchan', [], Math.floor(pings / 4), 0);
-  process.stderr.write('node net over a UNIX socket…\n');
+  phase('node net over a UNIX socket…');
   const nets = await run('net', netBulk, pings, 0);
-  process.stderr.write('C libraries (libvchan-kvm vs socketpair)…\n');
-  daemon ??= await PrivateDaemon.start();
-  const clib = clibBench(daemon.runtimeDir);
-  process.stderr.write('vchan setup latency…\n');
-  const setup = await setupLatency(QUICK ? 200 : 1000, daemon);
-  await daemon.stop();
-  process.stderr.write('vchan setup latency to a simulated guest…\n');
-  const simHost = await PrivateDaemon.start({ extraArgs: ['--simulate-guests', '1'] });
-  const guest = await PrivateDaemon.start({ extraArgs: ['--guest', '--device-dir', path.join(simHost.runtimeDir, 'domains', '1')] });
-  let guestSetup: number[];
-  try {
-    guestSetup = await setupLatency(QUICK ? 200 : 1000, simHost, guest.runtimeDir, 1);
-  } finally {
-    await guest.stop();
-    await simHost.stop();
-  }
+  phase('C libraries (libvchan-kvm vs socketpair)…');
+  daemon ??= await startDaemon();
+  const clib = await clibBench(daemon.runtimeDir);
+  phase('vchan setup latency…');
+  const setup = await setupLatency(setups, daemon);
+  await stopDaemon(daemon);
+  daemon = null;
+  phase('vchan setup latency to a simulated guest…');
+  const simHost = await startDaemon(['--simulate-guests', '1']);
+  const guest = await startDaemon(['--guest', '--device-dir', path.join(simHost.runtimeDir, 'domains', '1')]);
+  const guestSetup = await setupLatency(setups, simHost, guest.runtimeDir, 1);
+  await stopDaemon(guest);
+  await stopDaemon(simHost);
+  dog.stop();
 
   const rows: string[][] = [];
   for (const [size, , batch] of ringBulk) {
@@ -270,4 +365,12 @@ async function main(): Promise<void> {
   process.stdout.write('ratio: kvmchan ÷ baseline for throughput, baseline ÷ kvmchan for latency (higher is better). Run inside a VM.\n');
 }
 
-await main();
+try {
+  await main();
+} catch (err) {
+  process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+} finally {
+  // Whatever is still running or lying around (after an error): killed and removed.
+  dog.cleanUp();
+}

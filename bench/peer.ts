@@ -34,6 +34,18 @@ async function open(spin: number): Promise<Chan> {
   return netChan(sock);
 }
 
+// If the harness dies (killed, crashed), do not linger waiting for it: exit once orphaned.
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) process.exit(3);
+}, 500).unref();
+
+// Test hook (test/bench/harness.test.ts): this transport's peer never attaches, so the
+// harness must notice the stall and clean up.
+if (process.env['KVMCHAN_BENCH_PEER_HANG'] === transport) {
+  setInterval(() => undefined, 60_000);
+  await new Promise(() => undefined);
+}
 const spinArg = Number(process.env['BENCH_SPIN'] ?? '100');
 const ch = script.some((s) => 'accept' in s) ? null : await open(spinArg);
 // Ready: nothing is timed until this process has started and attached.

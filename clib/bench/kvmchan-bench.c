@@ -4,6 +4,12 @@
  * measured the same way in the same run. Prints one JSON object per line.
  *
  *   kvmchan-bench [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]
+ *                 [--probe-writes N] [--min-round-trips N] [--progress]
+ *
+ * --probe-writes: writes of the calibration run and the least per run (default 4096);
+ * --min-round-trips: the least round trips per ping-pong run (default 2000). Both only
+ * exist to make a smoke run (npm run bench -- --smoke) short. --progress prints a line
+ * "progress <test> <impl> <size> <run>" on stderr as each run starts (for a watchdog).
  *
  * --pin puts the two processes on the given CPUs (the same CPU twice shows the
  * cost of waiting when the peer cannot run meanwhile).
@@ -28,6 +34,7 @@
 #include <unistd.h>
 
 static double seconds_per_test = 1.0;
+static int show_progress;
 static int pin_parent = -1, pin_child = -1; /* --pin A,B: CPUs of the two processes */
 static size_t ring = 1 << 20;
 static int port_base = 60000;
@@ -210,6 +217,14 @@ static void x_close(struct xport *x)
 }
 
 /* Bulk transfer of `total` bytes in `chunk` writes, parent reads; returns seconds. */
+static const char *impl_name(enum kind k);
+
+static void progress(const char *test, enum kind k, size_t size, int run)
+{
+    if (show_progress)
+        fprintf(stderr, "progress %s %s %zu %d\n", test, impl_name(k), size, run);
+}
+
 static double run_bulk(enum kind k, size_t chunk, uint64_t total)
 {
     struct xport p, c;
@@ -280,6 +295,8 @@ static int cmp_double(const void *a, const void *b)
 
 #define MAX_REPS 15
 static int reps = 5;
+static uint64_t probe_writes = 4096;
+static long min_round_trips = 2000;
 static const char *only; /* "throughput" or "pingpong" */
 
 int main(int argc, char **argv)
@@ -302,10 +319,19 @@ int main(int argc, char **argv)
             only = argv[++i];
         } else if (strcmp(argv[i], "--ring") == 0 && i + 1 < argc) {
             ring = strtoul(argv[++i], NULL, 0);
+        } else if (strcmp(argv[i], "--probe-writes") == 0 && i + 1 < argc) {
+            probe_writes = strtoull(argv[++i], NULL, 0);
+            probe_writes = probe_writes < 1 ? 1 : probe_writes;
+        } else if (strcmp(argv[i], "--progress") == 0) {
+            show_progress = 1;
+        } else if (strcmp(argv[i], "--min-round-trips") == 0 && i + 1 < argc) {
+            min_round_trips = atol(argv[++i]);
+            min_round_trips = min_round_trips < 1 ? 1 : min_round_trips;
         } else {
             fprintf(
                 stderr,
-                "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]\n",
+                "usage: %s [--quick] [--seconds S] [--reps N] [--ring BYTES] [--only throughput|pingpong] [--pin A,B]"
+                " [--probe-writes N] [--min-round-trips N] [--progress]\n",
                 argv[0]);
             return 2;
         }
@@ -319,15 +345,18 @@ int main(int argc, char **argv)
     for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]) && (only == NULL || strcmp(only, "throughput") == 0);
          si++) {
         for (int k = VCHAN; k <= SOCKET; k++) {
-            uint64_t probe = sizes[si] * 4096;
+            uint64_t probe = sizes[si] * probe_writes;
+            progress("throughput", (enum kind)k, sizes[si], 0);
             double t = run_bulk((enum kind)k, sizes[si], probe);
             uint64_t total = (uint64_t)((double)probe / (t > 1e-6 ? t : 1e-6) * seconds_per_test);
             total = total / sizes[si] * sizes[si];
             if (total < probe)
                 total = probe;
             double rate[MAX_REPS];
-            for (int r = 0; r < reps; r++)
+            for (int r = 0; r < reps; r++) {
+                progress("throughput", (enum kind)k, sizes[si], r + 1);
                 rate[r] = (double)total / run_bulk((enum kind)k, sizes[si], total);
+            }
             qsort(rate, (size_t)reps, sizeof(double), cmp_double);
             double med = rate[reps / 2];
             printf("{\"suite\":\"clib\",\"test\":\"throughput\",\"impl\":\"%s\",\"write_size\":%zu,\"ring\":%zu,"
@@ -339,13 +368,16 @@ int main(int argc, char **argv)
         }
     }
     for (int k = VCHAN; k <= SOCKET && (only == NULL || strcmp(only, "pingpong") == 0); k++) {
-        double t = run_pingpong((enum kind)k, 2000);
-        long iters = (long)(2000 / t * seconds_per_test);
-        if (iters < 2000)
-            iters = 2000;
+        progress("pingpong", (enum kind)k, 64, 0);
+        double t = run_pingpong((enum kind)k, min_round_trips);
+        long iters = (long)((double)min_round_trips / t * seconds_per_test);
+        if (iters < min_round_trips)
+            iters = min_round_trips;
         double rtt[MAX_REPS];
-        for (int r = 0; r < reps; r++)
+        for (int r = 0; r < reps; r++) {
+            progress("pingpong", (enum kind)k, 64, r + 1);
             rtt[r] = run_pingpong((enum kind)k, iters) / (double)iters * 1e6;
+        }
         qsort(rtt, (size_t)reps, sizeof(double), cmp_double);
         double med = rtt[reps / 2];
         printf(

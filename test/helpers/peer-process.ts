@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { ForeignUidTree } from './foreign-uid.js';
 
 export const PEER_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'vchan-peer.js');
 
@@ -24,6 +25,11 @@ export interface SpawnPeerOptions {
   gid?: number;
   /** Another program speaking the same JSON-lines protocol (default: vchan-peer.js). */
   main?: string;
+}
+
+/** Does `uid` differ from ours (so the child may not be able to read the checkout)? */
+function otherUid(uid: number | undefined): boolean {
+  return uid !== undefined && uid !== process.getuid?.();
 }
 
 export class PeerProcess extends EventEmitter {
@@ -82,14 +88,26 @@ export class PeerProcess extends EventEmitter {
   }
 
   static async spawn(runtimeDir: string, opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
-    const child = spawn(process.execPath, [opts.main ?? PEER_MAIN, runtimeDir], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      ...(opts.uid === undefined ? {} : { uid: opts.uid }),
-      ...(opts.gid === undefined ? {} : { gid: opts.gid }),
-    });
+    const main = opts.main ?? PEER_MAIN;
+    // Another uid may not be able to traverse the checkout: run a world-readable copy of
+    // what the peer imports (removed when the peer exits).
+    const tree = otherUid(opts.uid) ? ForeignUidTree.create([main]) : null;
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [tree === null ? main : tree.path(main), runtimeDir], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        ...(tree === null ? {} : { cwd: tree.dir }),
+        ...(opts.uid === undefined ? {} : { uid: opts.uid }),
+        ...(opts.gid === undefined ? {} : { gid: opts.gid }),
+      });
+    } catch (err) {
+      tree?.remove();
+      throw err;
+    }
     const p = new PeerProcess(child);
+    if (tree !== null) void p.exited.then(() => { tree.remove(); });
     const ready = await Promise.race([p.ready, p.exited.then(() => null)]);
-    if (ready === null) throw new Error(`${path.basename(opts.main ?? PEER_MAIN)} exited during start-up: ${p.stderr}`);
+    if (ready === null) throw new Error(`${path.basename(main)} exited during start-up: ${p.stderr}`);
     return p;
   }
 

@@ -120,12 +120,17 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 /** URL of the compiled facade, for child processes (dist/test/native → dist/src/native.js). */
 export const nativeModuleUrl = new URL('../../src/native.js', `file://${here}/`).href;
 
+/** An ES module snippet with `native` and `READABLE` in scope, for `node --input-type=module -e`. */
+export function childCode(body: string): string {
+  return `import { native, READABLE } from ${JSON.stringify(nativeModuleUrl)};\n${body}`;
+}
+
 /** Runs an ES module snippet in a child Node process; `native` and `READABLE` are in scope. */
 export function runChild(
   body: string,
   options: { timeoutMs?: number; nodeFlags?: string[] } = {},
 ): SpawnSyncReturns<string> {
-  const code = `import { native, READABLE } from ${JSON.stringify(nativeModuleUrl)};\n${body}`;
+  const code = childCode(body);
   const flags = options.nodeFlags ?? [];
   return spawnSync(process.execPath, [...flags, '--input-type=module', '-e', code], {
     encoding: 'utf8',
