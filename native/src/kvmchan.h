@@ -106,7 +106,8 @@ kc_env_state *kc_state(napi_env env);
 
 /* ---- exported functions, one file per concept ---- */
 napi_value kc_memfd_create(napi_env env, napi_callback_info info); /* memfd.c */
-napi_value kc_mmap(napi_env env, napi_callback_info info);         /* mmap.c */
+napi_value kc_punch_hole(napi_env env, napi_callback_info info);
+napi_value kc_mmap(napi_env env, napi_callback_info info); /* mmap.c */
 napi_value kc_munmap(napi_env env, napi_callback_info info);
 napi_value kc_mapping_count(napi_env env, napi_callback_info info);
 napi_value kc_eventfd(napi_env env, napi_callback_info info); /* eventfd.c */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -43,4 +44,24 @@ napi_value kc_memfd_create(napi_env env, napi_callback_info info)
         return kc_throw_errno(env, err, "fcntl");
     }
     return kc_number(env, fd);
+}
+
+/*
+ * punchHole(fd, offset, length): fallocate(PUNCH_HOLE|KEEP_SIZE). The range reads as zeros
+ * afterwards and its pages go back to the system — how a freed pool extent is wiped without
+ * touching (and so committing) every page of it (docs/pools.md, "Freeing"). Allowed on a memfd
+ * sealed against shrinking and growing; the size does not change.
+ */
+napi_value kc_punch_hole(napi_env env, napi_callback_info info)
+{
+    napi_value argv[3];
+    int fd;
+    int64_t offset, length;
+    if (!kc_get_args(env, info, 3, argv, NULL) || !kc_arg_fd(env, argv[0], "fd", &fd) ||
+        !kc_arg_offset(env, argv[1], "offset", &offset) || !kc_arg_offset(env, argv[2], "length", &length)) {
+        return NULL;
+    }
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) != 0)
+        return kc_throw_errno(env, errno, "fallocate");
+    return kc_undefined(env);
 }

@@ -91,7 +91,11 @@ export function initializeRegion(buffer: ArrayBuffer, byteOffset: number, g: Rin
   checkOrder(g.s2cOrder, 's2c');
   const len = regionLength(g);
   if (byteOffset + len > buffer.byteLength) throw new InvalidArgumentError('region does not fit the buffer');
-  new Uint8Array(buffer, byteOffset, len).fill(0);
+  // Only the control page is written: the data areas of a fresh memfd read as zeros, a pool
+  // extent was wiped when it was freed (docs/pools.md, "Freeing"), and a reader never looks
+  // past what the producer index covers. Zeroing them would commit every page of every ring
+  // at setup (2 × 64 MiB for a large vchan) for nothing.
+  new Uint8Array(buffer, byteOffset, HEADER_SIZE).fill(0);
   const dv = new DataView(buffer, byteOffset, HEADER_SIZE);
   dv.setUint32(OFF_MAGIC, MAGIC, true);
   dv.setUint16(OFF_VERSION, VERSION, true);
