@@ -1,4 +1,4 @@
-# The kvmchan native addon: plain C over Node-API (DESIGN.md §10, node-ecosystem.md §3.3).
+# The kvmchan native addon: plain C over Node-API (docs/architecture.md, "The native addon").
 # Built offline by `npm run build:native` (node-gyp with --nodedir pointing at the
 # installed Node's headers; nothing is downloaded).
 {

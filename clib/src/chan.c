@@ -478,7 +478,7 @@ void kvc_chan_clear_event(struct kvc_chan *c)
         drain_fd(c->wait_fd);
 }
 
-/* ---- I/O: the libxenvchan contract (vchan-api-and-qubes.md §1.3) ---- */
+/* ---- I/O: the libxenvchan contract (docs/clib.md "API notes") ---- */
 
 int kvc_chan_read(struct kvc_chan *c, void *buf, size_t n, bool blocking)
 {

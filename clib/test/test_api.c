@@ -1,5 +1,5 @@
 /*
- * libvchan.h contract tests (vchan-api-and-qubes.md §1-§2, §5), through the
+ * libvchan.h contract tests (docs/clib.md, docs/api.md "Semantics"), through the
  * public API of libvchan-kvm.so and a running daemon (KVMCHAN_RUNTIME_DIR):
  * ring geometry, blocking/async connect, every call in blocking and
  * non-blocking mode with edge cases, close and death of the peer, re-init,

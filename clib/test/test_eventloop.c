@@ -1,5 +1,5 @@
 /*
- * Event-loop correctness (vchan-api-and-qubes.md §5 scenario 8): a poll()
+ * Event-loop correctness (docs/clib.md "Tests"): a poll()
  * loop on libvchan_fd_for_select() that arms notifications only with
  * libvchan_data_ready()/libvchan_buffer_space() (as qrexec and qubesdb do)
  * exchanges streams with a randomized peer process. A lost wake-up shows as

@@ -1,4 +1,4 @@
-/* Module init: the property table of src/native.ts's NativeBinding (DESIGN.md §10). */
+/* Module init: the property table of src/native.ts's NativeBinding (docs/architecture.md, "The native addon"). */
 #include "kvmchan.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* eventfd: the doorbell between ring peers (node-ecosystem.md §2.5). */
+/* eventfd: the doorbell between ring peers (docs/architecture.md, "The native addon"). */
 #include "kvmchan.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* ioctl and positioned I/O: device control (ivshmem/VFIO, DESIGN.md §3) and memfd access. */
+/* ioctl and positioned I/O: device control (ivshmem/VFIO, docs/ivshmem.md §8) and memfd access. */
 #include "kvmchan.h"
 
 #include <errno.h>

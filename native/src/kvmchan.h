@@ -1,5 +1,5 @@
 /*
- * Shared declarations of the kvmchan native addon (DESIGN.md §10).
+ * Shared declarations of the kvmchan native addon (docs/architecture.md, "The native addon").
  *
  * Conventions used by every exported function:
  *  - a JS-facing function validates all its arguments before any syscall and

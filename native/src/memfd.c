@@ -1,4 +1,4 @@
-/* memfd_create for ring and shared-memory regions (DESIGN.md §3). */
+/* memfd_create for ring and shared-memory regions (sealed: docs/ivshmem.md §5). */
 #include "kvmchan.h"
 
 #include <errno.h>

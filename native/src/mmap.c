@@ -1,8 +1,8 @@
 /*
- * mmap'd regions exposed as non-shared external ArrayBuffers (node-ecosystem.md §2.1 route A).
+ * mmap'd regions exposed as non-shared external ArrayBuffers (docs/ring-protocol.md §10).
  *
  * The finalize hint is a small struct rather than the address alone because V8 still runs the
- * finalizer after napi_detach_arraybuffer (§2.6): by then the address may belong to a new
+ * finalizer after napi_detach_arraybuffer (docs/architecture.md, "The native addon"): by then the address may belong to a new
  * mapping, so the struct records whether munmap() already released it. munmap() finds the
  * struct from the ArrayBuffer itself (type tag + napi_wrap), which keeps working after the
  * buffer was detached and makes a second munmap() a no-op.

@@ -1,5 +1,5 @@
 /*
- * Poller: a uv_poll_t watcher on the Node loop (node-ecosystem.md §2.5).
+ * Poller: a uv_poll_t watcher on the Node loop (docs/architecture.md, "The native addon").
  *
  * Ownership: the struct has two owners, the JS wrapper (until its finalizer runs) and the uv
  * handle (until its close callback runs); it is freed when both are gone, so neither a late
@@ -130,7 +130,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
     napi_create_int32(env, status < 0 ? 0 : events, &argv[1]);
     p->in_callback++;
-    /* recv must be an object, or the call silently does not happen (§2.5 pitfall). */
+    /* recv must be an object, or the call silently does not happen (docs/architecture.md, "The native addon"). */
     napi_status st = napi_make_callback(env, p->async_context, self, cb, 2, argv, &result);
     p->in_callback--;
     if (st == napi_pending_exception) {

@@ -1,7 +1,7 @@
 /**
- * The TypeScript vchan API (DESIGN.md §6): an idiomatic face on the ring
+ * The TypeScript vchan API (docs/api.md): an idiomatic face on the ring
  * engine. The daemon only sets a vchan up; every byte moves through shared
- * memory (DESIGN.md §2 rule 1).
+ * memory (architecture.md rule 1).
  */
 import { Duplex } from 'node:stream';
 import { EventEmitter } from 'node:events';

@@ -1,5 +1,5 @@
 /**
- * kvmchand on the host: composes the components (DESIGN.md §2) — runtime dir,
+ * kvmchand on the host: composes the components (docs/architecture.md) — runtime dir,
  * registry, pool manager, local client socket, VMM backend and one control link
  * per guest — and runs them in this process.
  */

@@ -1,5 +1,5 @@
 /**
- * What the local socket needs from "the rest of the daemon" (DESIGN.md §2 rule 3):
+ * What the local socket needs from "the rest of the daemon" (architecture.md rule 3):
  * on the host the registry answers directly; in a guest the requests are
  * forwarded to the host over the control channel. Grants always arrive as fds,
  * ready for SCM_RIGHTS.

@@ -1,4 +1,4 @@
-// Tier 3 (DESIGN.md §8, issue 4): real QEMU attaches to devices served by a running kvmchand —
+// Tier 3 (docs/testing.md): real QEMU attaches to devices served by a running kvmchand —
 // the control device and the first pool of a guest domain, through the sockets the daemon
 // creates for that domain — and the daemon treats QEMU's connection as that guest (IVPosition 1:
 // the control channel is offered, the pool counts the member as attached); killing QEMU detaches it.

@@ -1,4 +1,4 @@
-// Tier 3 (DESIGN.md §8): real QEMU hot-plugs ivshmem-doorbell devices served by our
+// Tier 3 (docs/testing.md): real QEMU hot-plugs ivshmem-doorbell devices served by our
 // IvshmemServer, and refuses a server that breaks the protocol. QEMU runs paused (-S) with
 // no guest: device_add reads the server's setup synchronously, which is all we need here.
 import { test, before, after } from 'node:test';
@@ -84,7 +84,7 @@ test('QEMU hot-plugs two ivshmem-doorbell devices served by IvshmemServer', { sk
     const shm = native.memfdCreate(`kvmchan-e2e-${i}`, size, true);
     memfds.push(shm);
     const socketPath = path.join(dir, `dev${i}.sock`);
-    // Identity from the fabric (DESIGN.md §2 rule 4): only this QEMU may connect.
+    // Identity from the fabric (architecture.md rule 4): only this QEMU may connect.
     const dev = new IvshmemServer({
       socketPath,
       shmFd: shm,

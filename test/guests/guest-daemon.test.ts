@@ -1,5 +1,5 @@
 /**
- * Guest daemon death and restart (DESIGN.md §7: "survives VM crashes ... cleans up after
+ * Guest daemon death and restart (docs/security.md: "survives VM crashes ... cleans up after
  * itself"): a guest daemon SIGKILLed while its applications stream to the host and to another
  * guest — the host ends the session, every vchan the guest held is closed on the surviving side
  * (readers drain then see end of stream, writers fail), `kvmchan status` forgets them, and a

@@ -1,5 +1,5 @@
 /**
- * Guest lifecycle and scale (issue 4): a guest daemon killed with SIGKILL — the host cleans
+ * Guest lifecycle and scale: a guest daemon killed with SIGKILL — the host cleans
  * up (host peers see end of stream, status no longer lists the guest's vchans) and a restarted
  * guest daemon gets a working control channel again; and 1,000 vchans across domains, with
  * pools added ahead of demand and announced, then all closed.

@@ -1,5 +1,5 @@
 /**
- * A hostile guest (DESIGN.md §2 rule 5, §7): instead of `kvmchand --guest`, this program attaches
+ * A hostile guest (architecture.md rule 5; docs/security.md): instead of `kvmchand --guest`, this program attaches
  * to a simulated guest's devices exactly as the guest daemon does (src/daemon/guest/guest-service.ts:
  * SocketDevice on `<host runtime>/domains/<id>/control.sock`, the control ring, the pools announced
  * with EVENT_POOL_ADDED) and then misbehaves on command: malformed control frames, doorbell floods,

@@ -1,5 +1,5 @@
 // The server's byte sequence, checked message by message by the independent test client
-// (test/helpers/ivshmem-test-client.ts) against reference §2.2.
+// (test/helpers/ivshmem-test-client.ts) against docs/ivshmem.md §1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

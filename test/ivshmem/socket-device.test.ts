@@ -84,7 +84,7 @@ test('doorbells between two socket devices, and to and from the host peer', asyn
       a.doorbell(2, v);
       assert.equal(await woke, 1, `a→b vector ${v}`);
     }
-    // Kicks coalesce (eventfd counter semantics, reference §1.3).
+    // Kicks coalesce (eventfd counter semantics, docs/ivshmem.md §5).
     b.doorbell(1, 3);
     b.doorbell(1, 3);
     assert.equal(await readable(a.interruptFd(3)), 2);

@@ -1,4 +1,4 @@
-/** Poller: the uv_poll_t watcher (node-ecosystem.md §2.5). */
+/** Poller: the uv_poll_t watcher (docs/architecture.md, "The native addon"). */
 import assert from 'node:assert/strict';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { describe, it } from 'node:test';

@@ -1,5 +1,5 @@
 /**
- * Fuzzing (DESIGN.md §5, §8): seeded, so a failure reproduces.
+ * Fuzzing (docs/wire-protocol.md, docs/testing.md): seeded, so a failure reproduces.
  * - Round trip: decode(encode(x)) == x for random valid messages of every kind, on both
  *   transports.
  * - Robustness: ≥ 200,000 random and mutated frames (bit flips, truncation, extension, random

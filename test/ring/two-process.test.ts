@@ -1,4 +1,4 @@
-// Two real processes over a memfd and eventfds, no daemon (issue 2): 1 GiB each
+// Two real processes over a memfd and eventfds, no daemon: 1 GiB each
 // way at once with random chunk sizes over 64 KiB rings, SHA-256 compared; and
 // SIGKILL of one side mid-stream. Here the test itself plays the daemon's part
 // of ring-protocol.md §5.3 (mark the dead side closed and kick the survivor).

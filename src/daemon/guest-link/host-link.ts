@@ -1,8 +1,8 @@
 /**
- * The host end of one guest's control channel (DESIGN.md §2, §5): a ring in
+ * The host end of one guest's control channel (docs/architecture.md "Guests", docs/wire-protocol.md §6.8): a ring in
  * the guest's control device (IVPosition 1 for the guest, peer 0 for us), the
  * wire protocol's stream transport on top. The guest's identity is the device
- * it is attached to — never anything it sends (DESIGN.md §2 rule 4). Every
+ * it is attached to — never anything it sends (architecture.md rule 4). Every
  * frame is untrusted: a framing error ends the session (the guest is
  * disconnected and every vchan it held is closed); argument errors get -EINVAL.
  */
@@ -28,7 +28,7 @@ import { RegistryError } from '../registry/registry-error.js';
 /** Geometry of the control ring: 64 KiB each way fits in the 256 KiB control device. */
 export const CONTROL_GEOMETRY = { c2sOrder: 16, s2cOrder: 16 };
 export const CONTROL_DEVICE_SIZE = 256 * 1024;
-/** The guest's IVPosition on its control device (DESIGN.md §2). */
+/** The guest's IVPosition on its control device (architecture.md rule 2). */
 export const GUEST_CONTROL_PEER = 1;
 
 export interface PoolAnnouncement {
@@ -241,7 +241,7 @@ export class HostLink {
     );
   }
 
-  /** Tell the guest about a pool device to attach to (DESIGN.md §2 rule 2). */
+  /** Tell the guest about a pool device to attach to (architecture.md rule 2). */
   announcePool(p: PoolAnnouncement): void {
     if (this.#closed || !this.#hello) return;
     this.#channel.send(encodeEvent(Event.POOL_ADDED, { pool: p.pool, peerId: p.peerId, vectors: p.vectors, size: p.size, socket: p.socket }));

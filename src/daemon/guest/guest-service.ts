@@ -1,7 +1,7 @@
 /**
  * kvmchand --guest: the same local socket and API as on the host (apps do not
  * care where they run), with every request forwarded to the host over the
- * control channel (DESIGN.md §2). Grants come back as pool-device coordinates;
+ * control channel (docs/architecture.md "Guests"). Grants come back as pool-device coordinates;
  * here they become fds: the pool's shared memory, our interrupt eventfd for the
  * vchan's vector, and the doorbell eventfd that rings the peer.
  */

@@ -1,5 +1,5 @@
 /**
- * Who a local peer is (DESIGN.md §7). Node has no getgrnam or peer group list,
+ * Who a local peer is (docs/security.md, "Local socket"). Node has no getgrnam or peer group list,
  * so both come from the system files the kernel and libc use.
  */
 import fs from 'node:fs';

@@ -1,6 +1,6 @@
 /**
  * One client connection on the local socket. The caller's identity comes from
- * SO_PEERCRED when it connected (DESIGN.md §7), never from what it sends. Every
+ * SO_PEERCRED when it connected (docs/security.md, "Local socket"), never from what it sends. Every
  * frame is untrusted: framing errors close this connection only; argument
  * errors are answered with -EINVAL and the connection carries on
  * (wire-protocol.md §5).

@@ -1,5 +1,5 @@
 /**
- * The host's pool manager (DESIGN.md §2 rule 2, docs/pools.md): the VchanResourceFactory
+ * The host's pool manager (architecture.md rule 2, docs/pools.md): the VchanResourceFactory
  * the registry uses. Vchans between host processes get a memfd of their own
  * (MemfdResourceFactory); every vchan involving a guest is carved out of a pool —
  * host↔G out of G's host pools, A↔B out of the pools shared by exactly A and B.

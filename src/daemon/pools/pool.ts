@@ -1,5 +1,5 @@
 /**
- * One pool (DESIGN.md §2 rule 2, docs/pools.md): an ivshmem-doorbell device — a
+ * One pool (architecture.md rule 2, docs/pools.md): an ivshmem-doorbell device — a
  * sealed memfd and `vectors` interrupt vectors per peer — that carries many
  * vchans. The host is peer 0; each member guest has its own fixed-id socket in
  * its own device directory (peer 1, and peer 2 for the second guest of a pair
@@ -83,7 +83,7 @@ export class Pool {
     let mapping: ArrayBuffer | null = null;
     let device: IvshmemServer | null = null;
     try {
-      // Sealed: a shrunk memfd would fault QEMU (DESIGN.md §3). Pages are allocated on first touch.
+      // Sealed: a shrunk memfd would fault QEMU (docs/ivshmem.md §5). Pages are allocated on first touch.
       memfd = native.memfdCreate(`kvmchan-pool-${opts.id}`, opts.size, true);
       mapping = native.mmap(memfd, opts.size, 0, true);
       device = new IvshmemServer({

@@ -1,5 +1,5 @@
 /**
- * The registry owns all daemon state (DESIGN.md §2 rule 3): domains, vchans,
+ * The registry owns all daemon state (architecture.md rule 3): domains, vchans,
  * waiting clients, quotas. Other components talk to it through the request
  * methods below, which take and return plain data (plus fds), so the same code
  * can sit behind an IPC boundary. It never touches a socket.
@@ -155,7 +155,7 @@ export class Registry {
   }
 
   /**
-   * serverInit, waiting once for pool capacity (DESIGN.md §2 rule 2: pools are
+   * serverInit, waiting once for pool capacity (architecture.md rule 2: pools are
    * added ahead of demand, but a burst can outrun them).
    */
   async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<VchanGrant> {

@@ -1,5 +1,5 @@
 /**
- * The simulated VMM backend (DESIGN.md §2): guests are ordinary host processes
+ * The simulated VMM backend (docs/architecture.md, docs/pools.md §7): guests are ordinary host processes
  * (guest daemons run with `--guest --device-dir <runtimeDir>/domains/<id>`) that
  * connect to our ivshmem sockets exactly as QEMU's ivshmem-doorbell would. For
  * each guest this backend provides what a real VM gets at start: its device
@@ -147,7 +147,7 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
       native.close(shm);
     }
     try {
-      // Fixed id: the guest reads IVPosition 1 on its control device (DESIGN.md §2).
+      // Fixed id: the guest reads IVPosition 1 on its control device (architecture.md rule 2).
       control.addSocket(socketPath, GUEST_CONTROL_PEER);
     } catch (err) {
       control.close();

@@ -1,5 +1,5 @@
 /**
- * The VMM backend interface (DESIGN.md §2, "VMM backends behind one interface"):
+ * The VMM backend interface (docs/architecture.md, vmm):
  * which guests exist and when they come and go. libvirt (RPC), QMP and the
  * simulated backend implement it; the daemon feeds it into the registry and the
  * pool manager. Guest identity comes from here and from the device socket a guest
