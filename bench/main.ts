@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: kvmchan against baselines measured in the same run
- * (DESIGN.md §9). Every figure is printed next to its baseline and the ratio;
+ * (docs/testing.md, "Benchmarks and targets"). Every figure is printed next to its baseline and the ratio;
  * these machines are shared VMs, so only ratios from one run mean anything.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -15,11 +15,12 @@ import { Vchan } from '../src/client/index.js';
 import { PrivateDaemon } from '../src/cli/private-daemon.js';
 import { createRegion, ringChan, vchanChan, netChan, writeBulk, writeBatched, readExact, writeExact, type Chan } from './channels.js';
 import { table } from '../src/cli/format.js';
+import { crossDomainSetup } from './cross-domain-setup.js';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
 const QUICK = process.argv.includes('--quick');
 const MiB = 1024 * 1024;
-const ORDER = 20; // 1 MiB rings (DESIGN.md §9)
+const ORDER = 20; // 1 MiB rings (docs/testing.md, "Benchmarks and targets")
 
 type Step = { sink: number; size: number } | { echo: number; size: number } | { accept: number; base: number };
 
@@ -127,7 +128,7 @@ function memcpyRate(): number {
 
 /**
  * server_init → client connected, with the client already waiting in another
- * process (DESIGN.md §9). `peerDir`/`peerDomain`: where the client runs
+ * process (docs/testing.md, "Benchmarks and targets"). `peerDir`/`peerDomain`: where the client runs
  * (default: a host process) — a simulated guest measures the cross-domain path.
  */
 async function setupLatency(n: number, host: PrivateDaemon, peerDir?: string, peerDomain = 0): Promise<number[]> {
@@ -158,7 +159,7 @@ interface ClibResult {
   rtt_us?: number;
 }
 
-/** C↔C through libvchan-kvm against a C socketpair, from clib/bench (issue 5), same run. */
+/** C↔C through libvchan-kvm against a C socketpair, from clib/bench, same run. */
 function clibBench(runtimeDir: string): ClibResult[] {
   const clib = fileURLToPath(new URL('../../clib', import.meta.url));
   const build = spawnSync('make', ['-s', '-C', clib, 'build/bench/kvmchan-bench'], { encoding: 'utf8' });
@@ -225,6 +226,9 @@ async function main(): Promise<void> {
     await simHost.stop();
   }
 
+  process.stderr.write('vchan setup latency across simulated domains…\n');
+  const crossDomain = await crossDomainSetup(QUICK ? 100 : 300);
+
   const rows: string[][] = [];
   for (const [size, , batch] of ringBulk) {
     const key = `${size}x${batch}`;
@@ -261,6 +265,7 @@ async function main(): Promise<void> {
     const label = size === 64 ? '64 B' : size === 1024 ? '1 KiB' : '64 KiB';
     rows.push([`C↔C ${label} writes: libvchan-kvm`, gib(v.MiB_per_s * MiB), `socketpair ${gib(b.MiB_per_s * MiB)}`, ratio(v.MiB_per_s, b.MiB_per_s)]);
   }
+  rows.push(...crossDomain);
   const cv = clib.find((r) => r.test === 'pingpong' && r.impl === 'libvchan-kvm');
   const cb = clib.find((r) => r.test === 'pingpong' && r.impl === 'unix-socketpair');
   if (cv?.rtt_us !== undefined && cb?.rtt_us !== undefined) {
