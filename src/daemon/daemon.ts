@@ -25,6 +25,8 @@ export class Daemon {
   readonly runtime: RuntimeDir;
   readonly registry: Registry;
   readonly pools: PoolManager;
+  /** The one request path for the local socket and every guest link. */
+  readonly #service: HostVchanService;
   #vmm: SimulatedVmm | null = null;
   readonly #links = new Map<number, HostLink>();
   #local: LocalServer | null = null;
@@ -44,6 +46,7 @@ export class Daemon {
       },
     });
     this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, new Policy(config.policy));
+    this.#service = new HostVchanService(this.registry, () => this.pools.pools());
   }
 
   start(): void {
@@ -51,7 +54,7 @@ export class Daemon {
     try {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
-        service: new HostVchanService(this.registry, () => this.pools.pools()),
+        service: this.#service,
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
         log: this.log.child({ component: 'local' }),
@@ -117,10 +120,9 @@ export class Daemon {
           domain,
           name,
           device: device.host!,
-          registry: this.registry,
+          service: this.#service,
           log: this.log.child({ component: 'guest-link' }),
           pools: () => this.pools.poolsOf(domain),
-          poolStatus: () => this.pools.pools(),
           onViolation: (why) => {
             // A guest that breaks the control protocol is cut off; its daemon may attach again.
             this.#links.delete(domain);

@@ -11,7 +11,7 @@ import { OFF_CLIENT_STATE, STATE_CLOSED } from '../../src/ring/layout.js';
 import { native } from '../../src/native.js';
 import { fixture, readable } from './fixture.js';
 
-const caller = (connId: number, domain: number): Caller => ({ connId, domain, pid: process.pid, uid: 0, gid: 0, privileged: true });
+const caller = (connId: number, domain: number): Caller => ({ connId, domain, scope: 'local', pid: process.pid, uid: 0, gid: 0, privileged: true });
 
 test('registry over pools: a request waits for the pool, grants are usable, a guest death is marked and kicked', async () => {
   const f = fixture({ poolSize: 1 << 20, poolVectors: 8 });

@@ -15,15 +15,14 @@ import { initializeRegion, regionLength } from '../../ring/layout.js';
 import { RingLink } from '../../transport/ring-link.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
-import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
-import { Command, Errno, Event, PROTOCOL_VERSION, MAX_PAYLOAD, TIMEOUT_INFINITE, DomainFlag, type CommandId } from '../../protocol/constants.js';
-import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
-import { poolEntry, vchanEntry } from '../wire-views.js';
+import { AllowMask } from '../../protocol/allow-mask.js';
+import { Command, Errno, Event, TIMEOUT_INFINITE, type CommandId } from '../../protocol/constants.js';
 import { toWireInfo } from '../../protocol/views.js';
-import type { PoolStatus } from '../vchan-service.js';
+import type { Grant, VchanService } from '../vchan-service.js';
 import type { AnyRequest, Frame } from '../../protocol/types.js';
-import type { Caller, Registry, VchanGrant } from '../registry/registry.js';
-import { RegistryError } from '../registry/registry-error.js';
+import type { Caller } from '../registry/registry.js';
+import { RegistryError, errnoOf } from '../registry/registry-error.js';
+import { answerHandshake, answerList, isHandshake, isListRequest } from '../request-handler.js';
 
 /** Geometry of the control ring: 64 KiB each way fits in the 256 KiB control device. */
 export const CONTROL_GEOMETRY = { c2sOrder: 16, s2cOrder: 16 };
@@ -44,19 +43,18 @@ export interface HostLinkOptions {
   domain: number;
   name: string;
   device: HostDevice;
-  registry: Registry;
+  /** The host's request path, the same one the local socket uses; callers are scoped to this guest. */
+  service: VchanService;
   log: Logger;
   /** Current pools of this guest, announced right after HELLO. */
   pools: () => PoolAnnouncement[];
-  /** Status of every pool (LIST_POOLS is answered with this guest's). */
-  poolStatus: () => PoolStatus[];
   /** Called when the session ends badly, so the guest can be cut off the fabric. */
   onViolation: (why: string) => void;
 }
 
-function errnoOf(err: unknown): number {
-  if (err instanceof RegistryError) return -((Errno as Record<string, number>)[err.errnoName] ?? Errno.EIO);
-  return -Errno.EIO;
+/** A caller in guest `domain`: sees what that domain is part of, no host pids. */
+function guestCaller(connId: number, domain: number): Caller {
+  return { connId, domain, scope: 'guest', pid: 0, uid: 0, gid: 0, privileged: false };
 }
 
 export class HostLink {
@@ -104,13 +102,14 @@ export class HostLink {
     this.#log.info('guest control channel offered');
   }
 
+  /** A guest connection as a caller of the service: scoped to this guest's domain. */
   #caller(conn: number): Caller {
     let id = this.#conns.get(conn);
     if (id === undefined) {
       id = this.#allocConnId();
       this.#conns.set(conn, id);
     }
-    return { connId: id, domain: this.domain, pid: 0, uid: 0, gid: 0, privileged: false };
+    return guestCaller(id, this.domain);
   }
 
   #onFrame(frame: Frame): void {
@@ -141,14 +140,19 @@ export class HostLink {
   }
 
   async #dispatch(req: AnyRequest): Promise<void> {
-    const reg = this.#opts.registry;
+    const service = this.#opts.service;
+    // Handshake and lists are not tied to one of the guest's connections: the domain asks.
+    const ctx = { service, caller: guestCaller(-1, this.domain), allowed: this.#allowed, transport: 'stream' as const };
+    if (isHandshake(req)) {
+      this.#channel.send(answerHandshake(req, ctx));
+      return;
+    }
+    if (isListRequest(req)) {
+      const reply = await answerList(req, ctx);
+      if (!this.#closed) this.#channel.send(reply);
+      return;
+    }
     switch (req.id) {
-      case Command.GET_VERSION:
-        this.#channel.send(encodeReply(req.id, req.seq, 0, { version: PROTOCOL_VERSION, maxPayload: MAX_PAYLOAD }));
-        return;
-      case Command.CHECK_COMMAND:
-        this.#channel.send(encodeReply(req.id, req.seq, checkCommand(req.body.id, this.#allowed, 'stream')));
-        return;
       case Command.GUEST_HELLO:
         this.#hello = true;
         this.#channel.send(encodeReply(req.id, req.seq, 0, { domain: this.domain, name: this.#opts.name }));
@@ -157,68 +161,29 @@ export class HostLink {
         return;
       case Command.GUEST_VCHAN_SERVER_INIT: {
         const b = req.body;
-        const g = await reg.serverInit(this.#caller(b.conn), b.peerDomain, b.port, b.readMin, b.writeMin);
+        const g = await service.serverInit(this.#caller(b.conn), b.peerDomain, b.port, b.readMin, b.writeMin);
         this.#sendGrant(req.id, req.seq, g);
         return;
       }
       case Command.GUEST_VCHAN_CLIENT_INIT: {
         const b = req.body;
         const timeout = b.timeoutMs === TIMEOUT_INFINITE ? Infinity : b.timeoutMs;
-        const g = await reg.clientInit(this.#caller(b.conn), b.serverDomain, b.port, timeout);
+        const g = await service.clientInit(this.#caller(b.conn), b.serverDomain, b.port, timeout);
         if (this.#closed) return;
         this.#sendGrant(req.id, req.seq, g);
         return;
       }
       case Command.GUEST_VCHAN_CLOSE:
-        reg.close(this.#caller(req.body.conn), req.body.handle);
+        await service.close(this.#caller(req.body.conn), req.body.handle);
         this.#channel.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       case Command.GUEST_CONN_CLOSED: {
         const id = this.#conns.get(req.body.conn);
         if (id !== undefined) {
           this.#conns.delete(req.body.conn);
-          reg.dropConnection(id);
+          service.dropConnection(id);
         }
         this.#channel.send(encodeReply(req.id, req.seq, 0, {}));
-        return;
-      }
-      case Command.LIST_DOMAINS: {
-        const all = reg.listDomains().filter((d) => d.id >= req.body.start);
-        const page = all.slice(0, MAX_DOMAIN_ENTRIES);
-        this.#channel.send(
-          encodeReply(req.id, req.seq, 0, {
-            next: all.length > page.length ? all[page.length]!.id : 0,
-            entries: page.map((d) => ({
-              domain: d.id,
-              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.id === this.domain ? DomainFlag.SELF : 0),
-              vchans: reg.vchansOfDomain(d.id),
-              name: d.name,
-            })),
-          }),
-        );
-        return;
-      }
-      case Command.LIST_POOLS: {
-        const all = this.#opts.poolStatus().filter((p) => p.members.includes(this.domain) && p.pool >= req.body.start);
-        const page = all.slice(0, MAX_POOL_ENTRIES);
-        this.#channel.send(
-          encodeReply(req.id, req.seq, 0, { next: all.length > page.length ? all[page.length]!.pool : 0, entries: page.map(poolEntry) }),
-        );
-        return;
-      }
-      case Command.LIST_VCHANS: {
-        // A guest sees the vchans it is part of, nothing else.
-        const all = reg
-          .listVchans({ connId: -1, domain: this.domain, pid: 0, uid: -1, gid: -1, privileged: true })
-          .filter((v) => (v.serverDomain === this.domain || v.clientDomain === this.domain) && v.handle >= req.body.start);
-        const page = all.slice(0, MAX_VCHAN_ENTRIES);
-        this.#channel.send(
-          encodeReply(req.id, req.seq, 0, {
-            next: all.length > page.length ? all[page.length]!.handle : 0,
-            // Pids are the host's business: a guest does not see them.
-            entries: page.map((v) => vchanEntry(v, false)),
-          }),
-        );
         return;
       }
       default:
@@ -226,19 +191,21 @@ export class HostLink {
     }
   }
 
-  #sendGrant(id: CommandId, seq: number, g: VchanGrant): void {
-    if (g.access.kind !== 'device') throw new RegistryError('EIO', 'guest endpoint without device access');
+  #sendGrant(id: CommandId, seq: number, g: Grant): void {
+    const a = g.access;
+    if (a.kind !== 'device') throw new RegistryError('EIO', 'guest endpoint without device access');
     this.#channel.send(
       encodeReply(id as typeof Command.GUEST_VCHAN_SERVER_INIT, seq, 0, {
         ...toWireInfo(g),
-        pool: g.access.pool,
-        vector: g.access.vector,
-        peerId: g.access.peerId,
-        peerVector: g.access.peerVector,
+        pool: a.pool,
+        vector: a.vector,
+        peerId: a.peerId,
+        peerVector: a.peerVector,
         shmOffset: g.shmOffset,
         shmLength: g.shmLength,
       }),
     );
+    g.release();
   }
 
   /** Tell the guest about a pool device to attach to (architecture.md rule 2). */
@@ -258,7 +225,7 @@ export class HostLink {
   }
 
   #release(): void {
-    for (const id of this.#conns.values()) this.#opts.registry.dropConnection(id);
+    for (const id of this.#conns.values()) this.#opts.service.dropConnection(id);
     this.#conns.clear();
     this.#waiter.close();
     this.#opts.device.unmap(this.#mapping);

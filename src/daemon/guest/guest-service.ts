@@ -19,7 +19,7 @@ import { SocketDevice } from '../../ivshmem/socket-device.js';
 import { KvmchanError, DaemonError } from '../../errors.js';
 import type { Caller, VchanSnapshot } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
-import type { FdGrant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
+import type { Grant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
 import { CONTROL_GEOMETRY } from '../guest-link/host-link.js';
 import { Event } from '../../protocol/constants.js';
 
@@ -177,7 +177,7 @@ export class GuestVchanService implements VchanService {
     return this.#pools.get(id)!;
   }
 
-  async #toGrant(info: GuestVchanInfo): Promise<FdGrant> {
+  async #toGrant(info: GuestVchanInfo): Promise<Grant> {
     const dev = await this.#pool(info.pool);
     if (info.shmOffset + info.shmLength > dev.shm.size || info.vector >= dev.vectors) {
       throw new RegistryError('EIO', 'host sent a vchan outside its pool');
@@ -194,7 +194,7 @@ export class GuestVchanService implements VchanService {
       port: info.port,
       shmOffset: info.shmOffset,
       shmLength: info.shmLength,
-      fds,
+      access: { kind: 'fds', ...fds },
       release: () => {
         native.close(fds.shm);
         native.close(fds.wait);
@@ -226,12 +226,12 @@ export class GuestVchanService implements VchanService {
     }
   }
 
-  async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant> {
+  async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<Grant> {
     const r = await this.#request(Command.GUEST_VCHAN_SERVER_INIT, { conn: caller.connId, peerDomain, port, readMin, writeMin });
     return this.#toGrant(r.body);
   }
 
-  async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<FdGrant> {
+  async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<Grant> {
     const r = await this.#request(Command.GUEST_VCHAN_CLIENT_INIT, {
       conn: caller.connId,
       serverDomain,

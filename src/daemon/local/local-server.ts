@@ -86,6 +86,7 @@ export class LocalServer {
     const caller = {
       connId,
       domain: this.#opts.service.localDomain,
+      scope: 'local' as const,
       pid: cred.pid,
       uid: cred.uid,
       gid: cred.gid,
