@@ -11,7 +11,7 @@ import { LocalServer } from './local/local-server.js';
 import { HostVchanService } from './registry/host-service.js';
 import { PoolManager } from './pools/pool-manager.js';
 import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
-import type { VmmDomain } from './vmm/vmm.js';
+import type { Vmm, VmmDomain } from './vmm/vmm.js';
 import { HostLink, GUEST_CONTROL_PEER } from './guest-link/host-link.js';
 import type { Config } from './config.js';
 import { defaultRuntimeDir } from '../paths.js';
@@ -27,7 +27,7 @@ export class Daemon {
   readonly pools: PoolManager;
   /** The one request path for the local socket and every guest link. */
   readonly #service: HostVchanService;
-  #vmm: SimulatedVmm | null = null;
+  #vmm: Vmm | null = null;
   readonly #links = new Map<number, HostLink>();
   #local: LocalServer | null = null;
   #nextGuestConn = GUEST_CONN_BASE;
