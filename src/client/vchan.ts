@@ -341,7 +341,7 @@ export class Vchan extends EventEmitter {
         }, cb);
       },
       final: (cb) => {
-        // Half-close is not in the vchan contract: the write side ends with the channel.
+        // Half-close is not in the vchan contract: the write side ends with the vchan.
         cb();
       },
       destroy: (err, cb) => {

@@ -64,7 +64,7 @@ export class HostileGuest {
   #control: SocketDevice | null = null;
   #waiter: EventFdWaiter | null = null;
   #mapping: ArrayBuffer | null = null;
-  #channel: RingLink | null = null;
+  #link: RingLink | null = null;
   #nextSeq = 1;
   readonly #pending = new Map<number, (r: Reply) => void>();
   readonly pools = new Map<number, SocketDevice>();
@@ -116,7 +116,7 @@ export class HostileGuest {
     const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
     endpoint.attach();
     this.#nextSeq = 1;
-    this.#channel = new RingLink(endpoint, this.#waiter, {
+    this.#link = new RingLink(endpoint, this.#waiter, {
       onFrame: (f) => {
         this.#onFrame(f);
       },
@@ -184,8 +184,8 @@ export class HostileGuest {
 
   /** Bytes straight into the control ring, no framing of ours. */
   sendRaw(bytes: Uint8Array): void {
-    if (this.#channel === null) throw new Error('not attached');
-    this.#channel.send(Buffer.from(bytes));
+    if (this.#link === null) throw new Error('not attached');
+    this.#link.send(Buffer.from(bytes));
   }
 
   /** A frame with any id, seq and payload; resolves with the host's reply (or rejects after a timeout). */
@@ -274,11 +274,11 @@ export class HostileGuest {
     }
     this.granted.clear();
     try {
-      this.#channel?.close();
+      this.#link?.close();
     } catch {
       // The host disconnected us: the device already unmapped the ring.
     }
-    this.#channel = null;
+    this.#link = null;
     this.#waiter?.close();
     this.#waiter = null;
     if (this.#mapping !== null && this.#control !== null && !this.#control.closed) this.#control.unmap(this.#mapping);

@@ -52,7 +52,7 @@ for (const role of ['server', 'client'] as const) {
             corrupt = true;
             corruptSeen++;
           }
-          if (err.code === 'KVMCHAN_E_CLOSED') break; // peer "closed": the channel is over
+          if (err.code === 'KVMCHAN_E_CLOSED') break; // peer "closed": the vchan is over
         }
       }
       assert.equal(honest.peerState === 'closed' || !corrupt, true);

@@ -1,5 +1,5 @@
 /**
- * The host end of one guest's control channel (docs/architecture.md "Guests", docs/wire-protocol.md §6.8): a ring in
+ * The host end of one guest link (docs/architecture.md "Guests", docs/wire-protocol.md §6.8): a ring in
  * the guest's control device (IVPosition 1 for the guest, peer 0 for us), the
  * wire protocol's stream transport on top. The guest's identity is the device
  * it is attached to — never anything it sends (architecture.md rule 4). Every
@@ -63,7 +63,7 @@ export class HostLink {
   readonly #log: Logger;
   readonly #mapping: ArrayBuffer;
   readonly #waiter: EventFdWaiter;
-  readonly #channel: RingLink;
+  readonly #link: RingLink;
   readonly #sequence = new RequestSequence();
   readonly #allowed = AllowMask.forKind('guest-control');
   /** Guest-local connection id → our registry connId (so a guest cannot name another's). */
@@ -86,7 +86,7 @@ export class HostLink {
     this.#waiter = new EventFdWaiter(native.dup(opts.device.interruptFd(0)), native.dup(kick));
     this.#waiter.keepAlive = false;
     const endpoint = new RingEndpoint(this.#mapping, 0, { role: 'server', ...CONTROL_GEOMETRY }, this.#waiter.kick);
-    this.#channel = new RingLink(endpoint, this.#waiter, {
+    this.#link = new RingLink(endpoint, this.#waiter, {
       onFrame: (f) => {
         this.#onFrame(f);
       },
@@ -122,12 +122,12 @@ export class HostLink {
       }
       this.#log.warn({ code: r.error.code, err: r.error.message }, 'guest request refused');
       const reply = encodeErrorReply(frame, r.error);
-      if (reply !== undefined) this.#channel.send(reply);
+      if (reply !== undefined) this.#link.send(reply);
       return;
     }
     const req = r.value;
     if (!this.#hello && req.id !== Command.GUEST_HELLO && req.id !== Command.GET_VERSION && req.id !== Command.CHECK_COMMAND) {
-      this.#channel.send(encodeReply(req.id, req.seq, -Errno.EPERM));
+      this.#link.send(encodeReply(req.id, req.seq, -Errno.EPERM));
       return;
     }
     this.#dispatch(req).catch((err: unknown) => {
@@ -135,7 +135,7 @@ export class HostLink {
       const errno = errnoOf(err);
       if (errno === -Errno.EIO) this.#log.error({ err }, 'guest request failed');
       else this.#log.info({ err: (err as Error).message }, 'guest request refused');
-      this.#channel.send(encodeReply(req.id, req.seq, errno));
+      this.#link.send(encodeReply(req.id, req.seq, errno));
     });
   }
 
@@ -144,18 +144,18 @@ export class HostLink {
     // Handshake and lists are not tied to one of the guest's connections: the domain asks.
     const ctx = { service, caller: guestCaller(-1, this.domain), allowed: this.#allowed, transport: 'stream' as const };
     if (isHandshake(req)) {
-      this.#channel.send(answerHandshake(req, ctx));
+      this.#link.send(answerHandshake(req, ctx));
       return;
     }
     if (isListRequest(req)) {
       const reply = await answerList(req, ctx);
-      if (!this.#closed) this.#channel.send(reply);
+      if (!this.#closed) this.#link.send(reply);
       return;
     }
     switch (req.id) {
       case Command.GUEST_HELLO:
         this.#hello = true;
-        this.#channel.send(encodeReply(req.id, req.seq, 0, { domain: this.domain, name: this.#opts.name }));
+        this.#link.send(encodeReply(req.id, req.seq, 0, { domain: this.domain, name: this.#opts.name }));
         for (const p of this.#opts.pools()) this.announcePool(p);
         this.#log.info('guest daemon attached');
         return;
@@ -175,7 +175,7 @@ export class HostLink {
       }
       case Command.GUEST_VCHAN_CLOSE:
         await service.close(this.#caller(req.body.conn), req.body.handle);
-        this.#channel.send(encodeReply(req.id, req.seq, 0, {}));
+        this.#link.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       case Command.GUEST_CONN_CLOSED: {
         const id = this.#conns.get(req.body.conn);
@@ -183,18 +183,18 @@ export class HostLink {
           this.#conns.delete(req.body.conn);
           service.dropConnection(id);
         }
-        this.#channel.send(encodeReply(req.id, req.seq, 0, {}));
+        this.#link.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       }
       default:
-        this.#channel.send(encodeReply(req.id, req.seq, -Errno.EPERM));
+        this.#link.send(encodeReply(req.id, req.seq, -Errno.EPERM));
     }
   }
 
   #sendGrant(id: CommandId, seq: number, g: Grant): void {
     const a = g.access;
     if (a.kind !== 'device') throw new RegistryError('EIO', 'guest endpoint without device access');
-    this.#channel.send(
+    this.#link.send(
       encodeReply(id as typeof Command.GUEST_VCHAN_SERVER_INIT, seq, 0, {
         ...toWireInfo(g),
         pool: a.pool,
@@ -211,7 +211,7 @@ export class HostLink {
   /** Tell the guest about a pool device to attach to (architecture.md rule 2). */
   announcePool(p: PoolAnnouncement): void {
     if (this.#closed || !this.#hello) return;
-    this.#channel.send(encodeEvent(Event.POOL_ADDED, { pool: p.pool, peerId: p.peerId, vectors: p.vectors, size: p.size, socket: p.socket }));
+    this.#link.send(encodeEvent(Event.POOL_ADDED, { pool: p.pool, peerId: p.peerId, vectors: p.vectors, size: p.size, socket: p.socket }));
   }
 
   #end(why: string, violation: boolean): void {
@@ -219,7 +219,7 @@ export class HostLink {
     this.#closed = true;
     if (violation) this.#log.warn({ why }, 'guest control channel closed');
     else this.#log.info({ why }, 'guest control channel closed');
-    this.#channel.close();
+    this.#link.close();
     this.#release();
     if (violation) this.#opts.onViolation(why);
   }
