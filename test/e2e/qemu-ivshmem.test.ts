@@ -10,6 +10,7 @@ import { IvshmemServer, type PeerInfo } from '../../src/ivshmem/server.js';
 import { native } from '../../src/native.js';
 import { FakeServer, msg, type Scripted } from '../ivshmem/fake-server.js';
 import { QemuProcess, QmpCommandError, ensureQemu, processesMatching } from '../helpers/qemu.js';
+import { waitFor, sleep } from '../helpers/wait.js';
 
 const found = ensureQemu();
 const skip = 'reason' in found ? found.reason : false;
@@ -52,14 +53,6 @@ function eventfdCount(fd: number): number {
   const m = /eventfd-count:\s*([0-9a-f]+)/.exec(info);
   if (m === null) throw new Error(`fd ${fd} is not an eventfd`);
   return parseInt(m[1]!, 16);
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 before(async () => {
@@ -119,21 +112,21 @@ test('QEMU hot-plugs two ivshmem-doorbell devices served by IvshmemServer', { sk
     assert.match(block, /bar 2: mem/);
 
     // QEMU holds and maps our memfd.
-    await until(() => q.fdTargets().some((f) => f.startsWith(`/memfd:kvmchan-e2e-${i}`)), 2000, 'memfd in QEMU');
+    await waitFor(() => q.fdTargets().some((f) => f.startsWith(`/memfd:kvmchan-e2e-${i}`)), 2000, 'memfd in QEMU');
     assert.ok(q.mapsMatching(`/memfd:kvmchan-e2e-${i}`).length > 0, 'memfd mapped by QEMU');
 
     // QEMU took id 1 as its own: it watches exactly the eventfds we sent as "1 × vectors"
     // (its interrupt sources) and consumes a kick on them; a kick on the host's own vector
     // is left alone (QEMU only ever writes those).
     const host = dev.host!;
-    await until(() => dev.clientCount === 1, 1000, 'client');
+    await waitFor(() => dev.clientCount === 1, 1000, 'client');
     for (let v = 0; v < vectors; v++) {
       const fd = host.doorbellFd(1, v)!;
       host.doorbell(1, v);
-      await until(() => eventfdCount(fd) === 0, 2000, `QEMU consuming its vector ${v}`);
+      await waitFor(() => eventfdCount(fd) === 0, 2000, `QEMU consuming its vector ${v}`);
     }
     native.eventfdWrite(host.interruptFd(0), 1);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     assert.equal(native.eventfdRead(host.interruptFd(0)), 1, 'QEMU does not read the host peer\'s vectors');
   }
   const tree = await q.qmp.execute<string>('human-monitor-command', { 'command-line': 'info qtree' });
@@ -210,7 +203,7 @@ test('our server\'s vector count must not exceed the device\'s: QEMU only logs t
   await q.qmp.execute('chardev-add', chardevArgs('charvec', socketPath));
   // Peer fds come after the shm message, i.e. after the synchronous phase: realize succeeds.
   assert.deepEqual(await q.qmp.execute('device_add', doorbellArgs('vec', 'charvec', 2, 'rp3')), {});
-  await until(() => q.stderr.includes('Too many eventfd received, device has 2 vectors'), 3000, 'QEMU complaint on stderr');
+  await waitFor(() => q.stderr.includes('Too many eventfd received, device has 2 vectors'), 3000, 'QEMU complaint on stderr');
 });
 
 test('unplug needs a guest: device_del is accepted, DEVICE_DELETED never comes, the chardev stays busy', { skip }, async () => {

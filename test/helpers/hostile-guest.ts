@@ -37,6 +37,7 @@ import { Command, Event, EVENT_BIT, TIMEOUT_INFINITE, VchanRole, type CommandId 
 import type { Frame, GuestVchanInfo, PoolAddedEvent, RequestBodies } from '../../src/protocol/types.js';
 import { CONTROL_GEOMETRY } from '../../src/daemon/guest-link/host-link.js';
 import { Prng } from './prng.js';
+import { sleep } from './wait.js';
 
 export const HOSTILE_GUEST_MAIN = fileURLToPath(import.meta.url);
 
@@ -221,7 +222,7 @@ export class HostileGuest {
     const deadline = Date.now() + 5000;
     while (!this.pools.has(info.pool)) {
       if (Date.now() > deadline) throw new Error(`pool ${info.pool} never attached`);
-      await new Promise((r) => setTimeout(r, 10));
+      await sleep(10);
     }
     const dev = this.pools.get(info.pool)!;
     const region = dev.map(info.shmOffset, info.shmLength);
@@ -460,7 +461,7 @@ async function run(g: HostileGuest, cmd: Json): Promise<Json> {
       const rounds = num('rounds', 1);
       for (let i = 0; i < rounds; i++) {
         scribble(v, cmd['mode'] as string, rng);
-        if (rounds > 1) await new Promise((r) => setTimeout(r, num('intervalMs', 1)));
+        if (rounds > 1) await sleep(num('intervalMs', 1));
       }
       return { rounds };
     }

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { sleep } from './wait.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
@@ -88,7 +89,7 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
         return qmp;
       } catch (err) {
         if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
       }
     }
   }

@@ -13,6 +13,7 @@ import { AsyncRing } from '../../src/ring/async-ring.js';
 import { EventFdWaiter } from '../../src/ring/eventfd-waiter.js';
 import { initializeRegion, regionLength, OFF_CLIENT_STATE, STATE_CLOSED } from '../../src/ring/layout.js';
 import { pump, type PumpResult } from '../helpers/ring-pump.js';
+import { sleep } from '../helpers/wait.js';
 
 const PEER = fileURLToPath(new URL('../helpers/ring-peer.js', import.meta.url));
 const GIB = 1024 ** 3;
@@ -91,7 +92,7 @@ test('SIGKILL of the peer mid-stream: the survivor drains, then sees end of stre
     assert.ok(n > 0);
     received += n;
   }
-  await new Promise((r) => setTimeout(r, 50)); // let the peer fill the ring again
+  await sleep(50); // let the peer fill the ring again
   const pending = ep.peekReadable();
   peer.child.kill('SIGKILL');
   const exit = await peer.done;
