@@ -46,10 +46,10 @@ function headings(doc: string): { numbers: Set<string>; texts: string[] } {
 }
 
 test('no file refers to documents outside the repository', () => {
-  const outside = /DESIGN\.md|node-ecosystem|\.\.\/shared|reference §|reference\/[a-z-]+\.md|vchan-api-and-qubes|libkvmchan-spec\.md|ivshmem-qemu-libvirt/;
+  // Written so that this file does not match itself: [.] for a dot, [-] for a dash.
+  const outside = /DESIGN[.]md|node[-]ecosystem|[.][.]\/shared|reference [§]|reference\/[a-z-]+[.]md|vchan[-]api-and-qubes|libkvmchan[-]spec|ivshmem[-]qemu-libvirt/;
   const bad: string[] = [];
   for (const f of textFiles) {
-    if (f === 'test/docs/links.test.ts') continue;
     read(f)
       .split('\n')
       .forEach((line, i) => {
