@@ -1,6 +1,6 @@
 /**
  * The byte channels the benchmark compares, behind one small interface:
- * the raw ring over a memfd (issue 2), a daemon-made vchan (issue 3), and
+ * the raw ring over a memfd, a daemon-made vchan, and
  * Node's `net` over a UNIX socket (the baseline).
  */
 import net from 'node:net';

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: kvmchan against baselines measured in the same run
- * (DESIGN.md §9). Every figure is printed next to its baseline and the ratio;
+ * (docs/testing.md, "Benchmarks and targets"). Every figure is printed next to its baseline and the ratio;
  * these machines are shared VMs, so only ratios from one run mean anything.
  *
  * Options: `--quick` (an eighth of the sizes), `--smoke` (tiny sizes: checks that every
@@ -22,6 +22,7 @@ import { PrivateDaemon } from '../src/cli/private-daemon.js';
 import { createRegion, ringChan, vchanChan, netChan, writeBulk, writeBatched, readExact, writeExact, type Chan } from './channels.js';
 import { table } from '../src/cli/format.js';
 import { Watchdog } from './watchdog.js';
+import { crossDomainSetup } from './cross-domain-setup.js';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
 const SMOKE = process.argv.includes('--smoke');
@@ -31,7 +32,7 @@ const STALL_S = Number(stallArg > 0 ? process.argv[stallArg + 1] : (process.env[
 if (!(STALL_S > 0)) throw new Error(`--stall-timeout wants a number of seconds > 0, got ${String(STALL_S)}`);
 const dog = new Watchdog(STALL_S * 1000);
 const MiB = 1024 * 1024;
-const ORDER = 20; // 1 MiB rings (DESIGN.md §9)
+const ORDER = 20; // 1 MiB rings (docs/testing.md, "Benchmarks and targets")
 
 type Step = { sink: number; size: number } | { echo: number; size: number } | { accept: number; base: number };
 
@@ -176,7 +177,7 @@ function memcpyRate(): number {
 
 /**
  * server_init → client connected, with the client already waiting in another
- * process (DESIGN.md §9). `peerDir`/`peerDomain`: where the client runs
+ * process (docs/testing.md, "Benchmarks and targets"). `peerDir`/`peerDomain`: where the client runs
  * (default: a host process) — a simulated guest measures the cross-domain path.
  */
 async function setupLatency(n: number, host: PrivateDaemon, peerDir?: string, peerDomain = 0): Promise<number[]> {
@@ -213,7 +214,7 @@ interface ClibResult {
   rtt_us?: number;
 }
 
-/** C↔C through libvchan-kvm against a C socketpair, from clib/bench (issue 5), same run. */
+/** C↔C through libvchan-kvm against a C socketpair, from clib/bench, same run. */
 async function clibBench(runtimeDir: string): Promise<ClibResult[]> {
   const clib = fileURLToPath(new URL('../../clib', import.meta.url));
   // Under the lock the tests take around clib builds (they may be building it right now).
@@ -320,6 +321,9 @@ async function main(): Promise<void> {
   await stopDaemon(simHost);
   dog.stop();
 
+  process.stderr.write('vchan setup latency across simulated domains…\n');
+  const crossDomain = await crossDomainSetup(QUICK ? 100 : 300);
+
   const rows: string[][] = [];
   for (const [size, , batch] of ringBulk) {
     const key = `${size}x${batch}`;
@@ -356,6 +360,7 @@ async function main(): Promise<void> {
     const label = size === 64 ? '64 B' : size === 1024 ? '1 KiB' : '64 KiB';
     rows.push([`C↔C ${label} writes: libvchan-kvm`, gib(v.MiB_per_s * MiB), `socketpair ${gib(b.MiB_per_s * MiB)}`, ratio(v.MiB_per_s, b.MiB_per_s)]);
   }
+  rows.push(...crossDomain);
   const cv = clib.find((r) => r.test === 'pingpong' && r.impl === 'libvchan-kvm');
   const cb = clib.find((r) => r.test === 'pingpong' && r.impl === 'unix-socketpair');
   if (cv?.rtt_us !== undefined && cb?.rtt_us !== undefined) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs every unit and integration test (tiers 1-2, DESIGN.md §8) from the compiled dist/test
+// Runs every unit and integration test (tiers 1-2, docs/testing.md) from the compiled dist/test
 // tree, then the C libraries' own suite (make -C clib check: API contract, event loop, threads,
 // fork, install + pkg-config programs, against a test daemon and the real kvmchand).
 // The C suite runs after the node tests because both use clib/build.

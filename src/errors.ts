@@ -1,5 +1,5 @@
 /**
- * Error classes (DESIGN.md §10; modelled on undici's core/errors): one base class,
+ * Error classes (docs/architecture.md "Conventions"; modelled on undici's core/errors): one base class,
  * one subclass per failure, each with a stable `code` that callers switch on.
  * `errno`/`syscall` are set when a system call failed underneath.
  */

@@ -1,5 +1,5 @@
 /**
- * The only importer of the native addon (DESIGN.md §10): a typed facade over
+ * The only importer of the native addon (docs/architecture.md, "The native addon"): a typed facade over
  * `native/build/Release/kvmchan_native.node`, checked once at load.
  *
  * Every function throws, on a failing syscall, an Error carrying
@@ -57,14 +57,14 @@ export type SocketType = 'stream' | 'seqpacket';
 export interface NativeBinding {
   /** memfd_create(MFD_CLOEXEC|MFD_ALLOW_SEALING) + ftruncate(size); with `seal`, adds
    *  F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL so the size can never change (a truncated
-   *  memfd crashes QEMU, DESIGN.md §3). */
+   *  memfd crashes QEMU, docs/ivshmem.md §5). */
   memfdCreate(name: string, size: number, seal: boolean): number;
   /** fstat(fd).st_size */
   fdSize(fd: number): number;
   /** fallocate(PUNCH_HOLE|KEEP_SIZE): the range reads as zeros and its pages are freed. */
   punchHole(fd: number, offset: number, length: number): void;
   /** mmap(MAP_SHARED) of [offset, offset+length) of fd; offset must be page aligned.
-   *  Returns a non-shared external ArrayBuffer (node-ecosystem.md §2.1 route A). */
+   *  Returns a non-shared external ArrayBuffer (why Atomics on it are sound: docs/ring-protocol.md §10). */
   mmap(fd: number, length: number, offset: number, writable: boolean): ArrayBuffer;
   /** munmap + detach. Idempotent; the GC finalizer never unmaps twice. */
   munmap(buffer: ArrayBuffer): void;

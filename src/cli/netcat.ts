@@ -1,6 +1,6 @@
 /**
  * netcat over a vchan: input → vchan and vchan → output at the same time, with
- * backpressure both ways. vchans have no half-close (vchan-api-and-qubes.md §1),
+ * backpressure both ways. vchans have no half-close (docs/api.md "Semantics"),
  * so input EOF closes the vchan only when asked to (--close-on-eof), as `nc -N`.
  */
 import type { Readable, Writable } from 'node:stream';

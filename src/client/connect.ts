@@ -1,4 +1,4 @@
-/** Creating vchans: server init and client init through the local daemon (DESIGN.md §6). */
+/** Creating vchans: server init and client init through the local daemon (docs/api.md). */
 import { DaemonConnection } from './daemon-connection.js';
 import { Vchan, type VchanOptions } from './vchan.js';
 import { Command, TIMEOUT_INFINITE } from '../protocol/constants.js';

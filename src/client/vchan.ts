@@ -1,7 +1,7 @@
 /**
- * The TypeScript vchan API (DESIGN.md §6): an idiomatic face on the ring
+ * The TypeScript vchan API (docs/api.md): an idiomatic face on the ring
  * engine. The daemon only sets a vchan up; every byte moves through shared
- * memory (DESIGN.md §2 rule 1).
+ * memory (architecture.md rule 1).
  */
 import { Duplex } from 'node:stream';
 import { EventEmitter } from 'node:events';
@@ -341,7 +341,7 @@ export class Vchan extends EventEmitter {
         }, cb);
       },
       final: (cb) => {
-        // Half-close is not in the vchan contract: the write side ends with the channel.
+        // Half-close is not in the vchan contract: the write side ends with the vchan.
         cb();
       },
       destroy: (err, cb) => {

@@ -34,13 +34,13 @@ export const configSchema = z
     limits: limitsSchema.default(limitsSchema.parse({})),
     policy: z
       .object({
-        /** Guest pairs allowed to open vchans to each other, or "all" (DESIGN.md §7). */
+        /** Guest pairs allowed to open vchans to each other, or "all" (docs/security.md, "Policy"). */
         guestPairs: z.union([z.literal('all'), z.array(z.tuple([z.number().int().min(1), z.number().int().min(1)]))]).default([]),
       })
       .strict()
       .default({ guestPairs: [] }),
     pools: poolConfigSchema.default(DEFAULT_POOL_CONFIG),
-    /** Simulated guests (DESIGN.md §2, VMM backends): ids 1..N named sim-<id>. */
+    /** Simulated guests (docs/architecture.md, vmm): ids 1..N named sim-<id>. */
     simulateGuests: z.number().int().min(0).max(64).default(0),
     /** QEMU VMs served through their QMP sockets (docs/vms-qmp.md). Names and ids unique. */
     vms: z

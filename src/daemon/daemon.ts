@@ -1,5 +1,5 @@
 /**
- * kvmchand on the host: composes the components (DESIGN.md §2) — runtime dir,
+ * kvmchand on the host: composes the components (docs/architecture.md) — runtime dir,
  * registry, pool manager, local client socket, VMM backend and one control link
  * per guest — and runs them in this process.
  */
@@ -26,6 +26,8 @@ export class Daemon {
   readonly runtime: RuntimeDir;
   readonly registry: Registry;
   readonly pools: PoolManager;
+  /** The one request path for the local socket and every guest link. */
+  readonly #service: HostVchanService;
   #simulated: SimulatedVmm | null = null;
   #qmp: QmpVmm | null = null;
   readonly #backends: GuestVmm[] = [];
@@ -48,6 +50,11 @@ export class Daemon {
       },
     });
     this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, new Policy(config.policy));
+    this.#service = new HostVchanService(
+      this.registry,
+      () => this.pools.pools(),
+      (domain) => this.#controlUp(domain),
+    );
   }
 
   start(): void {
@@ -55,11 +62,7 @@ export class Daemon {
     try {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
-        service: new HostVchanService(
-          this.registry,
-          () => this.pools.pools(),
-          (domain) => this.#controlUp(domain),
-        ),
+        service: this.#service,
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
         adminGroup: this.config.adminGroup,
@@ -160,11 +163,9 @@ export class Daemon {
           domain,
           name,
           device: device.host!,
-          registry: this.registry,
+          service: this.#service,
           log: this.log.child({ component: 'guest-link' }),
           pools: () => this.pools.poolsOf(domain),
-          poolStatus: () => this.pools.pools(),
-          controlUp: (d) => this.#controlUp(d),
           onViolation: (why) => {
             // A guest that breaks the control protocol is cut off; its daemon may attach again.
             this.#links.delete(domain);

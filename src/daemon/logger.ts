@@ -1,4 +1,4 @@
-/** Structured logs (DESIGN.md §10): pino JSON lines on stdout; one line per event, errors logged once. */
+/** Structured logs (docs/architecture.md, "Conventions"): pino JSON lines on stdout; one line per event, errors logged once. */
 import { pino, type Logger } from 'pino';
 
 export function createLogger(level: string, name = 'kvmchand'): Logger {

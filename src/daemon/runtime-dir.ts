@@ -1,5 +1,5 @@
 /**
- * The runtime directory: client socket and pid file (DESIGN.md §7). A stale
+ * The runtime directory: client socket and pid file (docs/security.md, docs/operations.md). A stale
  * socket or pid file from a killed daemon never blocks a restart; a second
  * daemon on the same directory is refused with a clear error.
  */

@@ -2,7 +2,7 @@
  * Daemon state as wire entries, shared by the local socket and the guest link so both answer
  * LIST_VCHANS and LIST_POOLS with the same bytes (wire-protocol.md §6.7, §6.10).
  */
-import { PoolState } from '../protocol/constants.js';
+import { POOL_STATE_NAMES, type PoolState } from '../protocol/constants.js';
 import type { PoolEntry, VchanEntry } from '../protocol/types.js';
 import type { VchanSnapshot } from './registry/registry.js';
 import type { PoolStatus } from './vchan-service.js';
@@ -38,7 +38,7 @@ export function poolEntry(p: PoolStatus): PoolEntry {
     vectors: p.vectors,
     freeVectors: p.freeVectors,
     vchans: p.vchans,
-    state: p.state === 'ready' ? PoolState.READY : p.state === 'pending' ? PoolState.PENDING : PoolState.RETIRED,
+    state: POOL_STATE_NAMES.indexOf(p.state) as PoolState,
     joined: (p.joined.includes(a) && a !== 0 ? 1 : 0) | (p.joined.includes(b) && b !== 0 ? 2 : 0),
     size: p.size,
     freeBytes: p.freeBytes,

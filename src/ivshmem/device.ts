@@ -1,5 +1,5 @@
 /**
- * The ivshmem device as the code above it sees it (DESIGN.md §2 rule 1): one shared-memory
+ * The ivshmem device as the code above it sees it (architecture.md rule 1): one shared-memory
  * object, our own interrupt vectors (eventfds that become readable when a peer rings us) and
  * doorbells to ring the other peers. Three implementations share this interface:
  *  - the host daemon's own peer on its ivshmem server (src/ivshmem/local-peer.ts),
@@ -53,7 +53,7 @@ export interface Device {
   doorbellFd(peerId: number, vector: number): number | null;
   /**
    * Ring `peerId` on `vector`. Like the hardware register, a doorbell to an unknown peer or
-   * vector is silently dropped (reference §1.3): the real state lives in shared memory.
+   * vector is silently dropped (docs/ivshmem.md §5, "The doorbell is a hint"): the real state lives in shared memory.
    */
   doorbell(peerId: number, vector: number): void;
   /** Ids of the other peers currently known, ascending. */

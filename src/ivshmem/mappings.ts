@@ -1,7 +1,7 @@
 /**
  * Bounds-checked mmap bookkeeping shared by the Device implementations:
  * every mapping a handle made is unmapped when the handle closes, so a closed device never
- * leaves shared memory mapped behind it (DESIGN.md §9: zero leaked mappings).
+ * leaves shared memory mapped behind it (docs/testing.md: zero leaked mappings).
  */
 import { InvalidArgumentError, fromSystemError } from '../errors.js';
 import { native } from '../native.js';

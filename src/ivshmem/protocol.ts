@@ -8,7 +8,7 @@
  *               without: "disconnect"). The first two messages are special: the version
  *               and the receiving client's own id.
  *   -1          with the shared-memory fd.
- * Anything else is invalid; QEMU refuses it (reference §2.3).
+ * Anything else is invalid; QEMU refuses it (docs/ivshmem.md §4).
  */
 import { InvalidArgumentError } from '../errors.js';
 
@@ -61,7 +61,7 @@ export function checkShmSize(size: number): void {
     );
   }
   if (!isPowerOfTwo(size)) {
-    // reference §1.2: pci_register_bar asserts, the whole QEMU process gets SIGABRT.
+    // docs/ivshmem.md §3-4: pci_register_bar asserts, the whole QEMU process gets SIGABRT.
     throw new InvalidArgumentError(`ivshmem: shared memory size ${size} is not a power of two (QEMU would abort)`);
   }
 }

@@ -4,9 +4,9 @@
  *
  * One IvshmemServer = one shared-memory object + one peer table + one or more listening UNIX
  * stream sockets that belong to this device only, so the socket a connection arrived on
- * identifies the device and, with addSocket(), the peer (DESIGN.md §2 rule 4; reference §2.5).
+ * identifies the device and, with addSocket(), the peer (architecture.md rule 4; docs/ivshmem.md §2).
  *
- * The protocol is server → client only (reference §2.1-2.2): on accept, without waiting,
+ * The protocol is server → client only (docs/ivshmem.md §1): on accept, without waiting,
  *   0 | own id | -1 + shm fd | for each existing peer P, ascending: P × vectors, one eventfd
  *   each | own id × vectors, one eventfd each
  * and to every other client: new id × vectors (join); later, id without fd (leave).
@@ -15,7 +15,7 @@
  * stream socket buffer holds only ~200 fd-carrying messages) waits in a per-client queue
  * flushed when the socket becomes writable.
  *
- * Everything that could make QEMU refuse the device or abort (reference §1.2, §2.3) is
+ * Everything that could make QEMU refuse the device or abort (docs/ivshmem.md §3-4) is
  * checked in the constructor, before a socket exists.
  */
 import { EventEmitter } from 'node:events';
@@ -362,7 +362,7 @@ export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
         throw fromSystemError(err, `ivshmem: cannot listen on ${socketPath}`);
       }
     }
-    // The path exists. Replace it only if it is a socket nobody accepts on (DESIGN.md §7:
+    // The path exists. Replace it only if it is a socket nobody accepts on (docs/ivshmem.md §5:
     // stale runtime files from a crashed daemon do not block a restart).
     const st = fs.lstatSync(socketPath, { throwIfNoEntry: false });
     if (st !== undefined && !st.isSocket()) {
@@ -500,7 +500,7 @@ export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
     client.peer = peer;
     this.#clients++;
 
-    // reference §2.2 steps 1-5, all queued now: QEMU reads them at device_add.
+    // docs/ivshmem.md §1: the whole sequence, all queued now: QEMU reads them at device_add.
     this.#queue(client, PROTOCOL_VERSION, -1, -1);
     this.#queue(client, id, -1, -1);
     this.#queue(client, SHM_MESSAGE, this.#shmFd, -1);
@@ -669,7 +669,7 @@ export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
           this.#drop(c, 'peer closed the connection');
           return;
         }
-        // reference §2.1: clients never send. Whatever this is, it is not QEMU.
+        // docs/ivshmem.md §1: clients never send. Whatever this is, it is not QEMU.
         const detail = `sent ${r.data.length} bytes${r.fds.length > 0 ? ` and ${r.fds.length} fds` : ''}`;
         this.#log?.warn({ peerId: c.peer?.info.id, cred: c.peer?.info.cred, detail }, 'ivshmem client misbehaved; disconnecting');
         if (c.peer !== null) this.emit('protocol-violation', c.peer.info, detail);

@@ -1,7 +1,7 @@
 /**
- * An Device that connects to an ivshmem server socket exactly as QEMU's
- * ivshmem-doorbell does (reference §2.2-2.3): the basis of simulated guests (DESIGN.md §2,
- * §8 tier 2). Ringing a peer = writing that peer's eventfd for the vector; our interrupts =
+ * A Device that connects to an ivshmem server socket exactly as QEMU's
+ * ivshmem-doorbell does (docs/ivshmem.md §1, §4): the basis of simulated guests (docs/pools.md §7,
+ * docs/testing.md tier 2). Ringing a peer = writing that peer's eventfd for the vector; our interrupts =
  * our own eventfds.
  *
  * The server is untrusted (docs/ivshmem.md §5). Every message is checked as QEMU checks it,
@@ -11,7 +11,7 @@
  * ≥ 4096, an "eventfd" that is not an eventfd. Any of these closes the connection (QEMU
  * would carry on; for our own simulated guests a loud failure is worth more).
  * Reads never take more than the rest of the current 8-byte message, so an fd can always be
- * attributed to its message (reference §2.1).
+ * attributed to its message (docs/ivshmem.md §1).
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';

@@ -37,7 +37,7 @@ export const Command = {
   LIST_DOMAINS: 0x0020,
   LIST_VCHANS: 0x0021,
   LIST_POOLS: 0x0022,
-  // Guest ↔ host control channel (§6.8), stream transport only.
+  // Guest link (guest ↔ host, §6.8), stream transport only.
   GUEST_HELLO: 0x0101,
   GUEST_VCHAN_SERVER_INIT: 0x0110,
   GUEST_VCHAN_CLIENT_INIT: 0x0111,
@@ -158,3 +158,6 @@ export const POOL_SOCKET_NAME_SIZE = 64;
 /** PoolEntry.state (§6.10). */
 export const PoolState = { READY: 0, PENDING: 1, RETIRED: 2 } as const;
 export type PoolState = (typeof PoolState)[keyof typeof PoolState];
+/** The same states by name, indexed by their wire value: the daemon's and the CLI's words. */
+export const POOL_STATE_NAMES = ['ready', 'pending', 'retired'] as const;
+export type PoolStateName = (typeof POOL_STATE_NAMES)[number];

@@ -89,7 +89,7 @@ export const VCHAN_INFO = struct<VchanInfo>('VchanInfo')([
   ['shmLength', u64],
 ]);
 
-/** §6.8: a vchan on a pool device (52 bytes; shm_offset and shm_length at offsets 36 and 44). */
+/** §6.8: a vchan on a pool device (56 bytes; shm_offset and shm_length at offsets 40 and 48). */
 export const GUEST_VCHAN_INFO = struct<GuestVchanInfo>('GuestVchanInfo')([
   ['handle', u32],
   ['role', enumOf<VchanRole>(1, [VchanRole.SERVER, VchanRole.CLIENT])],

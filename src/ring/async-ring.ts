@@ -16,7 +16,7 @@ export interface AsyncRingOptions {
   /**
    * Longest spin before sleeping, in microseconds (0: never spin). The actual
    * spin adapts between 0 and this: a sleep/wake costs ~30 µs per direction on
-   * these VMs (reference/node-ecosystem.md §2.5), so a spin shorter than that
+   * these VMs (docs/ring-protocol.md §8), so a spin shorter than that
    * never catches a peer that is itself waking up, and both sides would settle
    * into sleeping in turn.
    */

@@ -1,7 +1,7 @@
 /**
  * One side of a vchan ring pair: the synchronous, non-blocking half of the
  * engine (docs/ring-protocol.md §4–§6). Everything in shared memory is
- * untrusted (DESIGN.md §4): every peer value is read once, checked, and never
+ * untrusted (ring-protocol.md §6): every peer value is read once, checked, and never
  * used as an offset; our own indices are private and only ever written.
  */
 import { ClosedError, InvalidArgumentError, MessageTooLargeError, RingCorruptError } from '../errors.js';

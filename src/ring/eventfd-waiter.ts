@@ -1,7 +1,7 @@
 /**
- * Wait hook over eventfds (the host's event objects, DESIGN.md §2 rule 1):
+ * Wait hook over eventfds (the host's event objects, architecture.md rule 1):
  * `waitFd` becomes readable when the peer kicks us; `kick()` writes the peer's.
- * One fd serves every waiter of a channel (data, space and close all arrive on
+ * One fd serves every waiter of a vchan (data, space and close all arrive on
  * it), so an event wakes all pending waits and each re-checks the ring.
  */
 import { ClosedError } from '../errors.js';

@@ -1,6 +1,6 @@
 /**
  * Frames over a ring (wire-protocol.md §3.2, the stream transport): the
- * guest↔host control channel is a vchan region in the control device, and the
+ * guest link (guest↔host) is a vchan region in the control device, and the
  * wire protocol's frames travel back to back through it. Sends are queued and
  * written in order; receives are fed to the incremental frame decoder.
  */

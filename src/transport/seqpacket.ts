@@ -1,7 +1,7 @@
 /**
  * A SOCK_SEQPACKET UNIX socket on the Node loop (wire-protocol.md, seqpacket
  * transport): one frame per datagram, fds travel with their frame. Node's `net`
- * cannot drive SEQPACKET or SCM_RIGHTS (reference/node-ecosystem.md §1.1), so
+ * cannot drive SEQPACKET or SCM_RIGHTS (docs/architecture.md, "The native addon"), so
  * this sits on the addon's sendmsg/recvmsg and a uv_poll watcher.
  */
 import { native, READABLE, WRITABLE, DISCONNECT, type Poller, type RecvResult } from '../native.js';

@@ -1,6 +1,6 @@
 /**
  * Integrity of large full-duplex transfers between two real processes through the real
- * daemon (DESIGN.md §8 tier 2): random data, random write and read sizes across every wrap
+ * daemon (docs/testing.md tier 2): random data, random write and read sizes across every wrap
  * point, SHA-256 compared end to end in both directions at once.
  */
 import assert from 'node:assert/strict';

@@ -1,5 +1,5 @@
 /**
- * Peer and daemon death (DESIGN.md §4 "peer close and peer death", §7): a SIGKILLed process's
+ * Peer and daemon death (ring-protocol.md §6, docs/security.md): a SIGKILLed process's
  * vchans are closed for it by the daemon, the survivor drains what was written and then sees
  * end of stream; a SIGKILLed daemon makes every client fail loudly instead of hanging, and a
  * new daemon starts over the stale runtime files.

@@ -1,5 +1,5 @@
 /**
- * Callers are told apart by SO_PEERCRED (DESIGN.md §7): a process of another uid cannot close
+ * Callers are told apart by SO_PEERCRED (docs/security.md, "Local socket"): a process of another uid cannot close
  * or list vchans it did not open, handles belong to the connection that received them, and
  * nobody can take over a vchan that already has a client.
  */

@@ -1,6 +1,6 @@
 /**
  * Malformed and hostile local clients on raw seqpacket sockets (wire-protocol.md §3.1, §5;
- * DESIGN.md §7): well-framed errors are answered and the connection stays up, framing errors
+ * docs/security.md): well-framed errors are answered and the connection stays up, framing errors
  * close that connection only, received fds are never leaked, silent clients are dropped after
  * the handshake timeout — while a vchan between two other processes keeps transferring and
  * the daemon carries on.

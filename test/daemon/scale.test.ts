@@ -1,5 +1,5 @@
 /**
- * Scale and leaks (DESIGN.md §8 tier 2, §9 "Scale"): 1,000 concurrent vchans all moving data,
+ * Scale and leaks (docs/testing.md: tier 2, the scale targets): 1,000 concurrent vchans all moving data,
  * then 200 back-to-back open/transfer/close cycles (the qrexec burst pattern), with the
  * daemon's fds and RSS and this process's fds and mappings checked before and after.
  */

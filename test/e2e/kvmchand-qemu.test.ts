@@ -1,4 +1,4 @@
-// Tier 3 (DESIGN.md §8, issue 4): real QEMU attaches to devices served by a running kvmchand —
+// Tier 3 (docs/testing.md): real QEMU attaches to devices served by a running kvmchand —
 // the control device and the first pool of a guest domain, through the sockets the daemon
 // creates for that domain — and the daemon treats QEMU's connection as that guest (IVPosition 1:
 // the control channel is offered, the pool counts the member as attached); killing QEMU detaches it.
@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { QemuProcess, ensureQemu } from '../helpers/qemu.js';
+import { waitFor } from '../helpers/wait.js';
 
 const found = ensureQemu();
 const skip = 'reason' in found ? found.reason : false;
@@ -37,14 +38,6 @@ function logLines(): { msg?: string; domain?: number }[] {
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as { msg?: string; domain?: number });
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 before(async () => {
@@ -87,13 +80,13 @@ test('QEMU hot-plugs the control device and pool that kvmchand serves for a gues
   assert.equal(await q.qmp.execute('qom-get', { path: '/machine/peripheral/kvmchan-pool/ivshmem.bar2[0]', property: 'size' }), pool.size);
 
   // The daemon sees QEMU as domain 1: it offers the control channel and counts the pool member.
-  await until(() => logLines().some((l) => l.msg === 'guest control channel offered' && l.domain === 1), 5000, 'control channel offered');
-  await until(() => status().pools.find((p) => p.pool === pool.pool)?.joined === 1, 5000, 'pool member attached');
+  await waitFor(() => logLines().some((l) => l.msg === 'guest control channel offered' && l.domain === 1), 5000, 'control channel offered');
+  await waitFor(() => status().pools.find((p) => p.pool === pool.pool)?.joined === 1, 5000, 'pool member attached');
 
   // QEMU dies: the daemon detaches the guest and keeps serving.
   await q.kill();
   qemu = null;
-  await until(() => logLines().some((l) => l.msg === 'guest control channel closed' && l.domain === 1), 5000, 'control channel closed');
-  await until(() => status().pools.find((p) => p.pool === pool.pool)?.joined === 0, 5000, 'pool member detached');
+  await waitFor(() => logLines().some((l) => l.msg === 'guest control channel closed' && l.domain === 1), 5000, 'control channel closed');
+  await waitFor(() => status().pools.find((p) => p.pool === pool.pool)?.joined === 0, 5000, 'pool member detached');
   assert.deepEqual(status().domains.map((d) => d.domain), [0, 1]);
 });

@@ -1,4 +1,4 @@
-// Tier 3 (DESIGN.md §8): real QEMU hot-plugs ivshmem-doorbell devices served by our
+// Tier 3 (docs/testing.md): real QEMU hot-plugs ivshmem-doorbell devices served by our
 // IvshmemServer, and refuses a server that breaks the protocol. QEMU runs paused (-S) with
 // no guest: device_add reads the server's setup synchronously, which is all we need here.
 import { test, before, after } from 'node:test';
@@ -10,6 +10,7 @@ import { IvshmemServer, type PeerInfo } from '../../src/ivshmem/server.js';
 import { native } from '../../src/native.js';
 import { FakeServer, msg, type Scripted } from '../ivshmem/fake-server.js';
 import { QemuProcess, QmpCommandError, ensureQemu, processesMatching } from '../helpers/qemu.js';
+import { waitFor, sleep } from '../helpers/wait.js';
 
 const found = ensureQemu();
 const skip = 'reason' in found ? found.reason : false;
@@ -54,14 +55,6 @@ function eventfdCount(fd: number): number {
   return parseInt(m[1]!, 16);
 }
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 before(async () => {
   if (skip !== false) return;
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-e2e-'));
@@ -84,7 +77,7 @@ test('QEMU hot-plugs two ivshmem-doorbell devices served by IvshmemServer', { sk
     const shm = native.memfdCreate(`kvmchan-e2e-${i}`, size, true);
     memfds.push(shm);
     const socketPath = path.join(dir, `dev${i}.sock`);
-    // Identity from the fabric (DESIGN.md §2 rule 4): only this QEMU may connect.
+    // Identity from the fabric (architecture.md rule 4): only this QEMU may connect.
     const dev = new IvshmemServer({
       socketPath,
       shmFd: shm,
@@ -119,21 +112,21 @@ test('QEMU hot-plugs two ivshmem-doorbell devices served by IvshmemServer', { sk
     assert.match(block, /bar 2: mem/);
 
     // QEMU holds and maps our memfd.
-    await until(() => q.fdTargets().some((f) => f.startsWith(`/memfd:kvmchan-e2e-${i}`)), 2000, 'memfd in QEMU');
+    await waitFor(() => q.fdTargets().some((f) => f.startsWith(`/memfd:kvmchan-e2e-${i}`)), 2000, 'memfd in QEMU');
     assert.ok(q.mapsMatching(`/memfd:kvmchan-e2e-${i}`).length > 0, 'memfd mapped by QEMU');
 
     // QEMU took id 1 as its own: it watches exactly the eventfds we sent as "1 × vectors"
     // (its interrupt sources) and consumes a kick on them; a kick on the host's own vector
     // is left alone (QEMU only ever writes those).
     const host = dev.host!;
-    await until(() => dev.clientCount === 1, 1000, 'client');
+    await waitFor(() => dev.clientCount === 1, 1000, 'client');
     for (let v = 0; v < vectors; v++) {
       const fd = host.doorbellFd(1, v)!;
       host.doorbell(1, v);
-      await until(() => eventfdCount(fd) === 0, 2000, `QEMU consuming its vector ${v}`);
+      await waitFor(() => eventfdCount(fd) === 0, 2000, `QEMU consuming its vector ${v}`);
     }
     native.eventfdWrite(host.interruptFd(0), 1);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     assert.equal(native.eventfdRead(host.interruptFd(0)), 1, 'QEMU does not read the host peer\'s vectors');
   }
   const tree = await q.qmp.execute<string>('human-monitor-command', { 'command-line': 'info qtree' });
@@ -210,7 +203,7 @@ test('our server\'s vector count must not exceed the device\'s: QEMU only logs t
   await q.qmp.execute('chardev-add', chardevArgs('charvec', socketPath));
   // Peer fds come after the shm message, i.e. after the synchronous phase: realize succeeds.
   assert.deepEqual(await q.qmp.execute('device_add', doorbellArgs('vec', 'charvec', 2, 'rp3')), {});
-  await until(() => q.stderr.includes('Too many eventfd received, device has 2 vectors'), 3000, 'QEMU complaint on stderr');
+  await waitFor(() => q.stderr.includes('Too many eventfd received, device has 2 vectors'), 3000, 'QEMU complaint on stderr');
 });
 
 test('unplug needs a guest: device_del is accepted, DEVICE_DELETED never comes, the chardev stays busy', { skip }, async () => {

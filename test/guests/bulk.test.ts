@@ -1,5 +1,5 @@
 /**
- * Integrity of large full-duplex transfers across domains (DESIGN.md §8 tier 2): a host and two
+ * Integrity of large full-duplex transfers across domains (docs/testing.md tier 2): a host and two
  * simulated guests (policy allows 1↔2), 1 GiB each way at once host↔guest 1 AND guest 1↔guest 2,
  * both transfers running concurrently, every endpoint its own process talking to the daemon of
  * its domain; random data, random write and read sizes, SHA-256 compared on both ends.

@@ -1,5 +1,5 @@
 /**
- * Guest daemon death and restart (DESIGN.md §7: "survives VM crashes ... cleans up after
+ * Guest daemon death and restart (docs/security.md: "survives VM crashes ... cleans up after
  * itself"): a guest daemon SIGKILLed while its applications stream to the host and to another
  * guest — the host ends the session, every vchan the guest held is closed on the surviving side
  * (readers drain then see end of stream, writers fail), `kvmchan status` forgets them, and a
@@ -16,6 +16,7 @@ import { PID_NAME, SOCKET_NAME } from '../../src/paths.js';
 import { PeerProcess, type PeerReply } from '../helpers/peer-process.js';
 import { settledFds, waitFor, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 import { cliStatus, expectHostFds, logged, poolsCreated, startGuest, startHost, type TestGuest } from '../helpers/guest-fixture.js';
+import { sleep } from '../helpers/wait.js';
 
 let host: TestDaemon;
 let g1: TestGuest;
@@ -136,7 +137,7 @@ test('guest daemon SIGKILLed while an application waits for a host server: the w
   const app = await PeerProcess.spawn(g1.runtimeDir);
   try {
     const waiting = app.call({ op: 'connect', domain: 0, port: 520, timeout: 60000 });
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
     await g1.kill();
     const r = await within(waiting, 5000, 'the waiting connect to fail');
     assert.equal(code(r), 'KVMCHAN_E_NO_DAEMON');

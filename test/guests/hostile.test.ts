@@ -1,5 +1,5 @@
 /**
- * A hostile guest (DESIGN.md §2 rule 5, §7; docs/security.md): domain 1 is not a guest daemon but
+ * A hostile guest (architecture.md rule 5; docs/security.md): domain 1 is not a guest daemon but
  * test/helpers/hostile-guest.ts, attached to its devices exactly as a guest daemon would be. It
  * (a) sends malformed control frames — the host logs it, ends that session and disconnects it;
  * well-framed bad requests are refused and the session stays; (b) floods the host's doorbells —

@@ -1,5 +1,5 @@
 /**
- * Guest lifecycle and scale (issue 4): a guest daemon killed with SIGKILL — the host cleans
+ * Guest lifecycle and scale: a guest daemon killed with SIGKILL — the host cleans
  * up (host peers see end of stream, status no longer lists the guest's vchans) and a restarted
  * guest daemon gets a working control channel again; and 1,000 vchans across domains, with
  * pools added ahead of demand and announced, then all closed.
@@ -13,6 +13,7 @@ import { Vchan } from '../../src/client/index.js';
 import { DaemonUnavailableError } from '../../src/errors.js';
 import { within, waitFor, type TestDaemon } from '../helpers/daemon-fixture.js';
 import { cliStatus, logged, poolsCreated, startGuest, startHost, type TestGuest } from '../helpers/guest-fixture.js';
+import { sleep } from '../helpers/wait.js';
 
 let host: TestDaemon;
 let g1: TestGuest | undefined;
@@ -125,7 +126,7 @@ test('1,000 vchans across domains (host↔guest 1 and guest 1↔guest 2): pools 
   // Everything is released: no vchan left anywhere.
   for (let i = 0; i < 50; i++) {
     if ((await cliStatus(host.runtimeDir)).vchans.length === 0) break;
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
   assert.equal((await cliStatus(host.runtimeDir)).vchans.length, 0);
 });

@@ -1,5 +1,5 @@
 /**
- * 1,000 vchans across domains with the default pools (64 vectors each, DESIGN.md §2 rule 2,
+ * 1,000 vchans across domains with the default pools (64 vectors each, architecture.md rule 2,
  * docs/pools.md): 400 host↔guest 1, 300 host↔guest 2 and 300 guest 1↔guest 2, all open at once,
  * each carrying its own data both ways. Pools must be added ahead of demand and announced to
  * (and attached by) their guests; afterwards every vchan is released and the daemons hold

@@ -1,5 +1,5 @@
 /**
- * vchan semantics across domains are those of host vchans (DESIGN.md §6): a client waits for a
+ * vchan semantics across domains are those of host vchans (docs/api.md "Semantics"): a client waits for a
  * server that appears later (host client / guest server and the reverse, and guest↔guest),
  * timeouts and refusals, server re-init on the same port after its client left (the qubesdb
  * reconnect), EEXIST / EBUSY, close seen from the other domain, and the death of a guest-side

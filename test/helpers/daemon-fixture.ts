@@ -7,13 +7,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { native, type RecvResult } from '../../src/native.js';
 import { socketPath } from '../../src/paths.js';
 import { MAX_FDS, MAX_FRAME } from '../../src/protocol/constants.js';
 
-export { sleep };
+import { sleep, waitFor, within } from './wait.js';
+
+// The waiting helpers live in wait.ts; re-exported for the fixtures' users.
+export { sleep, waitFor, within };
 
 export interface TestDaemonOptions {
   /** Written to a JSON file passed with --config. */
@@ -144,30 +146,6 @@ export function rssKiB(pid: number | 'self'): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (m?.[1] === undefined) throw new Error(`no VmRSS for ${pid}`);
   return Number(m[1]);
-}
-
-/** Polls `pred` every 10 ms until it holds; throws with `what` after `timeoutMs`. */
-export async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-/** Settles `p` or throws after `ms` (so a hang fails the test with a message instead of its timeout). */
-export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      reject(new Error(`${what}: still pending after ${ms} ms`));
-    }, ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 export interface RawReply {

@@ -1,5 +1,5 @@
 /**
- * Multi-domain fixtures for the guest integration tests (DESIGN.md §8 tier 2): a host kvmchand
+ * Multi-domain fixtures for the guest integration tests (docs/testing.md tier 2): a host kvmchand
  * with simulated guests (`simulateGuests` in its config: domains 1..N, device sockets in
  * `<host runtime>/domains/<id>/`), guest daemons (`kvmchand --guest --device-dir …`) each in a
  * runtime dir of its own, log parsing, and `kvmchan status --json` run as the real CLI.

@@ -1,5 +1,5 @@
 /**
- * A hostile guest (DESIGN.md §2 rule 5, §7): instead of `kvmchand --guest`, this program attaches
+ * A hostile guest (architecture.md rule 5; docs/security.md): instead of `kvmchand --guest`, this program attaches
  * to a simulated guest's devices exactly as the guest daemon does (src/daemon/guest/guest-service.ts:
  * SocketDevice on `<host runtime>/domains/<id>/control.sock`, the control ring, the pools announced
  * with EVENT_POOL_ADDED) and then misbehaves on command: malformed control frames, doorbell floods,
@@ -37,6 +37,7 @@ import { Command, Event, EVENT_BIT, TIMEOUT_INFINITE, VchanRole, type CommandId 
 import type { Frame, GuestVchanInfo, PoolAddedEvent, RequestBodies } from '../../src/protocol/types.js';
 import { CONTROL_GEOMETRY } from '../../src/daemon/guest-link/host-link.js';
 import { Prng } from './prng.js';
+import { sleep } from './wait.js';
 
 export const HOSTILE_GUEST_MAIN = fileURLToPath(import.meta.url);
 
@@ -64,7 +65,7 @@ export class HostileGuest {
   #control: SocketDevice | null = null;
   #waiter: EventFdWaiter | null = null;
   #mapping: ArrayBuffer | null = null;
-  #channel: RingLink | null = null;
+  #link: RingLink | null = null;
   #nextSeq = 1;
   readonly #pending = new Map<number, (r: Reply) => void>();
   readonly pools = new Map<number, SocketDevice>();
@@ -116,7 +117,7 @@ export class HostileGuest {
     const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
     endpoint.attach();
     this.#nextSeq = 1;
-    this.#channel = new RingLink(endpoint, this.#waiter, {
+    this.#link = new RingLink(endpoint, this.#waiter, {
       onFrame: (f) => {
         this.#onFrame(f);
       },
@@ -184,8 +185,8 @@ export class HostileGuest {
 
   /** Bytes straight into the control ring, no framing of ours. */
   sendRaw(bytes: Uint8Array): void {
-    if (this.#channel === null) throw new Error('not attached');
-    this.#channel.send(Buffer.from(bytes));
+    if (this.#link === null) throw new Error('not attached');
+    this.#link.send(Buffer.from(bytes));
   }
 
   /** A frame with any id, seq and payload; resolves with the host's reply (or rejects after a timeout). */
@@ -221,7 +222,7 @@ export class HostileGuest {
     const deadline = Date.now() + 5000;
     while (!this.pools.has(info.pool)) {
       if (Date.now() > deadline) throw new Error(`pool ${info.pool} never attached`);
-      await new Promise((r) => setTimeout(r, 10));
+      await sleep(10);
     }
     const dev = this.pools.get(info.pool)!;
     const region = dev.map(info.shmOffset, info.shmLength);
@@ -274,11 +275,11 @@ export class HostileGuest {
     }
     this.granted.clear();
     try {
-      this.#channel?.close();
+      this.#link?.close();
     } catch {
       // The host disconnected us: the device already unmapped the ring.
     }
-    this.#channel = null;
+    this.#link = null;
     this.#waiter?.close();
     this.#waiter = null;
     if (this.#mapping !== null && this.#control !== null && !this.#control.closed) this.#control.unmap(this.#mapping);
@@ -460,7 +461,7 @@ async function run(g: HostileGuest, cmd: Json): Promise<Json> {
       const rounds = num('rounds', 1);
       for (let i = 0; i < rounds; i++) {
         scribble(v, cmd['mode'] as string, rng);
-        if (rounds > 1) await new Promise((r) => setTimeout(r, num('intervalMs', 1)));
+        if (rounds > 1) await sleep(num('intervalMs', 1));
       }
       return { rounds };
     }

@@ -7,6 +7,7 @@
  */
 import fs from 'node:fs';
 import { native, READABLE, DISCONNECT, type Poller } from '../../src/native.js';
+import { sleep } from './wait.js';
 
 export interface RawMessage {
   /** The 8 bytes as received. */
@@ -111,7 +112,7 @@ export class IvshmemTestClient {
 
   /** Resolve if nothing at all arrives within `ms`; throw with what arrived otherwise. */
   async expectSilence(ms = 50): Promise<void> {
-    await new Promise((r) => setTimeout(r, ms));
+    await sleep(ms);
     const r = native.recvmsg(this.fd, 8, 1);
     if (r === null) return;
     for (const f of r.fds) native.close(f);

@@ -1,4 +1,7 @@
-/** Small seeded PRNG (xorshift32) so property and fuzz tests are reproducible from a printed seed. */
+/**
+ * The tests' one seeded PRNG (Marsaglia xorshift32): property and fuzz tests print their seed,
+ * and KVMCHAN_TEST_SEED replays it (docs/testing.md, "Tiers").
+ */
 export class Prng {
   #s: number;
   constructor(seed: number) {
@@ -17,11 +20,20 @@ export class Prng {
   int(lo: number, hi: number): number {
     return lo + (this.next() % (hi - lo + 1));
   }
+  /** Uniform integer in [0, n) for n ≤ 2^32 (multiplicative: no modulo bias). */
+  below(n: number): number {
+    return Math.floor((this.next() / 0x1_0000_0000) * n);
+  }
+  /** True with probability p. */
+  chance(p: number): boolean {
+    return this.next() / 0x1_0000_0000 < p;
+  }
   pick<T>(items: readonly T[]): T {
+    if (items.length === 0) throw new Error('pick from empty list');
     return items[this.next() % items.length]!;
   }
-  bytes(n: number): Uint8Array {
-    const b = new Uint8Array(n);
+  bytes(n: number): Buffer {
+    const b = Buffer.allocUnsafe(n);
     for (let i = 0; i < n; i++) b[i] = this.next() & 0xff;
     return b;
   }

@@ -1,6 +1,6 @@
 /**
  * Test helper: a paused, OS-less QEMU (TCG) with a tiny QMP client, for hot-plugging
- * ivshmem-doorbell devices against our server (reference §3.1, §7 "Testing without KVM").
+ * ivshmem-doorbell devices against our server (docs/ivshmem.md §8).
  * QEMU reads the server's setup synchronously at device_add, so no guest is needed to prove
  * that QEMU accepts (or refuses) what the server sends.
  */
@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { sleep } from './wait.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
@@ -88,7 +89,7 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
         return qmp;
       } catch (err) {
         if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
       }
     }
   }
@@ -189,7 +190,7 @@ function findOnPath(binary: string): string | null {
 
 /**
  * The QEMU binary, installing Debian's qemu-system-x86 when it is missing and we are root
- * (DESIGN.md §8: the project's scripts install what they need). Returns the path, or a reason
+ * (docs/testing.md: the project's scripts install what they need). Returns the path, or a reason
  * string when QEMU is unavailable.
  */
 export function ensureQemu(): { path: string } | { reason: string } {

@@ -1,12 +1,13 @@
 // The server's byte sequence, checked message by message by the independent test client
-// (test/helpers/ivshmem-test-client.ts) against reference §2.2.
+// (test/helpers/ivshmem-test-client.ts) against docs/ivshmem.md §1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { IvshmemServer } from '../../src/ivshmem/server.js';
 import { native } from '../../src/native.js';
 import { IvshmemTestClient, fdKind, initialSequence, joinSequence } from '../helpers/ivshmem-test-client.js';
-import { drain, memfd, nextEvent, tempDir, tick, until } from './util.js';
+import { drain, memfd, nextEvent, tempDir } from './util.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 const MiB = 1 << 20;
 
@@ -220,16 +221,16 @@ test('a client that does not read: everything is queued and arrives consistent a
       }
     }
     const slow = IvshmemTestClient.connect(dev.socketPath);
-    await until(() => dev.clientCount === 4, 2000, 'slow client admitted');
+    await waitFor(() => dev.clientCount === 4, 2000, 'slow client admitted');
     // While it sleeps, peers 1 and 2 leave (their join messages to it are partly in its socket
     // buffer, partly still queued) and a newcomer takes id 1.
     clients[0]!.close();
     clients[1]!.close();
-    await until(() => dev.clientCount === 2);
+    await waitFor(() => dev.clientCount === 2);
     const late = IvshmemTestClient.connect(dev.socketPath);
     clients.push(late);
-    await until(() => dev.clientCount === 3);
-    await tick(20);
+    await waitFor(() => dev.clientCount === 3);
+    await sleep(20);
 
     // Replay what the slow client receives through a model of QEMU's peer table.
     const before = process.hrtime.bigint();

@@ -6,7 +6,8 @@ import { IvshmemServer, type PeerInfo } from '../../src/ivshmem/server.js';
 import { SocketDevice } from '../../src/ivshmem/socket-device.js';
 import { native } from '../../src/native.js';
 import { IvshmemTestClient, initialSequence, joinSequence, openFdCount } from '../helpers/ivshmem-test-client.js';
-import { drain, memfd, nextEvent, tempDir, until } from './util.js';
+import { drain, memfd, nextEvent, tempDir } from './util.js';
+import { waitFor } from '../helpers/wait.js';
 
 test('a client that sends anything is dropped; the others carry on', async () => {
   const t = tempDir();
@@ -18,7 +19,7 @@ test('a client that sends anything is dropped; the others carry on', async () =>
   try {
     await bad.expectSequence(initialSequence(2, [0, 1], 2));
     await bad2.expectSequence(initialSequence(3, [0, 1, 2], 2));
-    await until(() => good.peers().length === 3);
+    await waitFor(() => good.peers().length === 3);
     const violation = nextEvent<[PeerInfo, string]>(dev, 'protocol-violation');
     bad.send(Buffer.from('hello'));
     const [who, detail] = await violation;
@@ -27,7 +28,7 @@ test('a client that sends anything is dropped; the others carry on', async () =>
     // The offender sees EOF (after the join of 3 it had not read); everybody else sees it leave.
     assert.equal((await bad.expectEof()).length, 16);
     await bad2.expectSequence([{ value: 2, fd: false }]);
-    await until(() => !good.peers().includes(2));
+    await waitFor(() => !good.peers().includes(2));
 
     // Sending an fd is just as bad (and the fd does not leak into the server).
     const efd = native.eventfd(0, 0);
@@ -36,7 +37,7 @@ test('a client that sends anything is dropped; the others carry on', async () =>
     native.close(efd);
     assert.equal((await v2)[1], 'sent 8 bytes and 1 fds');
     await bad2.expectEof();
-    await until(() => !good.peers().includes(3));
+    await waitFor(() => !good.peers().includes(3));
 
     // The well-behaved client still works both ways.
     good.doorbell(0, 1);
@@ -179,7 +180,7 @@ test('no fd or mapping leaks over many join/leave cycles (socket clients, test c
       const a = await SocketDevice.connect(dev.socketPath, { vectors: 4 });
       const b = IvshmemTestClient.connect(dev.socketPath);
       await b.expectSequence(initialSequence(3, [0, 1, 2], 4));
-      await until(() => anchor.peers().length === 3);
+      await waitFor(() => anchor.peers().length === 3);
       const local = dev.addLocalPeer();
       const m = a.map(0, 4096);
       new Uint8Array(m)[0] = i;
@@ -192,11 +193,11 @@ test('no fd or mapping leaks over many join/leave cycles (socket clients, test c
       local.close();
       b.close();
       a.close();
-      await until(() => anchor.peers().length === 1 && dev.clientCount === 1, 2000, 'everyone gone');
+      await waitFor(() => anchor.peers().length === 1 && dev.clientCount === 1, 2000, 'everyone gone');
     }
     anchor.close();
     assert.equal(native.mappingCount(), mapsBefore);
-    await until(() => dev.clientCount === 0);
+    await waitFor(() => dev.clientCount === 0);
     assert.ok(openFdCount() < fdsAnchored);
   } finally {
     anchor.close();

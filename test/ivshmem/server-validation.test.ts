@@ -1,5 +1,5 @@
 // Invalid configurations are refused by the constructor, before a socket exists, so nothing
-// can ever reach QEMU (a non-power-of-two shm would abort the VM: reference §1.2).
+// can ever reach QEMU (a non-power-of-two shm would abort the VM: docs/ivshmem.md §3).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

@@ -9,7 +9,8 @@ import { native, READABLE } from '../../src/native.js';
 import { KvmchanError } from '../../src/errors.js';
 import { openFdCount } from '../helpers/ivshmem-test-client.js';
 import { FakeServer, msg, type Scripted } from './fake-server.js';
-import { drain, memfd, nextEvent, tempDir, until } from './util.js';
+import { drain, memfd, nextEvent, tempDir } from './util.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** Resolve when `fd` becomes readable (how a ring waits for an interrupt). */
 function readable(fd: number, ms = 2000): Promise<number> {
@@ -75,7 +76,7 @@ test('doorbells between two socket devices, and to and from the host peer', asyn
   const b = await SocketDevice.connect(dev.socketPath, { vectors: 4 });
   const host: Device = dev.host!;
   try {
-    await until(() => a.peers().includes(2));
+    await waitFor(() => a.peers().includes(2));
     assert.deepEqual(a.peers(), [0, 2]);
     assert.deepEqual(b.peers(), [0, 1]);
     assert.equal(a.peerVectors(2), 4);
@@ -84,7 +85,7 @@ test('doorbells between two socket devices, and to and from the host peer', asyn
       a.doorbell(2, v);
       assert.equal(await woke, 1, `a→b vector ${v}`);
     }
-    // Kicks coalesce (eventfd counter semantics, reference §1.3).
+    // Kicks coalesce (eventfd counter semantics, docs/ivshmem.md §5).
     b.doorbell(1, 3);
     b.doorbell(1, 3);
     assert.equal(await readable(a.interruptFd(3)), 2);
@@ -338,7 +339,7 @@ test('timing (diagnostic only): connect → setup complete, and a doorbell round
       setup.push(performance.now() - t0);
       d.close();
     }
-    await until(() => dev.clientCount === 0);
+    await waitFor(() => dev.clientCount === 0);
     setup.sort((a, b) => a - b);
     const pct = (p: number): string => setup[Math.floor((setup.length - 1) * p)]!.toFixed(3);
     t.diagnostic(`SocketDevice.connect, 8 vectors, host peer only: p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms`);
@@ -362,5 +363,5 @@ test('timing (diagnostic only): connect → setup complete, and a doorbell round
     native.close(shm);
     dir.cleanup();
   }
-  await until(() => openFdCount() <= fdsBefore, 1000, 'fds released');
+  await waitFor(() => openFdCount() <= fdsBefore, 1000, 'fds released');
 });

@@ -36,18 +36,9 @@ export function nextEvent<T extends unknown[] = unknown[]>(emitter: EventEmitter
   });
 }
 
-/** Poll `cond` every few ms until it holds (or throw after `ms`). */
-export async function until(cond: () => boolean, ms = 2000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 /** Read an eventfd's counter (null if zero). */
 export function drain(fd: number): number | null {
   return native.eventfdRead(fd);
 }
 
-export const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -1,4 +1,4 @@
-/** Poller: the uv_poll_t watcher (node-ecosystem.md §2.5). */
+/** Poller: the uv_poll_t watcher (docs/architecture.md, "The native addon"). */
 import assert from 'node:assert/strict';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawn } from 'node:child_process';
@@ -16,9 +16,8 @@ import {
   collectGarbage,
   nativeModuleUrl,
   runChild,
-  sleep,
-  waitUntil,
 } from './util.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 interface Event {
   err: Error | null;
@@ -54,12 +53,12 @@ describe('Poller', () => {
       await sleep(20);
       assert.equal(w.seen.length, 0, 'no event before a write');
       native.eventfdWrite(w.fd, 1);
-      await waitUntil(() => w.seen.length === 1);
+      await waitFor(() => w.seen.length === 1);
       assert.deepEqual(w.seen[0], { err: null, events: READABLE });
       await sleep(20);
       assert.equal(w.seen.length, 1, 'drained: no further event');
       native.eventfdWrite(w.fd, 1);
-      await waitUntil(() => w.seen.length === 2);
+      await waitFor(() => w.seen.length === 2);
     } finally {
       w.dispose();
     }
@@ -69,7 +68,7 @@ describe('Poller', () => {
     const w = watched();
     try {
       w.poller.start(READABLE | WRITABLE);
-      await waitUntil(() => w.seen.length > 0);
+      await waitFor(() => w.seen.length > 0);
       assert.equal(w.seen[0]!.events & WRITABLE, WRITABLE);
     } finally {
       w.dispose();
@@ -86,7 +85,7 @@ describe('Poller', () => {
     try {
       poller.start(READABLE | DISCONNECT);
       native.close(b);
-      await waitUntil(() => seen.length > 0);
+      await waitFor(() => seen.length > 0);
       assert.equal(seen[0]! & DISCONNECT, DISCONNECT);
     } finally {
       poller.close();
@@ -103,7 +102,7 @@ describe('Poller', () => {
       await sleep(30);
       assert.equal(w.seen.length, 0);
       w.poller.start(READABLE);
-      await waitUntil(() => w.seen.length === 1);
+      await waitFor(() => w.seen.length === 1);
       w.poller.stop();
       w.poller.stop();
     } finally {
@@ -140,7 +139,7 @@ describe('Poller', () => {
     });
     poller.start(READABLE);
     native.eventfdWrite(fd, 1);
-    await waitUntil(() => calls > 0);
+    await waitFor(() => calls > 0);
     await sleep(30);
     assert.equal(calls, 1);
     native.close(fd);
@@ -157,7 +156,7 @@ describe('Poller', () => {
     try {
       poller.start(READABLE);
       native.eventfdWrite(fd, 1);
-      await waitUntil(() => calls === 2);
+      await waitFor(() => calls === 2);
       await sleep(20);
       assert.equal(calls, 2);
     } finally {
@@ -180,7 +179,7 @@ describe('Poller', () => {
     try {
       poller.start(READABLE);
       native.eventfdWrite(fd, 1);
-      await waitUntil(() => seen.length === 2);
+      await waitFor(() => seen.length === 2);
       assert.deepEqual(seen, ['creator', 'microtask']);
     } finally {
       poller.close();
@@ -211,7 +210,7 @@ describe('Poller', () => {
     await collectGarbage();
     assert.equal(collected, false);
     native.eventfdWrite(fd, 1);
-    await waitUntil(() => calls === 1);
+    await waitFor(() => calls === 1);
     // Closed from inside its callback: now it is garbage like any object.
     for (let i = 0; i < 20 && !collected; i++) await collectGarbage();
     assert.equal(collected, true, 'a closed poller must be collectable');
@@ -245,7 +244,7 @@ describe('Poller', () => {
     });
     w.start(READABLE);
     native.eventfdWrite(fd, 1);
-    await waitUntil(() => fired);
+    await waitFor(() => fired);
     w.close();
     native.close(fd);
   });
@@ -401,7 +400,7 @@ describe('Poller in child processes and workers', () => {
     assert.equal(exitCode, 0);
     for (const n of fds.slice(0, 3)) native.close(n);
     // The mappings the workers left behind were released at their teardown.
-    await waitUntil(() => native.mappingCount() === maps);
+    await waitFor(() => native.mappingCount() === maps);
     // The process is still alive and the addon still works here.
     const fd = native.eventfd(3, EFD_NONBLOCK);
     assert.equal(native.eventfdRead(fd), 3);

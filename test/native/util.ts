@@ -104,17 +104,8 @@ export async function collectGarbage(): Promise<void> {
   }
 }
 
-export async function waitUntil(cond: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for condition');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** URL of the compiled facade, for child processes (dist/test/native → dist/src/native.js). */

@@ -98,12 +98,5 @@ export function readable(fd: number, ms = 2000): Promise<number> {
   });
 }
 
-export async function until(cond: () => boolean, ms = 2000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 export const pageRound = (n: number): number => Math.ceil(n / 4096) * 4096;

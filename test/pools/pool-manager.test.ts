@@ -8,7 +8,8 @@ import { native } from '../../src/native.js';
 import { HEADER_SIZE, MAGIC, OFF_CLIENT_STATE, OFF_SERVER_STATE, STATE_WAITING, STATE_CONNECTED, regionLength, type RingGeometry } from '../../src/ring/layout.js';
 import type { VchanResources, EndpointAccess } from '../../src/daemon/registry/vchan-resources.js';
 import { PoolResources } from '../../src/daemon/pools/pool-resources.js';
-import { errnoOf, fixture, pageRound, readable, rejectsWith, until } from './fixture.js';
+import { errnoOf, fixture, pageRound, readable, rejectsWith } from './fixture.js';
+import { waitFor, sleep } from '../helpers/wait.js';
 
 const geo = (c2sOrder: number, s2cOrder = c2sOrder): RingGeometry => ({ c2sOrder, s2cOrder });
 const SMALL = geo(10);
@@ -53,7 +54,8 @@ test('a guest gets its first host pool at once; vchans wait for it to attach (EA
     const ready = f.pm.whenCapacity(0, 5, 3000).then(() => {
       resolved = true;
     });
-    await new Promise((r) => setTimeout(r, 20));
+    // A negative check: give a wrong early resolution the chance to happen (no event to wait on).
+    await sleep(20);
     assert.equal(resolved, false, 'whenCapacity waits for the member');
     const guest = await f.join(a);
     assert.equal(guest.ivPosition, 1);
@@ -222,7 +224,8 @@ test('a pool is added ahead of demand when bytes run low', async () => {
     let done = false;
     void cap.then(() => (done = true));
     held.push(f.pm.create(SMALL, 0, 2)); // small ones still fit pool 1
-    await new Promise((r) => setTimeout(r, 20));
+    // A negative check: give a wrong early resolution the chance to happen (no event to wait on).
+    await sleep(20);
     assert.equal(done, false);
     await f.join(f.of(2)[1]!);
     await cap;
@@ -327,7 +330,7 @@ test('guest↔guest vchans use a pool shared by exactly those two guests', async
     await cap;
     assert.equal(a.ivPosition, 1);
     assert.equal(b.ivPosition, 2);
-    await until(() => a.peers().includes(2), 2000, 'A to learn about B');
+    await waitFor(() => a.peers().includes(2), 2000, 'A to learn about B');
     assert.deepEqual(a.peers(), [0, 2]);
     assert.deepEqual(b.peers(), [0, 1]);
     const pair = f.pm.pools().find((p) => p.pool === 4)!;
@@ -415,7 +418,7 @@ test('a freed vector starts clean: kicks the old vchan left pending are drained,
     // Kicks nobody consumed: the guest rang the host, the host rang the guest, then the vchan went.
     guest.doorbell(0, v);
     native.eventfdWrite(fdsOf(first.server).kick, 1);
-    await until(() => eventfdCount(hostWait) === 1 && eventfdCount(guest.interruptFd(v)) === 1, 2000, 'kicks pending');
+    await waitFor(() => eventfdCount(hostWait) === 1 && eventfdCount(guest.interruptFd(v)) === 1, 2000, 'kicks pending');
     first.release();
     // The next vchan gets the same (lowest free) vector, and no stale wake-up with it.
     const second = f.pm.create(SMALL, 0, 1);
@@ -443,7 +446,7 @@ test('a member that leaves is reported; the pool is used again when it comes bac
     const res = f.pm.create(SMALL, 0, 7);
     const kick = fdsOf(res.server).kick;
     first.close(); // the guest daemon dies
-    await until(() => left.length === 1, 2000, 'member-left');
+    await waitFor(() => left.length === 1, 2000, 'member-left');
     assert.deepEqual(left, [[7, 1]]);
     assert.equal(f.pm.pools()[0]!.state, 'pending');
     assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 7)), 'EAGAIN');
@@ -490,7 +493,7 @@ test('whenCapacity times out with EAGAIN; a removed domain refuses its waiters a
     assert.ok(!fs.existsSync(hostPool.socketPath), 'its pool socket is gone');
     assert.ok(!fs.existsSync(f.of(1)[1]!.socketPath));
     assert.ok(!fs.existsSync(pairForB.socketPath), 'so is the other guest\'s socket of their pair pool');
-    await until(() => bClosed, 2000, 'the other member to be disconnected');
+    await waitFor(() => bClosed, 2000, 'the other member to be disconnected');
     assert.deepEqual(f.pm.poolsOf(1), []);
     assert.deepEqual(f.pm.poolsOf(2).map((p) => p.pool), [2]);
     assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 1)), 'ESRCH');
@@ -503,7 +506,7 @@ test('whenCapacity times out with EAGAIN; a removed domain refuses its waiters a
     assert.equal(Atomics.load(live.control, 0), MAGIC | 0, 'the control page is still mapped');
     live.kickServer();
     live.kickClient(); // both harmless now
-    await until(() => guest.closed, 2000, 'the guest to be disconnected');
+    await waitFor(() => guest.closed, 2000, 'the guest to be disconnected');
     live.release();
     assert.equal(f.pm.poolCount, 0);
     assert.ok(native.mappingCount() < maps, 'the pool mapping went with its last vchan');

@@ -13,7 +13,8 @@ import type { RingGeometry } from '../../src/ring/layout.js';
 import type { VchanResources, EndpointAccess } from '../../src/daemon/registry/vchan-resources.js';
 import type { SocketDevice } from '../../src/ivshmem/socket-device.js';
 import { Prng } from '../helpers/prng.js';
-import { fixture, pageRound, until } from './fixture.js';
+import { fixture, pageRound } from './fixture.js';
+import { waitFor } from '../helpers/wait.js';
 
 interface Side {
   ring: AsyncRing;
@@ -92,7 +93,7 @@ test('rings run over pool slots: host↔guest both ways and guest↔guest, sever
     const p1 = await f.join(f.of(1).at(-1)!);
     const p2 = await f.join(f.of(2).at(-1)!);
     await f.pm.whenCapacity(2, 1, 2000);
-    await until(() => p1.peers().includes(2), 2000, 'guest 1 to learn about guest 2');
+    await waitFor(() => p1.peers().includes(2), 2000, 'guest 1 to learn about guest 2');
     const pair = f.pm.create(g, 2, 1);
     held.push(hostServes, guestServes, pair);
 

@@ -10,8 +10,9 @@ import { configSchema } from '../../src/daemon/config.js';
 import { OFF_CLIENT_STATE, STATE_CLOSED } from '../../src/ring/layout.js';
 import { native } from '../../src/native.js';
 import { fixture, readable } from './fixture.js';
+import { sleep } from '../helpers/wait.js';
 
-const caller = (connId: number, domain: number): Caller => ({ connId, domain, pid: process.pid, uid: 0, gid: 0, privileged: true });
+const caller = (connId: number, domain: number): Caller => ({ connId, domain, scope: 'local', pid: process.pid, uid: 0, gid: 0, privileged: true });
 
 test('registry over pools: a request waits for the pool, grants are usable, a guest death is marked and kicked', async () => {
   const f = fixture({ poolSize: 1 << 20, poolVectors: 8 });
@@ -22,7 +23,7 @@ test('registry over pools: a request waits for the pool, grants are usable, a gu
     const host = caller(1, 0);
     // The guest has not attached to its pool yet: serverInit waits, then succeeds.
     const pending = registry.serverInit(host, 1, 77, 4096, 4096);
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
     await f.join(f.of(1)[0]!);
     const server = await pending;
     assert.equal(server.access.kind, 'fds');
@@ -59,7 +60,7 @@ test('registry over pools: a request waits for the pool, grants are usable, a gu
     f.pm.addDomain(2);
     f.pm.addDomain(3);
     const pairWait = registry.serverInit(caller(3, 2), 3, 1, 1024, 1024);
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
     for (const a of f.announced.filter((x) => x.domain === 2 || x.domain === 3)) await f.join(a);
     const g = await pairWait;
     assert.equal(g.access.kind, 'device');

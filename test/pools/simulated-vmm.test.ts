@@ -10,7 +10,8 @@ import type { VmmDomain } from '../../src/daemon/vmm/vmm.js';
 import { PoolManager } from '../../src/daemon/pools/pool-manager.js';
 import { SocketDevice } from '../../src/ivshmem/socket-device.js';
 import { native } from '../../src/native.js';
-import { fdCount, readable, until } from './fixture.js';
+import { fdCount, readable } from './fixture.js';
+import { waitFor } from '../helpers/wait.js';
 
 function tempRuntime(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-vmm-'));
@@ -60,7 +61,7 @@ test('each simulated guest gets a private directory and a control device with IV
     assert.equal(g2.ivPosition, 1);
     assert.equal(new Uint8Array(g2.map(0, 4096))[7], 0);
     g1.close();
-    await until(() => leaves.length === 1, 2000, 'control-leave');
+    await waitFor(() => leaves.length === 1, 2000, 'control-leave');
     assert.deepEqual(leaves, [1]);
     // It can come back (a restarted guest daemon).
     guests.push(await SocketDevice.connect(path.join(vmm.deviceDir(1), 'control.sock'), { vectors: 1 }));
@@ -112,7 +113,7 @@ test('guests can appear and vanish; the pool manager follows', async () => {
     assert.equal(vmm.removeDomain(7), true);
     assert.equal(vmm.removeDomain(7), false);
     assert.deepEqual(removed, [{ id: 7, name: 'web' }]);
-    await until(() => control.closed && pool.closed, 2000, 'the guest to be disconnected');
+    await waitFor(() => control.closed && pool.closed, 2000, 'the guest to be disconnected');
     assert.ok(!fs.existsSync(d7));
     assert.equal(pm.poolCount, 0);
     assert.throws(() => vmm.controlDevice(7), /no simulated domain/);

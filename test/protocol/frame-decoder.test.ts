@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { encodeFrame, type Frame, FrameDecoder, FramingError, WireErrorCode } from '../../src/protocol/index.js';
 import { fixtures } from './fixtures.js';
-import { XorShift32 } from './xorshift.js';
+import { Prng } from '../helpers/prng.js';
 
 // Frames with empty, small and larger payloads, ids from both directions.
 const parts: Buffer[] = [
@@ -80,11 +80,11 @@ describe('FrameDecoder', () => {
   });
 
   test('random chunkings (seeded)', () => {
-    const rng = new XorShift32(0xc0ffee);
+    const rng = new Prng(0xc0ffee);
     for (let round = 0; round < 2000; round++) {
       const chunks: Buffer[] = [];
       for (let at = 0; at < stream.length; ) {
-        const n = rng.chance(0.2) ? rng.range(0, 3) : rng.range(1, 300);
+        const n = rng.chance(0.2) ? rng.int(0, 3) : rng.int(1, 300);
         chunks.push(stream.subarray(at, at + n));
         at += n;
       }

@@ -1,5 +1,5 @@
 /**
- * Fuzzing (DESIGN.md §5, §8): seeded, so a failure reproduces.
+ * Fuzzing (docs/wire-protocol.md, docs/testing.md): seeded, so a failure reproduces.
  * - Round trip: decode(encode(x)) == x for random valid messages of every kind, on both
  *   transports.
  * - Robustness: ≥ 200,000 random and mutated frames (bit flips, truncation, extension, random
@@ -38,7 +38,7 @@ import {
 } from '../../src/protocol/index.js';
 import { fixtureFds, fixtures } from './fixtures.js';
 import { randomStruct } from './generate.js';
-import { XorShift32 } from './xorshift.js';
+import { Prng } from '../helpers/prng.js';
 
 const SEED = Number(process.env.KVMCHAN_FUZZ_SEED ?? 0x5eed1234);
 const MUTATIONS = Number(process.env.KVMCHAN_FUZZ_FRAMES ?? 200_000);
@@ -52,8 +52,8 @@ interface Sample {
   readonly value: AnyRequest | AnyReply | AnyEvent;
 }
 
-function randomSample(rng: XorShift32): Sample {
-  const kind = rng.int(10);
+function randomSample(rng: Prng): Sample {
+  const kind = rng.below(10);
   if (kind < 4) {
     const spec = rng.pick(commandSpecs);
     const seq = rng.next();
@@ -71,9 +71,9 @@ function randomSample(rng: XorShift32): Sample {
     return { bytes, fds, value: { kind: 'reply', ok: true, id: spec.id, seq, err: 0, body, fds } as AnyReply };
   }
   if (kind < 9) {
-    const id = rng.chance(0.5) ? rng.pick(commandSpecs).id : rng.int(0x8000);
+    const id = rng.chance(0.5) ? rng.pick(commandSpecs).id : rng.below(0x8000);
     const seq = rng.next();
-    const err = -rng.range(1, 0x7fffffff);
+    const err = -rng.int(1, 0x7fffffff);
     return { bytes: encodeReply(id, seq, err), fds: [], value: { kind: 'reply', ok: false, id, seq, err, body: undefined, fds: [] } };
   }
   const spec = rng.pick(eventSpecs);
@@ -97,42 +97,42 @@ function reencode(v: AnyRequest | AnyReply | AnyEvent): Buffer {
   }
 }
 
-function mutate(rng: XorShift32, src: Buffer): Buffer {
+function mutate(rng: Prng, src: Buffer): Buffer {
   const b = Buffer.from(src);
-  switch (rng.int(8)) {
+  switch (rng.below(8)) {
     case 0: {
       // bit flips
-      const flips = rng.range(1, 4);
-      for (let i = 0; i < flips && b.length > 0; i++) b[rng.int(b.length)]! ^= 1 << rng.int(8);
+      const flips = rng.int(1, 4);
+      for (let i = 0; i < flips && b.length > 0; i++) b[rng.below(b.length)]! ^= 1 << rng.below(8);
       return b;
     }
     case 1:
-      return b.subarray(0, rng.int(b.length + 1)); // truncation
+      return b.subarray(0, rng.below(b.length + 1)); // truncation
     case 2:
-      return Buffer.concat([b, rng.chance(0.5) ? Buffer.alloc(rng.range(1, 16)) : rng.bytes(rng.range(1, 64))]); // extension
+      return Buffer.concat([b, rng.chance(0.5) ? Buffer.alloc(rng.int(1, 16)) : rng.bytes(rng.int(1, 64))]); // extension
     case 3:
-      if (b.length >= 4) b.writeUInt16LE(rng.chance(0.5) ? rng.int(0x10000) : Math.max(0, b.length - 8 + rng.range(-3, 3)), 2);
+      if (b.length >= 4) b.writeUInt16LE(rng.chance(0.5) ? rng.below(0x10000) : Math.max(0, b.length - 8 + rng.int(-3, 3)), 2);
       return b; // random size field
     case 4: {
       // one payload byte replaced, size kept: hits padding, enums, strings, counts
-      if (b.length > 8) b[8 + rng.int(b.length - 8)] = rng.pick([0, 1, 0x80, 0xff, rng.next() & 0xff]);
+      if (b.length > 8) b[8 + rng.below(b.length - 8)] = rng.pick([0, 1, 0x80, 0xff, rng.next() & 0xff]);
       return b;
     }
     case 5: {
       // random frame with a plausible header
-      const payload = rng.bytes(rng.chance(0.5) ? rng.int(64) : rng.int(300));
+      const payload = rng.bytes(rng.chance(0.5) ? rng.below(64) : rng.below(300));
       const h = Buffer.alloc(8);
-      const ids = [...commandSpecs.map((s) => s.id), ...eventSpecs.map((s) => s.id), rng.int(0x10000)];
+      const ids = [...commandSpecs.map((s) => s.id), ...eventSpecs.map((s) => s.id), rng.below(0x10000)];
       h.writeUInt16LE(rng.pick(ids), 0);
       h.writeUInt16LE(payload.length, 2);
       h.writeUInt32LE(rng.chance(0.5) ? 0 : rng.next(), 4);
       return Buffer.concat([h, payload]);
     }
     case 6:
-      return rng.bytes(rng.int(40)); // noise
+      return rng.bytes(rng.below(40)); // noise
     default: {
       // id swapped to another message, size kept
-      if (b.length >= 2) b.writeUInt16LE(rng.pick([...commandSpecs.map((s) => s.id), ...eventSpecs.map((s) => s.id), rng.int(0x10000)]), 0);
+      if (b.length >= 2) b.writeUInt16LE(rng.pick([...commandSpecs.map((s) => s.id), ...eventSpecs.map((s) => s.id), rng.below(0x10000)]), 0);
       return b;
     }
   }
@@ -154,7 +154,7 @@ function checkResult<T>(r: DecodeResult<T>, where: string): r is { readonly ok: 
 
 describe('fuzz', () => {
   test('round trip: decode(encode(x)) == x for random valid messages (seqpacket)', () => {
-    const rng = new XorShift32(SEED);
+    const rng = new Prng(SEED);
     for (let i = 0; i < 20_000; i++) {
       const s = randomSample(rng);
       const frame = decodeDatagram(s.bytes, { fds: s.fds });
@@ -165,10 +165,10 @@ describe('fuzz', () => {
   });
 
   test('round trip through the stream decoder with random chunking, checking seqs', () => {
-    const rng = new XorShift32(SEED ^ 0xabcdef);
+    const rng = new Prng(SEED ^ 0xabcdef);
     for (let round = 0; round < 200; round++) {
       const first = rng.next();
-      const n = rng.range(1, 40);
+      const n = rng.int(1, 40);
       const samples: Sample[] = [];
       // The guest control channel: stream transport, guest-control mask (§8).
       const transport: Transport = TRANSPORT_OF['guest-control'];
@@ -183,7 +183,7 @@ describe('fuzz', () => {
       const d = new FrameDecoder();
       const frames: Frame[] = [];
       for (let at = 0; at < all.length; ) {
-        const k = rng.range(1, 64);
+        const k = rng.int(1, 64);
         frames.push(...d.push(all.subarray(at, at + k)));
         at += k;
       }
@@ -199,7 +199,7 @@ describe('fuzz', () => {
   });
 
   test(`${MUTATIONS} random and mutated frames: decoded or rejected with a WireError`, { timeout: 300_000 }, (t) => {
-    const rng = new XorShift32(SEED ^ 0x1234567);
+    const rng = new Prng(SEED ^ 0x1234567);
     const corpus: Sample[] = fixtures.map((f) => ({ bytes: f.bytes, fds: fixtureFds(f), value: f.value }));
     for (let i = 0; i < 200; i++) corpus.push(randomSample(rng));
     let accepted = 0;
@@ -215,13 +215,13 @@ describe('fuzz', () => {
     for (let i = 0; i < MUTATIONS; i++) {
       const src = rng.pick(corpus);
       const bytes = rng.chance(0.05) ? src.bytes : mutate(rng, src.bytes);
-      const fds = rng.chance(0.85) ? src.fds : Array.from({ length: rng.int(11) }, (_, k) => 200 + k);
+      const fds = rng.chance(0.85) ? src.fds : Array.from({ length: rng.below(11) }, (_, k) => 200 + k);
       const info = { fds, truncated: rng.chance(0.002), controlTruncated: rng.chance(0.002) };
 
       // Stream: the same bytes pushed into one long-lived decoder, in two pieces; garbage
       // desynchronises it until a header is oversize, then it is replaced as a connection would be.
       if (rng.chance(0.1)) {
-        const cut = rng.int(bytes.length + 1);
+        const cut = rng.below(bytes.length + 1);
         try {
           streamFrames += stream.push(bytes.subarray(0, cut)).length + stream.push(bytes.subarray(cut)).length;
         } catch (e) {
@@ -282,7 +282,7 @@ describe('fuzz', () => {
   });
 
   test('a fresh stream decoder per buffer: random garbage in random chunks ends in frames or a WireError', () => {
-    const rng = new XorShift32(SEED ^ 0x77);
+    const rng = new Prng(SEED ^ 0x77);
     for (let round = 0; round < 20_000; round++) {
       const src = rng.pick(fixtures).bytes;
       const bytes = Buffer.concat([mutate(rng, src), mutate(rng, src), mutate(rng, src)]);
@@ -290,7 +290,7 @@ describe('fuzz', () => {
       try {
         let frames = 0;
         for (let at = 0; at < bytes.length; ) {
-          const k = rng.range(1, 17);
+          const k = rng.int(1, 17);
           frames += d.push(bytes.subarray(at, at + k)).length;
           at += k;
         }

@@ -1,5 +1,5 @@
 // A hostile peer writes random values into every shared field while the honest
-// side keeps working (DESIGN.md §4, ring-protocol.md §6). The honest side must get
+// side keeps working (ring-protocol.md §6). The honest side must get
 // data or a typed error — never an out-of-range count, a foreign exception, or a
 // result that contradicts its own request.
 import { test } from 'node:test';
@@ -52,7 +52,7 @@ for (const role of ['server', 'client'] as const) {
             corrupt = true;
             corruptSeen++;
           }
-          if (err.code === 'KVMCHAN_E_CLOSED') break; // peer "closed": the channel is over
+          if (err.code === 'KVMCHAN_E_CLOSED') break; // peer "closed": the vchan is over
         }
       }
       assert.equal(honest.peerState === 'closed' || !corrupt, true);

@@ -1,4 +1,4 @@
-// Two real processes over a memfd and eventfds, no daemon (issue 2): 1 GiB each
+// Two real processes over a memfd and eventfds, no daemon: 1 GiB each
 // way at once with random chunk sizes over 64 KiB rings, SHA-256 compared; and
 // SIGKILL of one side mid-stream. Here the test itself plays the daemon's part
 // of ring-protocol.md §5.3 (mark the dead side closed and kick the survivor).
@@ -13,6 +13,7 @@ import { AsyncRing } from '../../src/ring/async-ring.js';
 import { EventFdWaiter } from '../../src/ring/eventfd-waiter.js';
 import { initializeRegion, regionLength, OFF_CLIENT_STATE, STATE_CLOSED } from '../../src/ring/layout.js';
 import { pump, type PumpResult } from '../helpers/ring-pump.js';
+import { sleep } from '../helpers/wait.js';
 
 const PEER = fileURLToPath(new URL('../helpers/ring-peer.js', import.meta.url));
 const GIB = 1024 ** 3;
@@ -91,7 +92,7 @@ test('SIGKILL of the peer mid-stream: the survivor drains, then sees end of stre
     assert.ok(n > 0);
     received += n;
   }
-  await new Promise((r) => setTimeout(r, 50)); // let the peer fill the ring again
+  await sleep(50); // let the peer fill the ring again
   const pending = ep.peekReadable();
   peer.child.kill('SIGKILL');
   const exit = await peer.done;

@@ -98,7 +98,7 @@ export async function runDemo(opts: DemoOpts, out: NodeJS.WriteStream, err: Node
   try {
     const hostArgs: string[] = [];
     if (opts.guests > 0) {
-      // Simulated guests, and a policy that lets them talk to each other (DESIGN.md §7).
+      // Simulated guests, and a policy that lets them talk to each other (docs/security.md, "Policy").
       configDir = fs.mkdtempSync(path.join(fs.realpathSync(process.env['TMPDIR'] ?? '/tmp'), 'kvmchan-demo-'));
       const cfg = path.join(configDir, 'kvmchand.json');
       fs.writeFileSync(cfg, JSON.stringify({ policy: { guestPairs: 'all' } }));

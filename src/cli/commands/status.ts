@@ -1,7 +1,7 @@
 /** `kvmchan status`: domains and vchans as the daemon sees them. */
 import type { Command } from 'commander';
 import { DaemonConnection } from '../../client/daemon-connection.js';
-import { Command as Cmd, EndpointState } from '../../protocol/constants.js';
+import { Command as Cmd, EndpointState, POOL_STATE_NAMES } from '../../protocol/constants.js';
 import type { DomainEntry, PoolEntry, VchanEntry } from '../../protocol/types.js';
 import { table, bytes } from '../format.js';
 
@@ -57,7 +57,6 @@ export function registerStatus(program: Command): void {
         )}\n\n`,
       );
       if (st.pools.length > 0) {
-        const POOL_STATE = ['ready', 'pending', 'retired'];
         process.stdout.write(`Pools (${st.pools.length})\n`);
         process.stdout.write(
           `${table(
@@ -68,7 +67,7 @@ export function registerStatus(program: Command): void {
                 .filter((m) => m !== 0)
                 .map((m, i) => `${m}${(p.joined & (1 << i)) !== 0 ? '' : ' (detached)'}`)
                 .join(' + '),
-              POOL_STATE[p.state] ?? String(p.state),
+              POOL_STATE_NAMES[p.state] ?? String(p.state),
               bytes(p.size),
               bytes(p.size - p.freeBytes),
               `${p.vectors - p.freeVectors}/${p.vectors}`,

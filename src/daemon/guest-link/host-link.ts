@@ -1,8 +1,8 @@
 /**
- * The host end of one guest's control channel (DESIGN.md §2, §5): a ring in
+ * The host end of one guest link (docs/architecture.md "Guests", docs/wire-protocol.md §6.8): a ring in
  * the guest's control device (IVPosition 1 for the guest, peer 0 for us), the
  * wire protocol's stream transport on top. The guest's identity is the device
- * it is attached to — never anything it sends (DESIGN.md §2 rule 4). Every
+ * it is attached to — never anything it sends (architecture.md rule 4). Every
  * frame is untrusted: a framing error ends the session (the guest is
  * disconnected and every vchan it held is closed); argument errors get -EINVAL.
  */
@@ -15,20 +15,19 @@ import { initializeRegion, regionLength } from '../../ring/layout.js';
 import { RingLink } from '../../transport/ring-link.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
-import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
-import { Command, Errno, Event, PROTOCOL_VERSION, MAX_PAYLOAD, TIMEOUT_INFINITE, DomainFlag, type CommandId } from '../../protocol/constants.js';
-import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
-import { poolEntry, vchanEntry } from '../wire-views.js';
+import { AllowMask } from '../../protocol/allow-mask.js';
+import { Command, Errno, Event, TIMEOUT_INFINITE, type CommandId } from '../../protocol/constants.js';
 import { toWireInfo } from '../../protocol/views.js';
-import type { PoolStatus } from '../vchan-service.js';
+import type { Grant, VchanService } from '../vchan-service.js';
 import type { AnyRequest, Frame } from '../../protocol/types.js';
-import type { Caller, Registry, VchanGrant } from '../registry/registry.js';
-import { RegistryError } from '../registry/registry-error.js';
+import type { Caller } from '../registry/registry.js';
+import { RegistryError, errnoOf } from '../registry/registry-error.js';
+import { answerHandshake, answerList, isHandshake, isListRequest } from '../request-handler.js';
 
 /** Geometry of the control ring: 64 KiB each way fits in the 256 KiB control device. */
 export const CONTROL_GEOMETRY = { c2sOrder: 16, s2cOrder: 16 };
 export const CONTROL_DEVICE_SIZE = 256 * 1024;
-/** The guest's IVPosition on its control device (DESIGN.md §2). */
+/** The guest's IVPosition on its control device (architecture.md rule 2). */
 export const GUEST_CONTROL_PEER = 1;
 
 export interface PoolAnnouncement {
@@ -44,21 +43,18 @@ export interface HostLinkOptions {
   domain: number;
   name: string;
   device: HostDevice;
-  registry: Registry;
+  /** The host's request path, the same one the local socket uses; callers are scoped to this guest. */
+  service: VchanService;
   log: Logger;
   /** Current pools of this guest, announced right after HELLO. */
   pools: () => PoolAnnouncement[];
-  /** Status of every pool (LIST_POOLS is answered with this guest's). */
-  poolStatus: () => PoolStatus[];
   /** Called when the session ends badly, so the guest can be cut off the fabric. */
   onViolation: (why: string) => void;
-  /** Whether guest `domain`'s daemon is up (LIST_DOMAINS CONTROL_UP); the host always is. */
-  controlUp?: (domain: number) => boolean;
 }
 
-function errnoOf(err: unknown): number {
-  if (err instanceof RegistryError) return -((Errno as Record<string, number>)[err.errnoName] ?? Errno.EIO);
-  return -Errno.EIO;
+/** A caller in guest `domain`: sees what that domain is part of, no host pids. */
+function guestCaller(connId: number, domain: number): Caller {
+  return { connId, domain, scope: 'guest', pid: 0, uid: 0, gid: 0, privileged: false };
 }
 
 export class HostLink {
@@ -67,7 +63,7 @@ export class HostLink {
   readonly #log: Logger;
   readonly #mapping: ArrayBuffer;
   readonly #waiter: EventFdWaiter;
-  readonly #channel: RingLink;
+  readonly #link: RingLink;
   readonly #sequence = new RequestSequence();
   readonly #allowed = AllowMask.forKind('guest-control');
   /** Guest-local connection id → our registry connId (so a guest cannot name another's). */
@@ -90,7 +86,7 @@ export class HostLink {
     this.#waiter = new EventFdWaiter(native.dup(opts.device.interruptFd(0)), native.dup(kick));
     this.#waiter.keepAlive = false;
     const endpoint = new RingEndpoint(this.#mapping, 0, { role: 'server', ...CONTROL_GEOMETRY }, this.#waiter.kick);
-    this.#channel = new RingLink(endpoint, this.#waiter, {
+    this.#link = new RingLink(endpoint, this.#waiter, {
       onFrame: (f) => {
         this.#onFrame(f);
       },
@@ -111,13 +107,14 @@ export class HostLink {
     return this.#hello && !this.#closed;
   }
 
+  /** A guest connection as a caller of the service: scoped to this guest's domain. */
   #caller(conn: number): Caller {
     let id = this.#conns.get(conn);
     if (id === undefined) {
       id = this.#allocConnId();
       this.#conns.set(conn, id);
     }
-    return { connId: id, domain: this.domain, pid: 0, uid: 0, gid: 0, privileged: false };
+    return guestCaller(id, this.domain);
   }
 
   #onFrame(frame: Frame): void {
@@ -130,12 +127,12 @@ export class HostLink {
       }
       this.#log.warn({ code: r.error.code, err: r.error.message }, 'guest request refused');
       const reply = encodeErrorReply(frame, r.error);
-      if (reply !== undefined) this.#channel.send(reply);
+      if (reply !== undefined) this.#link.send(reply);
       return;
     }
     const req = r.value;
     if (!this.#hello && req.id !== Command.GUEST_HELLO && req.id !== Command.GET_VERSION && req.id !== Command.CHECK_COMMAND) {
-      this.#channel.send(encodeReply(req.id, req.seq, -Errno.EPERM));
+      this.#link.send(encodeReply(req.id, req.seq, -Errno.EPERM));
       return;
     }
     this.#dispatch(req).catch((err: unknown) => {
@@ -143,118 +140,83 @@ export class HostLink {
       const errno = errnoOf(err);
       if (errno === -Errno.EIO) this.#log.error({ err }, 'guest request failed');
       else this.#log.info({ err: (err as Error).message }, 'guest request refused');
-      this.#channel.send(encodeReply(req.id, req.seq, errno));
+      this.#link.send(encodeReply(req.id, req.seq, errno));
     });
   }
 
   async #dispatch(req: AnyRequest): Promise<void> {
-    const reg = this.#opts.registry;
+    const service = this.#opts.service;
+    // Handshake and lists are not tied to one of the guest's connections: the domain asks.
+    const ctx = { service, caller: guestCaller(-1, this.domain), allowed: this.#allowed, transport: 'stream' as const };
+    if (isHandshake(req)) {
+      this.#link.send(answerHandshake(req, ctx));
+      return;
+    }
+    if (isListRequest(req)) {
+      const reply = await answerList(req, ctx);
+      if (!this.#closed) this.#link.send(reply);
+      return;
+    }
     switch (req.id) {
-      case Command.GET_VERSION:
-        this.#channel.send(encodeReply(req.id, req.seq, 0, { version: PROTOCOL_VERSION, maxPayload: MAX_PAYLOAD }));
-        return;
-      case Command.CHECK_COMMAND:
-        this.#channel.send(encodeReply(req.id, req.seq, checkCommand(req.body.id, this.#allowed, 'stream')));
-        return;
       case Command.GUEST_HELLO:
         this.#hello = true;
-        this.#channel.send(encodeReply(req.id, req.seq, 0, { domain: this.domain, name: this.#opts.name }));
+        this.#link.send(encodeReply(req.id, req.seq, 0, { domain: this.domain, name: this.#opts.name }));
         for (const p of this.#opts.pools()) this.announcePool(p);
         this.#log.info('guest daemon attached');
         return;
       case Command.GUEST_VCHAN_SERVER_INIT: {
         const b = req.body;
-        const g = await reg.serverInit(this.#caller(b.conn), b.peerDomain, b.port, b.readMin, b.writeMin);
+        const g = await service.serverInit(this.#caller(b.conn), b.peerDomain, b.port, b.readMin, b.writeMin);
         this.#sendGrant(req.id, req.seq, g);
         return;
       }
       case Command.GUEST_VCHAN_CLIENT_INIT: {
         const b = req.body;
         const timeout = b.timeoutMs === TIMEOUT_INFINITE ? Infinity : b.timeoutMs;
-        const g = await reg.clientInit(this.#caller(b.conn), b.serverDomain, b.port, timeout);
+        const g = await service.clientInit(this.#caller(b.conn), b.serverDomain, b.port, timeout);
         if (this.#closed) return;
         this.#sendGrant(req.id, req.seq, g);
         return;
       }
       case Command.GUEST_VCHAN_CLOSE:
-        reg.close(this.#caller(req.body.conn), req.body.handle);
-        this.#channel.send(encodeReply(req.id, req.seq, 0, {}));
+        await service.close(this.#caller(req.body.conn), req.body.handle);
+        this.#link.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       case Command.GUEST_CONN_CLOSED: {
         const id = this.#conns.get(req.body.conn);
         if (id !== undefined) {
           this.#conns.delete(req.body.conn);
-          reg.dropConnection(id);
+          service.dropConnection(id);
         }
-        this.#channel.send(encodeReply(req.id, req.seq, 0, {}));
-        return;
-      }
-      case Command.LIST_DOMAINS: {
-        const all = reg.listDomains().filter((d) => d.id >= req.body.start);
-        const page = all.slice(0, MAX_DOMAIN_ENTRIES);
-        this.#channel.send(
-          encodeReply(req.id, req.seq, 0, {
-            next: all.length > page.length ? all[page.length]!.id : 0,
-            entries: page.map((d) => ({
-              domain: d.id,
-              flags:
-                (d.id === 0 ? DomainFlag.HOST : 0) |
-                (d.id === 0 || this.#opts.controlUp?.(d.id) === true ? DomainFlag.CONTROL_UP : 0) |
-                (d.id === this.domain ? DomainFlag.SELF : 0),
-              vchans: reg.vchansOfDomain(d.id),
-              name: d.name,
-            })),
-          }),
-        );
-        return;
-      }
-      case Command.LIST_POOLS: {
-        const all = this.#opts.poolStatus().filter((p) => p.members.includes(this.domain) && p.pool >= req.body.start);
-        const page = all.slice(0, MAX_POOL_ENTRIES);
-        this.#channel.send(
-          encodeReply(req.id, req.seq, 0, { next: all.length > page.length ? all[page.length]!.pool : 0, entries: page.map(poolEntry) }),
-        );
-        return;
-      }
-      case Command.LIST_VCHANS: {
-        // A guest sees the vchans it is part of, nothing else.
-        const all = reg
-          .listVchans({ connId: -1, domain: this.domain, pid: 0, uid: -1, gid: -1, privileged: true })
-          .filter((v) => (v.serverDomain === this.domain || v.clientDomain === this.domain) && v.handle >= req.body.start);
-        const page = all.slice(0, MAX_VCHAN_ENTRIES);
-        this.#channel.send(
-          encodeReply(req.id, req.seq, 0, {
-            next: all.length > page.length ? all[page.length]!.handle : 0,
-            // Pids are the host's business: a guest does not see them.
-            entries: page.map((v) => vchanEntry(v, false)),
-          }),
-        );
+        this.#link.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       }
       default:
-        this.#channel.send(encodeReply(req.id, req.seq, -Errno.EPERM));
+        this.#link.send(encodeReply(req.id, req.seq, -Errno.EPERM));
     }
   }
 
-  #sendGrant(id: CommandId, seq: number, g: VchanGrant): void {
-    if (g.access.kind !== 'device') throw new RegistryError('EIO', 'guest endpoint without device access');
-    this.#channel.send(
+  #sendGrant(id: CommandId, seq: number, g: Grant): void {
+    const a = g.access;
+    if (a.kind !== 'device') throw new RegistryError('EIO', 'guest endpoint without device access');
+    this.#link.send(
       encodeReply(id as typeof Command.GUEST_VCHAN_SERVER_INIT, seq, 0, {
         ...toWireInfo(g),
-        pool: g.access.pool,
-        vector: g.access.vector,
-        peerId: g.access.peerId,
-        peerVector: g.access.peerVector,
+        pool: a.pool,
+        vector: a.vector,
+        peerId: a.peerId,
+        peerVector: a.peerVector,
         shmOffset: g.shmOffset,
         shmLength: g.shmLength,
       }),
     );
+    g.release();
   }
 
-  /** Tell the guest about a pool device to attach to (DESIGN.md §2 rule 2). */
+  /** Tell the guest about a pool device to attach to (architecture.md rule 2). */
   announcePool(p: PoolAnnouncement): void {
     if (this.#closed || !this.#hello) return;
-    this.#channel.send(encodeEvent(Event.POOL_ADDED, { pool: p.pool, peerId: p.peerId, vectors: p.vectors, size: p.size, socket: p.socket }));
+    this.#link.send(encodeEvent(Event.POOL_ADDED, { pool: p.pool, peerId: p.peerId, vectors: p.vectors, size: p.size, socket: p.socket }));
   }
 
   #end(why: string, violation: boolean): void {
@@ -262,13 +224,13 @@ export class HostLink {
     this.#closed = true;
     if (violation) this.#log.warn({ why }, 'guest control channel closed');
     else this.#log.info({ why }, 'guest control channel closed');
-    this.#channel.close();
+    this.#link.close();
     this.#release();
     if (violation) this.#opts.onViolation(why);
   }
 
   #release(): void {
-    for (const id of this.#conns.values()) this.#opts.registry.dropConnection(id);
+    for (const id of this.#conns.values()) this.#opts.service.dropConnection(id);
     this.#conns.clear();
     this.#waiter.close();
     this.#opts.device.unmap(this.#mapping);

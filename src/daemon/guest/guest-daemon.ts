@@ -1,6 +1,6 @@
 /**
- * kvmchand --guest (DESIGN.md §2): attaches to the control device, then serves
- * the same local socket as the host daemon. If the control channel is lost the
+ * kvmchand --guest (docs/architecture.md "Guests"): attaches to the control device, then serves
+ * the same local socket as the host daemon. If the guest link is lost the
  * daemon stops with an error (its supervisor restarts it; the host has already
  * closed every vchan this guest held).
  */

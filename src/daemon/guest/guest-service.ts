@@ -1,7 +1,7 @@
 /**
  * kvmchand --guest: the same local socket and API as on the host (apps do not
  * care where they run), with every request forwarded to the host over the
- * control channel (DESIGN.md §2). Grants come back as pool-device coordinates;
+ * guest link (docs/architecture.md "Guests"). Grants come back as pool-device coordinates;
  * here they become fds: the pool's shared memory, our interrupt eventfd for the
  * vchan's vector, and the doorbell eventfd that rings the peer.
  */
@@ -13,13 +13,13 @@ import { EventFdWaiter } from '../../ring/eventfd-waiter.js';
 import { HEADER_SIZE, OFF_CLIENT_STATE, STATE_WAITING, MAGIC } from '../../ring/layout.js';
 import { RingLink } from '../../transport/ring-link.js';
 import { ClientSequencer } from '../../protocol/sequencer.js';
-import { Command, DomainFlag, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
+import { Command, DomainFlag, POOL_STATE_NAMES, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
 import type { AnyEvent, ReplyOkOf, RequestBodies, GuestVchanInfo } from '../../protocol/types.js';
 import { SocketDevice } from '../../ivshmem/socket-device.js';
 import { KvmchanError, DaemonError } from '../../errors.js';
 import type { Caller, VchanSnapshot } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
-import type { FdGrant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
+import type { Grant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
 import { CONTROL_GEOMETRY } from '../guest-link/host-link.js';
 import { Event } from '../../protocol/constants.js';
 
@@ -34,7 +34,7 @@ export interface GuestServiceOptions {
   /** Directory holding control.sock and the pool sockets (simulated guests). */
   deviceDir: string;
   log: Logger;
-  /** Called when the control channel is lost (the daemon then reconnects or exits). */
+  /** Called when the guest link is lost (the daemon then reconnects or exits). */
   onDown: (err: KvmchanError) => void;
 }
 
@@ -53,7 +53,7 @@ export class GuestVchanService implements VchanService {
   readonly #opts: GuestServiceOptions;
   readonly #log: Logger;
   #control: SocketDevice | null = null;
-  #channel: RingLink | null = null;
+  #link: RingLink | null = null;
   #waiter: EventFdWaiter | null = null;
   #mapping: ArrayBuffer | null = null;
   readonly #seq = new ClientSequencer({
@@ -91,7 +91,7 @@ export class GuestVchanService implements VchanService {
     }
     const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
     endpoint.attach();
-    this.#channel = new RingLink(endpoint, this.#waiter, {
+    this.#link = new RingLink(endpoint, this.#waiter, {
       onFrame: (frame) => {
         let ev: AnyEvent | undefined;
         try {
@@ -149,9 +149,9 @@ export class GuestVchanService implements VchanService {
   }
 
   async #request<K extends CommandId>(id: K, body: RequestBodies[K]): Promise<ReplyOkOf<K>> {
-    if (this.#down || this.#channel === null) throw new GuestLinkDownError('no control channel to the host');
+    if (this.#down || this.#link === null) throw new GuestLinkDownError('no control channel to the host');
     const sent = this.#seq.request(id, body);
-    this.#channel.send(sent.frame);
+    this.#link.send(sent.frame);
     try {
       return await sent.reply;
     } catch (err) {
@@ -177,7 +177,7 @@ export class GuestVchanService implements VchanService {
     return this.#pools.get(id)!;
   }
 
-  async #toGrant(info: GuestVchanInfo): Promise<FdGrant> {
+  async #toGrant(info: GuestVchanInfo): Promise<Grant> {
     const dev = await this.#pool(info.pool);
     if (info.shmOffset + info.shmLength > dev.shm.size || info.vector >= dev.vectors) {
       throw new RegistryError('EIO', 'host sent a vchan outside its pool');
@@ -194,7 +194,7 @@ export class GuestVchanService implements VchanService {
       port: info.port,
       shmOffset: info.shmOffset,
       shmLength: info.shmLength,
-      fds,
+      access: { kind: 'fds', ...fds },
       release: () => {
         native.close(fds.shm);
         native.close(fds.wait);
@@ -226,12 +226,12 @@ export class GuestVchanService implements VchanService {
     }
   }
 
-  async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant> {
+  async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<Grant> {
     const r = await this.#request(Command.GUEST_VCHAN_SERVER_INIT, { conn: caller.connId, peerDomain, port, readMin, writeMin });
     return this.#toGrant(r.body);
   }
 
-  async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<FdGrant> {
+  async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<Grant> {
     const r = await this.#request(Command.GUEST_VCHAN_CLIENT_INIT, {
       conn: caller.connId,
       serverDomain,
@@ -273,7 +273,7 @@ export class GuestVchanService implements VchanService {
           pool: e.pool,
           members,
           joined: members.filter((_, i) => (e.joined & (1 << i)) !== 0),
-          state: e.state === 0 ? 'ready' : e.state === 1 ? 'pending' : 'retired',
+          state: POOL_STATE_NAMES[e.state] ?? 'retired',
           size: e.size,
           vectors: e.vectors,
           freeBytes: e.freeBytes,
@@ -328,9 +328,9 @@ export class GuestVchanService implements VchanService {
     // touch a detached buffer, and unmap() would refuse a buffer it no longer knows. Either threw
     // out of the device's 'close' listener and crashed the daemon before its orderly stop (socket
     // and pid file left behind, no "lost the host" log). Closing the waiter below still ends the
-    // channel's read loop.
+    // link's read loop.
     if (this.#control !== null && !this.#control.closed) {
-      this.#channel?.close();
+      this.#link?.close();
       if (this.#mapping !== null) this.#control.unmap(this.#mapping);
     }
     this.#waiter?.close();

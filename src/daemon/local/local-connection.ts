@@ -1,6 +1,6 @@
 /**
  * One client connection on the local socket. The caller's identity comes from
- * SO_PEERCRED when it connected (DESIGN.md §7), never from what it sends. Every
+ * SO_PEERCRED when it connected (docs/security.md, "Local socket"), never from what it sends. Every
  * frame is untrusted: framing errors close this connection only; argument
  * errors are answered with -EINVAL and the connection carries on
  * (wire-protocol.md §5).
@@ -11,18 +11,17 @@ import { SeqpacketSocket, type Datagram } from '../../transport/seqpacket.js';
 import { decodeDatagram } from '../../protocol/frame.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
-import { Command, Errno, Event, MAX_FRAME, PROTOCOL_VERSION, MAX_PAYLOAD, DomainFlag, ShutdownReason, TIMEOUT_INFINITE, type CommandId } from '../../protocol/constants.js';
-import { MAX_DOMAIN_ENTRIES, MAX_VCHAN_ENTRIES, MAX_POOL_ENTRIES } from '../../protocol/messages.js';
+import { Command, Errno, Event, MAX_FRAME, MAX_PAYLOAD, ShutdownReason, TIMEOUT_INFINITE, type CommandId } from '../../protocol/constants.js';
 import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
 import { toWireInfo } from '../../protocol/views.js';
-import { poolEntry, vchanEntry } from '../wire-views.js';
 import { WireError } from '../../protocol/errors.js';
-import { AllowMask, checkCommand } from '../../protocol/allow-mask.js';
+import { AllowMask } from '../../protocol/allow-mask.js';
+import { answerHandshake, answerList, isHandshake, isListRequest, type RequestContext } from '../request-handler.js';
 
 import type { KvmchanError } from '../../errors.js';
 import type { Caller } from '../registry/registry.js';
-import { RegistryError } from '../registry/registry-error.js';
-import type { FdGrant, VchanService } from '../vchan-service.js';
+import { RegistryError, errnoOf } from '../registry/registry-error.js';
+import type { Grant, VchanService } from '../vchan-service.js';
 
 const LOCAL_MASK = AllowMask.forKind('local');
 
@@ -35,14 +34,6 @@ export interface LocalConnectionOptions {
   onClosed: (conn: LocalConnection) => void;
 }
 
-function errnoOf(err: unknown): number {
-  if (err instanceof RegistryError) {
-    const n = (Errno as Record<string, number>)[err.errnoName];
-    return -(n ?? Errno.EIO);
-  }
-  return -Errno.EIO;
-}
-
 export class LocalConnection {
   readonly caller: Caller;
   readonly #service: VchanService;
@@ -50,6 +41,7 @@ export class LocalConnection {
   readonly #socket: SeqpacketSocket;
   readonly #sequence = new RequestSequence();
   readonly #onClosed: (conn: LocalConnection) => void;
+  readonly #context: RequestContext;
   #idleTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #shutdownSent = false;
@@ -59,6 +51,7 @@ export class LocalConnection {
     this.#service = opts.service;
     this.#log = opts.log;
     this.#onClosed = opts.onClosed;
+    this.#context = { service: opts.service, caller: opts.caller, allowed: LOCAL_MASK, transport: 'seqpacket' };
     // No request carries fds (wire-protocol.md §6): receive without a control buffer, so the
     // kernel discards any fd a client passes without it ever entering our fd table — closing
     // a hostile fd (a FUSE file whose flush hangs or fails) could block or fail us
@@ -119,14 +112,15 @@ export class LocalConnection {
   }
 
   async #dispatch(req: AnyRequest): Promise<void> {
+    if (isHandshake(req)) {
+      this.#socket.send(answerHandshake(req, this.#context));
+      return;
+    }
+    if (isListRequest(req)) {
+      this.#socket.send(await answerList(req, this.#context));
+      return;
+    }
     switch (req.id) {
-      case Command.GET_VERSION:
-        this.#socket.send(encodeReply(req.id, req.seq, 0, { version: PROTOCOL_VERSION, maxPayload: MAX_PAYLOAD }));
-        return;
-      case Command.CHECK_COMMAND:
-        // wire-protocol.md §6.2/§8: unknown → -ENOSYS, known but not for this connection → -EPERM.
-        this.#socket.send(encodeReply(req.id, req.seq, checkCommand(req.body.id, LOCAL_MASK, 'seqpacket')));
-        return;
       case Command.VCHAN_SERVER_INIT: {
         const b = req.body;
         this.#sendGrant(req.id, req.seq, await this.#service.serverInit(this.caller, b.peerDomain, b.port, b.readMin, b.writeMin));
@@ -142,43 +136,6 @@ export class LocalConnection {
         await this.#service.close(this.caller, req.body.handle);
         this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
         return;
-      case Command.LIST_DOMAINS: {
-        const all = (await this.#service.listDomains(this.caller)).filter((d) => d.id >= req.body.start);
-        const page = all.slice(0, MAX_DOMAIN_ENTRIES);
-        const next = all.length > page.length ? all[page.length]!.id : 0;
-        const self = this.#service.localDomain;
-        this.#socket.send(
-          encodeReply(req.id, req.seq, 0, {
-            next,
-            entries: page.map((d) => ({
-              domain: d.id,
-              flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.controlUp ? DomainFlag.CONTROL_UP : 0) | (d.id === self ? DomainFlag.SELF : 0),
-              vchans: d.vchans,
-              name: d.name,
-            })),
-          }),
-        );
-        return;
-      }
-      case Command.LIST_POOLS: {
-        const all = (await this.#service.listPools(this.caller)).filter((p) => p.pool >= req.body.start);
-        const page = all.slice(0, MAX_POOL_ENTRIES);
-        const next = all.length > page.length ? all[page.length]!.pool : 0;
-        this.#socket.send(encodeReply(req.id, req.seq, 0, { next, entries: page.map(poolEntry) }));
-        return;
-      }
-      case Command.LIST_VCHANS: {
-        const all = (await this.#service.listVchans(this.caller)).filter((v) => v.handle >= req.body.start);
-        const page = all.slice(0, MAX_VCHAN_ENTRIES);
-        const next = all.length > page.length ? all[page.length]!.handle : 0;
-        this.#socket.send(
-          encodeReply(req.id, req.seq, 0, {
-            next,
-            entries: page.map((v) => vchanEntry(v)),
-          }),
-        );
-        return;
-      }
     }
   }
 
@@ -189,14 +146,19 @@ export class LocalConnection {
     this.#socket.send(encodeReply(id, seq, errno));
   }
 
-  #sendGrant(id: CommandId, seq: number, g: FdGrant): void {
+  #sendGrant(id: CommandId, seq: number, g: Grant): void {
     if (this.#closed) {
       // The connection went while the request was in flight; the service already released the vchan.
       g.release();
       return;
     }
+    const a = g.access;
+    if (a.kind !== 'fds') {
+      g.release();
+      throw new RegistryError('EIO', 'local endpoint without fds');
+    }
     const info: VchanInfo = toWireInfo(g);
-    this.#socket.send(encodeReply(id as typeof Command.VCHAN_SERVER_INIT, seq, 0, info), [g.fds.shm, g.fds.wait, g.fds.kick]);
+    this.#socket.send(encodeReply(id as typeof Command.VCHAN_SERVER_INIT, seq, 0, info), [a.shm, a.wait, a.kick]);
     g.release();
   }
 

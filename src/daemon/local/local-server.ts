@@ -1,5 +1,5 @@
 /**
- * The local client socket (DESIGN.md §7): SOCK_SEQPACKET, mode 0660, group
+ * The local client socket (docs/security.md, "Local socket"): SOCK_SEQPACKET, mode 0660, group
  * `kvmchan` when that group exists; every accepted connection is identified by
  * SO_PEERCRED and handed to a LocalConnection.
  */
@@ -95,6 +95,7 @@ export class LocalServer {
     const caller = {
       connId,
       domain: this.#opts.service.localDomain,
+      scope: 'local' as const,
       pid: cred.pid,
       uid: cred.uid,
       gid: cred.gid,

@@ -16,7 +16,7 @@ export const poolConfigSchema = z
   .object({
     /**
      * Bytes of shared memory per pool device. A power of two (QEMU aborts the VM
-     * otherwise, DESIGN.md §3); memfd pages are only allocated when touched, so a
+     * otherwise, docs/ivshmem.md §3); memfd pages are only allocated when touched, so a
      * large pool costs address space, not RAM, until vchans use it.
      */
     poolSize: z

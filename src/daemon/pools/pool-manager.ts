@@ -1,5 +1,5 @@
 /**
- * The host's pool manager (DESIGN.md §2 rule 2, docs/pools.md): the VchanResourceFactory
+ * The host's pool manager (architecture.md rule 2, docs/pools.md): the VchanResourceFactory
  * the registry uses. Vchans between host processes get a memfd of their own
  * (MemfdResourceFactory); every vchan involving a guest is carved out of a pool —
  * host↔G out of G's host pools, A↔B out of the pools shared by exactly A and B.
@@ -24,6 +24,7 @@ import { RegistryError } from '../registry/registry-error.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { ensureDomainDir, poolSocketName, removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from '../vmm/domain-dir.js';
 import { Pool, type PoolMember } from './pool.js';
+import type { PoolStateName } from '../../protocol/constants.js';
 import { PoolResources } from './pool-resources.js';
 import { DEFAULT_POOL_CONFIG, poolConfigSchema, type PoolConfig } from './pool-config.js';
 import { PAGE } from './slot-allocator.js';
@@ -49,7 +50,7 @@ export interface PoolInfo {
   members: number[];
   /** Members currently attached. */
   joined: number[];
-  state: 'ready' | 'pending' | 'retired';
+  state: PoolStateName;
   size: number;
   vectors: number;
   freeBytes: number;
@@ -79,8 +80,8 @@ export interface PoolManagerOptions {
   config?: Partial<PoolConfig>;
   log?: Logger;
   /**
-   * Called for each member when a pool is created: forward it to that guest's control
-   * channel (EVENT_POOL_ADDED) or, with a real VMM, plug the device. Exceptions are logged.
+   * Called for each member when a pool is created: forward it over that guest's
+   * link (EVENT_POOL_ADDED) or, with a real VMM, plug the device. Exceptions are logged.
    */
   announce?: (domain: number, announcement: PoolAnnouncement) => void;
   /** For host↔host vchans. Default: a MemfdResourceFactory. */
@@ -229,7 +230,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     for (const set of this.#sets.values()) {
       for (const p of set) {
         const m = p.memberOf(domain);
-        if (m !== undefined && p.state === 'open') out.push(this.#announcement(p, m));
+        if (m !== undefined && p.serving) out.push(this.#announcement(p, m));
       }
     }
     return out.sort((a, b) => a.pool - b.pool);
@@ -400,7 +401,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   }
 
   #retire(p: Pool, reason: string): void {
-    if (p.state !== 'open') return;
+    if (!p.serving) return;
     p.retire(reason);
     this.emit('pool-removed', p.id);
   }
@@ -414,7 +415,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
       pool: p.id,
       members: p.members.map((m) => m.domain),
       joined: p.members.filter((m) => p.isJoined(m.domain)).map((m) => m.domain),
-      state: p.state !== 'open' ? 'retired' : p.ready ? 'ready' : 'pending',
+      state: p.state === 'closed' ? 'retired' : p.state,
       size: p.size,
       vectors: p.vectors,
       freeBytes: p.allocator.freeBytes,

@@ -85,7 +85,7 @@ export class PoolResources implements VchanResources {
   }
 
   #kick(domain: number): void {
-    if (this.#released || this.#pool.state !== 'open') return;
+    if (this.#released || !this.#pool.serving) return;
     if (domain === HOST_DOMAIN) native.eventfdWrite(this.#pool.host.interruptFd(this.vector), 1);
     else this.#pool.host.doorbell(this.#peerOf(domain), this.vector);
   }

@@ -1,5 +1,5 @@
 /**
- * One pool (DESIGN.md §2 rule 2, docs/pools.md): an ivshmem-doorbell device — a
+ * One pool (architecture.md rule 2, docs/pools.md): an ivshmem-doorbell device — a
  * sealed memfd and `vectors` interrupt vectors per peer — that carries many
  * vchans. The host is peer 0; each member guest has its own fixed-id socket in
  * its own device directory (peer 1, and peer 2 for the second guest of a pair
@@ -17,6 +17,7 @@ import type { HostDevice } from '../../ivshmem/host-device.js';
 import { native } from '../../native.js';
 import { KvmchanError, fromSystemError } from '../../errors.js';
 import { SlotAllocator, type Extent } from './slot-allocator.js';
+import type { PoolStateName } from '../../protocol/constants.js';
 
 export interface PoolMember {
   /** Guest domain id. */
@@ -27,7 +28,12 @@ export interface PoolMember {
   readonly socketPath: string;
 }
 
-export type PoolState = 'open' | 'retired' | 'closed';
+/**
+ * A pool's state, in the words `kvmchan status` and LIST_POOLS use (docs/pools.md §5):
+ * `pending` (serving; a member has not attached, yet or again), `ready` (serving; every member
+ * attached), `retired` (no new vchans; goes away with its last one), `closed` (memory released).
+ */
+export type PoolState = PoolStateName | 'closed';
 
 export interface PoolHooks {
   memberJoined(pool: Pool, member: PoolMember): void;
@@ -66,7 +72,8 @@ export class Pool {
   readonly #joined = new Set<number>();
   /** Live allocations (extent + vector), so retirement knows when the memory is free. */
   #live = 0;
-  #state: PoolState = 'open';
+  /** Set once the pool stops serving; until then it is pending or ready. */
+  #end: 'retired' | 'closed' | null = null;
 
   constructor(opts: PoolOptions) {
     this.id = opts.id;
@@ -77,13 +84,13 @@ export class Pool {
     this.#hooks = opts.hooks;
     this.#log = opts.log;
     // Every vector carries vchans; nothing pool-wide needs one (pool events go over
-    // the guest's control channel).
+    // the guest link).
     this.allocator = new SlotAllocator(opts.size, opts.vectors, 0);
     let memfd = -1;
     let mapping: ArrayBuffer | null = null;
     let device: IvshmemServer | null = null;
     try {
-      // Sealed: a shrunk memfd would fault QEMU (DESIGN.md §3). Pages are allocated on first touch.
+      // Sealed: a shrunk memfd would fault QEMU (docs/ivshmem.md §5). Pages are allocated on first touch.
       memfd = native.memfdCreate(`kvmchan-pool-${opts.id}`, opts.size, true);
       mapping = native.mmap(memfd, opts.size, 0, true);
       device = new IvshmemServer({
@@ -120,17 +127,22 @@ export class Pool {
   }
 
   get state(): PoolState {
-    return this.#state;
+    return this.#end ?? (this.#joined.size === this.members.length ? 'ready' : 'pending');
   }
 
-  /** Open and every member attached: vchans may be carved out of it. */
+  /** Pending or ready: not retired. */
+  get serving(): boolean {
+    return this.#end === null;
+  }
+
+  /** Every member attached: vchans may be carved out of it. */
   get ready(): boolean {
-    return this.#state === 'open' && this.#joined.size === this.members.length;
+    return this.state === 'ready';
   }
 
-  /** Open, waiting for at least one member to attach (first time or after it left). */
+  /** Waiting for at least one member to attach (first time or after it left). */
   get pending(): boolean {
-    return this.#state === 'open' && this.#joined.size < this.members.length;
+    return this.state === 'pending';
   }
 
   get liveAllocations(): number {
@@ -184,12 +196,12 @@ export class Pool {
    */
   free(extent: Extent, vector: number): void {
     this.#wipe(extent);
-    if (this.#state === 'open') this.#drainVector(vector);
+    if (this.serving) this.#drainVector(vector);
     this.allocator.freeExtent(extent);
     this.allocator.freeVector(vector);
     this.#live--;
-    if (this.#state === 'retired' && this.#live === 0) this.#finalize();
-    else if (this.#state === 'open') this.#hooks.capacityFreed(this);
+    if (this.#end === 'retired' && this.#live === 0) this.#finalize();
+    else if (this.serving) this.#hooks.capacityFreed(this);
   }
 
   #wipe(extent: Extent): void {
@@ -222,8 +234,8 @@ export class Pool {
    * mapped until the last live allocation is freed (host processes may still use it).
    */
   retire(reason: string): void {
-    if (this.#state !== 'open') return;
-    this.#state = 'retired';
+    if (!this.serving) return;
+    this.#end = 'retired';
     this.#joined.clear();
     this.#device.close();
     this.#log?.info({ pool: this.id, reason, live: this.#live }, 'pool retired');
@@ -231,8 +243,8 @@ export class Pool {
   }
 
   #finalize(): void {
-    if (this.#state === 'closed') return;
-    this.#state = 'closed';
+    if (this.#end === 'closed') return;
+    this.#end = 'closed';
     if (this.#mapping !== null) native.munmap(this.#mapping);
     this.#mapping = null;
     native.close(this.memfd);
@@ -242,7 +254,7 @@ export class Pool {
 
   #onJoin(info: PeerInfo): void {
     const m = this.members.find((x) => x.peerId === info.id);
-    if (m === undefined || this.#state !== 'open') return;
+    if (m === undefined || !this.serving) return;
     this.#joined.add(m.peerId);
     this.#log?.info({ pool: this.id, domain: m.domain, peerId: m.peerId, ready: this.ready }, 'pool member attached');
     this.#hooks.memberJoined(this, m);
@@ -250,7 +262,7 @@ export class Pool {
 
   #onLeave(info: PeerInfo, reason: string): void {
     const m = this.members.find((x) => x.peerId === info.id);
-    if (m === undefined || this.#state !== 'open') return;
+    if (m === undefined || !this.serving) return;
     if (!this.#joined.delete(m.peerId)) return;
     this.#log?.warn({ pool: this.id, domain: m.domain, peerId: m.peerId, reason }, 'pool member left');
     this.#hooks.memberLeft(this, m, reason);

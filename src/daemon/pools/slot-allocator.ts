@@ -1,5 +1,5 @@
 /**
- * Carves vchan regions and interrupt vectors out of a pool device (DESIGN.md §2
+ * Carves vchan regions and interrupt vectors out of a pool device (architecture.md
  * rule 2): first-fit over page-aligned extents, a bitmap of vectors. Freed space
  * is wiped by the pool before it returns here.
  */

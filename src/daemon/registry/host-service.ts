@@ -1,26 +1,15 @@
-/** The host's VchanService: the registry itself, for callers in domain 0. */
-import type { Caller, Registry, VchanGrant } from './registry.js';
+/**
+ * The host's VchanService: the registry itself, for local callers and for guests over their
+ * guest links alike. What a caller may see follows from its scope (registry.ts, CallerScope).
+ */
+import type { Caller, Registry, VchanGrant, VchanSnapshot } from './registry.js';
 import { HOST_DOMAIN } from './registry.js';
-import { RegistryError } from './registry-error.js';
-import type { FdGrant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
+import type { Grant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
 
-export function toFdGrant(g: VchanGrant): FdGrant {
-  if (g.access.kind !== 'fds') throw new RegistryError('EIO', 'host endpoint without fds');
-  const { shm, wait, kick } = g.access;
-  return {
-    handle: g.handle,
-    role: g.role,
-    readOrder: g.readOrder,
-    writeOrder: g.writeOrder,
-    localDomain: g.localDomain,
-    peerDomain: g.peerDomain,
-    port: g.port,
-    shmOffset: g.shmOffset,
-    shmLength: g.shmLength,
-    fds: { shm, wait, kick },
-    // The registry keeps these fds for the vchan's lifetime; the kernel duplicates them on send.
-    release: () => undefined,
-  };
+export function toGrant(g: VchanGrant): Grant {
+  // The registry keeps a host endpoint's fds for the vchan's lifetime (the kernel duplicates
+  // them on send), and a guest's grant holds no fds at all: nothing to release.
+  return { ...g, release: () => undefined };
 }
 
 export class HostVchanService implements VchanService {
@@ -37,16 +26,12 @@ export class HostVchanService implements VchanService {
     this.#controlUp = controlUp;
   }
 
-  listPools(): Promise<PoolStatus[]> {
-    return Promise.resolve(this.#pools());
+  async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<Grant> {
+    return toGrant(await this.#registry.serverInit(caller, peerDomain, port, readMin, writeMin));
   }
 
-  async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<FdGrant> {
-    return toFdGrant(await this.#registry.serverInit(caller, peerDomain, port, readMin, writeMin));
-  }
-
-  async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<FdGrant> {
-    return toFdGrant(await this.#registry.clientInit(caller, serverDomain, port, timeoutMs));
+  async clientInit(caller: Caller, serverDomain: number, port: number, timeoutMs: number): Promise<Grant> {
+    return toGrant(await this.#registry.clientInit(caller, serverDomain, port, timeoutMs));
   }
 
   // eslint-disable-next-line @typescript-eslint/require-await
@@ -62,7 +47,12 @@ export class HostVchanService implements VchanService {
     return Promise.resolve(this.#registry.listDomains().map((d) => ({ ...d, vchans: this.#registry.vchansOfDomain(d.id), controlUp: d.id === 0 || this.#controlUp(d.id) })));
   }
 
-  listVchans(caller: Caller): Promise<ReturnType<Registry['listVchans']>> {
+  listVchans(caller: Caller): Promise<VchanSnapshot[]> {
     return Promise.resolve(this.#registry.listVchans(caller));
+  }
+
+  listPools(caller: Caller): Promise<PoolStatus[]> {
+    const all = this.#pools();
+    return Promise.resolve(caller.scope === 'guest' ? all.filter((p) => p.members.includes(caller.domain)) : all);
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Which domains may open vchans to which (DESIGN.md §7): guest↔host always,
+ * Which domains may open vchans to which (docs/security.md, "Policy"): guest↔host always,
  * host↔host always, guest↔guest only for configured pairs, a guest to itself
  * never through the host (loopback is served inside the guest, or refused).
  */

@@ -1,4 +1,5 @@
 import { KvmchanError } from '../../errors.js';
+import { Errno } from '../../protocol/constants.js';
 
 /**
  * A request the registry refuses. `errnoName` becomes the negative errno of the
@@ -11,4 +12,10 @@ export class RegistryError extends KvmchanError {
     this.name = 'RegistryError';
     this.errnoName = errnoName;
   }
+}
+
+/** The negative errno a reply carries for a failed request: a refusal's own, -EIO for anything else. */
+export function errnoOf(err: unknown): number {
+  if (err instanceof RegistryError) return -((Errno as Record<string, number>)[err.errnoName] ?? Errno.EIO);
+  return -Errno.EIO;
 }

@@ -1,5 +1,5 @@
 /**
- * The registry owns all daemon state (DESIGN.md §2 rule 3): domains, vchans,
+ * The registry owns all daemon state (architecture.md rule 3): domains, vchans,
  * waiting clients, quotas. Other components talk to it through the request
  * methods below, which take and return plain data (plus fds), so the same code
  * can sit behind an IPC boundary. It never touches a socket.
@@ -15,14 +15,23 @@ import { Policy } from './policy.js';
 
 export const HOST_DOMAIN = 0;
 
-/** Who is asking: established by the local component from SO_PEERCRED and the socket, never from the message. */
+/**
+ * Where a caller asks from, which decides what it may see:
+ * - 'local': a process on this daemon's socket; `pid`/`uid`/`gid` from SO_PEERCRED.
+ * - 'guest': a connection of a guest daemon, over its guest link; known by its domain only
+ *   (`pid`/`uid`/`gid` 0: a guest's processes are the guest's business).
+ */
+export type CallerScope = 'local' | 'guest';
+
+/** Who is asking: established from SO_PEERCRED or the guest's device, never from the message. */
 export interface Caller {
   connId: number;
   domain: number;
+  scope: CallerScope;
   pid: number;
   uid: number;
   gid: number;
-  /** root or member of the kvmchan group: may inspect everything */
+  /** root or member of the kvmchan group (local callers): may inspect everything */
   privileged: boolean;
 }
 
@@ -156,7 +165,7 @@ export class Registry {
   }
 
   /**
-   * serverInit, waiting once for pool capacity (DESIGN.md §2 rule 2: pools are
+   * serverInit, waiting once for pool capacity (architecture.md rule 2: pools are
    * added ahead of demand, but a burst can outrun them).
    */
   async serverInit(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): Promise<VchanGrant> {
@@ -347,12 +356,17 @@ export class Registry {
     return n;
   }
 
-  /** Snapshot for LIST_VCHANS; unprivileged callers see only vchans a process of their uid holds. */
+  /**
+   * Snapshot for LIST_VCHANS. A guest sees the vchans its domain is an endpoint of; an
+   * unprivileged local caller only vchans a process of its uid holds.
+   */
   listVchans(caller: Caller): VchanSnapshot[] {
     const out: VchanSnapshot[] = [];
     for (const rec of this.#byHandle.values()) {
       const visible =
-        caller.privileged || rec.server.caller.uid === caller.uid || (rec.client !== null && rec.client.caller.uid === caller.uid);
+        caller.scope === 'guest'
+          ? rec.serverDomain === caller.domain || rec.clientDomain === caller.domain
+          : caller.privileged || rec.server.caller.uid === caller.uid || (rec.client !== null && rec.client.caller.uid === caller.uid);
       if (!visible) continue;
       const ctl = rec.res.control;
       // Counters come from shared memory: informational only, never trusted for anything else.

@@ -49,7 +49,7 @@ export interface VchanResourceFactory {
   whenCapacity?(serverDomain: number, clientDomain: number, timeoutMs: number): Promise<void>;
 }
 
-/** Host-local vchans: a sealed memfd per vchan (DESIGN.md §3) and two eventfds. */
+/** Host-local vchans: a sealed memfd per vchan (docs/ivshmem.md §5) and two eventfds. */
 export class MemfdResourceFactory implements VchanResourceFactory {
   create(geometry: RingGeometry): VchanResources {
     const length = regionLength(geometry);

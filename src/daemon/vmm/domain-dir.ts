@@ -2,7 +2,7 @@
  * Per-guest device directories: `<runtimeDir>/domains/<id>/` holds the sockets of
  * every ivshmem device that guest attaches to (control.sock, pool-<n>.sock). A
  * socket's directory names its guest: the path QEMU (or a simulated guest) was
- * given is how the host knows who connected (DESIGN.md §2 rule 4), so these
+ * given is how the host knows who connected (architecture.md rule 4), so these
  * directories are private to the daemon (0700) and never shared between guests.
  */
 import fs from 'node:fs';

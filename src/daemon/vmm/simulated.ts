@@ -1,5 +1,5 @@
 /**
- * The simulated VMM backend (DESIGN.md §2): guests are ordinary host processes
+ * The simulated VMM backend (docs/architecture.md, docs/pools.md §7): guests are ordinary host processes
  * (guest daemons run with `--guest --device-dir <runtimeDir>/domains/<id>`) that
  * connect to our ivshmem sockets exactly as QEMU's ivshmem-doorbell would. For
  * each guest this backend provides what a real VM gets at start: its device
@@ -25,12 +25,7 @@ export interface SimulatedVmmOptions {
   log?: Logger;
 }
 
-export interface SimulatedVmmEvents extends VmmEvents {
-  /** The guest attached to its control device (its daemon connected). */
-  'control-join': [domain: number];
-  /** The guest left its control device (its daemon died or disconnected). */
-  'control-leave': [domain: number, reason: string];
-}
+export type SimulatedVmmEvents = VmmEvents;
 
 interface SimGuest {
   domain: VmmDomain;
@@ -66,7 +61,7 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
     return [...this.#guests.values()].map((g) => ({ ...g.domain })).sort((a, b) => a.id - b.id);
   }
 
-  /** The guest's control device (its `host` is the host peer the control channel runs on). */
+  /** The guest's control device (its `host` is the host peer the guest link runs on). */
   controlDevice(domain: number): IvshmemServer {
     const g = this.#guests.get(domain);
     if (g === undefined) throw new InvalidArgumentError(`no simulated domain ${domain}`);

@@ -1,9 +1,10 @@
 /**
- * The VMM backend interface (DESIGN.md §2, "VMM backends behind one interface"):
- * which guests exist and when they come and go. libvirt (RPC), QMP and the
- * simulated backend implement it; the daemon feeds it into the registry and the
- * pool manager. Guest identity comes from here and from the device socket a guest
- * connected on — never from anything the guest says (rule 4).
+ * The VMM backend interface (docs/architecture.md, vmm): which guests exist, when
+ * they come and go, and each guest's control device. The simulated and QMP backends
+ * exist; a libvirt backend is planned behind the same interface.
+ * The daemon feeds it into the registry and the pool manager. Guest identity comes
+ * from here and from the device socket a guest connected on — never from anything
+ * the guest says (architecture.md rule 4).
  */
 import type { IvshmemServer } from '../../ivshmem/server.js';
 import type { PoolAnnouncement } from '../pools/pool-manager.js';
@@ -19,6 +20,10 @@ export interface VmmEvents {
   'domain-added': [domain: VmmDomain];
   /** A guest is gone (stopped, crashed, destroyed). */
   'domain-removed': [domain: VmmDomain];
+  /** The guest attached to its control device (its daemon connected). */
+  'control-join': [domain: number];
+  /** The guest left its control device (its daemon died or disconnected). */
+  'control-leave': [domain: number, reason: string];
 }
 
 export type VmmEventName = keyof VmmEvents;
@@ -28,6 +33,8 @@ export interface Vmm {
   readonly kind: string;
   /** Guests that exist now, ascending by id. Call once at start, then follow the events. */
   domains(): VmmDomain[];
+  /** The guest's control device; its `host` is the host peer the guest link runs on. */
+  controlDevice(domain: number): IvshmemServer;
   on<K extends VmmEventName>(event: K, listener: (...args: VmmEvents[K]) => void): this;
   off<K extends VmmEventName>(event: K, listener: (...args: VmmEvents[K]) => void): this;
   /**

@@ -1,0 +1,168 @@
+/**
+ * The registry and the policy in-process (docs/testing.md tier 1): a fake VchanResourceFactory
+ * hands out plain ArrayBuffers and counts kicks and releases, so no fd, memfd or daemon is
+ * involved and every rule is checked directly.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import pino from 'pino';
+import { Registry, type Caller, type CallerScope } from '../../src/daemon/registry/registry.js';
+import { Policy } from '../../src/daemon/registry/policy.js';
+import { RegistryError } from '../../src/daemon/registry/registry-error.js';
+import type { VchanResourceFactory, VchanResources } from '../../src/daemon/registry/vchan-resources.js';
+import { configSchema } from '../../src/daemon/config.js';
+import { HEADER_SIZE, initializeRegion, OFF_CLIENT_STATE, OFF_SERVER_STATE, regionLength, STATE_CLOSED, type RingGeometry } from '../../src/ring/layout.js';
+
+interface FakeResources extends VchanResources {
+  kicks: { server: number; client: number };
+  released: number;
+}
+
+class FakeFactory implements VchanResourceFactory {
+  readonly made: FakeResources[] = [];
+  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): VchanResources {
+    const buf = new ArrayBuffer(regionLength(geometry));
+    initializeRegion(buf, 0, geometry);
+    const access = (d: number): VchanResources['server'] =>
+      d === 0 ? { kind: 'fds', shm: -1, wait: -1, kick: -1 } : { kind: 'device', pool: 1, vector: 0, peerId: 0, peerVector: 0 };
+    const r: FakeResources = {
+      geometry,
+      shmOffset: 0,
+      shmLength: buf.byteLength,
+      control: new Int32Array(buf, 0, HEADER_SIZE / 4),
+      server: access(serverDomain),
+      client: access(clientDomain),
+      kicks: { server: 0, client: 0 },
+      released: 0,
+      kickServer: () => {
+        r.kicks.server++;
+      },
+      kickClient: () => {
+        r.kicks.client++;
+      },
+      release: () => {
+        r.released++;
+      },
+    };
+    this.made.push(r);
+    return r;
+  }
+}
+
+const limits = configSchema.parse({}).limits;
+const silent = pino({ level: 'silent' });
+
+function caller(connId: number, opts: { domain?: number; uid?: number; scope?: CallerScope; privileged?: boolean } = {}): Caller {
+  return { connId, domain: opts.domain ?? 0, scope: opts.scope ?? 'local', pid: 1000 + connId, uid: opts.uid ?? 1000, gid: 1000, privileged: opts.privileged ?? false };
+}
+
+async function refused(p: Promise<unknown> | (() => unknown), errno: string): Promise<void> {
+  const check = (e: unknown): boolean => e instanceof RegistryError && e.errnoName === errno;
+  if (typeof p === 'function') assert.throws(p, check);
+  else await assert.rejects(p, check);
+}
+
+function setup(policy = new Policy()): { reg: Registry; f: FakeFactory } {
+  const f = new FakeFactory();
+  const reg = new Registry(silent, f, limits, policy);
+  reg.addDomain({ id: 1, name: 'g1' });
+  reg.addDomain({ id: 2, name: 'g2' });
+  return { reg, f };
+}
+
+describe('policy', () => {
+  it('host↔anything always; guest↔guest only for configured pairs, in either order; never a guest to itself', () => {
+    const none = new Policy();
+    assert.equal(none.refuses(0, 0), null);
+    assert.equal(none.refuses(0, 3), null);
+    assert.equal(none.refuses(3, 0), null);
+    assert.match(none.refuses(1, 2)!, /does not allow/);
+    assert.match(none.refuses(1, 1)!, /itself/);
+    const pairs = new Policy({ guestPairs: [[2, 1]] });
+    assert.equal(pairs.refuses(1, 2), null);
+    assert.equal(pairs.refuses(2, 1), null);
+    assert.notEqual(pairs.refuses(1, 3), null);
+    const all = new Policy({ guestPairs: 'all' });
+    assert.equal(all.refuses(4, 7), null);
+    assert.match(all.refuses(4, 4)!, /itself/);
+  });
+});
+
+describe('registry', () => {
+  it('server init, a waiting client attached when the server appears, close marks the side CLOSED and kicks the other', async () => {
+    const { reg, f } = setup();
+    const waiting = reg.clientInit(caller(2), 0, 7, Infinity);
+    const s = await reg.serverInit(caller(1), 0, 7, 1024, 4096);
+    assert.deepEqual([s.role, s.readOrder, s.writeOrder, s.access.kind], ['server', 10, 12, 'fds']);
+    const c = await waiting;
+    assert.deepEqual([c.role, c.handle, c.readOrder, c.writeOrder], ['client', s.handle, 12, 10]);
+    const r = f.made[0]!;
+    reg.close(caller(2), c.handle);
+    assert.equal(Atomics.load(r.control, OFF_CLIENT_STATE / 4), STATE_CLOSED);
+    assert.equal(r.kicks.server, 1);
+    assert.equal(r.released, 0, 'the server still holds it');
+    reg.dropConnection(1);
+    assert.equal(Atomics.load(r.control, OFF_SERVER_STATE / 4), STATE_CLOSED);
+    assert.equal(r.released, 1);
+    assert.equal(reg.vchanCount, 0);
+  });
+
+  it('refusals: duplicate port, busy vchan, no server, timeout, policy, unknown domain, someone else’s close', async () => {
+    const { reg } = setup();
+    const s = await reg.serverInit(caller(1), 0, 9, 1024, 1024);
+    await refused(reg.serverInit(caller(3), 0, 9, 1024, 1024), 'EEXIST');
+    await reg.clientInit(caller(2), 0, 9, 0);
+    await refused(reg.clientInit(caller(4), 0, 9, 0), 'EBUSY');
+    await refused(reg.clientInit(caller(4), 0, 10, 0), 'ENOENT');
+    await refused(reg.clientInit(caller(4), 0, 11, 20), 'ETIMEDOUT');
+    await refused(reg.serverInit(caller(5, { domain: 1 }), 2, 1, 1024, 1024), 'EPERM');
+    await refused(reg.serverInit(caller(5), 42, 1, 1024, 1024), 'ESRCH');
+    await refused(() => reg.close(caller(4), s.handle), 'EPERM');
+    await refused(() => reg.close(caller(4), 999), 'ENOENT');
+  });
+
+  it('a dropped connection cancels its waits; a removed domain fails the waits for it', async () => {
+    const { reg } = setup();
+    const w = reg.clientInit(caller(1), 0, 5, Infinity);
+    reg.dropConnection(1);
+    await refused(w, 'ECANCELED');
+    const g = reg.clientInit(caller(2), 1, 5, Infinity);
+    reg.removeDomain(1);
+    await refused(g, 'ESRCH');
+  });
+
+  it('the server may re-init its port once the old server left, while the old client drains', async () => {
+    const { reg, f } = setup();
+    const s = await reg.serverInit(caller(1), 0, 3, 1024, 1024);
+    await reg.clientInit(caller(2), 0, 3, 0);
+    reg.close(caller(1), s.handle);
+    const again = await reg.serverInit(caller(1), 0, 3, 1024, 1024);
+    assert.notEqual(again.handle, s.handle);
+    assert.equal(f.made[0]!.released, 0, 'the first vchan lives until its client leaves');
+  });
+
+  it('LIST_VCHANS by scope: an unprivileged local caller sees its uid’s, a privileged one all, a guest its domain’s', async () => {
+    const { reg } = setup(new Policy({ guestPairs: 'all' }));
+    await reg.serverInit(caller(1, { uid: 1000 }), 0, 1, 1024, 1024);
+    await reg.serverInit(caller(2, { uid: 0 }), 0, 2, 1024, 1024);
+    await reg.serverInit(caller(3, { uid: 0 }), 1, 3, 1024, 1024);
+    await reg.serverInit(caller(4, { domain: 1, scope: 'guest', uid: 0 }), 2, 4, 1024, 1024);
+    const ports = (c: Caller): number[] => reg.listVchans(c).map((v) => v.port);
+    assert.deepEqual(ports(caller(9, { uid: 1000 })), [1]);
+    assert.deepEqual(ports(caller(9, { uid: 0, privileged: true })), [1, 2, 3, 4]);
+    assert.deepEqual(ports(caller(9, { domain: 1, scope: 'guest', uid: 0 })), [3, 4]);
+    assert.deepEqual(ports(caller(9, { domain: 2, scope: 'guest', uid: 0 })), [4]);
+    assert.equal(reg.vchansOfDomain(1), 2);
+  });
+
+  it('limits: rings above maxRingOrder are EMSGSIZE, vchans per connection are capped', async () => {
+    const f = new FakeFactory();
+    const reg = new Registry(silent, f, { ...limits, maxVchansPerConnection: 2 });
+    await refused(reg.serverInit(caller(1), 0, 1, 2 ** limits.maxRingOrder + 1, 1024), 'EMSGSIZE');
+    await reg.serverInit(caller(1), 0, 1, 1024, 1024);
+    await reg.serverInit(caller(1), 0, 2, 1024, 1024);
+    await refused(reg.serverInit(caller(1), 0, 3, 1024, 1024), 'ENOSPC');
+    reg.shutdown();
+    assert.deepEqual(f.made.map((r) => r.released), [1, 1]);
+  });
+});
