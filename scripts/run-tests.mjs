@@ -13,7 +13,7 @@ function collect(dir, out) {
   for (const name of readdirSync(dir).sort()) {
     const p = path.join(dir, name);
     if (statSync(p).isDirectory()) {
-      if (name === 'e2e' || name === 'helpers') continue;
+      if (name === 'e2e' || name === 'vm' || name === 'helpers') continue;
       collect(p, out);
     } else if (name.endsWith('.test.js')) out.push(p);
   }
