@@ -3,8 +3,9 @@
 # busybox; build-image.sh copies it in as /init. It:
 #   1. mounts proc/sys/dev/tmp and loads the modules listed in /modules.load (dependency order),
 #   2. mounts the host's root read-only over virtio-9p (tag hostroot) at /host, with tmpfs over
-#      /tmp, /run, /var/tmp and /dev/shm and the host-side per-VM directory (tag kvmchanvm,
-#      read-write) at /host/run/kvmchanvm,
+#      /tmp, /run, /var/tmp and /dev/shm (host directories under those listed in kvmchan.bind=
+#      are bound back in) and the host-side per-VM directory (tag kvmchanvm, read-write) at
+#      /host/run/kvmchanvm,
 #   3. runs commands chrooted into /host: either a one-shot <share>/run.sh (output on the serial
 #      console and in <share>/run.stdout / run.status, then power off), or, without run.sh, a
 #      command agent that executes <share>/req/<id>.sh files (see test/helpers/vm.ts).
@@ -34,8 +35,12 @@ done </modules.load
 
 # 9p over virtio: the default msize (8 KiB) makes every node start crawl under TCG.
 P9="trans=virtio,version=9p2000.L,msize=262144"
-mkdir -p $R
-mount -t 9p -o "$P9,ro,cache=loose" hostroot $R || die "cannot mount the host root (9p tag hostroot)"
+# The host root is mounted once at /hostroot and bound to $R, so that host paths hidden below
+# the tmpfs mounts (a checkout under /tmp, say) can be bound back in: kernel argument
+# kvmchan.bind=/path[:/path...].
+mkdir -p /hostroot $R
+mount -t 9p -o "$P9,ro,cache=loose" hostroot /hostroot || die "cannot mount the host root (9p tag hostroot)"
+mount -o bind /hostroot $R || die "bind /hostroot"
 mount -t tmpfs -o mode=1777 tmp $R/tmp || die "tmpfs on /tmp"
 mount -t tmpfs -o mode=0755 run $R/run || die "tmpfs on /run"
 [ -d $R/var/tmp ] && mount -t tmpfs -o mode=1777 vartmp $R/var/tmp
@@ -45,6 +50,17 @@ mount -t devtmpfs dev $R/dev
 mkdir -p $R/dev/shm $R/dev/pts
 mount -t tmpfs -o mode=1777 shm $R/dev/shm
 mount -t devpts devpts $R/dev/pts
+for w in $(cat /proc/cmdline); do
+  case $w in
+    kvmchan.bind=*)
+      IFS=: && set -- ${w#kvmchan.bind=} && unset IFS
+      for p in "$@"; do
+        [ -d "/hostroot$p" ] || { say "kvmchan.bind: no directory $p on the host"; continue; }
+        mkdir -p "$R$p" && mount -o bind "/hostroot$p" "$R$p" || say "kvmchan.bind: cannot bind $p"
+      done
+      ;;
+  esac
+done
 mkdir -p $S
 mount -t 9p -o "$P9" kvmchanvm $S || die "cannot mount the per-VM share (9p tag kvmchanvm)"
 

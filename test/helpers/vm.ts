@@ -109,6 +109,12 @@ export interface BootVmOptions {
   pref64Reserve?: string;
   /** ivshmem-doorbell devices present at boot. */
   ivshmem?: readonly IvshmemAttachment[];
+  /**
+   * Host directories the guest must see although they lie under a directory the guest covers
+   * with tmpfs (/tmp, /run, /var/tmp, /dev/shm). REPO_ROOT is added when it lies there. No
+   * spaces or colons.
+   */
+  hostPaths?: readonly string[];
   extraArgs?: readonly string[];
   extraKernelArgs?: readonly string[];
   /** Spawn → ready marker. Default 300 s (TCG on a shared 2-core machine). */
@@ -436,10 +442,20 @@ export class TestVm {
   }
 }
 
+/** Host directories the guest covers with tmpfs (scripts/vm/guest-init.sh). */
+const COVERED = ['/tmp', '/run', '/var/tmp', '/dev/shm'];
+
 function qemuArgs(dir: string, image: VmImage, opts: BootVmOptions): string[] {
   const ports = opts.rootPorts ?? 4;
   const reserve = opts.pref64Reserve ?? '512M';
-  const kernelArgs = ['console=ttyS0', 'intel_iommu=on', 'panic=-1', 'loglevel=4', ...(opts.extraKernelArgs ?? [])];
+  const binds = [...(opts.hostPaths ?? [])];
+  if (COVERED.some((d) => REPO_ROOT === d || REPO_ROOT.startsWith(`${d}/`))) binds.push(REPO_ROOT);
+  for (const b of binds) {
+    if (!path.isAbsolute(b) || /[\s:]/.test(b)) throw new Error(`hostPaths: unusable path ${JSON.stringify(b)}`);
+  }
+  const kernelArgs = ['console=ttyS0', 'intel_iommu=on', 'panic=-1', 'loglevel=4'];
+  if (binds.length > 0) kernelArgs.push(`kvmchan.bind=${binds.join(':')}`);
+  kernelArgs.push(...(opts.extraKernelArgs ?? []));
   const args = [
     '-accel', 'tcg',
     '-machine', 'q35,kernel-irqchip=split',

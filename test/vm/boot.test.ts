@@ -2,6 +2,9 @@
 // checkout over 9p; the command channel reports stdout, stderr, exit codes, env and cwd.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { bootVm, vmPrerequisites, REPO_ROOT, type TestVm } from '../helpers/vm.js';
 
 const pre = vmPrerequisites();
@@ -48,4 +51,23 @@ test('exec reports exit codes, stderr, env and cwd; commands run concurrently', 
   // The root is read-only; /tmp and the share are writable.
   assert.notEqual((await v.exec(`touch ${REPO_ROOT}/should-not-exist`)).code, 0);
   await v.execOk('echo x >/tmp/x && echo y >/run/kvmchanvm/y');
+});
+
+test('host directories under /tmp come back with hostPaths, private ones included', { skip }, async (t) => {
+  if ('reason' in pre) return;
+  const priv = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-vm-private-'));
+  try {
+    fs.chmodSync(priv, 0o700);
+    fs.writeFileSync(path.join(priv, 'secret'), 'only root reads this\n', { mode: 0o600 });
+    const v2 = await bootVm({ qemu: pre.qemu, image: pre.image, hostPaths: [priv] });
+    try {
+      t.diagnostic(`second boot: ${(v2.bootMs / 1000).toFixed(1)} s`);
+      assert.equal((await v2.execOk(['cat', path.join(priv, 'secret')])).stdout, 'only root reads this\n');
+      assert.notEqual((await v2.exec(['ls', path.join(os.tmpdir(), path.basename(v2.dir))])).code, 0, 'the rest of /tmp stays covered');
+    } finally {
+      await v2.shutdown();
+    }
+  } finally {
+    fs.rmSync(priv, { recursive: true, force: true });
+  }
 });
