@@ -12,7 +12,8 @@ import { HostVchanService } from './registry/host-service.js';
 import { PoolManager } from './pools/pool-manager.js';
 import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
 import type { VmmDomain } from './vmm/vmm.js';
-import { HostLink, GUEST_CONTROL_PEER } from './guest-link/host-link.js';
+import { HostLink, GUEST_CONTROL_PEER, CONTROL_DEVICE_SIZE } from './guest-link/host-link.js';
+import { encodeControlHeader, newDeviceKey, writeDeviceHeader } from '../ivshmem/device-header.js';
 import type { Config } from './config.js';
 import { defaultRuntimeDir } from '../paths.js';
 
@@ -27,6 +28,8 @@ export class Daemon {
   readonly pools: PoolManager;
   #vmm: SimulatedVmm | null = null;
   readonly #links = new Map<number, HostLink>();
+  /** Each guest's device key (docs/ivshmem.md §9), for the life of the domain. */
+  readonly #deviceKeys = new Map<number, Buffer>();
   #local: LocalServer | null = null;
   #nextGuestConn = GUEST_CONN_BASE;
   #stopped = false;
@@ -42,6 +45,7 @@ export class Daemon {
       announce: (domain, a) => {
         this.#links.get(domain)?.announcePool(a);
       },
+      deviceKey: (domain) => this.#deviceKeys.get(domain),
     });
     this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, new Policy(config.policy));
   }
@@ -94,12 +98,18 @@ export class Daemon {
 
   #addDomain(d: VmmDomain): void {
     this.registry.addDomain({ id: d.id, name: d.name });
+    // The key goes into the control device header before the guest can attach, and into the
+    // tags of every pool the guest is a member of.
+    const key = newDeviceKey();
+    this.#deviceKeys.set(d.id, key);
+    if (this.#vmm !== null) writeDeviceHeader(this.#vmm.controlDevice(d.id).host!, encodeControlHeader(CONTROL_DEVICE_SIZE, 1, key));
     this.pools.addDomain(d.id);
     this.log.info({ domain: d.id, name: d.name }, 'domain added');
   }
 
   #removeDomain(id: number): void {
     this.#closeLink(id, 'domain removed');
+    this.#deviceKeys.delete(id);
     this.registry.removeDomain(id);
     this.pools.removeDomain(id);
     this.log.info({ domain: id }, 'domain removed');

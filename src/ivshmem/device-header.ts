@@ -12,8 +12,9 @@
  * (it sits in the guest's control device, which no other guest can map). The other guest of a
  * pair pool cannot make a device look like a pool it is not a member of.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
+import type { Device } from './device.js';
 import { isPowerOfTwo, MIN_SHM_SIZE, MAX_SHM_SIZE } from './protocol.js';
 
 export const DEVICE_HEADER_MAGIC = 0x4b564448; // "HDVK" little-endian: 48 44 56 4b
@@ -192,4 +193,21 @@ export function poolMismatch(h: DeviceHeader, facts: DeviceFacts, want: PoolExpe
   const expected = poolTag(key, h, want.peerId);
   if (!timingSafeEqual(expected, h.tags![slot]!)) return 'tag does not verify with our device key';
   return null;
+}
+
+/** A fresh random device key for a guest. */
+export function newDeviceKey(): Buffer {
+  return randomBytes(DEVICE_KEY_SIZE);
+}
+
+/** Write `header` into the header page of `device` (the host, before any guest attaches). */
+export function writeDeviceHeader(device: Pick<Device, 'map' | 'unmap' | 'shm'>, header: Uint8Array): void {
+  const page = device.map(headerOffset(device.shm.size), DEVICE_HEADER_PAGE);
+  try {
+    const bytes = new Uint8Array(page);
+    bytes.fill(0);
+    bytes.set(header);
+  } finally {
+    device.unmap(page);
+  }
 }

@@ -82,6 +82,8 @@ export interface PoolManagerOptions {
    * channel (EVENT_POOL_ADDED) or, with a real VMM, plug the device. Exceptions are logged.
    */
   announce?: (domain: number, announcement: PoolAnnouncement) => void;
+  /** A guest's device key (docs/ivshmem.md §9): tags in the pools' device headers. */
+  deviceKey?: (domain: number) => Uint8Array | undefined;
   /** For host↔host vchans. Default: a MemfdResourceFactory. */
   hostFactory?: VchanResourceFactory;
 }
@@ -106,6 +108,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   readonly runtimeDir: string;
   readonly #log: Logger | undefined;
   readonly #announce: ((domain: number, a: PoolAnnouncement) => void) | undefined;
+  readonly #deviceKey: ((domain: number) => Uint8Array | undefined) | undefined;
   readonly #hostFactory: VchanResourceFactory;
   /** Guests we serve (addDomain). */
   readonly #domains = new Set<number>();
@@ -129,6 +132,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     this.runtimeDir = path.resolve(opts.runtimeDir);
     this.#log = opts.log?.child({ component: 'pools' });
     this.#announce = opts.announce;
+    this.#deviceKey = opts.deviceKey;
     this.#hostFactory = opts.hostFactory ?? new MemfdResourceFactory();
   }
 
@@ -314,6 +318,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
       members,
       size: this.config.poolSize,
       vectors: this.config.poolVectors,
+      memberKeys: domains.map((d) => this.#deviceKey?.(d)),
       log: this.#log?.child({ pool: id }),
       hooks: {
         memberJoined: (p, m) => {
