@@ -105,8 +105,9 @@ export interface BootVmOptions {
   cpus?: number;
   /** pcie-root-ports rp1..rpN (hot-plug targets too). Default 4. */
   rootPorts?: number;
-  /** Prefetchable 64-bit window each root port asks the firmware for. Default '512M'. */
-  pref64Reserve?: string;
+  /** Prefetchable 64-bit window each root port asks the firmware for. Default '512M'; null
+   *  leaves QEMU's default (SeaBIOS then gives a hot-plug port 2 MiB). */
+  pref64Reserve?: string | null;
   /** ivshmem-doorbell devices present at boot. */
   ivshmem?: readonly IvshmemAttachment[];
   /**
@@ -453,7 +454,9 @@ function qemuArgs(dir: string, image: VmImage, opts: BootVmOptions): string[] {
   for (const b of binds) {
     if (!path.isAbsolute(b) || /[\s:]/.test(b)) throw new Error(`hostPaths: unusable path ${JSON.stringify(b)}`);
   }
-  const kernelArgs = ['console=ttyS0', 'intel_iommu=on', 'panic=-1', 'loglevel=4'];
+  // no_timer_check: on a loaded host TCG can be too slow for the kernel's "does the IO-APIC
+  // timer tick" probe, which with interrupt remapping panics the guest (docs/vms.md §6).
+  const kernelArgs = ['console=ttyS0', 'intel_iommu=on', 'no_timer_check', 'panic=-1', 'loglevel=4'];
   if (binds.length > 0) kernelArgs.push(`kvmchan.bind=${binds.join(':')}`);
   kernelArgs.push(...(opts.extraKernelArgs ?? []));
   const args = [
@@ -470,7 +473,7 @@ function qemuArgs(dir: string, image: VmImage, opts: BootVmOptions): string[] {
     '-virtfs', `local,path=${path.join(dir, 'share')},mount_tag=kvmchanvm,security_model=none`,
   ];
   for (let i = 1; i <= ports; i++) {
-    args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i},pref64-reserve=${reserve}`);
+    args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i}${reserve === null ? '' : `,pref64-reserve=${reserve}`}`);
   }
   for (const d of opts.ivshmem ?? []) {
     if (d.rootPort < 1 || d.rootPort > ports) throw new Error(`ivshmem ${d.id}: no root port rp${d.rootPort}`);
