@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { IvshmemDevice } from '../../src/ivshmem/server.js';
+import { IvshmemServer } from '../../src/ivshmem/server.js';
 import { native } from '../../src/native.js';
 import { bootVm, vmPrerequisites } from '../helpers/vm.js';
 
@@ -21,7 +21,7 @@ async function hotplug(t: { diagnostic: (s: string) => void }, reserve: string |
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-hotplug-'));
   const shm = native.memfdCreate('kvmchan-vm-hotplug', BAR2, true);
   const socketPath = path.join(dir, 'ivshmem.sock');
-  const dev = new IvshmemDevice({ socketPath, shmFd: shm, vectors: 2 }).listen();
+  const dev = new IvshmemServer({ socketPath, shmFd: shm, vectors: 2 }).listen();
   const vm = await bootVm({ qemu: pre.qemu, image: pre.image, pref64Reserve: reserve });
   try {
     t.diagnostic(`pref64-reserve=${reserve ?? '(QEMU default)'}: boot ${(vm.bootMs / 1000).toFixed(1)} s`);

@@ -1,5 +1,5 @@
 // VM tier (docs/vms.md "VFIO in the guest"): a guest drives an ivshmem-doorbell device served
-// by our IvshmemDevice through VFIO, using only the native addon: shared memory both ways,
+// by our IvshmemServer through VFIO, using only the native addon: shared memory both ways,
 // host → guest MSI-X on every vector, guest → host through a VFIO ioeventfd and through an
 // MMIO doorbell write, a kick ping-pong, and a teardown after which the device opens again.
 import { test, before, after } from 'node:test';
@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { IvshmemDevice } from '../../src/ivshmem/server.js';
-import type { LocalPeer } from '../../src/ivshmem/local-peer.js';
+import { IvshmemServer } from '../../src/ivshmem/server.js';
+import type { HostDevice } from '../../src/ivshmem/host-device.js';
 import { native } from '../../src/native.js';
 import { bootVm, vmPrerequisites, REPO_ROOT, type GuestProcess, type TestVm } from '../helpers/vm.js';
 import { EventfdWaiter, HOST_PATTERN_OFFSET, HOST_PATTERN_SEED, PATTERN_BYTES, patternByte } from './guest/spike-shared.js';
@@ -22,7 +22,7 @@ const GUEST_SCRIPT = path.join(REPO_ROOT, 'dist', 'test', 'vm', 'guest', 'vfio-s
 
 let dir = '';
 let vm: TestVm | null = null;
-let device: IvshmemDevice | null = null;
+let device: IvshmemServer | null = null;
 let shmFd = -1;
 let shm: ArrayBuffer | null = null;
 const waiters: EventfdWaiter[] = [];
@@ -35,7 +35,7 @@ before(async () => {
   const mem = new Uint8Array(shm);
   for (let i = 0; i < PATTERN_BYTES; i++) mem[HOST_PATTERN_OFFSET + i] = patternByte(HOST_PATTERN_SEED, i);
   const socketPath = path.join(dir, 'ivshmem.sock');
-  device = new IvshmemDevice({ socketPath, shmFd, vectors: VECTORS }).listen();
+  device = new IvshmemServer({ socketPath, shmFd, vectors: VECTORS }).listen();
   vm = await bootVm({
     qemu: pre.qemu,
     image: pre.image,
@@ -65,7 +65,7 @@ function pct(sorted: number[], p: number): number {
 
 async function runSpike(t: { diagnostic: (s: string) => void }, rounds: number, int0: EventfdWaiter, int1: EventfdWaiter): Promise<void> {
   const v = vm!;
-  const host: LocalPeer = device!.host!;
+  const host: HostDevice = device!.host!;
   const t0 = performance.now();
   const p = v.start(['node', GUEST_SCRIPT, String(rounds)]);
 
