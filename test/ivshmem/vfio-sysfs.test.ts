@@ -133,7 +133,7 @@ test('bind: modprobe when vfio-pci is missing, a clear error if it stays missing
   const sysfs = fakeSysfs([{ bdf: '0000:01:00.0' }], { vfioDriver: false });
   t.after(() => fs.rmSync(sysfs, { recursive: true }));
   let modprobes = 0;
-  await assert.rejects(bindVfioPci('0000:01:00.0', { sysfs, modprobe: () => void modprobes++ }), { code: 'KVMCHAN_E_VFIO', message: /vfio-pci driver is not available/ });
+  await assert.rejects(bindVfioPci('0000:01:00.0', { sysfs, modprobe: () => { modprobes++; } }), { code: 'KVMCHAN_E_VFIO', message: /vfio-pci driver is not available/ });
   assert.equal(modprobes, 1);
   fs.mkdirSync(path.join(sysfs, 'bus', 'pci', 'drivers', 'vfio-pci'));
   await assert.rejects(bindVfioPci('0000:01:00.0', { sysfs, timeoutMs: 50 }), { code: 'KVMCHAN_E_TIMEOUT' });
