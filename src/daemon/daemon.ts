@@ -13,7 +13,8 @@ import { PoolManager } from './pools/pool-manager.js';
 import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
 import { QmpVmm } from './vmm/qmp/qmp-vmm.js';
 import type { GuestVmm, VmmDomain } from './vmm/vmm.js';
-import { HostLink, GUEST_CONTROL_PEER } from './guest-link/host-link.js';
+import { HostLink, GUEST_CONTROL_PEER, CONTROL_DEVICE_SIZE } from './guest-link/host-link.js';
+import { encodeControlHeader, newDeviceKey, writeDeviceHeader } from '../ivshmem/device-header.js';
 import type { Config } from './config.js';
 import { defaultRuntimeDir } from '../paths.js';
 
@@ -32,6 +33,8 @@ export class Daemon {
   #qmp: QmpVmm | null = null;
   readonly #backends: GuestVmm[] = [];
   readonly #links = new Map<number, HostLink>();
+  /** Each guest's device key (docs/ivshmem.md §9), for the life of the domain. */
+  readonly #deviceKeys = new Map<number, Buffer>();
   #local: LocalServer | null = null;
   #nextGuestConn = GUEST_CONN_BASE;
   #stopped = false;
@@ -48,6 +51,7 @@ export class Daemon {
         this.#links.get(domain)?.announcePool(a);
         this.#backendOf(domain)?.plugPool?.(domain, a);
       },
+      deviceKey: (domain) => this.#deviceKeys.get(domain),
     });
     this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, new Policy(config.policy));
     this.#service = new HostVchanService(
@@ -140,12 +144,19 @@ export class Daemon {
 
   #addDomain(d: VmmDomain): void {
     this.registry.addDomain({ id: d.id, name: d.name });
+    // The key goes into the control device header before the guest can attach, and into the
+    // tags of every pool the guest is a member of.
+    const key = newDeviceKey();
+    this.#deviceKeys.set(d.id, key);
+    const control = this.#backendOf(d.id)?.controlDevice(d.id).host;
+    if (control !== undefined && control !== null) writeDeviceHeader(control, encodeControlHeader(CONTROL_DEVICE_SIZE, 1, key));
     this.pools.addDomain(d.id);
     this.log.info({ domain: d.id, name: d.name }, 'domain added');
   }
 
   #removeDomain(id: number): void {
     this.#closeLink(id, 'domain removed');
+    this.#deviceKeys.delete(id);
     this.registry.removeDomain(id);
     this.pools.removeDomain(id);
     this.log.info({ domain: id }, 'domain removed');

@@ -12,6 +12,7 @@ interface Opts {
   host?: boolean;
   guest?: boolean;
   deviceDir?: string;
+  vfio?: boolean;
   simulateGuests?: number;
   runtimeDir?: string;
   config?: string;
@@ -22,7 +23,12 @@ const program = new Command('kvmchand')
   .description('kvmchan daemon: sets up vchans between processes and domains (host: domain 0)')
   .addOption(new Option('--host', 'run as the host daemon (default)').conflicts('guest'))
   .addOption(new Option('--guest', 'run inside a guest: forward requests to the host over the control device'))
-  .option('--device-dir <dir>', 'guest: directory of the ivshmem device sockets (simulated guests: <host runtime dir>/domains/<id>)')
+  .addOption(
+    new Option('--device-dir <dir>', 'guest: directory of the ivshmem device sockets (simulated guests: <host runtime dir>/domains/<id>)').conflicts('vfio'),
+  )
+  .addOption(
+    new Option('--vfio', 'guest: drive the ivshmem-doorbell PCI devices through VFIO (the default for --guest without --device-dir; needs an IOMMU or VFIO no-IOMMU mode, see docs/vms.md)'),
+  )
   .option('--simulate-guests <n>', 'host: simulated guest domains 1..N (guest daemons attach as ordinary processes)', (v) => {
     if (!/^\d+$/.test(v) || Number(v) > 64) throw new InvalidArgumentError('must be an integer 0..64');
     return Number(v);
@@ -45,9 +51,12 @@ const program = new Command('kvmchand')
         ...(opts.simulateGuests === undefined ? {} : { simulateGuests: opts.simulateGuests }),
       });
       const log = createLogger(config.logLevel);
+      if (opts.guest !== true && (opts.vfio === true || opts.deviceDir !== undefined)) {
+        throw new KvmchanError('--vfio and --device-dir only apply with --guest', 'KVMCHAN_E_INVALID_ARG');
+      }
       if (opts.guest === true) {
-        if (opts.deviceDir === undefined) throw new KvmchanError('--guest needs --device-dir', 'KVMCHAN_E_INVALID_ARG');
-        const g = new GuestDaemon(config, log, opts.deviceDir, (err) => {
+        const source = opts.deviceDir === undefined ? ({ kind: 'vfio' } as const) : ({ kind: 'socket', deviceDir: opts.deviceDir } as const);
+        const g = new GuestDaemon(config, log, source, (err) => {
           log.error({ err: err.message, code: err.code }, 'lost the host; exiting');
           process.exitCode = 1;
         });

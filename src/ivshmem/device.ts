@@ -4,7 +4,7 @@
  * doorbells to ring the other peers. Three implementations share this interface:
  *  - the host daemon's own peer on its ivshmem server (src/ivshmem/local-peer.ts),
  *  - a simulated guest connected to the server exactly as QEMU is (./socket-device.ts),
- *  - a real guest driving the PCI device through VFIO (the vfio component).
+ *  - a real guest driving the PCI device through VFIO (./vfio-device.ts).
  * Ring code only ever needs `interruptFd()` to wait on and `doorbellFd()`/`doorbell()` to kick.
  */
 
@@ -25,6 +25,12 @@ export interface DeviceShm {
   readonly fd: number;
   /** Its size in bytes: a power of two ≥ 4096. */
   readonly size: number;
+  /**
+   * Where the shared memory starts in `fd` (mmap/pread offset). Absent or 0 for a memfd; a VFIO
+   * device fd holds BAR2 at its region offset (docs/ivshmem.md §8). Whoever maps `fd` itself
+   * (a vchan client) maps at `offset` + the position inside the shared memory.
+   */
+  readonly offset?: number;
 }
 
 export interface Device {

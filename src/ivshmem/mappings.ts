@@ -12,11 +12,14 @@ export const PAGE_SIZE = 4096;
 export class MappingSet {
   readonly #fd: number;
   readonly #size: number;
+  readonly #base: number;
   readonly #maps = new Set<ArrayBuffer>();
 
-  constructor(fd: number, size: number) {
+  /** `base`: where the shared memory starts in `fd` (a VFIO region offset; 0 for a memfd). */
+  constructor(fd: number, size: number, base = 0) {
     this.#fd = fd;
     this.#size = size;
+    this.#base = base;
   }
 
   get count(): number {
@@ -33,7 +36,7 @@ export class MappingSet {
     }
     let buf: ArrayBuffer;
     try {
-      buf = native.mmap(this.#fd, len, offset, writable);
+      buf = native.mmap(this.#fd, len, this.#base + offset, writable);
     } catch (err) {
       throw fromSystemError(err, 'map: mmap of ivshmem shared memory failed');
     }

@@ -1,6 +1,6 @@
 /**
  * Test helper: a paused, OS-less QEMU (TCG) with a tiny QMP client, for hot-plugging
- * ivshmem-doorbell devices against our server (docs/ivshmem.md §8).
+ * ivshmem-doorbell devices against our server (docs/ivshmem.md §10).
  * QEMU reads the server's setup synchronously at device_add, so no guest is needed to prove
  * that QEMU accepts (or refuses) what the server sends.
  */

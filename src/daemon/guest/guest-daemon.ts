@@ -8,9 +8,13 @@ import type { Logger } from 'pino';
 import { RuntimeDir } from '../runtime-dir.js';
 import { LocalServer } from '../local/local-server.js';
 import { GuestVchanService } from './guest-service.js';
+import { SocketDevices, VfioDevices, type GuestDevices } from './guest-devices.js';
 import type { Config } from '../config.js';
 import { defaultRuntimeDir } from '../../paths.js';
 import type { KvmchanError } from '../../errors.js';
+
+/** Where the guest's devices are: sockets in a directory (simulated guests) or PCI devices over VFIO. */
+export type GuestDeviceSource = { kind: 'socket'; deviceDir: string } | { kind: 'vfio' };
 
 export class GuestDaemon {
   readonly log: Logger;
@@ -21,13 +25,14 @@ export class GuestDaemon {
   #stopped = false;
   #onFatal: (err: KvmchanError) => void;
 
-  constructor(config: Config, log: Logger, deviceDir: string, onFatal: (err: KvmchanError) => void) {
+  constructor(config: Config, log: Logger, source: GuestDeviceSource, onFatal: (err: KvmchanError) => void) {
     this.#config = config;
     this.log = log;
     this.#onFatal = onFatal;
     this.runtime = new RuntimeDir(config.runtimeDir ?? defaultRuntimeDir());
+    const devices: GuestDevices = source.kind === 'socket' ? new SocketDevices(source.deviceDir, log) : new VfioDevices({ log });
     this.service = new GuestVchanService({
-      deviceDir,
+      devices,
       log: log.child({ component: 'guest-link' }),
       onDown: (err) => {
         this.stop();
@@ -53,7 +58,7 @@ export class GuestDaemon {
       this.runtime.release();
       throw err;
     }
-    this.log.info({ runtimeDir: this.runtime.dir, domain: this.service.localDomain, mode: 'guest' }, 'kvmchand ready');
+    this.log.info({ runtimeDir: this.runtime.dir, domain: this.service.localDomain, mode: 'guest', devices: this.service.devicesKind }, 'kvmchand ready');
   }
 
   stop(): void {

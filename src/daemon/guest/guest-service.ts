@@ -5,7 +5,6 @@
  * here they become fds: the pool's shared memory, our interrupt eventfd for the
  * vchan's vector, and the doorbell eventfd that rings the peer.
  */
-import path from 'node:path';
 import type { Logger } from 'pino';
 import { native } from '../../native.js';
 import { RingEndpoint } from '../../ring/endpoint.js';
@@ -15,13 +14,17 @@ import { RingLink } from '../../transport/ring-link.js';
 import { ClientSequencer } from '../../protocol/sequencer.js';
 import { Command, DomainFlag, POOL_STATE_NAMES, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
 import type { AnyEvent, ReplyOkOf, RequestBodies, GuestVchanInfo } from '../../protocol/types.js';
-import { SocketDevice } from '../../ivshmem/socket-device.js';
+import type { Device } from '../../ivshmem/device.js';
+import type { GuestDevices } from './guest-devices.js';
 import { KvmchanError, DaemonError } from '../../errors.js';
 import type { Caller, VchanSnapshot } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
 import type { Grant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
 import { CONTROL_GEOMETRY } from '../guest-link/host-link.js';
 import { Event } from '../../protocol/constants.js';
+
+/** How long a pool may take to appear after its announcement (hot-plug into a real VM included). */
+export const POOL_ATTACH_TIMEOUT_MS = 15_000;
 
 export class GuestLinkDownError extends KvmchanError {
   constructor(message: string) {
@@ -31,8 +34,8 @@ export class GuestLinkDownError extends KvmchanError {
 }
 
 export interface GuestServiceOptions {
-  /** Directory holding control.sock and the pool sockets (simulated guests). */
-  deviceDir: string;
+  /** Where the control device and the pools come from (sockets or VFIO). */
+  devices: GuestDevices;
   log: Logger;
   /** Called when the guest link is lost (the daemon then reconnects or exits). */
   onDown: (err: KvmchanError) => void;
@@ -52,15 +55,16 @@ export class GuestVchanService implements VchanService {
   name = '';
   readonly #opts: GuestServiceOptions;
   readonly #log: Logger;
-  #control: SocketDevice | null = null;
+  #control: Device | null = null;
   #link: RingLink | null = null;
   #waiter: EventFdWaiter | null = null;
   #mapping: ArrayBuffer | null = null;
   readonly #seq = new ClientSequencer({
     onOrphanReply: () => undefined,
   });
-  readonly #pools = new Map<number, SocketDevice>();
+  readonly #pools = new Map<number, Device>();
   readonly #poolWaiters = new Map<number, (() => void)[]>();
+  readonly #attaching = new Set<number>();
   #down = false;
 
   constructor(opts: GuestServiceOptions) {
@@ -68,9 +72,14 @@ export class GuestVchanService implements VchanService {
     this.#log = opts.log;
   }
 
+  /** 'socket' (simulated guest) or 'vfio' (real VM). */
+  get devicesKind(): 'socket' | 'vfio' {
+    return this.#opts.devices.kind;
+  }
+
   /** Attach to the control device, wait for the host to offer the ring, then HELLO. */
   async start(timeoutMs = 15000): Promise<void> {
-    const control = await SocketDevice.connect(path.join(this.#opts.deviceDir, 'control.sock'), { vectors: 1, timeoutMs, log: this.#log });
+    const control = await this.#opts.devices.control(timeoutMs);
     this.#control = control;
     control.on('close', () => {
       this.#fail(new GuestLinkDownError('control device disconnected'));
@@ -112,7 +121,7 @@ export class GuestVchanService implements VchanService {
     this.#log.info({ domain: this.localDomain, name: this.name }, 'attached to the host');
   }
 
-  #hostDoorbell(control: SocketDevice): number {
+  #hostDoorbell(control: Device): number {
     const fd = control.doorbellFd(0, 0);
     if (fd === null) throw new GuestLinkDownError('the control device has no host doorbell');
     return fd;
@@ -121,20 +130,21 @@ export class GuestVchanService implements VchanService {
   #onEvent(ev: AnyEvent): void {
     if (ev.id === Event.POOL_ADDED) {
       const p = ev.body;
-      if (this.#pools.has(p.pool)) return;
-      // Only a plain file name inside our device directory: the host does not choose paths for us.
-      if (p.socket.includes('/') || p.socket.startsWith('.')) {
-        this.#log.warn({ socket: p.socket }, 'ignoring pool with a suspicious socket name');
-        return;
-      }
-      SocketDevice.connect(path.join(this.#opts.deviceDir, p.socket), { vectors: p.vectors, log: this.#log }).then(
+      if (this.#pools.has(p.pool) || this.#attaching.has(p.pool)) return;
+      this.#attaching.add(p.pool);
+      // A hot-plugged pool device may take a while to show up in the guest: the device source
+      // retries until this deadline.
+      this.#opts.devices.pool(p, POOL_ATTACH_TIMEOUT_MS).finally(() => this.#attaching.delete(p.pool)).then(
         (dev) => {
           if (this.#down) {
             dev.close();
             return;
           }
           this.#pools.set(p.pool, dev);
-          dev.on('close', () => this.#pools.delete(p.pool));
+          dev.on('close', (err) => {
+            this.#pools.delete(p.pool);
+            if (err !== null) this.#log.warn({ pool: p.pool, code: (err as { code?: string }).code, err: err.message }, 'pool device gone');
+          });
           for (const w of this.#poolWaiters.get(p.pool) ?? []) w();
           this.#poolWaiters.delete(p.pool);
           this.#log.info({ pool: p.pool, size: dev.shm.size, vectors: dev.vectors }, 'pool attached');
@@ -159,14 +169,14 @@ export class GuestVchanService implements VchanService {
     }
   }
 
-  async #pool(id: number): Promise<SocketDevice> {
+  async #pool(id: number): Promise<Device> {
     const dev = this.#pools.get(id);
     if (dev !== undefined) return dev;
     // The announcement may still be connecting: wait a little.
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => {
         reject(new RegistryError('ENODEV', `pool ${id} is not attached`));
-      }, 5000);
+      }, POOL_ATTACH_TIMEOUT_MS);
       const list = this.#poolWaiters.get(id) ?? [];
       list.push(() => {
         clearTimeout(t);
@@ -192,7 +202,8 @@ export class GuestVchanService implements VchanService {
       localDomain: info.localDomain,
       peerDomain: info.peerDomain,
       port: info.port,
-      shmOffset: info.shmOffset,
+      // A VFIO device fd holds the shared memory at its BAR2 region offset (docs/ivshmem.md §8).
+      shmOffset: (dev.shm.offset ?? 0) + info.shmOffset,
       shmLength: info.shmLength,
       access: { kind: 'fds', ...fds },
       release: () => {
@@ -208,7 +219,7 @@ export class GuestVchanService implements VchanService {
    * other guest's eventfds a moment later (its join notice travels separately):
    * wait briefly for them instead of failing the grant.
    */
-  async #awaitPeer(dev: SocketDevice, peerId: number, vector: number): Promise<number> {
+  async #awaitPeer(dev: Device, peerId: number, vector: number): Promise<number> {
     const deadline = Date.now() + 5000;
     for (;;) {
       const fd = dev.doorbellFd(peerId, vector);

@@ -84,6 +84,8 @@ export interface PoolManagerOptions {
    * link (EVENT_POOL_ADDED) or, with a real VMM, plug the device. Exceptions are logged.
    */
   announce?: (domain: number, announcement: PoolAnnouncement) => void;
+  /** A guest's device key (docs/ivshmem.md §9): tags in the pools' device headers. */
+  deviceKey?: (domain: number) => Uint8Array | undefined;
   /** For host↔host vchans. Default: a MemfdResourceFactory. */
   hostFactory?: VchanResourceFactory;
 }
@@ -108,6 +110,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   readonly runtimeDir: string;
   readonly #log: Logger | undefined;
   readonly #announce: ((domain: number, a: PoolAnnouncement) => void) | undefined;
+  readonly #deviceKey: ((domain: number) => Uint8Array | undefined) | undefined;
   readonly #hostFactory: VchanResourceFactory;
   /** Guests we serve (addDomain). */
   readonly #domains = new Set<number>();
@@ -131,6 +134,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     this.runtimeDir = path.resolve(opts.runtimeDir);
     this.#log = opts.log?.child({ component: 'pools' });
     this.#announce = opts.announce;
+    this.#deviceKey = opts.deviceKey;
     this.#hostFactory = opts.hostFactory ?? new MemfdResourceFactory();
   }
 
@@ -320,6 +324,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
       members,
       size: this.config.poolSize,
       vectors: this.config.poolVectors,
+      memberKeys: domains.map((d) => this.#deviceKey?.(d)),
       log: this.#log?.child({ pool: id }),
       hooks: {
         memberJoined: (p, m) => {

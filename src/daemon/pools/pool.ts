@@ -18,6 +18,7 @@ import { native } from '../../native.js';
 import { KvmchanError, fromSystemError } from '../../errors.js';
 import { SlotAllocator, type Extent } from './slot-allocator.js';
 import type { PoolStateName } from '../../protocol/constants.js';
+import { DEVICE_HEADER_PAGE, encodePoolHeader, headerOffset } from '../../ivshmem/device-header.js';
 
 export interface PoolMember {
   /** Guest domain id. */
@@ -51,6 +52,8 @@ export interface PoolOptions {
   size: number;
   vectors: number;
   hooks: PoolHooks;
+  /** Device key of each member (same order as `members`), for the device header's tags. */
+  memberKeys?: readonly (Uint8Array | undefined)[];
   log?: Logger | undefined;
 }
 
@@ -84,8 +87,8 @@ export class Pool {
     this.#hooks = opts.hooks;
     this.#log = opts.log;
     // Every vector carries vchans; nothing pool-wide needs one (pool events go over
-    // the guest link).
-    this.allocator = new SlotAllocator(opts.size, opts.vectors, 0);
+    // the guest link). The last page is the device header (docs/ivshmem.md §9).
+    this.allocator = new SlotAllocator(opts.size - DEVICE_HEADER_PAGE, opts.vectors, 0);
     let memfd = -1;
     let mapping: ArrayBuffer | null = null;
     let device: IvshmemServer | null = null;
@@ -93,6 +96,9 @@ export class Pool {
       // Sealed: a shrunk memfd would fault QEMU (docs/ivshmem.md §5). Pages are allocated on first touch.
       memfd = native.memfdCreate(`kvmchan-pool-${opts.id}`, opts.size, true);
       mapping = native.mmap(memfd, opts.size, 0, true);
+      // Written before any guest can attach: how a guest on a PCI bus recognises this pool.
+      const keys = opts.members.map((_, i) => opts.memberKeys?.[i]);
+      new Uint8Array(mapping).set(encodePoolHeader(opts.id, opts.size, opts.vectors, keys), headerOffset(opts.size));
       device = new IvshmemServer({
         // The primary socket is never listened on: every member has its own fixed-id socket.
         socketPath: opts.members[0]!.socketPath,
