@@ -18,6 +18,8 @@ const limitsSchema = z
     maxRingOrder: z.number().int().min(10).max(MAX_ORDER).default(26),
     /** A connection that sends nothing for this long after connecting is dropped. */
     handshakeTimeoutMs: z.number().int().min(100).max(3_600_000).default(10_000),
+    /** A client that leaves over 1 MiB of replies unread this long is dropped. */
+    slowPeerTimeoutMs: z.number().int().min(100).max(3_600_000).default(10_000),
     /** How long a vchan request waits for a new pool when every pool is full. */
     capacityWaitMs: z.number().int().min(0).max(600_000).default(10_000),
   })

@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import { native } from '../../native.js';
-import { SeqpacketSocket, type Datagram } from '../../transport/seqpacket.js';
+import { SeqpacketSocket, DEFAULT_SEQPACKET_LIMITS, type Datagram } from '../../transport/seqpacket.js';
 import { decodeDatagram } from '../../protocol/frame.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
@@ -24,6 +24,8 @@ import { RegistryError, errnoOf } from '../registry/registry-error.js';
 import type { Grant, VchanService } from '../vchan-service.js';
 
 const LOCAL_MASK = AllowMask.forKind('local');
+/** Requests of one connection worked on at once (waiting CLIENT_INITs count). */
+const MAX_IN_FLIGHT = 64;
 
 export interface LocalConnectionOptions {
   fd: number;
@@ -31,6 +33,8 @@ export interface LocalConnectionOptions {
   service: VchanService;
   log: Logger;
   handshakeTimeoutMs: number;
+  /** How long the client may leave its replies unread before it is dropped. */
+  slowPeerTimeoutMs?: number;
   onClosed: (conn: LocalConnection) => void;
 }
 
@@ -45,6 +49,7 @@ export class LocalConnection {
   #idleTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #shutdownSent = false;
+  #inFlight = 0;
 
   constructor(opts: LocalConnectionOptions) {
     this.caller = opts.caller;
@@ -63,7 +68,7 @@ export class LocalConnection {
       onClose: (err) => {
         this.#teardown(err, null);
       },
-    });
+    }, { ...DEFAULT_SEQPACKET_LIMITS, stallMs: opts.slowPeerTimeoutMs ?? DEFAULT_SEQPACKET_LIMITS.stallMs });
     // A client that connects and never speaks is dropped (it would hold a slot forever).
     this.#idleTimer = setTimeout(() => {
       this.#teardown(null, 'no request within the handshake timeout');
@@ -100,10 +105,17 @@ export class LocalConnection {
       return;
     }
     const { id, seq } = frame;
-    this.#dispatch(result.value).catch((err: unknown) => {
-      // Refusals and failures of one request stay with it: the daemon carries on.
-      if (!this.#closed) this.#refuse(id as CommandId, seq, err);
-    });
+    // At most MAX_IN_FLIGHT requests are worked on at once; the peer's next ones wait in its
+    // socket, not in our heap (docs/security.md, "Queues").
+    if (++this.#inFlight === MAX_IN_FLIGHT) this.#socket.pause();
+    this.#dispatch(result.value)
+      .catch((err: unknown) => {
+        // Refusals and failures of one request stay with it: the daemon carries on.
+        if (!this.#closed) this.#refuse(id as CommandId, seq, err);
+      })
+      .finally(() => {
+        if (this.#inFlight-- === MAX_IN_FLIGHT) this.#socket.resume();
+      });
   }
 
   #protocolViolation(err: WireError): void {

@@ -107,6 +107,7 @@ export class LocalServer {
       service: this.#opts.service,
       log: this.#log,
       handshakeTimeoutMs: this.#opts.limits.handshakeTimeoutMs,
+      slowPeerTimeoutMs: this.#opts.limits.slowPeerTimeoutMs,
       onClosed: (c) => this.#conns.delete(c),
     });
     this.#conns.add(conn);
