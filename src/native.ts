@@ -61,6 +61,8 @@ export interface NativeBinding {
   memfdCreate(name: string, size: number, seal: boolean): number;
   /** fstat(fd).st_size */
   fdSize(fd: number): number;
+  /** setrlimit(RLIMIT_NOFILE) soft = hard; returns the soft limit now in force. */
+  raiseNofileLimit(): number;
   /** fallocate(PUNCH_HOLE|KEEP_SIZE): the range reads as zeros and its pages are freed. */
   punchHole(fd: number, offset: number, length: number): void;
   /** mmap(MAP_SHARED) of [offset, offset+length) of fd; offset must be page aligned.
@@ -131,7 +133,7 @@ function packageRoot(): string {
 }
 
 const EXPECTED: readonly (keyof NativeBinding)[] = [
-  'memfdCreate', 'fdSize', 'punchHole', 'mmap', 'munmap', 'mappingCount', 'eventfd', 'eventfdRead',
+  'memfdCreate', 'fdSize', 'raiseNofileLimit', 'punchHole', 'mmap', 'munmap', 'mappingCount', 'eventfd', 'eventfdRead',
   'eventfdWrite', 'close', 'dup', 'setNonblocking', 'socketpair', 'listenUnix', 'accept',
   'connectUnix', 'shutdown', 'sendmsg', 'recvmsg', 'peerCred', 'peerGroups', 'groupId', 'ioctl', 'pread', 'pwrite',
   'copyBytes', 'Poller',

@@ -41,6 +41,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
     static const napi_property_descriptor props[] = {
         FN("memfdCreate", kc_memfd_create),
         FN("fdSize", kc_fd_size),
+        FN("raiseNofileLimit", kc_raise_nofile_limit),
         FN("punchHole", kc_punch_hole),
         FN("mmap", kc_mmap),
         FN("munmap", kc_munmap),

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,4 +62,25 @@ napi_value kc_fd_size(napi_env env, napi_callback_info info)
     if (fstat(fd, &st) != 0)
         return kc_throw_errno(env, errno, "fstat");
     return kc_number(env, (double)st.st_size);
+}
+
+/*
+ * raiseNofileLimit() → number: lifts RLIMIT_NOFILE's soft limit to the hard limit and returns
+ * the soft limit now in force. Every vchan costs the daemon fds (a memfd and two eventfds on
+ * the host), so the limits it enforces must fit the fd limit it really has (docs/security.md,
+ * "Quotas"); distributions start services at a soft limit of 1024.
+ */
+napi_value kc_raise_nofile_limit(napi_env env, napi_callback_info info)
+{
+    (void)info;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return kc_throw_errno(env, errno, "getrlimit");
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    double soft = rl.rlim_cur == RLIM_INFINITY ? 1e15 : (double)rl.rlim_cur;
+    return kc_number(env, soft);
 }

@@ -117,6 +117,7 @@ napi_value kc_close(napi_env env, napi_callback_info info); /* fdutil.c */
 napi_value kc_dup(napi_env env, napi_callback_info info);
 napi_value kc_set_nonblocking(napi_env env, napi_callback_info info);
 napi_value kc_fd_size(napi_env env, napi_callback_info info);
+napi_value kc_raise_nofile_limit(napi_env env, napi_callback_info info);
 napi_value kc_socketpair(napi_env env, napi_callback_info info); /* socket.c */
 napi_value kc_listen_unix(napi_env env, napi_callback_info info);
 napi_value kc_accept(napi_env env, napi_callback_info info);

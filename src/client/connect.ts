@@ -82,6 +82,7 @@ export async function listen(options: ListenOptions): Promise<Vchan> {
       EINVAL: `ring sizes ${readMin}/${writeMin} refused by kvmchand (above its limit?)`,
       EMSGSIZE: `ring sizes ${readMin}/${writeMin} are above the maximum`,
       ENOSPC: 'kvmchand refused: a limit was reached (limits.maxVchans or maxVchansPerConnection, or every pool between these domains is full and pools.maxPoolsPerSet or pools.maxPoolsPerDomain allows no more; the daemon log names which)',
+      EDQUOT: "kvmchand refused: this user's quota is used up (limits.maxVchansPerUid or limits.maxShmBytesPerUid; docs/security.md, \"Quotas\")",
     });
   }
   return new Vchan(toSetup(reply.body, reply.fds, conn), options);
@@ -115,6 +116,7 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
       ECONNREFUSED: `the server on port ${port} of domain ${domain} went away before a client attached`,
       ESRCH: `domain ${domain} is not known to kvmchand`,
       ENOSPC: 'kvmchand refused: a limit was reached (limits.maxVchans or maxVchansPerConnection, or every pool between these domains is full and pools.maxPoolsPerSet or pools.maxPoolsPerDomain allows no more; the daemon log names which)',
+      EDQUOT: "kvmchand refused: this user's quota is used up (limits.maxVchansPerUid or limits.maxShmBytesPerUid; docs/security.md, \"Quotas\")",
     });
   }
   return new Vchan(toSetup(reply.body, reply.fds, conn), options);

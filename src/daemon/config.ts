@@ -15,6 +15,14 @@ const limitsSchema = z
     maxVchansPerConnection: z.number().int().min(1).max(65536).default(64),
     maxConnections: z.number().int().min(1).max(1_000_000).default(8192),
     maxWaitingClients: z.number().int().min(1).max(1_000_000).default(4096),
+    /**
+     * Quotas per local uid — and per guest domain for its guest's requests; root is exempt
+     * (docs/security.md, "Quotas").
+     */
+    maxConnectionsPerUid: z.number().int().min(1).max(1_000_000).default(256),
+    maxVchansPerUid: z.number().int().min(1).max(1_000_000).default(1024),
+    maxWaitingClientsPerUid: z.number().int().min(1).max(1_000_000).default(256),
+    maxShmBytesPerUid: z.number().int().min(1 << 20).max(2 ** 50).default(2 ** 32),
     maxRingOrder: z.number().int().min(10).max(MAX_ORDER).default(26),
     /** A connection that sends nothing for this long after connecting is dropped. */
     handshakeTimeoutMs: z.number().int().min(100).max(3_600_000).default(10_000),

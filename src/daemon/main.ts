@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 /** kvmchand command line (docs/operations.md). */
 import { Command, Option, InvalidArgumentError } from 'commander';
-import { loadConfig } from './config.js';
+import { loadConfig, type Config } from './config.js';
+import type { Logger } from 'pino';
+import { native } from '../native.js';
 import { defaultRuntimeDir } from '../paths.js';
 import { createLogger } from './logger.js';
 import { Daemon } from './daemon.js';
@@ -54,6 +56,7 @@ const program = new Command('kvmchand')
       if (opts.guest !== true && (opts.vfio === true || opts.deviceDir !== undefined)) {
         throw new KvmchanError('--vfio and --device-dir only apply with --guest', 'KVMCHAN_E_INVALID_ARG');
       }
+      checkFdLimit(config, log);
       if (opts.guest === true) {
         const source = opts.deviceDir === undefined ? ({ kind: 'vfio' } as const) : ({ kind: 'socket', deviceDir: opts.deviceDir } as const);
         const g = new GuestDaemon(config, log, source, (err) => {
@@ -84,3 +87,27 @@ const program = new Command('kvmchand')
   });
 
 await program.parseAsync();
+
+/**
+ * Raise the soft fd limit to the hard one and say so if the configured limits cannot fit in it
+ * (docs/security.md, "Quotas"): a host vchan holds 3 fds (memfd, 2 eventfds), a connection 1.
+ * Without this, one user opening vchans would run the daemon out of fds and everybody would get
+ * EIO instead of a quota error.
+ */
+function checkFdLimit(config: Config, log: Logger): void {
+  let nofile: number;
+  try {
+    nofile = native.raiseNofileLimit();
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'cannot read or raise RLIMIT_NOFILE');
+    return;
+  }
+  const need = config.limits.maxVchans * 3 + config.limits.maxConnections + 256;
+  if (need > nofile) {
+    log.warn(
+      { nofile, maxVchans: config.limits.maxVchans, maxConnections: config.limits.maxConnections, need },
+      'the fd limit is below what limits.maxVchans and limits.maxConnections may need: lower them or raise LimitNOFILE',
+    );
+  } else log.debug({ nofile }, 'fd limit');
+}
+

@@ -133,6 +133,7 @@ export const Errno = {
   ESHUTDOWN: 108,
   ETIMEDOUT: 110,
   ECONNREFUSED: 111,
+  EDQUOT: 122,
   ECANCELED: 125,
 } as const;
 export type ErrnoName = keyof typeof Errno;

@@ -30,6 +30,10 @@ export class LocalServer {
   readonly #conns = new Set<LocalConnection>();
   readonly #gid: number | undefined;
   readonly #adminGid: number | undefined;
+  readonly #perUid = new Map<number, number>();
+  #refusals = 0;
+  #acceptFailures = 0;
+  #acceptPause: NodeJS.Timeout | undefined;
   #nextConnId = 1;
   #closed = false;
 
@@ -66,13 +70,31 @@ export class LocalServer {
       try {
         fd = native.accept(this.#fd);
       } catch (err) {
-        // EMFILE and friends: log and retry on the next readiness event.
-        this.#log.error({ err: (err as Error).message }, 'accept failed');
+        this.#acceptFailed(err);
         return;
       }
       if (fd === null) return;
       this.#adopt(fd);
     }
+  }
+
+  /**
+   * accept() failed — EMFILE/ENFILE at the fd limit, most likely. The pending connection stays
+   * queued and the listening socket stays readable, so retrying at once would spin at 100 % CPU
+   * and log a line per try: stop watching for a while, and log once per pause.
+   */
+  #acceptFailed(err: unknown): void {
+    const code = (err as { code?: string }).code ?? 'EIO';
+    this.#acceptFailures++;
+    if (this.#acceptPause !== undefined) return;
+    this.#log.error({ code, failures: this.#acceptFailures, err: (err as Error).message }, 'accept failed; pausing new connections for 100 ms');
+    this.#acceptFailures = 0;
+    this.#poller.stop();
+    this.#acceptPause = setTimeout(() => {
+      this.#acceptPause = undefined;
+      if (!this.#closed) this.#poller.start(READABLE);
+    }, 100);
+    this.#acceptPause.unref();
   }
 
   #adopt(fd: number): void {
@@ -91,6 +113,17 @@ export class LocalServer {
       native.close(fd);
       return;
     }
+    // One uid cannot take every connection slot (docs/security.md, "Quotas"); root is exempt.
+    const mine = this.#perUid.get(cred.uid) ?? 0;
+    if (cred.uid !== 0 && mine >= this.#opts.limits.maxConnectionsPerUid) {
+      this.#refusals++;
+      if (this.#refusals === 1 || this.#refusals % 1000 === 0) {
+        this.#log.warn({ uid: cred.uid, refusals: this.#refusals }, 'per-uid connection quota reached; dropping connection');
+      }
+      native.close(fd);
+      return;
+    }
+    this.#perUid.set(cred.uid, mine + 1);
     const connId = this.#nextConnId++;
     const caller = {
       connId,
@@ -108,7 +141,12 @@ export class LocalServer {
       log: this.#log,
       handshakeTimeoutMs: this.#opts.limits.handshakeTimeoutMs,
       slowPeerTimeoutMs: this.#opts.limits.slowPeerTimeoutMs,
-      onClosed: (c) => this.#conns.delete(c),
+      onClosed: (c) => {
+        this.#conns.delete(c);
+        const left = (this.#perUid.get(c.caller.uid) ?? 1) - 1;
+        if (left <= 0) this.#perUid.delete(c.caller.uid);
+        else this.#perUid.set(c.caller.uid, left);
+      },
     });
     this.#conns.add(conn);
     this.#log.debug({ conn: connId, peerPid: cred.pid, uid: cred.uid }, 'client connected');
@@ -117,6 +155,7 @@ export class LocalServer {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#acceptPause);
     this.#poller.close();
     native.close(this.#fd);
     // Every client hears EVENT_SHUTDOWN before any vchan is marked closed: tearing down one

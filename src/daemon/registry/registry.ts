@@ -6,7 +6,7 @@
  */
 import { setLongTimeout, type LongTimer } from '../../timer.js';
 import type { Logger } from 'pino';
-import { type Role, orderForMin, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
+import { type Role, orderForMin, regionLength, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
 import type { VchanResourceFactory, VchanResources, EndpointAccess } from './vchan-resources.js';
 import type { VchanInfoData } from '../../protocol/views.js';
 import { RegistryError } from './registry-error.js';
@@ -90,6 +90,21 @@ interface Waiter {
 const keyOf = (serverDomain: number, clientDomain: number, port: number): string =>
   `${serverDomain}:${clientDomain}:${port}`;
 
+/**
+ * Whom quotas are charged to (docs/security.md, "Quotas"): a local uid, or a guest domain as a
+ * whole. root (local uid 0) is not limited.
+ */
+const principalOf = (c: Caller): string | null => (c.scope === 'guest' ? `dom:${c.domain}` : c.uid === 0 ? null : `uid:${c.uid}`);
+
+interface Usage {
+  /** vchan sides held (a server and a client each count). */
+  sides: number;
+  /** waiting VCHAN_CLIENT_INITs */
+  waiters: number;
+  /** shared memory of the vchans it created (servers are charged, clients attach for free) */
+  bytes: number;
+}
+
 export class Registry {
   readonly #log: Logger;
   readonly #factory: VchanResourceFactory;
@@ -99,6 +114,9 @@ export class Registry {
   readonly #byKey = new Map<string, VchanRecord>();
   readonly #byHandle = new Map<number, VchanRecord>();
   readonly #waiters = new Set<Waiter>();
+  /** Records a connection holds a side of, so per-connection work never scans every vchan. */
+  readonly #byConn = new Map<number, Set<VchanRecord>>();
+  readonly #usage = new Map<string, Usage>();
   #nextHandle = 1;
 
   constructor(log: Logger, factory: VchanResourceFactory, limits: Limits, policy: Policy = new Policy()) {
@@ -148,11 +166,62 @@ export class Registry {
 
   #countFor(connId: number): number {
     let n = 0;
-    for (const rec of this.#byHandle.values()) {
+    for (const rec of this.#byConn.get(connId) ?? []) {
       if (rec.server.caller.connId === connId && !rec.server.gone) n++;
       if (rec.client?.caller.connId === connId && !rec.client.gone) n++;
     }
     return n;
+  }
+
+  #usageOf(c: Caller): Usage | null {
+    const p = principalOf(c);
+    if (p === null) return null;
+    let u = this.#usage.get(p);
+    if (u === undefined) {
+      u = { sides: 0, waiters: 0, bytes: 0 };
+      this.#usage.set(p, u);
+    }
+    return u;
+  }
+
+  #releaseUsage(c: Caller, d: Partial<Usage>): void {
+    const p = principalOf(c);
+    const u = p === null ? undefined : this.#usage.get(p);
+    if (p === null || u === undefined) return;
+    u.sides -= d.sides ?? 0;
+    u.waiters -= d.waiters ?? 0;
+    u.bytes -= d.bytes ?? 0;
+    if (u.sides <= 0 && u.waiters <= 0 && u.bytes <= 0) this.#usage.delete(p);
+  }
+
+  /** Refuses a new side beyond the caller's vchan quota (ENOSPC names the limit). */
+  #checkSides(c: Caller): void {
+    const u = this.#usageOf(c);
+    if (u !== null && u.sides >= this.#limits.maxVchansPerUid) {
+      throw new RegistryError('EDQUOT', `vchan quota of ${c.scope === 'guest' ? `domain ${c.domain}` : `uid ${c.uid}`} reached (limits.maxVchansPerUid = ${this.#limits.maxVchansPerUid})`);
+    }
+  }
+
+  #hold(rec: VchanRecord, c: Caller): void {
+    let set = this.#byConn.get(c.connId);
+    if (set === undefined) {
+      set = new Set();
+      this.#byConn.set(c.connId, set);
+    }
+    set.add(rec);
+    const u = this.#usageOf(c);
+    if (u !== null) u.sides++;
+  }
+
+  #unhold(rec: VchanRecord, c: Caller): void {
+    const set = this.#byConn.get(c.connId);
+    if (set !== undefined) {
+      const other = rec.server.caller.connId === c.connId ? rec.client : rec.server;
+      // The same connection may hold both sides (a loopback vchan): keep it until both left.
+      if (other === null || other.caller.connId !== c.connId || other.gone) set.delete(rec);
+      if (set.size === 0) this.#byConn.delete(c.connId);
+    }
+    this.#releaseUsage(c, { sides: 1 });
   }
 
   /** VCHAN_SERVER_INIT (wire-protocol.md): allocate a vchan and hand the server its side. */
@@ -195,8 +264,14 @@ export class Registry {
     if (this.#countFor(caller.connId) >= this.#limits.maxVchansPerConnection) {
       throw new RegistryError('ENOSPC', 'per-connection vchan limit reached');
     }
+    this.#checkSides(caller);
     // The server reads c2s and writes s2c (ring-protocol.md §3).
     const geometry = { c2sOrder: orderForMin(readMin), s2cOrder: orderForMin(writeMin) };
+    const usage = this.#usageOf(caller);
+    const bytes = regionLength(geometry);
+    if (usage !== null && usage.bytes + bytes > this.#limits.maxShmBytesPerUid) {
+      throw new RegistryError('EDQUOT', `shared-memory quota of ${caller.scope === 'guest' ? `domain ${caller.domain}` : `uid ${caller.uid}`} reached (limits.maxShmBytesPerUid = ${this.#limits.maxShmBytesPerUid})`);
+    }
     const res = this.#factory.create(geometry, caller.domain, peerDomain);
     const rec: VchanRecord = {
       handle: this.#nextHandle++ >>> 0,
@@ -210,6 +285,8 @@ export class Registry {
     };
     this.#byKey.set(key, rec);
     this.#byHandle.set(rec.handle, rec);
+    this.#hold(rec, caller);
+    if (usage !== null) usage.bytes += bytes;
     this.#log.debug({ handle: rec.handle, key, peerPid: caller.pid, ...geometry }, 'vchan server ready');
     this.#matchWaiters(key);
     return this.#grant(rec, 'server');
@@ -243,6 +320,7 @@ export class Registry {
 
   #attach(rec: VchanRecord, caller: Caller): VchanGrant {
     rec.client = { caller, gone: false };
+    this.#hold(rec, caller);
     this.#log.debug({ handle: rec.handle, peerPid: caller.pid }, 'vchan client attached');
     return this.#grant(rec, 'client');
   }
@@ -258,14 +336,20 @@ export class Registry {
       if (this.#countFor(caller.connId) >= this.#limits.maxVchansPerConnection) {
         throw new RegistryError('ENOSPC', 'per-connection vchan limit reached');
       }
+      this.#checkSides(caller);
       const key = keyOf(serverDomain, caller.domain, port);
       const found = this.#attachable(key);
       if (found === 'busy') throw new RegistryError('EBUSY', `vchan on port ${port} already has a client`);
       if (found !== undefined) return Promise.resolve(this.#attach(found, caller));
       if (timeoutMs === 0) throw new RegistryError('ENOENT', `no server on port ${port} in domain ${serverDomain}`);
       if (this.#waiters.size >= this.#limits.maxWaitingClients) throw new RegistryError('EAGAIN', 'too many waiting clients');
+      const usage = this.#usageOf(caller);
+      if (usage !== null && usage.waiters >= this.#limits.maxWaitingClientsPerUid) {
+        throw new RegistryError('EAGAIN', `waiting-client quota of ${caller.scope === 'guest' ? `domain ${caller.domain}` : `uid ${caller.uid}`} reached (limits.maxWaitingClientsPerUid = ${this.#limits.maxWaitingClientsPerUid})`);
+      }
       return new Promise<VchanGrant>((resolve, reject) => {
         const w: Waiter = { caller, key, resolve, reject, timer: undefined };
+        if (usage !== null) usage.waiters++;
         if (Number.isFinite(timeoutMs)) {
           w.timer = setLongTimeout(() => {
             this.#failWaiter(w, new RegistryError('ETIMEDOUT', `no server on port ${port} within ${timeoutMs} ms`));
@@ -280,6 +364,7 @@ export class Registry {
 
   #failWaiter(w: Waiter, err: Error): void {
     if (!this.#waiters.delete(w)) return;
+    this.#releaseUsage(w.caller, { waiters: 1 });
     w.timer?.clear();
     w.reject(err);
   }
@@ -290,6 +375,7 @@ export class Registry {
       const rec = this.#attachable(key);
       if (rec === undefined || rec === 'busy') return;
       this.#waiters.delete(w);
+      this.#releaseUsage(w.caller, { waiters: 1 });
       w.timer?.clear();
       w.resolve(this.#attach(rec, w.caller));
       return;
@@ -307,7 +393,7 @@ export class Registry {
 
   /** A local connection ended (close, crash or kill): every side it held leaves. */
   dropConnection(connId: number): void {
-    for (const rec of [...this.#byHandle.values()]) {
+    for (const rec of [...(this.#byConn.get(connId) ?? [])]) {
       if (rec.server.caller.connId === connId && !rec.server.gone) this.#leave(rec, 'server', 'connection ended');
       if (rec.client?.caller.connId === connId && !rec.client.gone) this.#leave(rec, 'client', 'connection ended');
     }
@@ -325,12 +411,14 @@ export class Registry {
     const ctl = rec.res.control;
     if (role === 'server') {
       rec.server.gone = true;
+      this.#unhold(rec, rec.server.caller);
       // The port is free for a new server at once, even while the old client drains.
       if (this.#byKey.get(rec.key) === rec) this.#byKey.delete(rec.key);
       Atomics.store(ctl, OFF_SERVER_STATE / 4, STATE_CLOSED);
       rec.res.kickClient();
     } else if (rec.client !== null) {
       rec.client.gone = true;
+      this.#unhold(rec, rec.client.caller);
       Atomics.store(ctl, OFF_CLIENT_STATE / 4, STATE_CLOSED);
       rec.res.kickServer();
     }
@@ -341,6 +429,7 @@ export class Registry {
 
   #free(rec: VchanRecord): void {
     this.#byHandle.delete(rec.handle);
+    this.#releaseUsage(rec.server.caller, { bytes: regionLength(rec.res.geometry) });
     if (this.#byKey.get(rec.key) === rec) this.#byKey.delete(rec.key);
     rec.res.release();
     this.#log.debug({ handle: rec.handle }, 'vchan freed');
