@@ -191,3 +191,20 @@ test('libvirtd going away rejects pending calls with KVMCHAN_E_LIBVIRT_CLOSED', 
     f.dropClients();
     await assert.rejects(pending, (e: unknown) => (e as LibvirtProtocolError).code === 'KVMCHAN_E_LIBVIRT_CLOSED');
   }));
+
+test('authentication: none needs nothing more; polkit is asked for; SASL-only is refused', () =>
+  withFake(async (f, c) => {
+    let types = [0];
+    f.onCall = (call) => {
+      if (call.procedure === Proc.AUTH_LIST) return { ok: Buffer.concat([xdrU32(types.length), ...types.map((t) => xdrU32(t))]) };
+      if (call.procedure === Proc.AUTH_POLKIT) return { ok: xdrU32(1) };
+      return { ok: Buffer.alloc(0) };
+    };
+    await c.authenticate();
+    assert.deepEqual(f.calls.map((x) => x.procedure), [Proc.AUTH_LIST]);
+    types = [2];
+    await c.authenticate();
+    assert.deepEqual(f.calls.map((x) => x.procedure).slice(1), [Proc.AUTH_LIST, Proc.AUTH_POLKIT]);
+    types = [1];
+    await assert.rejects(c.authenticate(), (e: unknown) => (e as LibvirtProtocolError).code === 'KVMCHAN_E_LIBVIRT_AUTH');
+  }));

@@ -12,6 +12,9 @@ import net from 'node:net';
 import { TimeoutError } from '../../../errors.js';
 import {
   AFFECT_LIVE,
+  AuthType,
+  decodeAuthListRet,
+  decodeAuthPolkitRet,
   FrameDecoder,
   KEEPALIVE_PROC_PING,
   KEEPALIVE_PROC_PONG,
@@ -153,6 +156,20 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
       this.#pending.set(serial, { procedure, resolve, reject, timer });
       this.#sock.write(encodeCall(procedure, serial, payload));
     });
+  }
+
+  /**
+   * Authenticate the connection (before open): AUTH_LIST, then AUTH_POLKIT when the socket asks
+   * for polkit (libvirtd lets root through; others need a polkit rule). SASL is not supported.
+   */
+  async authenticate(): Promise<void> {
+    const types = decodeAuthListRet(await this.call(Proc.AUTH_LIST));
+    if (types.length === 0 || types.includes(AuthType.NONE)) return;
+    if (types.includes(AuthType.POLKIT)) {
+      if (!decodeAuthPolkitRet(await this.call(Proc.AUTH_POLKIT))) throw new LibvirtProtocolError('libvirt polkit authentication did not complete', 'KVMCHAN_E_LIBVIRT_AUTH');
+      return;
+    }
+    throw new LibvirtProtocolError(`libvirt asks for authentication kvmchand does not support (types ${types.join(', ')}; SASL is not implemented)`, 'KVMCHAN_E_LIBVIRT_AUTH');
   }
 
   async open(uri: string | null): Promise<void> {

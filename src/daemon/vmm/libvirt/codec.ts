@@ -30,6 +30,8 @@ export const Proc = {
   CONNECT_CLOSE: 2,
   DOMAIN_GET_XML_DESC: 14,
   DOMAIN_LOOKUP_BY_UUID: 24,
+  AUTH_LIST: 66,
+  AUTH_POLKIT: 70,
   DOMAIN_ATTACH_DEVICE_FLAGS: 160,
   CONNECT_LIST_ALL_DOMAINS: 273,
   CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY: 316,
@@ -333,6 +335,28 @@ export class FrameDecoder {
 
 export function encodeOpenArgs(uri: string | null, flags = 0): Buffer {
   return new XdrWriter().optString(uri).u32(flags).build();
+}
+
+/** remote_auth_type. */
+export const AuthType = { NONE: 0, SASL: 1, POLKIT: 2 } as const;
+/** REMOTE_AUTH_TYPE_LIST_MAX. */
+export const MAX_AUTH_TYPES = 20;
+
+export function decodeAuthListRet(p: Buffer): number[] {
+  const r = new XdrReader(p, 'AUTH_LIST reply');
+  const n = r.u32();
+  if (n > MAX_AUTH_TYPES) throw new LibvirtProtocolError(`AUTH_LIST reply: ${n} auth types exceed ${MAX_AUTH_TYPES}`);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(r.i32());
+  r.end();
+  return out;
+}
+
+export function decodeAuthPolkitRet(p: Buffer): boolean {
+  const r = new XdrReader(p, 'AUTH_POLKIT reply');
+  const complete = r.i32();
+  r.end();
+  return complete !== 0;
 }
 
 export function encodeListAllDomainsArgs(flags: number): Buffer {

@@ -238,6 +238,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       if (d !== undefined && m.alias.includes(SHMEM_PREFIX)) this.#log?.warn({ domain: d.id, alias: m.alias }, 'a kvmchan device was removed from the domain by someone else');
     });
     try {
+      await client.authenticate();
       await client.open(this.uri);
       await client.registerEvent(EventId.LIFECYCLE);
       await client.registerEvent(EventId.DEVICE_REMOVED);
