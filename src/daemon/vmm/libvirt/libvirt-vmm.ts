@@ -17,7 +17,7 @@
  * 5. when libvirtd goes away, keeps serving the domains (their QEMUs run on and stay attached to
  *    our devices), reconnects with backoff and re-syncs: domains gone meanwhile are removed,
  *    new ones served, and a served domain whose live XML lost our control device (it restarted
- *    while we were not looking) is removed and served again.
+ *    while we were not looking) is removed and served again; a refused domain is judged again.
  */
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
@@ -279,6 +279,12 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
         continue;
       }
       d.remote = r;
+      if (d.state === 'refused') {
+        // Judged again: it may have restarted (stale devices gone) or been given ports meanwhile.
+        this.#remove(d, 'checked again after reconnecting');
+        this.#serve(client, r);
+        continue;
+      }
       if (d.state !== 'serving') continue;
       // Still ours? A domain restarted while libvirtd (or our link to it) was down lost our devices.
       this.#enqueue(d, async () => {
