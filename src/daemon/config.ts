@@ -76,6 +76,26 @@ export const configSchema = z
       })
       .strict()
       .default({ retryMs: 1000, commandTimeoutMs: 10_000 }),
+    /** Domains of a libvirtd (docs/vms-libvirt.md); the backend is off unless this is given. */
+    libvirt: z
+      .object({
+        /** The connection URI opened on the socket. */
+        uri: z.string().min(1).max(1024).default('qemu:///system'),
+        /** libvirtd's UNIX socket. */
+        socket: z
+          .string()
+          .refine((p) => p.startsWith('/'), 'the libvirt socket path must be absolute')
+          .refine((p) => Buffer.byteLength(p) <= 107, 'the libvirt socket path must be at most 107 bytes')
+          .default('/run/libvirt/libvirt-sock'),
+        /** Which running domains to serve: "all", or these domain names. */
+        domains: z.union([z.literal('all'), z.array(z.string().min(1).max(1024)).max(4096)]).default('all'),
+        /** First reconnect delay after libvirtd went away (doubles up to 10 s). */
+        retryMs: z.number().int().min(50).max(600_000).default(500),
+        /** Timeout of each libvirt call. */
+        callTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

@@ -12,6 +12,7 @@ import { HostVchanService } from './registry/host-service.js';
 import { PoolManager } from './pools/pool-manager.js';
 import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
 import { QmpVmm } from './vmm/qmp/qmp-vmm.js';
+import { LibvirtVmm } from './vmm/libvirt/libvirt-vmm.js';
 import type { GuestVmm, VmmDomain } from './vmm/vmm.js';
 import { HostLink, GUEST_CONTROL_PEER, CONTROL_DEVICE_SIZE } from './guest-link/host-link.js';
 import { encodeControlHeader, newDeviceKey, writeDeviceHeader } from '../ivshmem/device-header.js';
@@ -31,6 +32,7 @@ export class Daemon {
   readonly #service: HostVchanService;
   #simulated: SimulatedVmm | null = null;
   #qmp: QmpVmm | null = null;
+  #libvirt: LibvirtVmm | null = null;
   readonly #backends: GuestVmm[] = [];
   readonly #links = new Map<number, HostLink>();
   /** Each guest's device key (docs/ivshmem.md §9), for the life of the domain. */
@@ -93,6 +95,22 @@ export class Daemon {
       this.#qmp = qmp;
       this.#follow(qmp);
       qmp.start();
+      if (this.config.libvirt !== undefined) {
+        const lv = new LibvirtVmm({
+          runtimeDir: this.runtime.dir,
+          socketPath: this.config.libvirt.socket,
+          uri: this.config.libvirt.uri,
+          domains: this.config.libvirt.domains,
+          poolSize: this.pools.config.poolSize,
+          reservedIds: new Set([...(this.#simulated?.domains().map((d) => d.id) ?? []), ...qmp.list().map((v) => v.id)]),
+          retryMs: this.config.libvirt.retryMs,
+          callTimeoutMs: this.config.libvirt.callTimeoutMs,
+          log: this.log,
+        });
+        this.#libvirt = lv;
+        this.#follow(lv);
+        lv.start();
+      }
     } catch (err) {
       this.#local?.close();
       for (const b of this.#backends) b.close();
@@ -110,6 +128,11 @@ export class Daemon {
       },
       'kvmchand ready',
     );
+  }
+
+  /** The libvirt backend, when configured. */
+  get libvirt(): LibvirtVmm | null {
+    return this.#libvirt;
   }
 
   /** The QMP backend (kvmchan vm add/remove/list). */

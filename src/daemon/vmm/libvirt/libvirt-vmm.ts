@@ -1,0 +1,437 @@
+/**
+ * The libvirt VMM backend (docs/vms-libvirt.md): domains come from libvirtd, over its remote
+ * protocol on the UNIX socket (client.ts). This backend:
+ *
+ * 1. connects, opens the URI (qemu:///system by default), registers for LIFECYCLE and
+ *    DEVICE_REMOVED events of every domain, and lists the running domains;
+ * 2. for each followed running domain (configuration `domains`: "all" or names): gives it a
+ *    stable kvmchan domain id by UUID (domain-ids.ts), reads its live XML, refuses it if it
+ *    still carries kvmchan `<shmem>` devices of an earlier daemon (the same stale-device policy
+ *    as the QMP backend: devices are never unplugged, the domain is served again after it
+ *    restarts), creates its control device (control-device.ts) and attaches it live as an
+ *    ivshmem-doorbell `<shmem>` with an explicit address on a free `pcie-root-port` (q35) —
+ *    libvirt's own placement finds no hot-pluggable slot on q35 — then emits `domain-added`;
+ * 3. attaches every pool the pool manager creates for a domain the same way (`plugPool`), on a
+ *    free root port whose `pref64-reserve` is at least twice the pool size;
+ * 4. on a STOPPED or CRASHED event emits `domain-removed`; on STARTED serves the domain anew;
+ * 5. when libvirtd goes away, keeps serving the domains (their QEMUs run on and stay attached to
+ *    our devices), reconnects with backoff and re-syncs: domains gone meanwhile are removed,
+ *    new ones served, and a served domain whose live XML lost our control device (it restarted
+ *    while we were not looking) is removed and served again; a refused domain is judged again.
+ */
+import { EventEmitter } from 'node:events';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { KvmchanError, VmmError } from '../../../errors.js';
+import type { IvshmemServer } from '../../../ivshmem/server.js';
+import type { PoolAnnouncement } from '../../pools/pool-manager.js';
+import type { GuestVmm, GuestVmmEvents, VmmDomain } from '../vmm.js';
+import { createControlDevice, type ControlDevice } from '../control-device.js';
+import { removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from '../domain-dir.js';
+import { reserveNeeded } from '../qmp/placement.js';
+import { LibvirtClient } from './client.js';
+import { EventId, LifecycleEvent, uuidString, type LifecycleMsg, type RemoteDomain } from './codec.js';
+import { DomainIds } from './domain-ids.js';
+import { domainLayout, shmemXml, type DomainLayout, type RootPort } from './domain-xml.js';
+
+export const DEFAULT_LIBVIRT_SOCKET = '/run/libvirt/libvirt-sock';
+export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
+export const CONTROL_SHMEM = 'kvmchan-ctl';
+export const SHMEM_PREFIX = 'kvmchan-';
+export function poolShmem(pool: number): string {
+  return `kvmchan-pool-${pool}`;
+}
+
+export interface LibvirtVmmOptions {
+  runtimeDir: string;
+  socketPath?: string;
+  uri?: string;
+  /** Which running domains to serve: all, or these names. */
+  domains?: 'all' | readonly string[];
+  poolSize: number;
+  /** Domain ids other backends use. */
+  reservedIds?: ReadonlySet<number>;
+  /** First reconnect delay; doubles up to maxRetryMs. Default 500 ms. */
+  retryMs?: number;
+  maxRetryMs?: number;
+  callTimeoutMs?: number;
+  log?: Logger;
+}
+
+export type LibvirtDomainState = 'attaching' | 'serving' | 'refused';
+
+export interface LibvirtDomainStatus {
+  name: string;
+  uuid: string;
+  id: number;
+  state: LibvirtDomainState;
+  devices: string[];
+  error: string | null;
+  errorCode: string | null;
+}
+
+interface Dom {
+  uuid: string;
+  name: string;
+  id: number;
+  remote: RemoteDomain;
+  state: LibvirtDomainState;
+  control: ControlDevice | null;
+  devices: string[];
+  error: KvmchanError | null;
+  chain: Promise<void>;
+  removed: boolean;
+  controlJoined: boolean;
+}
+
+function asKvmchanError(err: unknown): KvmchanError {
+  return err instanceof KvmchanError ? err : new KvmchanError((err as Error).message ?? String(err), 'KVMCHAN_E_VMM');
+}
+
+/** A registry name: at most 31 bytes (DomainEntry.name), cut on a character boundary. */
+function registryName(name: string): string {
+  let out = '';
+  for (const ch of name) {
+    if (Buffer.byteLength(out + ch) > 31) break;
+    out += ch;
+  }
+  return out;
+}
+
+function noPort(name: string, what: string, need: number, ports: RootPort[]): VmmError {
+  const free = ports.filter((p) => !p.occupied);
+  return new VmmError(
+    `domain ${name} has no free pcie-root-port for ${what}` +
+      (need > 0 ? ` with pref64-reserve >= ${need} bytes` : '') +
+      ` (${ports.length} root ports, ${free.length} free: ${free.map((p) => `index ${p.index} reserve ${p.pref64Reserve}`).join(', ') || 'none'}); ` +
+      `add root ports to the domain XML (docs/vms-libvirt.md, "Domain XML")`,
+    'KVMCHAN_E_VMM_NO_PORT',
+  );
+}
+
+export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
+  readonly kind = 'libvirt';
+  readonly runtimeDir: string;
+  readonly socketPath: string;
+  readonly uri: string;
+  readonly #filter: 'all' | ReadonlySet<string>;
+  readonly #ids: DomainIds;
+  readonly #log: Logger | undefined;
+  readonly #poolSize: number;
+  readonly #reserved: ReadonlySet<number>;
+  readonly #retryMs: number;
+  readonly #maxRetryMs: number;
+  readonly #callTimeoutMs: number;
+  readonly #doms = new Map<string, Dom>();
+  #client: LibvirtClient | null = null;
+  #retry: NodeJS.Timeout | undefined;
+  #delay: number;
+  #closed = false;
+  /** Connections made (1 after the first; more after libvirtd restarts). */
+  connects = 0;
+
+  constructor(opts: LibvirtVmmOptions) {
+    super();
+    this.runtimeDir = path.resolve(opts.runtimeDir);
+    this.socketPath = opts.socketPath ?? DEFAULT_LIBVIRT_SOCKET;
+    this.uri = opts.uri ?? DEFAULT_LIBVIRT_URI;
+    this.#filter = opts.domains === undefined || opts.domains === 'all' ? 'all' : new Set(opts.domains);
+    this.#log = opts.log?.child({ component: 'vmm', backend: 'libvirt' });
+    this.#ids = new DomainIds(this.runtimeDir, this.#log);
+    this.#poolSize = opts.poolSize;
+    this.#reserved = opts.reservedIds ?? new Set();
+    this.#retryMs = opts.retryMs ?? 500;
+    this.#maxRetryMs = opts.maxRetryMs ?? 10_000;
+    this.#delay = this.#retryMs;
+    this.#callTimeoutMs = opts.callTimeoutMs ?? 10_000;
+  }
+
+  /** Start following libvirtd (after the daemon listens to our events). */
+  start(): void {
+    void this.#connect();
+  }
+
+  get connected(): boolean {
+    return this.#client !== null && !this.#client.closed;
+  }
+
+  domains(): VmmDomain[] {
+    return [...this.#doms.values()]
+      .filter((d) => d.state === 'serving')
+      .map((d) => ({ id: d.id, name: registryName(d.name) }))
+      .sort((a, b) => a.id - b.id);
+  }
+
+  has(domain: number): boolean {
+    return this.#byId(domain)?.state === 'serving';
+  }
+
+  controlDevice(domain: number): IvshmemServer {
+    const d = this.#byId(domain);
+    if (d?.control == null) throw new VmmError(`no libvirt domain ${domain} is served`, 'KVMCHAN_E_VMM_UNKNOWN');
+    return d.control.server;
+  }
+
+  list(): LibvirtDomainStatus[] {
+    return [...this.#doms.values()]
+      .sort((a, b) => a.id - b.id)
+      .map((d) => ({ name: d.name, uuid: d.uuid, id: d.id, state: d.state, devices: [...d.devices], error: d.error?.message ?? null, errorCode: d.error?.code ?? null }));
+  }
+
+  plugPool(domain: number, a: PoolAnnouncement): void {
+    const d = this.#byId(domain);
+    if (d === undefined || d.state !== 'serving') return;
+    this.#enqueue(d, async () => {
+      if (d.state !== 'serving') return;
+      await this.#attach(d, poolShmem(a.pool), a.socketPath, a.vectors, reserveNeeded(a.size), `pool ${a.pool} (${a.size >> 20} MiB)`);
+    }).catch((err: unknown) => {
+      const e = asKvmchanError(err);
+      d.error = e;
+      this.#log?.error({ domain, name: d.name, pool: a.pool, err: e.message, code: e.code }, 'cannot attach a pool');
+    });
+  }
+
+  /** Stop following libvirtd. Domains keep running with their devices; no domain-removed. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#retry);
+    const c = this.#client;
+    this.#client = null;
+    void c?.close(500);
+    for (const d of this.#doms.values()) {
+      d.removed = true;
+      d.control?.server.close();
+      if (d.control !== null) removeDomainDirIfEmpty(this.runtimeDir, d.id);
+      d.control = null;
+    }
+    this.#doms.clear();
+    removeDomainsRootIfEmpty(this.runtimeDir);
+  }
+
+  // --- connection ------------------------------------------------------------------------------
+
+  async #connect(): Promise<void> {
+    if (this.#closed) return;
+    let client: LibvirtClient;
+    try {
+      client = await LibvirtClient.connect(this.socketPath, { callTimeoutMs: this.#callTimeoutMs });
+    } catch (err) {
+      this.#scheduleReconnect((err as Error).message);
+      return;
+    }
+    if (this.#closed) {
+      client.destroy();
+      return;
+    }
+    client.on('close', (why) => {
+      if (this.#client !== client) return;
+      this.#client = null;
+      this.#log?.warn({ err: why.message }, 'libvirt connection lost; domains stay served, reconnecting');
+      this.#scheduleReconnect(why.message);
+    });
+    client.on('lifecycle', (m) => {
+      this.#onLifecycle(client, m);
+    });
+    client.on('device-removed', (m) => {
+      const d = this.#doms.get(uuidString(m.dom.uuid));
+      if (d !== undefined && m.alias.includes(SHMEM_PREFIX)) this.#log?.warn({ domain: d.id, alias: m.alias }, 'a kvmchan device was removed from the domain by someone else');
+    });
+    try {
+      await client.authenticate();
+      await client.open(this.uri);
+      await client.registerEvent(EventId.LIFECYCLE);
+      await client.registerEvent(EventId.DEVICE_REMOVED);
+      this.#client = client;
+      this.connects++;
+      this.#delay = this.#retryMs;
+      this.#log?.info({ socket: this.socketPath, uri: this.uri, connects: this.connects }, 'libvirt connected');
+      await this.#resync(client);
+    } catch (err) {
+      this.#log?.error({ err: (err as Error).message }, 'libvirt connection setup failed');
+      if (this.#client === client) this.#client = null;
+      client.destroy();
+      this.#scheduleReconnect((err as Error).message);
+    }
+  }
+
+  #scheduleReconnect(why: string): void {
+    if (this.#closed || this.#retry !== undefined) return;
+    const delay = this.#delay;
+    this.#delay = Math.min(this.#delay * 2, this.#maxRetryMs);
+    this.#log?.debug({ why, delay }, 'libvirt: reconnecting later');
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      void this.#connect();
+    }, delay);
+    this.#retry.unref();
+  }
+
+  async #resync(client: LibvirtClient): Promise<void> {
+    const running = await client.listActiveDomains();
+    const seen = new Set<string>();
+    for (const r of running) {
+      const uuid = uuidString(r.uuid);
+      seen.add(uuid);
+      const d = this.#doms.get(uuid);
+      if (d === undefined) {
+        this.#serve(client, r);
+        continue;
+      }
+      d.remote = r;
+      if (d.state === 'refused') {
+        // Judged again: it may have restarted (stale devices gone) or been given ports meanwhile.
+        this.#remove(d, 'checked again after reconnecting');
+        this.#serve(client, r);
+        continue;
+      }
+      if (d.state !== 'serving') continue;
+      // Still ours? A domain restarted while libvirtd (or our link to it) was down lost our devices.
+      this.#enqueue(d, async () => {
+        const layout = domainLayout(await client.domainXml(r), SHMEM_PREFIX);
+        if (!layout.ownShmem.includes(CONTROL_SHMEM) && !d.removed) {
+          this.#remove(d, 'the domain restarted while libvirt was unreachable');
+          this.#serve(client, r);
+        }
+      }).catch((err: unknown) => {
+        this.#log?.warn({ domain: d.id, err: (err as Error).message }, 'cannot re-check a domain after reconnecting');
+      });
+    }
+    for (const d of [...this.#doms.values()]) if (!seen.has(d.uuid)) this.#remove(d, 'the domain is no longer running');
+  }
+
+  #onLifecycle(client: LibvirtClient, m: LifecycleMsg): void {
+    const uuid = uuidString(m.dom.uuid);
+    if (m.event === LifecycleEvent.STARTED) {
+      const old = this.#doms.get(uuid);
+      if (old !== undefined) this.#remove(old, 'the domain started again');
+      this.#serve(client, m.dom);
+    } else if (m.event === LifecycleEvent.STOPPED || m.event === LifecycleEvent.CRASHED) {
+      const d = this.#doms.get(uuid);
+      if (d !== undefined) this.#remove(d, m.event === LifecycleEvent.STOPPED ? `the domain stopped (detail ${m.detail})` : `the domain crashed (detail ${m.detail})`);
+    }
+  }
+
+  // --- domains ---------------------------------------------------------------------------------
+
+  #follows(name: string): boolean {
+    return this.#filter === 'all' || this.#filter.has(name);
+  }
+
+  #byId(id: number): Dom | undefined {
+    for (const d of this.#doms.values()) if (d.id === id) return d;
+    return undefined;
+  }
+
+  #enqueue(d: Dom, fn: () => Promise<void>): Promise<void> {
+    const p = d.chain.then(fn);
+    d.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  #serve(client: LibvirtClient, r: RemoteDomain): void {
+    if (this.#closed || !this.#follows(r.name)) return;
+    const uuid = uuidString(r.uuid);
+    if (this.#doms.has(uuid)) return;
+    const reserved = new Set([...this.#reserved, ...[...this.#doms.values()].map((d) => d.id)]);
+    let id: number;
+    try {
+      id = this.#ids.assign(uuid, reserved);
+    } catch (err) {
+      this.#log?.error({ name: r.name, err: (err as Error).message }, 'cannot give the domain an id');
+      return;
+    }
+    const d: Dom = { uuid, name: r.name, id, remote: r, state: 'attaching', control: null, devices: [], error: null, chain: Promise.resolve(), removed: false, controlJoined: false };
+    this.#doms.set(uuid, d);
+    const log = this.#log?.child({ name: d.name, domain: d.id });
+    this.#enqueue(d, async () => {
+      const t0 = performance.now();
+      const layout = domainLayout(await client.domainXml(r), SHMEM_PREFIX);
+      if (d.removed) return;
+      if (layout.ownShmem.length > 0) {
+        throw new VmmError(
+          `domain ${d.name} still carries kvmchan devices of an earlier kvmchand (${layout.ownShmem.join(', ')}); they are never unplugged ` +
+            `from a running domain, so it is served again only after it restarts (docs/vms-libvirt.md, "Restarts")`,
+          'KVMCHAN_E_VMM_STALE',
+        );
+      }
+      let controlBus: number | undefined;
+      if (layout.machine === 'q35') {
+        const free = layout.ports.filter((p) => !p.occupied);
+        const need = reserveNeeded(this.#poolSize);
+        const poolPort = free.find((p) => p.pref64Reserve >= need);
+        if (poolPort === undefined) throw noPort(d.name, `its first pool (${this.#poolSize >> 20} MiB)`, need, layout.ports);
+        const rest = free.filter((p) => p !== poolPort).sort((a, b) => a.pref64Reserve - b.pref64Reserve);
+        if (rest.length === 0) throw noPort(d.name, 'the control device (besides one for the first pool)', 0, layout.ports);
+        controlBus = rest[0]!.index;
+      }
+      d.control = createControlDevice({
+        runtimeDir: this.runtimeDir,
+        domain: d.id,
+        log: this.#log,
+        onJoin: () => {
+          d.controlJoined = true;
+          if (d.state === 'serving') this.emit('control-join', d.id);
+        },
+        onLeave: (reason) => {
+          const was = d.controlJoined;
+          d.controlJoined = false;
+          if (was && d.state === 'serving') this.emit('control-leave', d.id, reason);
+        },
+      });
+      await this.#attachOn(d, CONTROL_SHMEM, d.control.socketPath, 1, controlBus);
+      if (d.removed) return;
+      d.state = 'serving';
+      d.error = null;
+      log?.info({ machine: layout.machine, devices: d.devices, ms: Number((performance.now() - t0).toFixed(1)) }, 'libvirt domain served');
+      this.emit('domain-added', { id: d.id, name: registryName(d.name) });
+      if (d.controlJoined) this.emit('control-join', d.id);
+    }).catch((err: unknown) => {
+      if (d.removed) return;
+      const e = asKvmchanError(err);
+      d.state = 'refused';
+      d.error = e;
+      d.control?.server.close();
+      d.control = null;
+      removeDomainDirIfEmpty(this.runtimeDir, d.id);
+      log?.error({ err: e.message, code: e.code }, 'cannot serve libvirt domain');
+    });
+  }
+
+  async #attach(d: Dom, name: string, socketPath: string, vectors: number, needReserve: number, what: string): Promise<void> {
+    const client = this.#client;
+    if (client === null) throw new VmmError('libvirt is not connected', 'KVMCHAN_E_VMM_GONE');
+    const layout: DomainLayout = domainLayout(await client.domainXml(d.remote), SHMEM_PREFIX);
+    let bus: number | undefined;
+    if (layout.machine === 'q35') {
+      const port = layout.ports.find((p) => !p.occupied && p.pref64Reserve >= needReserve);
+      if (port === undefined) throw noPort(d.name, what, needReserve, layout.ports);
+      bus = port.index;
+    }
+    await this.#attachOn(d, name, socketPath, vectors, bus);
+  }
+
+  async #attachOn(d: Dom, name: string, socketPath: string, vectors: number, bus: number | undefined): Promise<void> {
+    const client = this.#client;
+    if (client === null) throw new VmmError('libvirt is not connected', 'KVMCHAN_E_VMM_GONE');
+    const t0 = performance.now();
+    await client.attachDeviceLive(d.remote, shmemXml(name, socketPath, vectors, bus));
+    d.devices.push(name);
+    this.#log?.info({ name: d.name, domain: d.id, device: name, bus: bus ?? '(libvirt placement)', ms: Number((performance.now() - t0).toFixed(1)) }, 'device attached');
+  }
+
+  #remove(d: Dom, why: string): void {
+    if (d.removed) return;
+    d.removed = true;
+    this.#doms.delete(d.uuid);
+    const wasServing = d.state === 'serving';
+    d.control?.server.close();
+    d.control = null;
+    d.controlJoined = false;
+    if (wasServing) {
+      this.#log?.info({ name: d.name, domain: d.id, why }, 'libvirt domain gone');
+      this.emit('domain-removed', { id: d.id, name: registryName(d.name) });
+    }
+    removeDomainDirIfEmpty(this.runtimeDir, d.id);
+  }
+}

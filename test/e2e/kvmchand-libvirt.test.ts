@@ -1,0 +1,211 @@
+// Tier 3: kvmchand's libvirt VMM backend (docs/vms-libvirt.md) against a real libvirtd
+// (test/helpers/libvirt.ts) and OS-less TCG q35 domains: a domain started under kvmchand is
+// served (control device attached on a free pcie-root-port, visible in the live XML; status
+// shows the libvirt name), its first pool attached on a port with pref64-reserve; `virsh
+// destroy` removes the domain and the daemon's fds return to baseline; a kvmchand restart with
+// the domain running refuses it as stale (same id) until it restarts; a libvirtd restart under
+// kvmchand is survived (reconnect, re-sync, events still followed).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PrivateDaemon } from '../../src/cli/private-daemon.js';
+import { ensureLibvirt, osLessDomainXml, type LibvirtEnv } from '../helpers/libvirt.js';
+
+const found = await ensureLibvirt();
+const skip = 'reason' in found ? found.reason : false;
+if (skip !== false) console.error(`\n#####\n# SKIPPING kvmchand libvirt backend tests: ${skip}\n#####\n`);
+const env = found as LibvirtEnv;
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const MiB = 1 << 20;
+
+const cleanups: (() => Promise<unknown> | undefined)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+  if (skip === false) await env.stop();
+});
+
+interface StatusJson {
+  domains: { domain: number; name: string; flags: number }[];
+  pools: { pool: number; memberA: number; joined: number; size: number; vectors: number }[];
+}
+interface LogLine {
+  msg?: string;
+  name?: string;
+  domain?: number;
+  err?: string;
+  code?: string;
+  device?: string;
+  bus?: number | string;
+  ms?: number;
+  connects?: number;
+}
+
+class Setup {
+  readonly dir: string;
+  readonly runtimeDir: string;
+  readonly logFile: string;
+  daemon: PrivateDaemon | null = null;
+  readonly domains: string[] = [];
+
+  constructor() {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-libvirt-e2e-'));
+    this.runtimeDir = path.join(this.dir, 'run');
+    this.logFile = path.join(this.dir, 'kvmchand.log');
+    cleanups.push(() => this.close());
+  }
+
+  /** Start a transient OS-less domain (fixed UUID per name, so it keeps its kvmchan id). */
+  createDomain(name: string, uuid: string): void {
+    const file = path.join(this.dir, `${name}.xml`);
+    fs.writeFileSync(file, osLessDomainXml(name).replace('<name>', `<uuid>${uuid}</uuid>\n  <name>`));
+    env.virsh('create', file);
+    if (!this.domains.includes(name)) this.domains.push(name);
+  }
+
+  destroyDomain(name: string): void {
+    env.virsh('destroy', name);
+  }
+
+  liveXml(name: string): string {
+    return env.virsh('dumpxml', name);
+  }
+
+  state(name: string): string {
+    return env.virsh('domstate', name).trim();
+  }
+
+  async startDaemon(domains: string[]): Promise<PrivateDaemon> {
+    const cfg = path.join(this.dir, 'kvmchand.json');
+    fs.writeFileSync(cfg, JSON.stringify({ libvirt: { domains, retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
+    fs.mkdirSync(this.runtimeDir, { recursive: true });
+    this.daemon = await PrivateDaemon.start({ runtimeDir: this.runtimeDir, extraArgs: ['-c', cfg], logLevel: 'info', logFile: this.logFile });
+    return this.daemon;
+  }
+
+  status(): StatusJson {
+    return JSON.parse(execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' })) as StatusJson;
+  }
+
+  logs(): LogLine[] {
+    if (!fs.existsSync(this.logFile)) return [];
+    return fs
+      .readFileSync(this.logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as LogLine);
+  }
+
+  daemonFds(): number {
+    return fs.readdirSync(`/proc/${this.daemon!.pid}/fd`).length;
+  }
+
+  async close(): Promise<void> {
+    for (const n of this.domains) {
+      try {
+        env.virsh('destroy', n);
+      } catch {
+        // not running
+      }
+    }
+    await this.daemon?.stop();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The `<shmem>` elements of a live XML: name → PCI bus of its address. */
+function shmems(xml: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of xml.matchAll(/<shmem name='([^']+)'>([\s\S]*?)<\/shmem>/g)) {
+    const bus = /<address type='pci'[^>]*bus='(0x[0-9a-f]+)'/.exec(m[2]!);
+    out.set(m[1]!, bus === null ? -1 : Number(bus[1]));
+  }
+  return out;
+}
+
+test('a domain started under kvmchand is served: control device and pool attached on root ports; destroy removes it', { skip }, async (t) => {
+  const s = new Setup();
+  await s.startDaemon(['kvmchan-e2e-a']);
+  await until(() => s.logs().some((l) => l.msg === 'libvirt connected'), 10_000, 'libvirt connected');
+  await new Promise((r) => setTimeout(r, 300));
+  const baseline = s.daemonFds();
+
+  s.createDomain('kvmchan-e2e-a', '6b766d63-6861-6e00-0000-00000000000a');
+  await until(() => s.status().domains.some((x) => x.name === 'kvmchan-e2e-a'), 20_000, 'domain served');
+  const dom = s.status().domains.find((x) => x.name === 'kvmchan-e2e-a')!;
+  assert.ok(dom.domain >= 1);
+  await until(() => s.status().pools.some((p) => p.memberA === dom.domain && p.joined === 1), 20_000, 'the pool member attached');
+  const pool = s.status().pools.find((p) => p.memberA === dom.domain)!;
+  const live = shmems(s.liveXml('kvmchan-e2e-a'));
+  // Port 1 carries libvirt's USB controller; 2 has no reserve (control device); 3 and 4 have 256 MiB.
+  assert.equal(live.get('kvmchan-ctl'), 2, 'control device on the free port least fit for a pool');
+  assert.equal(live.get(`kvmchan-pool-${pool.pool}`), 3, 'the pool on a port with pref64-reserve');
+  assert.match(s.liveXml('kvmchan-e2e-a'), /<shmem name='kvmchan-ctl'>\s*<model type='ivshmem-doorbell'\/>/);
+  const attaches = s.logs().filter((l) => l.msg === 'device attached');
+  t.diagnostic(`attaches: ${attaches.map((l) => `${l.device} on bus ${l.bus} in ${l.ms} ms`).join(', ')}; daemon fds: baseline ${baseline}, serving ${s.daemonFds()}`);
+
+  s.destroyDomain('kvmchan-e2e-a');
+  await until(() => !s.status().domains.some((x) => x.name === 'kvmchan-e2e-a'), 10_000, 'domain removed');
+  await until(() => s.status().pools.length === 0, 10_000, 'pools released');
+  await until(() => s.daemonFds() === baseline, 10_000, `daemon fds back to ${baseline} (now ${s.daemonFds()})`);
+  assert.ok(s.logs().some((l) => l.msg === 'libvirt domain gone' && l.domain === dom.domain));
+  assert.equal(s.daemon!.child.exitCode, null, 'the daemon lives on');
+});
+
+test('kvmchand restarted with the domain running: refused as stale with its id kept, served again after the domain restarts', { skip }, async (t) => {
+  const s = new Setup();
+  const uuid = '6b766d63-6861-6e00-0000-00000000000b';
+  s.createDomain('kvmchan-e2e-b', uuid);
+  // Adoption: the domain runs before kvmchand starts.
+  await s.startDaemon(['kvmchan-e2e-b']);
+  await until(() => s.status().pools.some((p) => p.joined === 1), 20_000, 'adopted and pool attached');
+  const id = s.status().domains.find((x) => x.name === 'kvmchan-e2e-b')!.domain;
+
+  await s.daemon!.stop();
+  assert.equal(s.state('kvmchan-e2e-b'), 'running', 'the domain survives kvmchand stopping');
+  fs.writeFileSync(s.logFile, '');
+  await s.startDaemon(['kvmchan-e2e-b']);
+  await until(() => s.logs().some((l) => l.msg === 'cannot serve libvirt domain'), 10_000, 'stale refusal');
+  const line = s.logs().find((l) => l.msg === 'cannot serve libvirt domain')!;
+  assert.equal(line.code, 'KVMCHAN_E_VMM_STALE');
+  assert.equal(line.domain, id, 'the domain id is kept across the restart');
+  assert.ok(!s.status().domains.some((x) => x.name === 'kvmchan-e2e-b'));
+  assert.equal(s.state('kvmchan-e2e-b'), 'running');
+
+  // The domain restarts: served afresh, same id.
+  s.destroyDomain('kvmchan-e2e-b');
+  s.createDomain('kvmchan-e2e-b', uuid);
+  await until(() => s.status().pools.some((p) => p.memberA === id && p.joined === 1), 20_000, 'served again');
+  t.diagnostic(`domain id ${id} kept across a kvmchand restart and a domain restart`);
+});
+
+test('libvirtd restarted under kvmchand: the domain stays served; reconnect and events work again', { skip: skip !== false ? skip : !env.owned ? 'libvirtd not started by this test' : false }, async (t) => {
+  const s = new Setup();
+  s.createDomain('kvmchan-e2e-c', '6b766d63-6861-6e00-0000-00000000000c');
+  await s.startDaemon(['kvmchan-e2e-c']);
+  await until(() => s.status().pools.some((p) => p.joined === 1), 20_000, 'served');
+  const id = s.status().domains.find((x) => x.name === 'kvmchan-e2e-c')!.domain;
+
+  const t0 = Date.now();
+  await env.restartLibvirtd();
+  await until(() => s.logs().some((l) => l.msg === 'libvirt connected' && l.connects === 2), 20_000, 'reconnected');
+  t.diagnostic(`reconnected ${Date.now() - t0} ms after the libvirtd restart began`);
+  assert.ok(s.logs().some((l) => l.msg === 'libvirt connection lost; domains stay served, reconnecting'));
+  assert.equal(s.status().domains.find((x) => x.name === 'kvmchan-e2e-c')?.domain, id, 'still served, same id');
+  assert.equal(s.state('kvmchan-e2e-c'), 'running');
+
+  // Events flow on the new connection.
+  s.destroyDomain('kvmchan-e2e-c');
+  await until(() => !s.status().domains.some((x) => x.name === 'kvmchan-e2e-c'), 10_000, 'domain removed after reconnect');
+});
