@@ -133,7 +133,7 @@ export function guestQemuArgs(dir: string, image: VmImage, opts: GuestQemuOption
     if (!path.isAbsolute(b) || /[\s:]/.test(b)) throw new Error(`hostPaths: unusable path ${JSON.stringify(b)}`);
   }
   // no_timer_check: on a loaded host TCG can be too slow for the kernel's "does the IO-APIC
-  // timer tick" probe, which with interrupt remapping panics the guest (docs/vms.md §6).
+  // timer tick" probe, which with interrupt remapping panics the guest (docs/vms.md §1.6).
   const kernelArgs = ['console=ttyS0', 'intel_iommu=on', 'no_timer_check', 'panic=-1', 'loglevel=4'];
   if (binds.length > 0) kernelArgs.push(`kvmchan.bind=${binds.join(':')}`);
   kernelArgs.push(...(opts.extraKernelArgs ?? []));

@@ -1,4 +1,4 @@
-// VM tier (docs/vms.md "Trying it: kvmchan demo --vm"): the CLI's real-guest demo end to end.
+// VM tier (docs/vms.md §1.5): the CLI's real-guest demo end to end.
 // `kvmchan demo --vm --size 4M` must exit 0, print matching SHA-256 lines for both directions
 // (host and guest print the same hash), and leave nothing behind: no QEMU, no daemon, no
 // temporary directory. A SIGTERM while the guest boots must clean up the same way, and a
