@@ -159,6 +159,7 @@ export async function runVmDemo(opts: VmDemoOpts, out: NodeJS.WriteStream, err: 
     const timeout = opts.bootTimeoutMs ?? 600_000;
     const guestReady = new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => { reject(new KvmchanError(`the guest's kvmchand was not ready within ${timeout / 1000} s`, 'KVMCHAN_E_DEMO')); }, timeout);
+      t.unref();
       onReady = () => { clearTimeout(t); resolve(); };
     });
     await Promise.race([guestReady, vmFailed]);
