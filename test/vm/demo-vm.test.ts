@@ -1,7 +1,7 @@
 // VM tier (docs/vms.md §1.5): the CLI's real-guest demo end to end.
 // `kvmchan demo --vm --size 4M` must exit 0, print matching SHA-256 lines for both directions
 // (host and guest print the same hash), and leave nothing behind: no QEMU, no daemon, no
-// temporary directory. A SIGTERM while the guest boots must clean up the same way, and a
+// temporary directory. A SIGTERM while the guest boots, or QEMU dying, must clean up the same way; a
 // missing image must name the command that builds it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -95,4 +95,21 @@ test('kvmchan demo --vm without the image names the build command', async () => 
   fs.rmSync(r.tmp, { recursive: true, force: true });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /no guest image .*build it with: bash \S+scripts\/vm\/build-image\.sh/);
+});
+
+test('kvmchan demo --vm: QEMU dying mid-run fails with a clear error and cleans up', { skip }, async () => {
+  let killed = false;
+  const r = await runCli(['demo', '--vm', '--size', '4M'], {
+    onStdout: (all) => {
+      const m = /QEMU started \(pid (\d+)\)/.exec(all);
+      if (!killed && m !== null) {
+        killed = true;
+        setTimeout(() => { process.kill(Number(m[1]), 'SIGKILL'); }, 2000);
+      }
+    },
+  });
+  assert.ok(killed, r.stdout + r.stderr);
+  assert.equal(r.code, 1, `exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+  assert.match(r.stderr, /QEMU exited \(signal SIGKILL\) before the demo finished/);
+  assertNothingLeft(r);
 });
