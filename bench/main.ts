@@ -7,7 +7,10 @@
  * phase runs to the end, its figures mean nothing; what the tests run in a loop),
  * `--stall-timeout S` (default 60, or KVMCHAN_BENCH_STALL_S): a phase that makes no
  * progress for S seconds aborts the run (exit 2), naming the phase and what it waited for,
- * and leaves no process, daemon or temporary directory behind.
+ * and leaves no process, daemon or temporary directory behind. `--vm`: run the real-guest
+ * phase (bench/vm.ts; it also runs, without the flag, when QEMU and the guest image exist,
+ * except in smoke mode),
+ * `--no-vm`: skip it.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -23,6 +26,7 @@ import { createRegion, ringChan, vchanChan, netChan, writeBulk, writeBatched, re
 import { table } from '../src/cli/format.js';
 import { Watchdog } from './watchdog.js';
 import { crossDomainSetup } from './cross-domain-setup.js';
+import { vmPhase, vmSkipReason } from './vm.js';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
 const SMOKE = process.argv.includes('--smoke');
@@ -319,6 +323,16 @@ async function main(): Promise<void> {
   const guestSetup = await setupLatency(setups, simHost, guest.runtimeDir, 1);
   await stopDaemon(guest);
   await stopDaemon(simHost);
+  let vmRows: string[][] = [];
+  const forceVm = process.argv.includes('--vm');
+  const vmSkip = process.argv.includes('--no-vm') ? '--no-vm' : SMOKE && !forceVm ? 'smoke mode (add --vm to include it)' : vmSkipReason(forceVm);
+  if (vmSkip === null) {
+    phase('real guest under QEMU: vchan vs TCP over virtio-net…');
+    vmRows = await vmPhase({ dog, smoke: SMOKE, quick: QUICK, forced: forceVm, startDaemon, stopDaemon });
+  } else {
+    process.stderr.write(`real guest phase skipped: ${vmSkip}\n`);
+    if (forceVm) throw new Error(`--vm: ${vmSkip}`);
+  }
   dog.stop();
 
   process.stderr.write('vchan setup latency across simulated domains…\n');
@@ -366,6 +380,7 @@ async function main(): Promise<void> {
   if (cv?.rtt_us !== undefined && cb?.rtt_us !== undefined) {
     rows.push(['C↔C 64 B RTT: libvchan-kvm', `${cv.rtt_us.toFixed(2)} µs`, `socketpair ${cb.rtt_us.toFixed(1)} µs`, ratio(cb.rtt_us, cv.rtt_us)]);
   }
+  rows.push(...vmRows);
   process.stdout.write(`${table(['benchmark', 'kvmchan', 'baseline (same run)', 'ratio'], rows)}\n`);
   process.stdout.write('ratio: kvmchan ÷ baseline for throughput, baseline ÷ kvmchan for latency (higher is better). Run inside a VM.\n');
 }

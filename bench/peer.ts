@@ -6,6 +6,9 @@
  *   {"accept": n, "base": port}  (vchan only) connect to ports base..base+n-1 one after another
  * ring: fds 3/4/5 = memfd, our wait eventfd, parent's eventfd; argv[4] = order.
  * vchan: argv[4] = runtime dir, argv[5] = port.  net: argv[4] = socket path.
+ * tcp-listen (in a VM guest, bench/vm.ts): argv[4] = TCP port to listen on; the first connection
+ *   is the channel; with an accept step, each of n + 1 connections (the first one a warm-up)
+ *   gets one byte and is closed.
  */
 import net from 'node:net';
 import { once } from 'node:events';
@@ -27,6 +30,13 @@ async function open(spin: number): Promise<Chan> {
   }
   if (transport === 'vchan') {
     return vchanChan(await Vchan.connect({ runtimeDir: a!, port: Number(b), spin }));
+  }
+  if (transport === 'tcp-listen') {
+    const server = net.createServer().listen(Number(a), '0.0.0.0');
+    const [sock] = (await once(server, 'connection')) as [net.Socket];
+    server.close();
+    sock.setNoDelay(true);
+    return netChan(sock);
   }
   const sock = net.connect(a!);
   await once(sock, 'connect');
@@ -60,6 +70,13 @@ for (const step of script) {
       await readExact(ch!, m);
       await writeExact(ch!, m);
     }
+  } else if (transport === 'tcp-listen') {
+    const server = net.createServer({ noDelay: true }).listen(Number(a), '0.0.0.0');
+    for (let i = 0; i <= step.accept; i++) {
+      const [sock] = (await once(server, 'connection')) as [net.Socket];
+      sock.end(Buffer.alloc(1));
+    }
+    server.close();
   } else {
     for (let i = 0; i < step.accept; i++) {
       const v = await Vchan.connect({ runtimeDir: a!, port: step.base + i, domain: 0 });

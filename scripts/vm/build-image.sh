@@ -32,9 +32,10 @@ done
 log() { [ "$quiet" = 1 ] || echo "build-image: $*" >&2; }
 die() { echo "build-image: error: $*" >&2; exit 1; }
 
-# Modules the guest loads (by name; their dependencies come from modules.dep). Whatever of
+# Modules the guest loads (by name; their dependencies come from modules.dep). virtio_net:
+# the benchmark's TCP baseline (QEMU user-mode networking, guest-init.sh configures eth0). Whatever of
 # these the kernel has built in is simply absent from modules.dep and skipped.
-WANTED_MODULES=(virtio_pci 9pnet_virtio 9p vfio vfio_iommu_type1 vfio_pci)
+WANTED_MODULES=(virtio_pci 9pnet_virtio 9p vfio vfio_iommu_type1 vfio_pci virtio_net)
 
 mkdir -p "$cache/debs"
 export DEBIAN_FRONTEND=noninteractive

@@ -33,6 +33,14 @@ while read -r mod args; do
   insmod "/lib/modules/$mod" $args || say "insmod $mod failed"
 done </modules.load
 
+# Networking, when QEMU gives the guest a NIC (the benchmark's TCP baseline: -netdev user, whose
+# fixed guest address is 10.0.2.15/24, gateway 10.0.2.2). Loopback always.
+ip link set lo up 2>/dev/null
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 &&
+    say "eth0 10.0.2.15/24" || say "cannot configure eth0"
+fi
+
 # 9p over virtio: the default msize (8 KiB) makes every node start crawl under TCG.
 P9="trans=virtio,version=9p2000.L,msize=262144"
 # The host root is mounted once at /hostroot and bound to $R, so that host paths hidden below

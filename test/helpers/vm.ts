@@ -1,7 +1,8 @@
 /**
  * Test helper: boot a REAL Linux guest under QEMU TCG (docs/vms.md) and run commands in it.
  *
- * The guest is the kernel + initramfs built by scripts/vm/build-image.sh into .cache/vm/. Its
+ * The guest is the kernel + initramfs built by scripts/vm/build-image.sh into .cache/vm/ (found,
+ * with its QEMU command line, by the product module src/vm/guest-image.ts). Its
  * /init mounts this host's root read-only over virtio-9p, so `node` and this checkout are at the
  * same paths inside the guest, and a per-VM directory (`vm.shareDir` here, /run/kvmchanvm in
  * the guest) read-write. Commands travel as files through that directory: the host writes
@@ -17,46 +18,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { QmpClient, ensureQemu, type QemuExit } from './qemu.js';
+import {
+  PACKAGE_ROOT, VM_CACHE, GUEST_SHARE, READY_MARKER, FAILED_MARKER, vmImage, guestQemuArgs,
+  type VmImage, type IvshmemAttachment, type GuestQemuOptions,
+} from '../../src/vm/guest-image.js';
 
-/** The checkout (dist/test/helpers/vm.js is three levels below it). */
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const VM_CACHE = process.env.KVMCHAN_VM_CACHE ?? path.join(REPO_ROOT, '.cache', 'vm');
-/** Where the per-VM share appears inside the guest. */
-export const GUEST_SHARE = '/run/kvmchanvm';
-export const READY_MARKER = 'KVMCHAN-GUEST-READY';
-export const FAILED_MARKER = 'KVMCHAN-GUEST-FAILED';
-
-export interface VmImage {
-  kernel: string;
-  initrd: string;
-  /** uname -r of the guest kernel. */
-  kver: string;
-  fingerprint: string;
-}
-
-/** .cache/vm/image.env as written by build-image.sh, or why it is unusable. */
-export function vmImage(cacheDir = VM_CACHE): VmImage | { reason: string } {
-  const envFile = path.join(cacheDir, 'image.env');
-  let text: string;
-  try {
-    text = fs.readFileSync(envFile, 'utf8');
-  } catch {
-    return { reason: `no guest image (${envFile}); run scripts/vm/build-image.sh` };
-  }
-  const kv = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq > 0) kv.set(line.slice(0, eq), line.slice(eq + 1));
-  }
-  const kernel = kv.get('KERNEL');
-  const initrd = kv.get('INITRD');
-  if (kernel === undefined || initrd === undefined || !fs.existsSync(kernel) || !fs.existsSync(initrd)) {
-    return { reason: `guest image in ${cacheDir} is incomplete; rerun scripts/vm/build-image.sh` };
-  }
-  return { kernel, initrd, kver: kv.get('KVER') ?? '?', fingerprint: kv.get('FINGERPRINT') ?? '?' };
-}
+/** The checkout. */
+export const REPO_ROOT = PACKAGE_ROOT;
+export { VM_CACHE, GUEST_SHARE, READY_MARKER, FAILED_MARKER, vmImage, type VmImage, type IvshmemAttachment };
 
 /** True when KVMCHAN_REQUIRE_QEMU=1 (CI): a missing prerequisite fails instead of skipping. */
 export function qemuRequired(): boolean {
@@ -84,40 +54,10 @@ export function vmPrerequisites(): VmPrerequisites | { reason: string } {
   return { qemu: (q as { path: string }).path, image: image as VmImage };
 }
 
-export interface IvshmemAttachment {
-  /** QEMU device id (the chardev is `<id>-chr`). */
-  id: string;
-  /** The ivshmem server's UNIX socket; it must be listening before bootVm. */
-  socketPath: string;
-  /** The device's `vectors` property (= the server's vectors). */
-  vectors: number;
-  /** 1-based index of the root port it sits on (rp<N>). */
-  rootPort: number;
-}
-
-export interface BootVmOptions {
+export interface BootVmOptions extends GuestQemuOptions {
   /** Default: vmPrerequisites(). */
   qemu?: string;
   image?: VmImage;
-  /** Default 1024. */
-  memoryMiB?: number;
-  /** Default 1. */
-  cpus?: number;
-  /** pcie-root-ports rp1..rpN (hot-plug targets too). Default 4. */
-  rootPorts?: number;
-  /** Prefetchable 64-bit window each root port asks the firmware for. Default '512M'; null
-   *  leaves QEMU's default (SeaBIOS then gives a hot-plug port 2 MiB). */
-  pref64Reserve?: string | null;
-  /** ivshmem-doorbell devices present at boot. */
-  ivshmem?: readonly IvshmemAttachment[];
-  /**
-   * Host directories the guest must see although they lie under a directory the guest covers
-   * with tmpfs (/tmp, /run, /var/tmp, /dev/shm). REPO_ROOT is added when it lies there. No
-   * spaces or colons.
-   */
-  hostPaths?: readonly string[];
-  extraArgs?: readonly string[];
-  extraKernelArgs?: readonly string[];
   /** Spawn → ready marker. Default 300 s (TCG on a shared 2-core machine). */
   readyTimeoutMs?: number;
   /** Each console line (no newline), e.g. `(l) => t.diagnostic(l)`. */
@@ -313,7 +253,7 @@ export class TestVm {
     const share = path.join(dir, 'share');
     fs.mkdirSync(path.join(share, 'req'), { recursive: true });
     fs.mkdirSync(path.join(share, 'out'));
-    const args = qemuArgs(dir, image, opts);
+    const args = guestQemuArgs(dir, image, opts);
     const t0 = performance.now();
     const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const vm = new TestVm(dir, child, image, args, opts.onConsoleLine);
@@ -441,47 +381,6 @@ export class TestVm {
     live.delete(this.#live);
     return e;
   }
-}
-
-/** Host directories the guest covers with tmpfs (scripts/vm/guest-init.sh). */
-const COVERED = ['/tmp', '/run', '/var/tmp', '/dev/shm'];
-
-function qemuArgs(dir: string, image: VmImage, opts: BootVmOptions): string[] {
-  const ports = opts.rootPorts ?? 4;
-  const reserve = opts.pref64Reserve ?? '512M';
-  const binds = [...(opts.hostPaths ?? [])];
-  if (COVERED.some((d) => REPO_ROOT === d || REPO_ROOT.startsWith(`${d}/`))) binds.push(REPO_ROOT);
-  for (const b of binds) {
-    if (!path.isAbsolute(b) || /[\s:]/.test(b)) throw new Error(`hostPaths: unusable path ${JSON.stringify(b)}`);
-  }
-  // no_timer_check: on a loaded host TCG can be too slow for the kernel's "does the IO-APIC
-  // timer tick" probe, which with interrupt remapping panics the guest (docs/vms.md §6).
-  const kernelArgs = ['console=ttyS0', 'intel_iommu=on', 'no_timer_check', 'panic=-1', 'loglevel=4'];
-  if (binds.length > 0) kernelArgs.push(`kvmchan.bind=${binds.join(':')}`);
-  kernelArgs.push(...(opts.extraKernelArgs ?? []));
-  const args = [
-    '-accel', 'tcg',
-    '-machine', 'q35,kernel-irqchip=split',
-    '-device', 'intel-iommu,intremap=on',
-    '-m', String(opts.memoryMiB ?? 1024),
-    '-smp', String(opts.cpus ?? 1),
-    // -nographic without its default devices: the serial port on stdout is the console.
-    '-display', 'none', '-nodefaults', '-serial', 'stdio', '-no-reboot',
-    '-kernel', image.kernel, '-initrd', image.initrd, '-append', kernelArgs.join(' '),
-    '-qmp', `unix:${path.join(dir, 'qmp.sock')},server=on,wait=off`,
-    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
-    '-virtfs', `local,path=${path.join(dir, 'share')},mount_tag=kvmchanvm,security_model=none`,
-  ];
-  for (let i = 1; i <= ports; i++) {
-    args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i}${reserve === null ? '' : `,pref64-reserve=${reserve}`}`);
-  }
-  for (const d of opts.ivshmem ?? []) {
-    if (d.rootPort < 1 || d.rootPort > ports) throw new Error(`ivshmem ${d.id}: no root port rp${d.rootPort}`);
-    args.push('-chardev', `socket,id=${d.id}-chr,path=${d.socketPath}`);
-    args.push('-device', `ivshmem-doorbell,id=${d.id},chardev=${d.id}-chr,vectors=${d.vectors},bus=rp${d.rootPort}`);
-  }
-  args.push(...(opts.extraArgs ?? []));
-  return args;
 }
 
 /** Boot a guest (see TestVm.boot). */
