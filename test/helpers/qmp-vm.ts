@@ -45,9 +45,18 @@ export class QmpHost {
     fs.writeFileSync(this.configFile, JSON.stringify(config));
     this.daemon = await PrivateDaemon.start({ runtimeDir: this.runtimeDir, extraArgs: ['-c', this.configFile], logLevel: 'info', logFile: this.logFile });
     const d = this.daemon;
-    process.once('exit', () => {
+    // Whatever ends the test process, its daemon does not outlive it.
+    const reap = (): void => {
       if (d.child.exitCode === null && d.child.signalCode === null) d.child.kill('SIGKILL');
-    });
+    };
+    process.once('exit', reap);
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      process.once(sig, () => {
+        reap();
+        // Default action again unless another handler (vm.ts's) still does that.
+        if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+      });
+    }
     return d;
   }
 
