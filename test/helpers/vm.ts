@@ -50,8 +50,15 @@ export function vmImage(cacheDir = VM_CACHE): VmImage | { reason: string } {
     const eq = line.indexOf('=');
     if (eq > 0) kv.set(line.slice(0, eq), line.slice(eq + 1));
   }
-  const kernel = kv.get('KERNEL');
-  const initrd = kv.get('INITRD');
+  // The files live in the cache itself: use those, so a cache copied from another checkout does
+  // not keep booting that checkout's files (image.env records absolute paths).
+  const inCache = (p: string | undefined): string | undefined => {
+    if (p === undefined) return undefined;
+    const local = path.join(cacheDir, path.basename(p));
+    return fs.existsSync(local) ? local : p;
+  };
+  const kernel = inCache(kv.get('KERNEL'));
+  const initrd = inCache(kv.get('INITRD'));
   if (kernel === undefined || initrd === undefined || !fs.existsSync(kernel) || !fs.existsSync(initrd)) {
     return { reason: `guest image in ${cacheDir} is incomplete; rerun scripts/vm/build-image.sh` };
   }
