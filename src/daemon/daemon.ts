@@ -205,6 +205,13 @@ export class Daemon {
             this.#links.delete(domain);
             device.disconnect(GUEST_CONTROL_PEER, why);
           },
+          onGuestClosed: () => {
+            // Still on the device (a guest daemon restarted inside a VM): offer a fresh session.
+            if (this.#links.get(domain) !== link) return;
+            this.#links.delete(domain);
+            if (this.#stopped || device.host?.doorbellFd(GUEST_CONTROL_PEER, 0) == null) return;
+            this.#openLink(domain);
+          },
         },
         () => this.#nextGuestConn++,
       );

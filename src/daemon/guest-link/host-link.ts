@@ -50,6 +50,12 @@ export interface HostLinkOptions {
   pools: () => PoolAnnouncement[];
   /** Called when the session ends badly, so the guest can be cut off the fabric. */
   onViolation: (why: string) => void;
+  /**
+   * Called when the guest closed its end of the control channel without leaving the device: a
+   * guest daemon in a real VM (VFIO) cannot leave it (QEMU is the device's peer), so a restarted
+   * guest daemon closes the previous session's channel and waits for a fresh offer.
+   */
+  onGuestClosed?: () => void;
 }
 
 /** A caller in guest `domain`: sees what that domain is part of, no host pids. */
@@ -95,6 +101,7 @@ export class HostLink {
         // ring arrive here, not through #onFrame: log their stable code too, so the log names the
         // guest's misbehaviour the same way for every kind of violation.
         this.#end(err === null ? 'guest closed its control channel' : `control channel failed: ${err.code} ${err.message}`, err !== null);
+        if (err === null) this.#opts.onGuestClosed?.();
       },
     });
     // Tell the guest the region is ready (it waits for this before attaching).

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { native } from '../../native.js';
 import { RingEndpoint } from '../../ring/endpoint.js';
 import { EventFdWaiter } from '../../ring/eventfd-waiter.js';
-import { HEADER_SIZE, OFF_CLIENT_STATE, STATE_WAITING, MAGIC } from '../../ring/layout.js';
+import { HEADER_SIZE, OFF_CLIENT_STATE, STATE_CLOSED, STATE_CONNECTED, STATE_WAITING, MAGIC } from '../../ring/layout.js';
 import { RingLink } from '../../transport/ring-link.js';
 import { ClientSequencer } from '../../protocol/sequencer.js';
 import { Command, DomainFlag, POOL_STATE_NAMES, TIMEOUT_INFINITE, VchanRole, type CommandId } from '../../protocol/constants.js';
@@ -93,10 +93,22 @@ export class GuestVchanService implements VchanService {
     // The host initialises the region and then rings us (host-link.ts); until then it may hold
     // a previous session's state. Wait for a fresh region: our state still WAITING.
     const ctl = new Int32Array(mapping, 0, HEADER_SIZE / 4);
+    // A session a previous guest daemon left open (it died; in a VM the device stays, so the
+    // host cannot see that): close its client end, and the host offers a fresh one.
+    if (Atomics.load(ctl, 0) === (MAGIC | 0) && Atomics.load(ctl, OFF_CLIENT_STATE / 4) === STATE_CONNECTED) {
+      this.#log.info('closing the control channel a previous guest daemon left open');
+      Atomics.store(ctl, OFF_CLIENT_STATE / 4, STATE_CLOSED);
+      this.#waiter.kick();
+    }
     const deadline = Date.now() + timeoutMs;
     while (!(Atomics.load(ctl, 0) === (MAGIC | 0) && Atomics.load(ctl, OFF_CLIENT_STATE / 4) === STATE_WAITING)) {
       if (Date.now() > deadline) throw new GuestLinkDownError('the host never offered the control channel');
-      await this.#waiter.wait(AbortSignal.timeout(Math.max(1, deadline - Date.now())));
+      try {
+        await this.#waiter.wait(AbortSignal.timeout(Math.max(1, deadline - Date.now())));
+      } catch (err) {
+        if (Date.now() > deadline) throw new GuestLinkDownError('the host never offered the control channel');
+        throw err;
+      }
     }
     const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
     endpoint.attach();
