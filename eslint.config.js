@@ -2,7 +2,6 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-
 /**
  * Layers (docs/architecture.md, "Layers"): imports point down only. native/errors/paths, ring
  * and protocol are the bottom; transport and ivshmem sit on them; client and daemon are

@@ -15,7 +15,14 @@ import { quantile, startGuests, startHost, type TestGuest } from '../test/helper
  * waits for port p, then this process, in `serverDir`'s domain, listens on p and waits for it.
  * Milliseconds per setup, sorted.
  */
-async function measure(serverDir: string, serverDomain: number, clientDir: string, clientDomain: number, basePort: number, n: number): Promise<number[]> {
+async function measure(
+  serverDir: string,
+  serverDomain: number,
+  clientDir: string,
+  clientDomain: number,
+  basePort: number,
+  n: number,
+): Promise<number[]> {
   const client = await PeerProcess.spawn(clientDir);
   const out: number[] = [];
   try {

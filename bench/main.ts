@@ -63,8 +63,12 @@ async function stopDaemon(d: PrivateDaemon): Promise<void> {
 function spawnPeer(args: string[], opts: Parameters<typeof spawn>[2]): { child: ChildProcess; done: Promise<number | null> } {
   const child = dog.child(spawn(process.execPath, [PEER, ...args], opts));
   const done = new Promise<number | null>((r) => {
-    child.once('exit', (code, signal) => { r(signal === null ? code : -1); });
-    child.once('error', () => { r(null); });
+    child.once('exit', (code, signal) => {
+      r(signal === null ? code : -1);
+    });
+    child.once('error', () => {
+      r(null);
+    });
   });
   return { child, done };
 }
@@ -175,7 +179,9 @@ function memcpyRate(): number {
   };
   return Math.max(
     time((off) => src.copy(dst, off, off, off + 65536)),
-    time((off) => { native.copyBytes(dst, off, src, off, 65536); }),
+    time((off) => {
+      native.copyBytes(dst, off, src, off, 65536);
+    }),
   );
 }
 
@@ -195,7 +201,11 @@ async function setupLatency(n: number, host: PrivateDaemon, peerDir?: string, pe
   for (let i = 0; i < n; i++) {
     const t0 = process.hrtime.bigint();
     dog.waiting(`VCHAN_SERVER_INIT on port ${base + i}`);
-    const v = await unlessExited(Vchan.listen({ runtimeDir: host.runtimeDir, port: base + i, domain: peerDomain }), peer.done, `server_init on port ${base + i}`);
+    const v = await unlessExited(
+      Vchan.listen({ runtimeDir: host.runtimeDir, port: base + i, domain: peerDomain }),
+      peer.done,
+      `server_init on port ${base + i}`,
+    );
     dog.waiting(`the client of port ${base + i} to connect`);
     try {
       await unlessExited(v.waitConnected({ timeout: STALL_S * 2000 }), peer.done, `the client of port ${base + i}`);
@@ -325,7 +335,11 @@ async function main(): Promise<void> {
   await stopDaemon(simHost);
   let vmRows: string[][] = [];
   const forceVm = process.argv.includes('--vm');
-  const vmSkip = process.argv.includes('--no-vm') ? '--no-vm' : SMOKE && !forceVm ? 'smoke mode (add --vm to include it)' : vmSkipReason(forceVm);
+  const vmSkip = process.argv.includes('--no-vm')
+    ? '--no-vm'
+    : SMOKE && !forceVm
+      ? 'smoke mode (add --vm to include it)'
+      : vmSkipReason(forceVm);
   if (vmSkip === null) {
     phase('real guest under QEMU: vchan vs TCP over virtio-net…');
     vmRows = await vmPhase({ dog, smoke: SMOKE, quick: QUICK, forced: forceVm, startDaemon, stopDaemon });
@@ -358,27 +372,67 @@ async function main(): Promise<void> {
     }
   }
   const n50 = pct(nets.rtt, 0.5);
-  rows.push(['64 B RTT p50, spinning: ring', `${pct(ring.rtt, 0.5).toFixed(2)} µs`, `net ${n50.toFixed(1)} µs`, ratio(n50, pct(ring.rtt, 0.5))]);
-  rows.push(['64 B RTT p50, spinning: vchan', `${pct(vchan.rtt, 0.5).toFixed(2)} µs`, `net ${n50.toFixed(1)} µs`, ratio(n50, pct(vchan.rtt, 0.5))]);
-  rows.push(['64 B RTT p50, sleeping: ring', `${pct(ringSleep.rtt, 0.5).toFixed(1)} µs`, `net ${n50.toFixed(1)} µs`, ratio(n50, pct(ringSleep.rtt, 0.5))]);
-  rows.push(['64 B RTT p50, sleeping: vchan', `${pct(vchanSleep.rtt, 0.5).toFixed(1)} µs`, `net ${n50.toFixed(1)} µs`, ratio(n50, pct(vchanSleep.rtt, 0.5))]);
-  rows.push(['64 B RTT p99, spinning: vchan', `${pct(vchan.rtt, 0.99).toFixed(1)} µs`, `net ${pct(nets.rtt, 0.99).toFixed(1)} µs`, ratio(pct(nets.rtt, 0.99), pct(vchan.rtt, 0.99))]);
+  rows.push([
+    '64 B RTT p50, spinning: ring',
+    `${pct(ring.rtt, 0.5).toFixed(2)} µs`,
+    `net ${n50.toFixed(1)} µs`,
+    ratio(n50, pct(ring.rtt, 0.5)),
+  ]);
+  rows.push([
+    '64 B RTT p50, spinning: vchan',
+    `${pct(vchan.rtt, 0.5).toFixed(2)} µs`,
+    `net ${n50.toFixed(1)} µs`,
+    ratio(n50, pct(vchan.rtt, 0.5)),
+  ]);
+  rows.push([
+    '64 B RTT p50, sleeping: ring',
+    `${pct(ringSleep.rtt, 0.5).toFixed(1)} µs`,
+    `net ${n50.toFixed(1)} µs`,
+    ratio(n50, pct(ringSleep.rtt, 0.5)),
+  ]);
+  rows.push([
+    '64 B RTT p50, sleeping: vchan',
+    `${pct(vchanSleep.rtt, 0.5).toFixed(1)} µs`,
+    `net ${n50.toFixed(1)} µs`,
+    ratio(n50, pct(vchanSleep.rtt, 0.5)),
+  ]);
+  rows.push([
+    '64 B RTT p99, spinning: vchan',
+    `${pct(vchan.rtt, 0.99).toFixed(1)} µs`,
+    `net ${pct(nets.rtt, 0.99).toFixed(1)} µs`,
+    ratio(pct(nets.rtt, 0.99), pct(vchan.rtt, 0.99)),
+  ]);
   rows.push([`vchan setup p50 (${setup.length})`, `${pct(setup, 0.5).toFixed(2)} ms`, 'target 2 ms', ratio(2, pct(setup, 0.5))]);
   rows.push([`vchan setup p99 (${setup.length})`, `${pct(setup, 0.99).toFixed(2)} ms`, '', '']);
-  rows.push([`setup host→sim. guest p50 (${guestSetup.length})`, `${pct(guestSetup, 0.5).toFixed(2)} ms`, 'target 2 ms', ratio(2, pct(guestSetup, 0.5))]);
+  rows.push([
+    `setup host→sim. guest p50 (${guestSetup.length})`,
+    `${pct(guestSetup, 0.5).toFixed(2)} ms`,
+    'target 2 ms',
+    ratio(2, pct(guestSetup, 0.5)),
+  ]);
   rows.push([`setup host→sim. guest p99`, `${pct(guestSetup, 0.99).toFixed(2)} ms`, '', '']);
   for (const size of [64, 1024, 65536]) {
     const v = clib.find((r) => r.test === 'throughput' && r.write_size === size && r.impl === 'libvchan-kvm');
     const b = clib.find((r) => r.test === 'throughput' && r.write_size === size && r.impl === 'unix-socketpair');
     if (v?.MiB_per_s === undefined || b?.MiB_per_s === undefined) continue;
     const label = size === 64 ? '64 B' : size === 1024 ? '1 KiB' : '64 KiB';
-    rows.push([`C↔C ${label} writes: libvchan-kvm`, gib(v.MiB_per_s * MiB), `socketpair ${gib(b.MiB_per_s * MiB)}`, ratio(v.MiB_per_s, b.MiB_per_s)]);
+    rows.push([
+      `C↔C ${label} writes: libvchan-kvm`,
+      gib(v.MiB_per_s * MiB),
+      `socketpair ${gib(b.MiB_per_s * MiB)}`,
+      ratio(v.MiB_per_s, b.MiB_per_s),
+    ]);
   }
   rows.push(...crossDomain);
   const cv = clib.find((r) => r.test === 'pingpong' && r.impl === 'libvchan-kvm');
   const cb = clib.find((r) => r.test === 'pingpong' && r.impl === 'unix-socketpair');
   if (cv?.rtt_us !== undefined && cb?.rtt_us !== undefined) {
-    rows.push(['C↔C 64 B RTT: libvchan-kvm', `${cv.rtt_us.toFixed(2)} µs`, `socketpair ${cb.rtt_us.toFixed(1)} µs`, ratio(cb.rtt_us, cv.rtt_us)]);
+    rows.push([
+      'C↔C 64 B RTT: libvchan-kvm',
+      `${cv.rtt_us.toFixed(2)} µs`,
+      `socketpair ${cb.rtt_us.toFixed(1)} µs`,
+      ratio(cb.rtt_us, cv.rtt_us),
+    ]);
   }
   rows.push(...vmRows);
   process.stdout.write(`${table(['benchmark', 'kvmchan', 'baseline (same run)', 'ratio'], rows)}\n`);

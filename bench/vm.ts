@@ -67,7 +67,10 @@ async function guestOutput(dog: Watchdog, p: GuestProcess, re: RegExp, what: str
   dog.waiting(what);
   const deadline = Date.now() + timeoutMs;
   let finished = false;
-  void p.done.then(() => (finished = true), () => (finished = true));
+  void p.done.then(
+    () => (finished = true),
+    () => (finished = true),
+  );
   while (!re.test(p.stdout())) {
     if (finished) throw new Error(`guest: ${what}: the process ended\n${p.stdout()}\n${p.stderr()}`);
     if (Date.now() > deadline) throw new Error(`guest: ${what}: not within ${timeoutMs / 1000} s\n${p.stdout()}\n${p.stderr()}`);
@@ -77,10 +80,18 @@ async function guestOutput(dog: Watchdog, p: GuestProcess, re: RegExp, what: str
 }
 
 /** Connect to the guest's TCP server through the hostfwd, retrying until it answers with a byte. */
-async function tcpConnect(dog: Watchdog, port: number, guestDone: Promise<unknown>, timeoutMs = 300_000): Promise<{ sock: net.Socket; ch: Chan }> {
+async function tcpConnect(
+  dog: Watchdog,
+  port: number,
+  guestDone: Promise<unknown>,
+  timeoutMs = 300_000,
+): Promise<{ sock: net.Socket; ch: Chan }> {
   const deadline = Date.now() + timeoutMs;
   let ended = false;
-  void guestDone.then(() => (ended = true), () => (ended = true));
+  void guestDone.then(
+    () => (ended = true),
+    () => (ended = true),
+  );
   for (;;) {
     if (ended) throw new Error('the guest TCP peer exited before accepting');
     const sock = net.connect(port, '127.0.0.1');
@@ -88,7 +99,12 @@ async function tcpConnect(dog: Watchdog, port: number, guestDone: Promise<unknow
     const ch = netChan(sock);
     const b = new Uint8Array(1);
     try {
-      await Promise.race([readExact(ch, b), sleep(3000).then(() => { throw new Error('no byte'); })]);
+      await Promise.race([
+        readExact(ch, b),
+        sleep(3000).then(() => {
+          throw new Error('no byte');
+        }),
+      ]);
       return { sock, ch };
     } catch {
       sock.destroy();
@@ -144,11 +160,14 @@ export async function vmPhase(env: VmPhaseEnv): Promise<string[][]> {
         { id: 'pool1', socketPath: path.join(dom, 'pool-1.sock'), vectors: 8, rootPort: 2 },
       ],
       extraArgs: ['-netdev', `user,id=n0,restrict=off,hostfwd=tcp:127.0.0.1:${tcpPort}-:${tcpPort}`, '-device', 'virtio-net-pci,netdev=n0'],
-      onConsoleLine: () => { dog.progress(); },
+      onConsoleLine: () => {
+        dog.progress();
+      },
     });
     dog.child(vm.child);
     dog.path(vm.dir);
-    if (!vm.console().includes('eth0 10.0.2.15')) throw new Error('the guest has no network (rebuild the image: bash scripts/vm/build-image.sh)');
+    if (!vm.console().includes('eth0 10.0.2.15'))
+      throw new Error('the guest has no network (rebuild the image: bash scripts/vm/build-image.sh)');
     guestDaemon = vm.start(['node', KVMCHAND, '--guest', '--runtime-dir', GUEST_RUNTIME, '--log-level', 'info']);
     await guestOutput(dog, guestDaemon, /"msg":"pool attached"/, "the guest's kvmchand to attach its pool");
 
@@ -160,7 +179,12 @@ export async function vmPhase(env: VmPhaseEnv): Promise<string[][]> {
     dog.waiting('the guest vchan peer to connect');
     let vch: Chan;
     try {
-      await Promise.race([v.waitConnected({ timeout: 300_000 }), vp.done.then((r) => { throw new Error(`guest vchan peer exited ${r.code}: ${r.stderr}`); })]);
+      await Promise.race([
+        v.waitConnected({ timeout: 300_000 }),
+        vp.done.then((r) => {
+          throw new Error(`guest vchan peer exited ${r.code}: ${r.stderr}`);
+        }),
+      ]);
       vch = dog.watch(vchanChan(v), 'vchan host↔guest');
       await readExact(vch, new Uint8Array(1));
     } catch (e) {
@@ -224,11 +248,36 @@ export async function vmPhase(env: VmPhaseEnv): Promise<string[][]> {
     const us = (x: number): string => `${x.toFixed(0)} µs`;
     const ms = (x: number): string => `${x.toFixed(1)} ms`;
     return [
-      [`VM: host→guest 64 KiB writes (${total / MiB} MiB): vchan`, mibs(vres.bps), `TCP virtio-net ${mibs(tres.bps)}`, r(vres.bps, tres.bps)],
-      [`VM: 64 B RTT p50 host↔guest (${pings}): vchan`, us(pct(vres.rtt, 0.5)), `TCP ${us(pct(tres.rtt, 0.5))}`, r(pct(tres.rtt, 0.5), pct(vres.rtt, 0.5))],
-      [`VM: 64 B RTT p99 host↔guest: vchan`, us(pct(vres.rtt, 0.99)), `TCP ${us(pct(tres.rtt, 0.99))}`, r(pct(tres.rtt, 0.99), pct(vres.rtt, 0.99))],
-      [`VM: setup p50 host→guest (${setups}): vchan`, ms(pct(vsetup, 0.5)), `TCP connect ${ms(pct(tsetup, 0.5))}`, r(pct(tsetup, 0.5), pct(vsetup, 0.5))],
-      [`VM: setup p99 host→guest: vchan`, ms(pct(vsetup, 0.99)), `TCP connect ${ms(pct(tsetup, 0.99))}`, r(pct(tsetup, 0.99), pct(vsetup, 0.99))],
+      [
+        `VM: host→guest 64 KiB writes (${total / MiB} MiB): vchan`,
+        mibs(vres.bps),
+        `TCP virtio-net ${mibs(tres.bps)}`,
+        r(vres.bps, tres.bps),
+      ],
+      [
+        `VM: 64 B RTT p50 host↔guest (${pings}): vchan`,
+        us(pct(vres.rtt, 0.5)),
+        `TCP ${us(pct(tres.rtt, 0.5))}`,
+        r(pct(tres.rtt, 0.5), pct(vres.rtt, 0.5)),
+      ],
+      [
+        `VM: 64 B RTT p99 host↔guest: vchan`,
+        us(pct(vres.rtt, 0.99)),
+        `TCP ${us(pct(tres.rtt, 0.99))}`,
+        r(pct(tres.rtt, 0.99), pct(vres.rtt, 0.99)),
+      ],
+      [
+        `VM: setup p50 host→guest (${setups}): vchan`,
+        ms(pct(vsetup, 0.5)),
+        `TCP connect ${ms(pct(tsetup, 0.5))}`,
+        r(pct(tsetup, 0.5), pct(vsetup, 0.5)),
+      ],
+      [
+        `VM: setup p99 host→guest: vchan`,
+        ms(pct(vsetup, 0.99)),
+        `TCP connect ${ms(pct(tsetup, 0.99))}`,
+        r(pct(tsetup, 0.99), pct(vsetup, 0.99)),
+      ],
     ];
   } finally {
     if (guestDaemon !== null && vm !== null) await guestDaemon.kill('SIGTERM').catch(() => undefined);

@@ -28,9 +28,12 @@ export class Watchdog {
 
   start(): void {
     this.#since = Date.now();
-    this.#timer = setInterval(() => {
-      this.#check();
-    }, Math.min(1000, Math.max(50, this.stallMs / 10)));
+    this.#timer = setInterval(
+      () => {
+        this.#check();
+      },
+      Math.min(1000, Math.max(50, this.stallMs / 10)),
+    );
     const stop = (sig: NodeJS.Signals): void => {
       this.abort(`interrupted (${sig})`, 130);
     };

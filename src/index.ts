@@ -1,6 +1,15 @@
 /**
  * kvmchan — Xen's vchan for KVM/QEMU. Public API (docs/api.md).
  */
-export { Vchan, EOF, DaemonConnection, type ListenOptions, type ConnectOptions, type VchanState, type IoOptions, type VchanOptions } from './client/index.js';
+export {
+  Vchan,
+  EOF,
+  DaemonConnection,
+  type ListenOptions,
+  type ConnectOptions,
+  type VchanState,
+  type IoOptions,
+  type VchanOptions,
+} from './client/index.js';
 export * from './errors.js';
 export { orderForMin, MIN_ORDER, MAX_ORDER } from './ring/layout.js';

@@ -133,10 +133,34 @@ function packageRoot(): string {
 }
 
 const EXPECTED: readonly (keyof NativeBinding)[] = [
-  'memfdCreate', 'fdSize', 'raiseNofileLimit', 'punchHole', 'mmap', 'munmap', 'mappingCount', 'eventfd', 'eventfdRead',
-  'eventfdWrite', 'close', 'dup', 'setNonblocking', 'socketpair', 'listenUnix', 'accept',
-  'connectUnix', 'shutdown', 'sendmsg', 'recvmsg', 'peerCred', 'peerGroups', 'groupId', 'ioctl', 'pread', 'pwrite',
-  'copyBytes', 'Poller',
+  'memfdCreate',
+  'fdSize',
+  'raiseNofileLimit',
+  'punchHole',
+  'mmap',
+  'munmap',
+  'mappingCount',
+  'eventfd',
+  'eventfdRead',
+  'eventfdWrite',
+  'close',
+  'dup',
+  'setNonblocking',
+  'socketpair',
+  'listenUnix',
+  'accept',
+  'connectUnix',
+  'shutdown',
+  'sendmsg',
+  'recvmsg',
+  'peerCred',
+  'peerGroups',
+  'groupId',
+  'ioctl',
+  'pread',
+  'pwrite',
+  'copyBytes',
+  'Poller',
 ];
 
 function load(): NativeBinding {
@@ -146,10 +170,7 @@ function load(): NativeBinding {
   try {
     binding = require(file) as Partial<NativeBinding>;
   } catch (err) {
-    throw new Error(
-      `kvmchan: cannot load the native addon at ${file}; run \`npm run build:native\` (${String(err)})`,
-      { cause: err },
-    );
+    throw new Error(`kvmchan: cannot load the native addon at ${file}; run \`npm run build:native\` (${String(err)})`, { cause: err });
   }
   const missing = EXPECTED.filter((name) => typeof binding[name] !== 'function');
   if (missing.length > 0) {

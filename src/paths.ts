@@ -21,4 +21,3 @@ export const PID_NAME = 'kvmchand.pid';
 export function socketPath(runtimeDir: string): string {
   return path.join(runtimeDir, SOCKET_NAME);
 }
-

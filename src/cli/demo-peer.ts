@@ -37,7 +37,7 @@ async function main(): Promise<void> {
     const back = Number(backS);
     const out = createHash('sha256');
     const chunk = Buffer.allocUnsafe(64 * 1024);
-    for (let sent = 0; sent < back; ) {
+    for (let sent = 0; sent < back;) {
       randomFillSync(chunk);
       const piece = chunk.subarray(0, Math.min(chunk.length, back - sent));
       out.update(piece);

@@ -32,7 +32,11 @@ export class PrivateDaemon {
     this.runtimeDir = dir;
     this.#ownDir = ownDir;
     this.child = child;
-    this.#exited = new Promise((resolve) => child.once('exit', (code) => { resolve(code); }));
+    this.#exited = new Promise((resolve) =>
+      child.once('exit', (code) => {
+        resolve(code);
+      }),
+    );
   }
 
   get pid(): number {
@@ -50,7 +54,9 @@ export class PrivateDaemon {
     );
     if (typeof out === 'number') fs.closeSync(out);
     let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     const d = new PrivateDaemon(dir, ownDir, child);
     const deadline = Date.now() + (opts.startTimeoutMs ?? 15000);
     for (;;) {

@@ -81,8 +81,10 @@ export async function listen(options: ListenOptions): Promise<Vchan> {
       ESRCH: `domain ${domain} is not known to kvmchand`,
       EINVAL: `ring sizes ${readMin}/${writeMin} refused by kvmchand (above its limit?)`,
       EMSGSIZE: `ring sizes ${readMin}/${writeMin} are above the maximum`,
-      ENOSPC: 'kvmchand refused: a limit was reached (limits.maxVchans or maxVchansPerConnection, or every pool between these domains is full and pools.maxPoolsPerSet or pools.maxPoolsPerDomain allows no more; the daemon log names which)',
-      EDQUOT: "kvmchand refused: this user's quota is used up (limits.maxVchansPerUid or limits.maxShmBytesPerUid; docs/security.md, \"Quotas\")",
+      ENOSPC:
+        'kvmchand refused: a limit was reached (limits.maxVchans or maxVchansPerConnection, or every pool between these domains is full and pools.maxPoolsPerSet or pools.maxPoolsPerDomain allows no more; the daemon log names which)',
+      EDQUOT:
+        'kvmchand refused: this user\'s quota is used up (limits.maxVchansPerUid or limits.maxShmBytesPerUid; docs/security.md, "Quotas")',
     });
   }
   return new Vchan(toSetup(reply.body, reply.fds, conn), options);
@@ -115,8 +117,10 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
       EBUSY: `the vchan on port ${port} of domain ${domain} already has a client`,
       ECONNREFUSED: `the server on port ${port} of domain ${domain} went away before a client attached`,
       ESRCH: `domain ${domain} is not known to kvmchand`,
-      ENOSPC: 'kvmchand refused: a limit was reached (limits.maxVchans or maxVchansPerConnection, or every pool between these domains is full and pools.maxPoolsPerSet or pools.maxPoolsPerDomain allows no more; the daemon log names which)',
-      EDQUOT: "kvmchand refused: this user's quota is used up (limits.maxVchansPerUid or limits.maxShmBytesPerUid; docs/security.md, \"Quotas\")",
+      ENOSPC:
+        'kvmchand refused: a limit was reached (limits.maxVchans or maxVchansPerConnection, or every pool between these domains is full and pools.maxPoolsPerSet or pools.maxPoolsPerDomain allows no more; the daemon log names which)',
+      EDQUOT:
+        'kvmchand refused: this user\'s quota is used up (limits.maxVchansPerUid or limits.maxShmBytesPerUid; docs/security.md, "Quotas")',
     });
   }
   return new Vchan(toSetup(reply.body, reply.fds, conn), options);

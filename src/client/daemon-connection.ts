@@ -17,7 +17,9 @@ import { defaultRuntimeDir, socketPath } from '../paths.js';
 export function checkDaemonCred(daemonUid: number, path: string): void {
   const self = process.geteuid?.() ?? 0;
   if (daemonUid !== 0 && daemonUid !== self) {
-    throw new UntrustedDaemonError(`the daemon socket ${path} is served by uid ${daemonUid}, neither root nor this user (uid ${self}): refusing to use it`);
+    throw new UntrustedDaemonError(
+      `the daemon socket ${path} is served by uid ${daemonUid}, neither root nor this user (uid ${self}): refusing to use it`,
+    );
   }
 }
 

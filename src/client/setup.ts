@@ -2,7 +2,6 @@
 import type { KvmchanError } from '../errors.js';
 import type { VchanInfoData } from '../protocol/views.js';
 
-
 /** The daemon connection that owns a vchan: closing it releases the vchan (wire-protocol.md). */
 export interface Session {
   close(): void;

@@ -22,7 +22,12 @@ const limitsSchema = z
     maxConnectionsPerUid: z.number().int().min(1).max(1_000_000).default(256),
     maxVchansPerUid: z.number().int().min(1).max(1_000_000).default(1024),
     maxWaitingClientsPerUid: z.number().int().min(1).max(1_000_000).default(256),
-    maxShmBytesPerUid: z.number().int().min(1 << 20).max(2 ** 50).default(2 ** 32),
+    maxShmBytesPerUid: z
+      .number()
+      .int()
+      .min(1 << 20)
+      .max(2 ** 50)
+      .default(2 ** 32),
     maxRingOrder: z.number().int().min(10).max(MAX_ORDER).default(26),
     /** A connection that sends nothing for this long after connecting is dropped. */
     handshakeTimeoutMs: z.number().int().min(100).max(3_600_000).default(10_000),

@@ -26,17 +26,29 @@ const program = new Command('kvmchand')
   .addOption(new Option('--host', 'run as the host daemon (default)').conflicts('guest'))
   .addOption(new Option('--guest', 'run inside a guest: forward requests to the host over the control device'))
   .addOption(
-    new Option('--device-dir <dir>', 'guest: directory of the ivshmem device sockets (simulated guests: <host runtime dir>/domains/<id>)').conflicts('vfio'),
+    new Option(
+      '--device-dir <dir>',
+      'guest: directory of the ivshmem device sockets (simulated guests: <host runtime dir>/domains/<id>)',
+    ).conflicts('vfio'),
   )
   .addOption(
-    new Option('--vfio', 'guest: drive the ivshmem-doorbell PCI devices through VFIO (the default for --guest without --device-dir; needs an IOMMU or VFIO no-IOMMU mode, see docs/vms.md)'),
+    new Option(
+      '--vfio',
+      'guest: drive the ivshmem-doorbell PCI devices through VFIO (the default for --guest without --device-dir; needs an IOMMU or VFIO no-IOMMU mode, see docs/vms.md)',
+    ),
   )
   .option('--simulate-guests <n>', 'host: simulated guest domains 1..N (guest daemons attach as ordinary processes)', (v) => {
     if (!/^\d+$/.test(v) || Number(v) > 64) throw new InvalidArgumentError('must be an integer 0..64');
     return Number(v);
   })
-  .option('-r, --runtime-dir <dir>', `runtime directory for the client socket and pid file (default: ${defaultRuntimeDir()}, or $KVMCHAN_RUNTIME_DIR)`)
-  .option('-c, --config <file>', 'JSON configuration file (docs/operations.md); QEMU VMs to serve: "vms": [{"name", "qmp": "/path/to/qmp.sock", "id"?}] (docs/vms-qmp.md)')
+  .option(
+    '-r, --runtime-dir <dir>',
+    `runtime directory for the client socket and pid file (default: ${defaultRuntimeDir()}, or $KVMCHAN_RUNTIME_DIR)`,
+  )
+  .option(
+    '-c, --config <file>',
+    'JSON configuration file (docs/operations.md); QEMU VMs to serve: "vms": [{"name", "qmp": "/path/to/qmp.sock", "id"?}] (docs/vms-qmp.md)',
+  )
   .addOption(new Option('-l, --log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
   .showHelpAfterError()
   .action(async (opts: Opts) => {
@@ -58,7 +70,8 @@ const program = new Command('kvmchand')
       }
       checkFdLimit(config, log);
       if (opts.guest === true) {
-        const source = opts.deviceDir === undefined ? ({ kind: 'vfio' } as const) : ({ kind: 'socket', deviceDir: opts.deviceDir } as const);
+        const source =
+          opts.deviceDir === undefined ? ({ kind: 'vfio' } as const) : ({ kind: 'socket', deviceDir: opts.deviceDir } as const);
         const g = new GuestDaemon(config, log, source, (err) => {
           log.error({ err: err.message, code: err.code }, 'lost the host; exiting');
           process.exitCode = 1;
@@ -110,4 +123,3 @@ function checkFdLimit(config: Config, log: Logger): void {
     );
   } else log.debug({ nofile }, 'fd limit');
 }
-

@@ -67,7 +67,8 @@ export async function answerList(req: ListRequest, ctx: RequestContext): Promise
         next: p.next,
         entries: p.entries.map((d) => ({
           domain: d.id,
-          flags: (d.id === 0 ? DomainFlag.HOST : 0) | (d.controlUp ? DomainFlag.CONTROL_UP : 0) | (d.id === caller.domain ? DomainFlag.SELF : 0),
+          flags:
+            (d.id === 0 ? DomainFlag.HOST : 0) | (d.controlUp ? DomainFlag.CONTROL_UP : 0) | (d.id === caller.domain ? DomainFlag.SELF : 0),
           vchans: d.vchans,
           name: d.name,
         })),

@@ -58,7 +58,9 @@ export function checkOwnDirectory(dir: string, euid: number): void {
     );
   }
   if ((st.mode & 0o022) !== 0) {
-    throw new UnsafeRuntimeDirError(`runtime directory ${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}): refusing to use it; chmod go-w it`);
+    throw new UnsafeRuntimeDirError(
+      `runtime directory ${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}): refusing to use it; chmod go-w it`,
+    );
   }
 }
 

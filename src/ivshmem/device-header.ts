@@ -186,7 +186,8 @@ export function poolMismatch(h: DeviceHeader, facts: DeviceFacts, want: PoolExpe
   if (h.kind !== DeviceKind.POOL) return `kind ${DeviceKind[h.kind]}`;
   if (h.pool !== want.pool) return `pool ${h.pool}, not ${want.pool}`;
   if (facts.size !== want.size || h.size !== want.size) return `size: announced ${want.size}, BAR2 ${facts.size}, header ${h.size}`;
-  if (facts.vectors !== want.vectors || h.vectors !== want.vectors) return `vectors: announced ${want.vectors}, MSI-X ${facts.vectors}, header ${h.vectors}`;
+  if (facts.vectors !== want.vectors || h.vectors !== want.vectors)
+    return `vectors: announced ${want.vectors}, MSI-X ${facts.vectors}, header ${h.vectors}`;
   if (facts.ivPosition !== want.peerId) return `IVPosition ${facts.ivPosition}, announced ${want.peerId}`;
   const slot = TAGGED_PEERS.indexOf(want.peerId as 1 | 2);
   if (slot < 0) return `peer id ${want.peerId} cannot be a guest member`;

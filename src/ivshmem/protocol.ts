@@ -56,9 +56,7 @@ export function isValidPeerId(id: number): boolean {
 /** Throws InvalidArgumentError unless `size` is a shared-memory size QEMU can map. */
 export function checkShmSize(size: number): void {
   if (!Number.isSafeInteger(size) || size < MIN_SHM_SIZE || size > MAX_SHM_SIZE) {
-    throw new InvalidArgumentError(
-      `ivshmem: shared memory size ${size} out of range [${MIN_SHM_SIZE}, ${MAX_SHM_SIZE}]`,
-    );
+    throw new InvalidArgumentError(`ivshmem: shared memory size ${size} out of range [${MIN_SHM_SIZE}, ${MAX_SHM_SIZE}]`);
   }
   if (!isPowerOfTwo(size)) {
     // docs/ivshmem.md §3-4: pci_register_bar asserts, the whole QEMU process gets SIGABRT.

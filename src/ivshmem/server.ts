@@ -609,9 +609,7 @@ export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
       const m = c.queue[c.head]!;
       let n: number;
       try {
-        n = m.sent === 0
-          ? native.sendmsg(c.fd, m.buf, m.fd >= 0 ? [m.fd] : [])
-          : native.sendmsg(c.fd, m.buf.subarray(m.sent), []);
+        n = m.sent === 0 ? native.sendmsg(c.fd, m.buf, m.fd >= 0 ? [m.fd] : []) : native.sendmsg(c.fd, m.buf.subarray(m.sent), []);
       } catch (err) {
         const code = errnoCode(err);
         if (code === 'EINTR') continue;

@@ -79,8 +79,10 @@ export class VfioDevice extends EventEmitter<DeviceEvents> implements Device {
     try {
       const msix = pci.irqInfo(io.VFIO_PCI_MSIX_IRQ_INDEX);
       const size = pci.bar2.size;
-      if ((pci.bar2.flags & io.VFIO_REGION_INFO_FLAG_MMAP) === 0) throw new KvmchanError(`vfio: BAR2 of ${bdf} cannot be mapped`, 'KVMCHAN_E_VFIO');
-      if (size < 4096 || (size & (size - 1)) !== 0) throw new KvmchanError(`vfio: BAR2 of ${bdf} has ${size} bytes, not a power of two ≥ 4096`, 'KVMCHAN_E_VFIO');
+      if ((pci.bar2.flags & io.VFIO_REGION_INFO_FLAG_MMAP) === 0)
+        throw new KvmchanError(`vfio: BAR2 of ${bdf} cannot be mapped`, 'KVMCHAN_E_VFIO');
+      if (size < 4096 || (size & (size - 1)) !== 0)
+        throw new KvmchanError(`vfio: BAR2 of ${bdf} has ${size} bytes, not a power of two ≥ 4096`, 'KVMCHAN_E_VFIO');
       if (pci.bar0.size < 16) throw new KvmchanError(`vfio: BAR0 of ${bdf} has ${pci.bar0.size} bytes`, 'KVMCHAN_E_VFIO');
       const facts: DeviceFacts = {
         size,
@@ -129,7 +131,8 @@ export class VfioDevice extends EventEmitter<DeviceEvents> implements Device {
       if (facts.vectors < 1) throw new KvmchanError(`vfio: ${pci.bdf} has no MSI-X vectors`, 'KVMCHAN_E_VFIO');
       // vfio-pci clears Bus Master on every open; without it MSI-X silently never arrives.
       const cmd = pci.enableBusMaster();
-      if ((cmd.after & io.PCI_COMMAND_MASTER) === 0) throw new KvmchanError(`vfio: cannot enable bus mastering on ${pci.bdf}`, 'KVMCHAN_E_VFIO');
+      if ((cmd.after & io.PCI_COMMAND_MASTER) === 0)
+        throw new KvmchanError(`vfio: cannot enable bus mastering on ${pci.bdf}`, 'KVMCHAN_E_VFIO');
       for (let v = 0; v < facts.vectors; v++) this.#interrupts.push(native.eventfd(0, EFD_NONBLOCK));
       pci.setIrqEventfds(io.VFIO_PCI_MSIX_IRQ_INDEX, this.#interrupts);
       this.#armRequest();
@@ -264,21 +267,37 @@ export class VfioDevice extends EventEmitter<DeviceEvents> implements Device {
       }
     };
     for (const [key, d] of this.#doorbells) {
-      if (d.poller === null) quiet(() => { this.#pci.ioeventfd(this.#pci.bar0, io.IVSHMEM_DOORBELL, key, -1); });
+      if (d.poller === null)
+        quiet(() => {
+          this.#pci.ioeventfd(this.#pci.bar0, io.IVSHMEM_DOORBELL, key, -1);
+        });
     }
     if (!this.#pci.closed) {
-      quiet(() => { this.#pci.disableIrq(io.VFIO_PCI_MSIX_IRQ_INDEX); });
-      if (this.#reqFd >= 0) quiet(() => { this.#pci.disableIrq(io.VFIO_PCI_REQ_IRQ_INDEX); });
+      quiet(() => {
+        this.#pci.disableIrq(io.VFIO_PCI_MSIX_IRQ_INDEX);
+      });
+      if (this.#reqFd >= 0)
+        quiet(() => {
+          this.#pci.disableIrq(io.VFIO_PCI_REQ_IRQ_INDEX);
+        });
     }
     this.#reqPoller?.close();
     for (const d of this.#doorbells.values()) {
       d.poller?.close();
-      quiet(() => { native.close(d.fd); });
+      quiet(() => {
+        native.close(d.fd);
+      });
     }
     this.#doorbells.clear();
-    if (this.#reqFd >= 0) quiet(() => { native.close(this.#reqFd); });
+    if (this.#reqFd >= 0)
+      quiet(() => {
+        native.close(this.#reqFd);
+      });
     this.#reqFd = -1;
-    for (const fd of this.#interrupts) quiet(() => { native.close(fd); });
+    for (const fd of this.#interrupts)
+      quiet(() => {
+        native.close(fd);
+      });
     this.#interrupts.length = 0;
     this.#maps.unmapAll();
     this.#pci.close();

@@ -7,29 +7,12 @@
 import { type CommandId, EVENT_BIT, type EventId, HEADER_SIZE, MAX_PAYLOAD, REPLY_HEADER_SIZE } from './constants.js';
 import { BufferReader } from './buffer-reader.js';
 import { BufferWriter } from './buffer-writer.js';
-import {
-  EncodeError,
-  FramingError,
-  NotPermittedError,
-  PayloadError,
-  UnknownMessageError,
-  WireError,
-  WireErrorCode,
-} from './errors.js';
+import { EncodeError, FramingError, NotPermittedError, PayloadError, UnknownMessageError, WireError, WireErrorCode } from './errors.js';
 import type { Struct } from './fields.js';
 import { writeFrameHeader } from './frame.js';
 import { commandSpec, eventSpec, messageName } from './messages.js';
 import type { RequestSequence } from './sequencer.js';
-import type {
-  AnyEvent,
-  AnyReply,
-  AnyRequest,
-  EventBodies,
-  Frame,
-  ReplyBodies,
-  RequestBodies,
-  Transport,
-} from './types.js';
+import type { AnyEvent, AnyReply, AnyRequest, EventBodies, Frame, ReplyBodies, RequestBodies, Transport } from './types.js';
 
 export type DecodeResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: WireError };
 
@@ -74,7 +57,8 @@ export function encodeReply(id: number, seq: number, err: number): Buffer;
 export function encodeReply(id: number, seq: number, err: number, body?: unknown): Buffer {
   checkSeq(seq);
   if (!Number.isInteger(id) || id < 0 || id >= EVENT_BIT) throw new EncodeError(`reply id out of range: ${String(id)}`);
-  if (!Number.isInteger(err) || err > 0 || err < -0x8000_0000) throw new EncodeError(`reply err must be 0 or a negative errno, got ${String(err)}`);
+  if (!Number.isInteger(err) || err > 0 || err < -0x8000_0000)
+    throw new EncodeError(`reply err must be 0 or a negative errno, got ${String(err)}`);
   if (err < 0) {
     if (body !== undefined) throw new EncodeError('an error reply carries no data');
     const w = frameWriter(id, seq, REPLY_HEADER_SIZE);
@@ -174,11 +158,17 @@ export function decodeRequest(frame: Frame, options: RequestDecodeOptions = {}):
   const spec = commandSpec(id);
   const maxFds = spec?.requestFds ?? 0;
   if (fds.length > maxFds) {
-    return fail(new FramingError(WireErrorCode.FDS_NOT_ALLOWED, `${messageName(id)} request with ${fds.length} fds, at most ${maxFds} allowed`), frame);
+    return fail(
+      new FramingError(WireErrorCode.FDS_NOT_ALLOWED, `${messageName(id)} request with ${fds.length} fds, at most ${maxFds} allowed`),
+      frame,
+    );
   }
   if (!spec) return fail(new UnknownMessageError(WireErrorCode.UNKNOWN_ID, `unknown command ${messageName(id)}`), frame);
   if (options.transport !== undefined && !spec.transports.includes(options.transport)) {
-    return fail(new NotPermittedError(WireErrorCode.WRONG_TRANSPORT, `${spec.name} is not allowed on the ${options.transport} transport`), frame);
+    return fail(
+      new NotPermittedError(WireErrorCode.WRONG_TRANSPORT, `${spec.name} is not allowed on the ${options.transport} transport`),
+      frame,
+    );
   }
   if (options.allowed && !options.allowed(spec.id)) {
     return fail(new NotPermittedError(WireErrorCode.NOT_ALLOWED, `${spec.name} is not allowed on this connection`), frame);
@@ -214,16 +204,16 @@ export function decodeReply(frame: Frame, options: ReplyDecodeOptions = {}): Dec
     const r = new BufferReader(payload);
     const err = r.s32();
     if (r.u32() !== 0) throw new PayloadError(WireErrorCode.BAD_PADDING, 'non-zero padding after err');
-    if (err > 0) throw (new FramingError(WireErrorCode.BAD_REPLY_ERR, `reply err ${err} is positive`));
+    if (err > 0) throw new FramingError(WireErrorCode.BAD_REPLY_ERR, `reply err ${err} is positive`);
     if (err < 0) {
       r.expectEnd('an error reply');
-      if (fds.length > 0) throw (new FramingError(WireErrorCode.FDS_NOT_ALLOWED, `error reply with ${fds.length} fds`));
+      if (fds.length > 0) throw new FramingError(WireErrorCode.FDS_NOT_ALLOWED, `error reply with ${fds.length} fds`);
       return { kind: 'reply', ok: false, id, seq, err, body: undefined, fds };
     }
     const spec = commandSpec(id);
-    if (!spec) throw (new UnknownMessageError(WireErrorCode.UNKNOWN_ID, `success reply for unknown id ${messageName(id)}`, true));
+    if (!spec) throw new UnknownMessageError(WireErrorCode.UNKNOWN_ID, `success reply for unknown id ${messageName(id)}`, true);
     if (fds.length > spec.replyFds) {
-      throw (new FramingError(WireErrorCode.FDS_NOT_ALLOWED, `${spec.name} reply with ${fds.length} fds, at most ${spec.replyFds}`));
+      throw new FramingError(WireErrorCode.FDS_NOT_ALLOWED, `${spec.name} reply with ${fds.length} fds, at most ${spec.replyFds}`);
     }
     if (fds.length < spec.replyFds) {
       throw new PayloadError(WireErrorCode.MISSING_FDS, `${spec.name} reply needs ${spec.replyFds} fds, got ${fds.length}`);

@@ -138,9 +138,7 @@ export const Errno = {
 } as const;
 export type ErrnoName = keyof typeof Errno;
 
-const errnoNames = new Map<number, ErrnoName>(
-  (Object.entries(Errno) as [ErrnoName, number][]).map(([name, value]) => [value, name]),
-);
+const errnoNames = new Map<number, ErrnoName>((Object.entries(Errno) as [ErrnoName, number][]).map(([name, value]) => [value, name]));
 
 /** `2` or `-2` → `'ENOENT'`; a number outside the table → `'E<n>'` (e.g. `'E200'`). */
 export function errnoName(errno: number): string {

@@ -41,10 +41,7 @@ export interface CountOf<K extends string> {
 
 export type NamedEntry<K extends string, V> = readonly [name: K, field: Field<V>];
 
-export type StructEntry<T> =
-  | { [K in keyof T & string]: NamedEntry<K, T[K]> }[keyof T & string]
-  | Pad
-  | CountOf<keyof T & string>;
+export type StructEntry<T> = { [K in keyof T & string]: NamedEntry<K, T[K]> }[keyof T & string] | Pad | CountOf<keyof T & string>;
 
 /** A struct entry with the value type erased (what a Struct keeps at run time). */
 export type AnyEntry = NamedEntry<string, unknown> | Pad | CountOf<string>;

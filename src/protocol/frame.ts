@@ -18,7 +18,10 @@ export interface FrameHeader {
  */
 export function decodeFrameHeader(buf: Uint8Array, offset = 0, maxPayload = MAX_PAYLOAD): FrameHeader {
   if (buf.length - offset < HEADER_SIZE) {
-    throw new FramingError(WireErrorCode.FRAME_SHORT, `frame of ${Math.max(0, buf.length - offset)} bytes is shorter than the 8-byte header`);
+    throw new FramingError(
+      WireErrorCode.FRAME_SHORT,
+      `frame of ${Math.max(0, buf.length - offset)} bytes is shorter than the 8-byte header`,
+    );
   }
   const b = buf;
   const o = offset;

@@ -235,11 +235,7 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
     id: Command.LIST_DOMAINS,
     name: 'LIST_DOMAINS',
     request: listRequest,
-    reply: struct<ListDomainsReply>('ListDomainsReply')([
-      countOf('entries'),
-      ['next', u32],
-      ['entries', arrayOf(DOMAIN_ENTRY)],
-    ]),
+    reply: struct<ListDomainsReply>('ListDomainsReply')([countOf('entries'), ['next', u32], ['entries', arrayOf(DOMAIN_ENTRY)]]),
     requestFds: 0,
     replyFds: 0,
     transports: both,
@@ -248,11 +244,7 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
     id: Command.LIST_VCHANS,
     name: 'LIST_VCHANS',
     request: listRequest,
-    reply: struct<ListVchansReply>('ListVchansReply')([
-      countOf('entries'),
-      ['next', u32],
-      ['entries', arrayOf(VCHAN_ENTRY)],
-    ]),
+    reply: struct<ListVchansReply>('ListVchansReply')([countOf('entries'), ['next', u32], ['entries', arrayOf(VCHAN_ENTRY)]]),
     requestFds: 0,
     replyFds: 0,
     transports: both,
@@ -261,11 +253,7 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
     id: Command.LIST_POOLS,
     name: 'LIST_POOLS',
     request: listRequest,
-    reply: struct<ListPoolsReply>('ListPoolsReply')([
-      countOf('entries'),
-      ['next', u32],
-      ['entries', arrayOf(POOL_ENTRY)],
-    ]),
+    reply: struct<ListPoolsReply>('ListPoolsReply')([countOf('entries'), ['next', u32], ['entries', arrayOf(POOL_ENTRY)]]),
     requestFds: 0,
     replyFds: 0,
     transports: both,
@@ -274,11 +262,7 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
     id: Command.GUEST_HELLO,
     name: 'GUEST_HELLO',
     request: struct<GuestHelloRequest>('GuestHelloRequest')([['version', u32], pad32]),
-    reply: struct<GuestHelloReply>('GuestHelloReply')([
-      ['domain', u32],
-      pad32,
-      ['name', fixedString(DOMAIN_NAME_SIZE)],
-    ]),
+    reply: struct<GuestHelloReply>('GuestHelloReply')([['domain', u32], pad32, ['name', fixedString(DOMAIN_NAME_SIZE)]]),
     requestFds: 0,
     replyFds: 0,
     transports: streamOnly,
@@ -318,7 +302,10 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
   [Command.GUEST_VCHAN_CLOSE]: {
     id: Command.GUEST_VCHAN_CLOSE,
     name: 'GUEST_VCHAN_CLOSE',
-    request: struct<GuestVchanCloseRequest>('GuestVchanCloseRequest')([['conn', u32], ['handle', u32]]),
+    request: struct<GuestVchanCloseRequest>('GuestVchanCloseRequest')([
+      ['conn', u32],
+      ['handle', u32],
+    ]),
     reply: empty,
     requestFds: 0,
     replyFds: 0,
@@ -371,9 +358,7 @@ export const EVENTS: { readonly [K in EventId]: EventSpec<K> } = {
 
 // ---- lookups
 
-const commandById = new Map<number, CommandSpec<CommandId>>(
-  Object.values(COMMANDS).map((spec: CommandSpec<CommandId>) => [spec.id, spec]),
-);
+const commandById = new Map<number, CommandSpec<CommandId>>(Object.values(COMMANDS).map((spec: CommandSpec<CommandId>) => [spec.id, spec]));
 const eventById = new Map<number, EventSpec<EventId>>(Object.values(EVENTS).map((spec: EventSpec<EventId>) => [spec.id, spec]));
 
 export function commandSpec(id: number): CommandSpec<CommandId> | undefined {

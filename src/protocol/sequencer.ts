@@ -128,10 +128,10 @@ export class ClientSequencer {
     if ((frame.id & EVENT_BIT) === 0) {
       const p = this.#pending.get(frame.seq);
       if (!p) {
-        throw new FramingError(WireErrorCode.UNEXPECTED_REPLY, `reply ${messageName(frame.id)} with seq ${frame.seq} matches no request`).at(
-          frame.id,
-          frame.seq,
-        );
+        throw new FramingError(
+          WireErrorCode.UNEXPECTED_REPLY,
+          `reply ${messageName(frame.id)} with seq ${frame.seq} matches no request`,
+        ).at(frame.id, frame.seq);
       }
       if (p.id !== frame.id) {
         throw new FramingError(

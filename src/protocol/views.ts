@@ -34,7 +34,6 @@ export function toWireInfo(g: VchanInfoData): VchanInfo {
   };
 }
 
-
 /** The wire's VchanInfo as a VchanInfoData (the client side of toWireInfo). */
 export function fromWireInfo(info: VchanInfo): VchanInfoData {
   return {

@@ -66,7 +66,6 @@ export interface PrivateIndices {
   writeProd: number;
 }
 
-
 export class RingEndpoint {
   readonly role: Role;
   /** Bytes in the ring this side reads. */

@@ -106,10 +106,7 @@ test('connect --close-on-eof sends a random file to listen, byte-exact; both exi
 test('KVMCHAN_RUNTIME_DIR works like --runtime-dir', async () => {
   const env = { ...process.env, KVMCHAN_RUNTIME_DIR: d.runtimeDir };
   const data = Buffer.from('hello over the environment\n');
-  const [l, c] = await Promise.all([
-    kvmchan(['listen', '7003', '-N'], { stdinData: data, env }),
-    kvmchan(['connect', '7003'], { env }),
-  ]);
+  const [l, c] = await Promise.all([kvmchan(['listen', '7003', '-N'], { stdinData: data, env }), kvmchan(['connect', '7003'], { env })]);
   assert.equal(l.code, 0, l.stderr);
   assert.equal(c.code, 0, c.stderr);
   assert.deepEqual(c.stdout, data);
@@ -136,7 +133,15 @@ test('status lists the open vchans as a table and as JSON', async () => {
     assert.equal(json.code, 0, json.stderr);
     const st = JSON.parse(json.stdout.toString()) as {
       domains: { domain: number; vchans: number }[];
-      vchans: { port: number; handle: number; serverPid: number; clientPid: number; readOrder: number; writeOrder: number; bytesClientToServer: number }[];
+      vchans: {
+        port: number;
+        handle: number;
+        serverPid: number;
+        clientPid: number;
+        readOrder: number;
+        writeOrder: number;
+        bytesClientToServer: number;
+      }[];
     };
     assert.equal(st.domains.find((x) => x.domain === 0)?.vchans, 2);
     const v = st.vchans.find((x) => x.port === 7100);
@@ -218,7 +223,10 @@ test('kvmchand --help describes the daemon and its options; bad options and conf
 test('a second kvmchand on the same runtime dir is refused (exit 1) and the first keeps serving', async () => {
   const second = await kvmchand(['--runtime-dir', d.runtimeDir], { timeoutMs: 15000 });
   assert.equal(second.code, 1, `second daemon: code ${second.code}, stderr ${second.stderr}`);
-  assert.match(second.stderr, new RegExp(`another kvmchand \\(pid ${d.daemon.pid}\\) is running on ${d.runtimeDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  assert.match(
+    second.stderr,
+    new RegExp(`another kvmchand \\(pid ${d.daemon.pid}\\) is running on ${d.runtimeDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`),
+  );
   assert.ok(fs.existsSync(socketPath(d.runtimeDir)), 'the refused daemon removed the running one’s socket');
   const server = await Vchan.listen({ runtimeDir: d.runtimeDir, port: 7300 });
   const client = await Vchan.connect({ runtimeDir: d.runtimeDir, port: 7300, timeout: 2000 });

@@ -16,8 +16,16 @@ const driver = path.join(testBinDir, 'ring_driver');
 
 // Same order as the C driver prints them.
 const FIELD_ORDER = [
-  'c2s_prod', 's2c_cons', 'client_state', 'c2s_wraps', 's2c_prod',
-  'c2s_cons', 'server_state', 's2c_wraps', 'client_notify', 'server_notify',
+  'c2s_prod',
+  's2c_cons',
+  'client_state',
+  'c2s_wraps',
+  's2c_prod',
+  'c2s_cons',
+  'server_state',
+  's2c_wraps',
+  'client_notify',
+  'server_notify',
 ] as const;
 
 function fnv32(bytes: Uint8Array): number {
@@ -32,11 +40,16 @@ function fnv32(bytes: Uint8Array): number {
 function outcome(err: unknown): string {
   if (!(err instanceof KvmchanError)) throw err;
   switch (err.code) {
-    case 'KVMCHAN_E_CORRUPT': return 'corrupt';
-    case 'KVMCHAN_E_CLOSED': return 'closed';
-    case 'KVMCHAN_E_MSGSIZE': return 'msgsize';
-    case 'KVMCHAN_E_INVALID_ARG': return 'invalid';
-    default: throw err;
+    case 'KVMCHAN_E_CORRUPT':
+      return 'corrupt';
+    case 'KVMCHAN_E_CLOSED':
+      return 'closed';
+    case 'KVMCHAN_E_MSGSIZE':
+      return 'msgsize';
+    case 'KVMCHAN_E_INVALID_ARG':
+      return 'invalid';
+    default:
+      throw err;
   }
 }
 
@@ -62,8 +75,24 @@ class TsModel {
       this.#kToServer = 0;
       this.#kToClient = 0;
       const init = { readCons: start, writeProd: start };
-      this.#server = new RingEndpoint(this.#buf, 0, { role: 'server', c2sOrder, s2cOrder }, () => { this.#kToClient++; }, init);
-      this.#client = new RingEndpoint(this.#buf, 0, { role: 'client', c2sOrder, s2cOrder }, () => { this.#kToServer++; }, init);
+      this.#server = new RingEndpoint(
+        this.#buf,
+        0,
+        { role: 'server', c2sOrder, s2cOrder },
+        () => {
+          this.#kToClient++;
+        },
+        init,
+      );
+      this.#client = new RingEndpoint(
+        this.#buf,
+        0,
+        { role: 'client', c2sOrder, s2cOrder },
+        () => {
+          this.#kToServer++;
+        },
+        init,
+      );
       return 'new 0 0';
     }
     if (w[0] === 'poke') {
@@ -90,20 +119,37 @@ class TsModel {
           result = op === 'write' ? ep.tryWrite(src) : ep.trySend(src);
           break;
         }
-        case 'data_ready': result = ep.dataReady(); break;
-        case 'buffer_space': result = ep.bufferSpace(); break;
-        case 'peek_r': result = ep.peekReadable(); break;
-        case 'peek_w': result = ep.peekWritable(); break;
-        case 'pwr': result = ep.prepareWaitReadable(Number(arg)) ? 1 : 0; break;
-        case 'pww': result = ep.prepareWaitWritable(Number(arg)) ? 1 : 0; break;
+        case 'data_ready':
+          result = ep.dataReady();
+          break;
+        case 'buffer_space':
+          result = ep.bufferSpace();
+          break;
+        case 'peek_r':
+          result = ep.peekReadable();
+          break;
+        case 'peek_w':
+          result = ep.peekWritable();
+          break;
+        case 'pwr':
+          result = ep.prepareWaitReadable(Number(arg)) ? 1 : 0;
+          break;
+        case 'pww':
+          result = ep.prepareWaitWritable(Number(arg)) ? 1 : 0;
+          break;
         case 'state': {
           const s = ep.peerState;
           result = s === 'closed' ? 0 : s === 'connected' ? 1 : 2;
           break;
         }
-        case 'attach': ep.attach(); break;
-        case 'close': ep.close(); break;
-        default: throw new Error(`unknown op ${op}`);
+        case 'attach':
+          ep.attach();
+          break;
+        case 'close':
+          ep.close();
+          break;
+        default:
+          throw new Error(`unknown op ${op}`);
       }
       if (result === EOF) result = 'eof';
     } catch (err) {
@@ -187,7 +233,8 @@ test('C ring and TS ring agree under a hostile peer and after close', () => {
   // Every round here is hostile-heavy: add explicit corruptions at the end of each round.
   const out: string[] = [];
   for (const l of lines) {
-    if (l.startsWith('new ') && out.length > 0) out.push('poke 64 4294967295', 's read 10', 's data_ready', 'c close', 's state', 's read 5');
+    if (l.startsWith('new ') && out.length > 0)
+      out.push('poke 64 4294967295', 's read 10', 's data_ready', 'c close', 's state', 's read 5');
     out.push(l);
   }
   compare(out, `seed=${seed}`);

@@ -99,7 +99,7 @@ test('TS server on the host ↔ C client in guest 2, SHA-256 both ways', async (
   const recv = createHash('sha256');
   await Promise.all([
     (async () => {
-      for (let done = 0; done < BYTES; ) {
+      for (let done = 0; done < BYTES;) {
         const k = Math.min(BYTES - done, 1 + ((done * 7919) % 70000));
         const off = done % (pool.length - k);
         const chunk = pool.subarray(off, off + k);
@@ -110,7 +110,7 @@ test('TS server on the host ↔ C client in guest 2, SHA-256 both ways', async (
     })(),
     (async () => {
       const buf = Buffer.allocUnsafe(65536);
-      for (let done = 0; done < BYTES; ) {
+      for (let done = 0; done < BYTES;) {
         const k = await v.readInto(buf);
         assert.ok(k > 0, `end of stream after ${done} bytes`);
         recv.update(buf.subarray(0, k));

@@ -29,7 +29,10 @@ interface Peer {
 }
 
 function startPeer(runtimeDir: string, args: string[], env: Record<string, string> = {}): Peer {
-  const child = spawn(peerBin, args, { env: { ...process.env, ...env, KVMCHAN_RUNTIME_DIR: runtimeDir }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(peerBin, args, {
+    env: { ...process.env, ...env, KVMCHAN_RUNTIME_DIR: runtimeDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(child);
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -17,7 +17,13 @@ after(() => teardown(() => d?.stop()));
 
 const SEED = seedFromEnv(0x5eed1);
 
-async function duplex(port: number, bytes: number, readMin: number, writeMin: number, timeoutMs: number): Promise<{ mbps: number; ms: number }> {
+async function duplex(
+  port: number,
+  bytes: number,
+  readMin: number,
+  writeMin: number,
+  timeoutMs: number,
+): Promise<{ mbps: number; ms: number }> {
   const server = await PeerProcess.spawn(d.runtimeDir);
   const client = await PeerProcess.spawn(d.runtimeDir);
   try {
@@ -26,10 +32,7 @@ async function duplex(port: number, bytes: number, readMin: number, writeMin: nu
     assert.equal(cs['readSize'], ls['writeSize']);
     assert.equal(cs['writeSize'], ls['readSize']);
     const [s, c] = await within(
-      Promise.all([
-        server.ok({ op: 'bulk', bytes, seed: SEED }),
-        client.ok({ op: 'bulk', bytes, seed: SEED + 1 }),
-      ]),
+      Promise.all([server.ok({ op: 'bulk', bytes, seed: SEED }), client.ok({ op: 'bulk', bytes, seed: SEED + 1 })]),
       timeoutMs,
       `full-duplex transfer of ${bytes} bytes each way (seed ${SEED})`,
     );

@@ -239,7 +239,11 @@ test('AbortSignal cancels a waiting connect, a pending read and waitConnected', 
     const ac = new AbortController();
     const w = track(server.waitConnected({ signal: ac.signal }));
     ac.abort();
-    await within(w.promise.catch(() => undefined), 2000, 'aborted waitConnected');
+    await within(
+      w.promise.catch(() => undefined),
+      2000,
+      'aborted waitConnected',
+    );
     assert.ok(w.error instanceof AbortError, `waitConnected abort gave ${String(w.error)}`);
 
     await peer.ok({ op: 'connect', port: 1400, timeout: 2000 });
@@ -408,4 +412,3 @@ test('a connect timeout above 2^31-1 ms (3e9) keeps waiting: a server that comes
   client.close();
   server.close();
 });
-

@@ -71,7 +71,11 @@ test('LIST_VCHANS shows another uid only its own vchans; root sees all', async (
   assert.equal(entries[0]!.handle, own['handle']);
   assert.equal(entries[0]!.serverPid, nobody.pid);
   const all = await rootList();
-  for (const port of [50, 51, 60]) assert.ok(all.some((e) => e.port === port), `root should see port ${port}`);
+  for (const port of [50, 51, 60])
+    assert.ok(
+      all.some((e) => e.port === port),
+      `root should see port ${port}`,
+    );
   const p50 = all.find((e) => e.port === 50)!;
   assert.equal(p50.serverPid, process.pid);
   assert.equal(p50.clientPid, rootPeer.pid);

@@ -34,7 +34,12 @@ after(() =>
 
 /** Runs `body` in a python process that holds `fds` as 3, 4, …; resolves with its stdout. */
 function hostile(fds: number[], body: string, keepRunning = false): { child: ChildProcess; done: Promise<string>; ready: Promise<void> } {
-  const script = ['import os, fcntl, sys', 'def blocking(fd):', '    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)', body].join('\n');
+  const script = [
+    'import os, fcntl, sys',
+    'def blocking(fd):',
+    '    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)',
+    body,
+  ].join('\n');
   const child = spawn(python!, ['-c', script], { stdio: ['ignore', 'pipe', 'inherit', ...fds] });
   children.push(child);
   let out = '';
@@ -64,7 +69,15 @@ test('a client that makes its eventfds blocking and saturated, then leaves, free
     assert.equal(r.fds.length, 3, '[shm, wait, kick]');
     const [shm, wait, kick] = r.fds as [number, number, number];
     // Our wait fd and our kick fd (= the server's wait fd): both blocking, both saturated.
-    const h = hostile([wait, kick], ['for fd in (3, 4):', '    blocking(fd)', `    os.write(fd, (${SATURATED}).to_bytes(8, 'little'))`, 'print("ready", flush=True)'].join('\n'));
+    const h = hostile(
+      [wait, kick],
+      [
+        'for fd in (3, 4):',
+        '    blocking(fd)',
+        `    os.write(fd, (${SATURATED}).to_bytes(8, 'little'))`,
+        'print("ready", flush=True)',
+      ].join('\n'),
+    );
     await h.done;
     native.close(shm);
     native.close(wait);
@@ -88,7 +101,17 @@ test('a client that makes its eventfds blocking and saturated, then leaves, free
 test('kicks and reads return while another process keeps clearing O_NONBLOCK', { skip }, async () => {
   const efd = native.eventfd(0, 0x800 /* EFD_NONBLOCK */);
   // The attacker saturates the counter once, then clears O_NONBLOCK in a tight loop.
-  const h = hostile([efd], ['blocking(3)', `os.write(3, (${SATURATED}).to_bytes(8, 'little'))`, 'print("ready", flush=True)', 'while True:', '    blocking(3)'].join('\n'), true);
+  const h = hostile(
+    [efd],
+    [
+      'blocking(3)',
+      `os.write(3, (${SATURATED}).to_bytes(8, 'little'))`,
+      'print("ready", flush=True)',
+      'while True:',
+      '    blocking(3)',
+    ].join('\n'),
+    true,
+  );
   try {
     await h.ready;
     // A write to a saturated counter would block: each must return (the reader has its wake-up).

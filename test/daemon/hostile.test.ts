@@ -13,7 +13,20 @@ import { Command, Errno, MAX_PAYLOAD } from '../../src/protocol/constants.js';
 import { encodeRequest } from '../../src/protocol/codec.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { Prng, seedFromEnv } from '../helpers/prng.js';
-import { expectFdsBackTo, RawClient, rawFrame, settledFds, sleep, startDaemon, teardown, waitFor, within, words, type RawReply, type TestDaemon } from '../helpers/daemon-fixture.js';
+import {
+  expectFdsBackTo,
+  RawClient,
+  rawFrame,
+  settledFds,
+  sleep,
+  startDaemon,
+  teardown,
+  waitFor,
+  within,
+  words,
+  type RawReply,
+  type TestDaemon,
+} from '../helpers/daemon-fixture.js';
 
 const HANDSHAKE_MS = 400;
 const SEED = seedFromEnv(0xbad5eed);
@@ -332,7 +345,11 @@ test('a client that connects and never speaks is dropped after the handshake tim
   try {
     talker.send(encodeRequest(Command.GET_VERSION, 1, {}));
     assert.equal((await talker.reply()).err, 0);
-    await within(Promise.all(silent.map((s) => s.closedByDaemon(HANDSHAKE_MS + 3000))), HANDSHAKE_MS + 4000, 'silent clients to be dropped');
+    await within(
+      Promise.all(silent.map((s) => s.closedByDaemon(HANDSHAKE_MS + 3000))),
+      HANDSHAKE_MS + 4000,
+      'silent clients to be dropped',
+    );
     const took = Date.now() - t0;
     t.diagnostic(`50 silent clients dropped ${took} ms after connecting (handshake timeout ${HANDSHAKE_MS} ms)`);
     assert.ok(took >= HANDSHAKE_MS - 50, `dropped after ${took} ms, before the ${HANDSHAKE_MS} ms timeout`);

@@ -47,7 +47,9 @@ test('vchans and shared-memory bytes per uid: EDQUOT for the attacker, root unaf
   const big = await nobody.call({ op: 'listen', name: 'big1', port: 111, readMin: 256 * 1024, writeMin: 256 * 1024 });
   assert.equal(big.error?.code, 'KVMCHAN_E_DAEMON_EDQUOT', JSON.stringify(big.error));
   // root is not limited by any of it.
-  const mine = await Promise.all(Array.from({ length: 6 }, (_, i) => Vchan.listen({ runtimeDir: d.runtimeDir, port: 200 + i, readMin: 256 * 1024 })));
+  const mine = await Promise.all(
+    Array.from({ length: 6 }, (_, i) => Vchan.listen({ runtimeDir: d.runtimeDir, port: 200 + i, readMin: 256 * 1024 })),
+  );
   for (const v of mine) v.close();
   await nobody.ok({ op: 'close', name: 'big0' });
   // Freed quota is usable again.
@@ -72,33 +74,37 @@ test('waiting clients per uid: the attacker cannot fill the waiting table', { sk
   for (const s of servers) s.close();
 });
 
-test('connections per uid: 50 idle connections from the attacker, only its quota is kept', { skip: skip || (python === undefined ? 'needs /usr/bin/python3' : false) }, async () => {
-  // The attacker opens 50 connections and asks GET_VERSION on each: the daemon answers the
-  // first 12 (its peer process closed every vchan, so it holds none) and closes the rest at once.
-  const script = [
-    'import socket, struct',
-    `path = ${JSON.stringify(socketPath(d.runtimeDir))}`,
-    'conns = []',
-    'for i in range(50):',
-    '    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)',
-    '    s.connect(path)',
-    '    conns.append(s)',
-    'answered = 0',
-    'for s in conns:',
-    '    s.settimeout(5)',
-    '    try:',
-    '        s.send(struct.pack("<HHI", 1, 0, 1))',
-    '        if len(s.recv(65536)) > 0: answered += 1',
-    '    except Exception:',
-    '        pass',
-    'print(answered, flush=True)',
-  ].join('\n');
-  const child = spawn(python!, ['-c', script], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  assert.equal(code, 0);
-  assert.equal(Number(out.trim()), 12, `answered connections: ${out}`);
-  // root connects fine meanwhile.
-  (await Vchan.listen({ runtimeDir: d.runtimeDir, port: 400 })).close();
-});
+test(
+  'connections per uid: 50 idle connections from the attacker, only its quota is kept',
+  { skip: skip || (python === undefined ? 'needs /usr/bin/python3' : false) },
+  async () => {
+    // The attacker opens 50 connections and asks GET_VERSION on each: the daemon answers the
+    // first 12 (its peer process closed every vchan, so it holds none) and closes the rest at once.
+    const script = [
+      'import socket, struct',
+      `path = ${JSON.stringify(socketPath(d.runtimeDir))}`,
+      'conns = []',
+      'for i in range(50):',
+      '    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)',
+      '    s.connect(path)',
+      '    conns.append(s)',
+      'answered = 0',
+      'for s in conns:',
+      '    s.settimeout(5)',
+      '    try:',
+      '        s.send(struct.pack("<HHI", 1, 0, 1))',
+      '        if len(s.recv(65536)) > 0: answered += 1',
+      '    except Exception:',
+      '        pass',
+      'print(answered, flush=True)',
+    ].join('\n');
+    const child = spawn(python!, ['-c', script], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0);
+    assert.equal(Number(out.trim()), 12, `answered connections: ${out}`);
+    // root connects fine meanwhile.
+    (await Vchan.listen({ runtimeDir: d.runtimeDir, port: 400 })).close();
+  },
+);

@@ -11,7 +11,15 @@ import { Policy } from '../../src/daemon/registry/policy.js';
 import { RegistryError } from '../../src/daemon/registry/registry-error.js';
 import type { VchanResourceFactory, VchanResources } from '../../src/daemon/registry/vchan-resources.js';
 import { configSchema } from '../../src/daemon/config.js';
-import { HEADER_SIZE, initializeRegion, OFF_CLIENT_STATE, OFF_SERVER_STATE, regionLength, STATE_CLOSED, type RingGeometry } from '../../src/ring/layout.js';
+import {
+  HEADER_SIZE,
+  initializeRegion,
+  OFF_CLIENT_STATE,
+  OFF_SERVER_STATE,
+  regionLength,
+  STATE_CLOSED,
+  type RingGeometry,
+} from '../../src/ring/layout.js';
 
 interface FakeResources extends VchanResources {
   kicks: { server: number; client: number };
@@ -53,7 +61,15 @@ const limits = configSchema.parse({}).limits;
 const silent = pino({ level: 'silent' });
 
 function caller(connId: number, opts: { domain?: number; uid?: number; scope?: CallerScope; privileged?: boolean } = {}): Caller {
-  return { connId, domain: opts.domain ?? 0, scope: opts.scope ?? 'local', pid: 1000 + connId, uid: opts.uid ?? 1000, gid: 1000, privileged: opts.privileged ?? false };
+  return {
+    connId,
+    domain: opts.domain ?? 0,
+    scope: opts.scope ?? 'local',
+    pid: 1000 + connId,
+    uid: opts.uid ?? 1000,
+    gid: 1000,
+    privileged: opts.privileged ?? false,
+  };
 }
 
 async function refused(p: Promise<unknown> | (() => unknown), errno: string): Promise<void> {
@@ -163,6 +179,9 @@ describe('registry', () => {
     await reg.serverInit(caller(1), 0, 2, 1024, 1024);
     await refused(reg.serverInit(caller(1), 0, 3, 1024, 1024), 'ENOSPC');
     reg.shutdown();
-    assert.deepEqual(f.made.map((r) => r.released), [1, 1]);
+    assert.deepEqual(
+      f.made.map((r) => r.released),
+      [1, 1],
+    );
   });
 });

@@ -40,7 +40,9 @@ test('1,000 concurrent vchans between two processes, all transferring; everythin
     for (let i = 0; i < N; i += 100) {
       servers.push(
         ...(await Promise.all(
-          Array.from({ length: Math.min(100, N - i) }, (_, k) => Vchan.listen({ runtimeDir: d.runtimeDir, port: BASE + i + k, readMin: 4096, writeMin: 4096 })),
+          Array.from({ length: Math.min(100, N - i) }, (_, k) =>
+            Vchan.listen({ runtimeDir: d.runtimeDir, port: BASE + i + k, readMin: 4096, writeMin: 4096 }),
+          ),
         )),
       );
     }
@@ -77,7 +79,9 @@ test('1,000 concurrent vchans between two processes, all transferring; everythin
     assert.equal(st.domains.find((x) => x.domain === 0)?.vchans, N);
     const peakFds = fdCount(d.daemon.pid);
     const growthMiB = (rssKiB(d.daemon.pid) - rss0) / MiB;
-    t.diagnostic(`1000 vchans set up in ${setupMs} ms; daemon holds ${peakFds - daemonFds.size} more fds, RSS +${growthMiB.toFixed(1)} MiB`);
+    t.diagnostic(
+      `1000 vchans set up in ${setupMs} ms; daemon holds ${peakFds - daemonFds.size} more fds, RSS +${growthMiB.toFixed(1)} MiB`,
+    );
     assert.ok(growthMiB < 50, `daemon RSS grew by ${growthMiB.toFixed(1)} MiB for 1000 vchans (limit 50)`);
   } finally {
     for (const s of servers) s.close();
@@ -123,7 +127,9 @@ test('200 back-to-back open/transfer/close cycles leak no fds, mappings or memor
   const growthMiB = (rssKiB(d.daemon.pid) - daemonRss) / MiB;
   latencies.sort((a, b) => a - b);
   const p = (q: number): string => latencies[Math.floor(q * (latencies.length - 1))]!.toFixed(2);
-  t.diagnostic(`setup (listen → connected, same process): p50 ${p(0.5)} ms, p99 ${p(0.99)} ms; daemon RSS ${growthMiB >= 0 ? '+' : ''}${growthMiB.toFixed(1)} MiB over 200 cycles`);
+  t.diagnostic(
+    `setup (listen → connected, same process): p50 ${p(0.5)} ms, p99 ${p(0.99)} ms; daemon RSS ${growthMiB >= 0 ? '+' : ''}${growthMiB.toFixed(1)} MiB over 200 cycles`,
+  );
   assert.ok(growthMiB < 50, `daemon RSS grew by ${growthMiB.toFixed(1)} MiB over 200 cycles`);
   assert.equal((await fetchStatus(d.runtimeDir)).vchans.length, 0);
 });

@@ -16,7 +16,11 @@ const NOBODY = 65534;
 const DAEMON = fileURLToPath(new URL('../../src/daemon/main.js', import.meta.url));
 const isRoot = process.getuid?.() === 0;
 const python = ['/usr/bin/python3', '/usr/bin/python3.11'].find((p) => fs.existsSync(p));
-const skip = !isRoot ? 'needs root (runs the attacker as another uid)' : python === undefined ? 'needs /usr/bin/python3 for the fake daemon' : false;
+const skip = !isRoot
+  ? 'needs root (runs the attacker as another uid)'
+  : python === undefined
+    ? 'needs /usr/bin/python3 for the fake daemon'
+    : false;
 
 let scratch = '';
 const children: ChildProcess[] = [];

@@ -47,7 +47,8 @@ function headings(doc: string): { numbers: Set<string>; texts: string[] } {
 
 test('no file refers to documents outside the repository', () => {
   // Written so that this file does not match itself: [.] for a dot, [-] for a dash.
-  const outside = /DESIGN[.]md|node[-]ecosystem|[.][.]\/shared|reference [§]|reference\/[a-z-]+[.]md|vchan[-]api-and-qubes|libkvmchan[-]spec|ivshmem[-]qemu-libvirt/;
+  const outside =
+    /DESIGN[.]md|node[-]ecosystem|[.][.]\/shared|reference [§]|reference\/[a-z-]+[.]md|vchan[-]api-and-qubes|libkvmchan[-]spec|ivshmem[-]qemu-libvirt/;
   const bad: string[] = [];
   for (const f of textFiles) {
     read(f)

@@ -82,12 +82,19 @@ class Setup {
     const cfg = path.join(this.dir, 'kvmchand.json');
     fs.writeFileSync(cfg, JSON.stringify({ libvirt: { domains, retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
     fs.mkdirSync(this.runtimeDir, { recursive: true });
-    this.daemon = await PrivateDaemon.start({ runtimeDir: this.runtimeDir, extraArgs: ['-c', cfg], logLevel: 'info', logFile: this.logFile });
+    this.daemon = await PrivateDaemon.start({
+      runtimeDir: this.runtimeDir,
+      extraArgs: ['-c', cfg],
+      logLevel: 'info',
+      logFile: this.logFile,
+    });
     return this.daemon;
   }
 
   status(): StatusJson {
-    return JSON.parse(execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' })) as StatusJson;
+    return JSON.parse(
+      execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
+    ) as StatusJson;
   }
 
   logs(): LogLine[] {
@@ -134,78 +141,92 @@ function shmems(xml: string): Map<string, number> {
   return out;
 }
 
-test('a domain started under kvmchand is served: control device and pool attached on root ports; destroy removes it', { skip }, async (t) => {
-  const s = new Setup();
-  await s.startDaemon(['kvmchan-e2e-a']);
-  await until(() => s.logs().some((l) => l.msg === 'libvirt connected'), 10_000, 'libvirt connected');
-  await new Promise((r) => setTimeout(r, 300));
-  const baseline = s.daemonFds();
+test(
+  'a domain started under kvmchand is served: control device and pool attached on root ports; destroy removes it',
+  { skip },
+  async (t) => {
+    const s = new Setup();
+    await s.startDaemon(['kvmchan-e2e-a']);
+    await until(() => s.logs().some((l) => l.msg === 'libvirt connected'), 10_000, 'libvirt connected');
+    await new Promise((r) => setTimeout(r, 300));
+    const baseline = s.daemonFds();
 
-  s.createDomain('kvmchan-e2e-a', '6b766d63-6861-6e00-0000-00000000000a');
-  await until(() => s.status().domains.some((x) => x.name === 'kvmchan-e2e-a'), 20_000, 'domain served');
-  const dom = s.status().domains.find((x) => x.name === 'kvmchan-e2e-a')!;
-  assert.ok(dom.domain >= 1);
-  await until(() => s.status().pools.some((p) => p.memberA === dom.domain && p.joined === 1), 20_000, 'the pool member attached');
-  const pool = s.status().pools.find((p) => p.memberA === dom.domain)!;
-  const live = shmems(s.liveXml('kvmchan-e2e-a'));
-  // Port 1 carries libvirt's USB controller; 2 has no reserve (control device); 3 and 4 have 256 MiB.
-  assert.equal(live.get('kvmchan-ctl'), 2, 'control device on the free port least fit for a pool');
-  assert.equal(live.get(`kvmchan-pool-${pool.pool}`), 3, 'the pool on a port with pref64-reserve');
-  assert.match(s.liveXml('kvmchan-e2e-a'), /<shmem name='kvmchan-ctl'>\s*<model type='ivshmem-doorbell'\/>/);
-  const attaches = s.logs().filter((l) => l.msg === 'device attached');
-  t.diagnostic(`attaches: ${attaches.map((l) => `${l.device} on bus ${l.bus} in ${l.ms} ms`).join(', ')}; daemon fds: baseline ${baseline}, serving ${s.daemonFds()}`);
+    s.createDomain('kvmchan-e2e-a', '6b766d63-6861-6e00-0000-00000000000a');
+    await until(() => s.status().domains.some((x) => x.name === 'kvmchan-e2e-a'), 20_000, 'domain served');
+    const dom = s.status().domains.find((x) => x.name === 'kvmchan-e2e-a')!;
+    assert.ok(dom.domain >= 1);
+    await until(() => s.status().pools.some((p) => p.memberA === dom.domain && p.joined === 1), 20_000, 'the pool member attached');
+    const pool = s.status().pools.find((p) => p.memberA === dom.domain)!;
+    const live = shmems(s.liveXml('kvmchan-e2e-a'));
+    // Port 1 carries libvirt's USB controller; 2 has no reserve (control device); 3 and 4 have 256 MiB.
+    assert.equal(live.get('kvmchan-ctl'), 2, 'control device on the free port least fit for a pool');
+    assert.equal(live.get(`kvmchan-pool-${pool.pool}`), 3, 'the pool on a port with pref64-reserve');
+    assert.match(s.liveXml('kvmchan-e2e-a'), /<shmem name='kvmchan-ctl'>\s*<model type='ivshmem-doorbell'\/>/);
+    const attaches = s.logs().filter((l) => l.msg === 'device attached');
+    t.diagnostic(
+      `attaches: ${attaches.map((l) => `${l.device} on bus ${l.bus} in ${l.ms} ms`).join(', ')}; daemon fds: baseline ${baseline}, serving ${s.daemonFds()}`,
+    );
 
-  s.destroyDomain('kvmchan-e2e-a');
-  await until(() => !s.status().domains.some((x) => x.name === 'kvmchan-e2e-a'), 10_000, 'domain removed');
-  await until(() => s.status().pools.length === 0, 10_000, 'pools released');
-  await until(() => s.daemonFds() === baseline, 10_000, `daemon fds back to ${baseline} (now ${s.daemonFds()})`);
-  assert.ok(s.logs().some((l) => l.msg === 'libvirt domain gone' && l.domain === dom.domain));
-  assert.equal(s.daemon!.child.exitCode, null, 'the daemon lives on');
-});
+    s.destroyDomain('kvmchan-e2e-a');
+    await until(() => !s.status().domains.some((x) => x.name === 'kvmchan-e2e-a'), 10_000, 'domain removed');
+    await until(() => s.status().pools.length === 0, 10_000, 'pools released');
+    await until(() => s.daemonFds() === baseline, 10_000, `daemon fds back to ${baseline} (now ${s.daemonFds()})`);
+    assert.ok(s.logs().some((l) => l.msg === 'libvirt domain gone' && l.domain === dom.domain));
+    assert.equal(s.daemon!.child.exitCode, null, 'the daemon lives on');
+  },
+);
 
-test('kvmchand restarted with the domain running: refused as stale with its id kept, served again after the domain restarts', { skip }, async (t) => {
-  const s = new Setup();
-  const uuid = '6b766d63-6861-6e00-0000-00000000000b';
-  s.createDomain('kvmchan-e2e-b', uuid);
-  // Adoption: the domain runs before kvmchand starts.
-  await s.startDaemon(['kvmchan-e2e-b']);
-  await until(() => s.status().pools.some((p) => p.joined === 1), 20_000, 'adopted and pool attached');
-  const id = s.status().domains.find((x) => x.name === 'kvmchan-e2e-b')!.domain;
+test(
+  'kvmchand restarted with the domain running: refused as stale with its id kept, served again after the domain restarts',
+  { skip },
+  async (t) => {
+    const s = new Setup();
+    const uuid = '6b766d63-6861-6e00-0000-00000000000b';
+    s.createDomain('kvmchan-e2e-b', uuid);
+    // Adoption: the domain runs before kvmchand starts.
+    await s.startDaemon(['kvmchan-e2e-b']);
+    await until(() => s.status().pools.some((p) => p.joined === 1), 20_000, 'adopted and pool attached');
+    const id = s.status().domains.find((x) => x.name === 'kvmchan-e2e-b')!.domain;
 
-  await s.daemon!.stop();
-  assert.equal(s.state('kvmchan-e2e-b'), 'running', 'the domain survives kvmchand stopping');
-  fs.writeFileSync(s.logFile, '');
-  await s.startDaemon(['kvmchan-e2e-b']);
-  await until(() => s.logs().some((l) => l.msg === 'cannot serve libvirt domain'), 10_000, 'stale refusal');
-  const line = s.logs().find((l) => l.msg === 'cannot serve libvirt domain')!;
-  assert.equal(line.code, 'KVMCHAN_E_VMM_STALE');
-  assert.equal(line.domain, id, 'the domain id is kept across the restart');
-  assert.ok(!s.status().domains.some((x) => x.name === 'kvmchan-e2e-b'));
-  assert.equal(s.state('kvmchan-e2e-b'), 'running');
+    await s.daemon!.stop();
+    assert.equal(s.state('kvmchan-e2e-b'), 'running', 'the domain survives kvmchand stopping');
+    fs.writeFileSync(s.logFile, '');
+    await s.startDaemon(['kvmchan-e2e-b']);
+    await until(() => s.logs().some((l) => l.msg === 'cannot serve libvirt domain'), 10_000, 'stale refusal');
+    const line = s.logs().find((l) => l.msg === 'cannot serve libvirt domain')!;
+    assert.equal(line.code, 'KVMCHAN_E_VMM_STALE');
+    assert.equal(line.domain, id, 'the domain id is kept across the restart');
+    assert.ok(!s.status().domains.some((x) => x.name === 'kvmchan-e2e-b'));
+    assert.equal(s.state('kvmchan-e2e-b'), 'running');
 
-  // The domain restarts: served afresh, same id.
-  s.destroyDomain('kvmchan-e2e-b');
-  s.createDomain('kvmchan-e2e-b', uuid);
-  await until(() => s.status().pools.some((p) => p.memberA === id && p.joined === 1), 20_000, 'served again');
-  t.diagnostic(`domain id ${id} kept across a kvmchand restart and a domain restart`);
-});
+    // The domain restarts: served afresh, same id.
+    s.destroyDomain('kvmchan-e2e-b');
+    s.createDomain('kvmchan-e2e-b', uuid);
+    await until(() => s.status().pools.some((p) => p.memberA === id && p.joined === 1), 20_000, 'served again');
+    t.diagnostic(`domain id ${id} kept across a kvmchand restart and a domain restart`);
+  },
+);
 
-test('libvirtd restarted under kvmchand: the domain stays served; reconnect and events work again', { skip: skip !== false ? skip : !env.owned ? 'libvirtd not started by this test' : false }, async (t) => {
-  const s = new Setup();
-  s.createDomain('kvmchan-e2e-c', '6b766d63-6861-6e00-0000-00000000000c');
-  await s.startDaemon(['kvmchan-e2e-c']);
-  await until(() => s.status().pools.some((p) => p.joined === 1), 20_000, 'served');
-  const id = s.status().domains.find((x) => x.name === 'kvmchan-e2e-c')!.domain;
+test(
+  'libvirtd restarted under kvmchand: the domain stays served; reconnect and events work again',
+  { skip: skip !== false ? skip : !env.owned ? 'libvirtd not started by this test' : false },
+  async (t) => {
+    const s = new Setup();
+    s.createDomain('kvmchan-e2e-c', '6b766d63-6861-6e00-0000-00000000000c');
+    await s.startDaemon(['kvmchan-e2e-c']);
+    await until(() => s.status().pools.some((p) => p.joined === 1), 20_000, 'served');
+    const id = s.status().domains.find((x) => x.name === 'kvmchan-e2e-c')!.domain;
 
-  const t0 = Date.now();
-  await env.restartLibvirtd();
-  await until(() => s.logs().some((l) => l.msg === 'libvirt connected' && l.connects === 2), 20_000, 'reconnected');
-  t.diagnostic(`reconnected ${Date.now() - t0} ms after the libvirtd restart began`);
-  assert.ok(s.logs().some((l) => l.msg === 'libvirt connection lost; domains stay served, reconnecting'));
-  assert.equal(s.status().domains.find((x) => x.name === 'kvmchan-e2e-c')?.domain, id, 'still served, same id');
-  assert.equal(s.state('kvmchan-e2e-c'), 'running');
+    const t0 = Date.now();
+    await env.restartLibvirtd();
+    await until(() => s.logs().some((l) => l.msg === 'libvirt connected' && l.connects === 2), 20_000, 'reconnected');
+    t.diagnostic(`reconnected ${Date.now() - t0} ms after the libvirtd restart began`);
+    assert.ok(s.logs().some((l) => l.msg === 'libvirt connection lost; domains stay served, reconnecting'));
+    assert.equal(s.status().domains.find((x) => x.name === 'kvmchan-e2e-c')?.domain, id, 'still served, same id');
+    assert.equal(s.state('kvmchan-e2e-c'), 'running');
 
-  // Events flow on the new connection.
-  s.destroyDomain('kvmchan-e2e-c');
-  await until(() => !s.status().domains.some((x) => x.name === 'kvmchan-e2e-c'), 10_000, 'domain removed after reconnect');
-});
+    // Events flow on the new connection.
+    s.destroyDomain('kvmchan-e2e-c');
+    await until(() => !s.status().domains.some((x) => x.name === 'kvmchan-e2e-c'), 10_000, 'domain removed after reconnect');
+  },
+);

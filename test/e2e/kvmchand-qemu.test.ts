@@ -29,7 +29,9 @@ interface StatusJson {
 }
 
 function status(): StatusJson {
-  return JSON.parse(execFileSync(process.execPath, [CLI, '--runtime-dir', daemon!.runtimeDir, 'status', '--json'], { encoding: 'utf8' })) as StatusJson;
+  return JSON.parse(
+    execFileSync(process.execPath, [CLI, '--runtime-dir', daemon!.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
+  ) as StatusJson;
 }
 
 function logLines(): { msg?: string; domain?: number }[] {
@@ -75,8 +77,13 @@ test('QEMU hot-plugs the control device and pool that kvmchand serves for a gues
   };
   const controlMs = await plug('kvmchan-control', 'control.sock', 1, 'rp1');
   const poolMs = await plug('kvmchan-pool', poolSocket, pool.vectors, 'rp2');
-  t.diagnostic(`control device plugged in ${controlMs.toFixed(1)} ms, pool (${pool.size >> 20} MiB, ${pool.vectors} vectors) in ${poolMs.toFixed(1)} ms`);
-  assert.equal(await q.qmp.execute('qom-get', { path: '/machine/peripheral/kvmchan-control/ivshmem.bar2[0]', property: 'size' }), 256 * 1024);
+  t.diagnostic(
+    `control device plugged in ${controlMs.toFixed(1)} ms, pool (${pool.size >> 20} MiB, ${pool.vectors} vectors) in ${poolMs.toFixed(1)} ms`,
+  );
+  assert.equal(
+    await q.qmp.execute('qom-get', { path: '/machine/peripheral/kvmchan-control/ivshmem.bar2[0]', property: 'size' }),
+    256 * 1024,
+  );
   assert.equal(await q.qmp.execute('qom-get', { path: '/machine/peripheral/kvmchan-pool/ivshmem.bar2[0]', property: 'size' }), pool.size);
 
   // The daemon sees QEMU as domain 1: it offers the control channel and counts the pool member.
@@ -88,5 +95,8 @@ test('QEMU hot-plugs the control device and pool that kvmchand serves for a gues
   qemu = null;
   await waitFor(() => logLines().some((l) => l.msg === 'guest control channel closed' && l.domain === 1), 5000, 'control channel closed');
   await waitFor(() => status().pools.find((p) => p.pool === pool.pool)?.joined === 0, 5000, 'pool member detached');
-  assert.deepEqual(status().domains.map((d) => d.domain), [0, 1]);
+  assert.deepEqual(
+    status().domains.map((d) => d.domain),
+    [0, 1],
+  );
 });

@@ -71,12 +71,19 @@ class Setup {
     const cfg = path.join(this.dir, 'kvmchand.json');
     fs.writeFileSync(cfg, JSON.stringify({ vms, qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB }, ...extra }));
     fs.mkdirSync(this.runtimeDir, { recursive: true });
-    this.daemon = await PrivateDaemon.start({ runtimeDir: this.runtimeDir, extraArgs: ['-c', cfg], logLevel: 'info', logFile: this.logFile });
+    this.daemon = await PrivateDaemon.start({
+      runtimeDir: this.runtimeDir,
+      extraArgs: ['-c', cfg],
+      logLevel: 'info',
+      logFile: this.logFile,
+    });
     return this.daemon;
   }
 
   status(): StatusJson {
-    return JSON.parse(execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' })) as StatusJson;
+    return JSON.parse(
+      execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
+    ) as StatusJson;
   }
 
   logs(): LogLine[] {
@@ -118,47 +125,57 @@ async function assertQemuAlive(q: QemuProcess): Promise<void> {
   assert.equal(typeof st.status, 'string');
 }
 
-test('q35: kvmchand adopts a configured QEMU once it runs, plugs control device and pool on free root ports; SIGKILL removes the domain and its fds', { skip }, async (t) => {
-  const s = new Setup();
-  // The daemon starts first: the VM is "waiting" until QEMU appears on its socket.
-  const d = await s.startDaemon([{ name: 'vm-a', qmp: s.vmQmp }]);
-  await until(() => s.logs().some((l) => l.msg === 'no QEMU on the QMP socket yet; retrying'), 5000, 'the daemon waiting for QEMU');
-  const baseline = s.daemonFds();
-  const q = await s.startQemu({ rootPorts: 3, rootPortReserve: '512M' });
-  await until(() => s.status().domains.some((x) => x.name === 'vm-a'), 10_000, 'domain vm-a');
-  const dom = s.status().domains.find((x) => x.name === 'vm-a')!;
-  assert.equal(dom.domain, 1, 'first VM gets domain id 1');
-  assert.equal(dom.flags & 2, 0, 'no CONTROL_UP: no guest daemon runs in an OS-less VM');
-  assert.notEqual(s.status().domains[0]!.flags & 2, 0, 'CONTROL_UP for dom0');
-  await until(() => s.status().pools.some((p) => p.memberA === dom.domain && p.joined === 1), 10_000, 'the pool member attached');
-  // The daemon opened the control channel to the VM's control device.
-  await until(() => s.logs().some((l) => l.msg === 'guest control channel offered' && l.domain === dom.domain), 5000, 'control channel offered');
+test(
+  'q35: kvmchand adopts a configured QEMU once it runs, plugs control device and pool on free root ports; SIGKILL removes the domain and its fds',
+  { skip },
+  async (t) => {
+    const s = new Setup();
+    // The daemon starts first: the VM is "waiting" until QEMU appears on its socket.
+    const d = await s.startDaemon([{ name: 'vm-a', qmp: s.vmQmp }]);
+    await until(() => s.logs().some((l) => l.msg === 'no QEMU on the QMP socket yet; retrying'), 5000, 'the daemon waiting for QEMU');
+    const baseline = s.daemonFds();
+    const q = await s.startQemu({ rootPorts: 3, rootPortReserve: '512M' });
+    await until(() => s.status().domains.some((x) => x.name === 'vm-a'), 10_000, 'domain vm-a');
+    const dom = s.status().domains.find((x) => x.name === 'vm-a')!;
+    assert.equal(dom.domain, 1, 'first VM gets domain id 1');
+    assert.equal(dom.flags & 2, 0, 'no CONTROL_UP: no guest daemon runs in an OS-less VM');
+    assert.notEqual(s.status().domains[0]!.flags & 2, 0, 'CONTROL_UP for dom0');
+    await until(() => s.status().pools.some((p) => p.memberA === dom.domain && p.joined === 1), 10_000, 'the pool member attached');
+    // The daemon opened the control channel to the VM's control device.
+    await until(
+      () => s.logs().some((l) => l.msg === 'guest control channel offered' && l.domain === dom.domain),
+      5000,
+      'control channel offered',
+    );
 
-  // Both devices are realized, each alone on its own root port.
-  const pool = s.status().pools.find((p) => p.memberA === dom.domain)!;
-  const ctlBus = await qomGet(q, '/machine/peripheral/kvmchan-ctl', 'parent_bus');
-  const poolBus = await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'parent_bus');
-  assert.match(String(ctlBus), /^\/machine\/peripheral\/rp\d\/rp\d$/);
-  assert.match(String(poolBus), /^\/machine\/peripheral\/rp\d\/rp\d$/);
-  assert.notEqual(ctlBus, poolBus);
-  assert.equal(await qomGet(q, '/machine/peripheral/kvmchan-ctl', 'realized'), true);
-  assert.equal(await qomGet(q, '/machine/peripheral/kvmchan-ctl/ivshmem.bar2[0]', 'size'), 256 * 1024);
-  assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}/ivshmem.bar2[0]`, 'size'), 64 * MiB);
-  assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'vectors'), pool.vectors);
-  assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'ioeventfd'), true);
-  const plugs = s.logs().filter((l) => l.msg === 'device hot-plugged');
-  t.diagnostic(`hot-plugs: ${plugs.map((l) => `${l.device} on ${l.bus} in ${l.ms} ms`).join(', ')}; daemon fds: baseline ${baseline}, serving ${s.daemonFds()}`);
-  await assertQemuAlive(q);
+    // Both devices are realized, each alone on its own root port.
+    const pool = s.status().pools.find((p) => p.memberA === dom.domain)!;
+    const ctlBus = await qomGet(q, '/machine/peripheral/kvmchan-ctl', 'parent_bus');
+    const poolBus = await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'parent_bus');
+    assert.match(String(ctlBus), /^\/machine\/peripheral\/rp\d\/rp\d$/);
+    assert.match(String(poolBus), /^\/machine\/peripheral\/rp\d\/rp\d$/);
+    assert.notEqual(ctlBus, poolBus);
+    assert.equal(await qomGet(q, '/machine/peripheral/kvmchan-ctl', 'realized'), true);
+    assert.equal(await qomGet(q, '/machine/peripheral/kvmchan-ctl/ivshmem.bar2[0]', 'size'), 256 * 1024);
+    assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}/ivshmem.bar2[0]`, 'size'), 64 * MiB);
+    assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'vectors'), pool.vectors);
+    assert.equal(await qomGet(q, `/machine/peripheral/kvmchan-pool-${pool.pool}`, 'ioeventfd'), true);
+    const plugs = s.logs().filter((l) => l.msg === 'device hot-plugged');
+    t.diagnostic(
+      `hot-plugs: ${plugs.map((l) => `${l.device} on ${l.bus} in ${l.ms} ms`).join(', ')}; daemon fds: baseline ${baseline}, serving ${s.daemonFds()}`,
+    );
+    await assertQemuAlive(q);
 
-  // QEMU dies: domain removed, every fd back.
-  await q.kill();
-  s.qemu = null;
-  await until(() => !s.status().domains.some((x) => x.name === 'vm-a'), 5000, 'domain removed');
-  await until(() => s.status().pools.length === 0, 5000, 'pools released');
-  await until(() => s.daemonFds() === baseline, 5000, `daemon fds back to ${baseline} (now ${s.daemonFds()})`);
-  assert.ok(s.logs().some((l) => l.msg === 'VM gone' && l.vm === 'vm-a'));
-  assert.equal(d.child.exitCode, null, 'the daemon lives on');
-});
+    // QEMU dies: domain removed, every fd back.
+    await q.kill();
+    s.qemu = null;
+    await until(() => !s.status().domains.some((x) => x.name === 'vm-a'), 5000, 'domain removed');
+    await until(() => s.status().pools.length === 0, 5000, 'pools released');
+    await until(() => s.daemonFds() === baseline, 5000, `daemon fds back to ${baseline} (now ${s.daemonFds()})`);
+    assert.ok(s.logs().some((l) => l.msg === 'VM gone' && l.vm === 'vm-a'));
+    assert.equal(d.child.exitCode, null, 'the daemon lives on');
+  },
+);
 
 test('q35: no fitting root port is refused cleanly, naming the fix; nothing is plugged; QEMU lives', { skip }, async () => {
   const s = new Setup();
@@ -171,8 +188,14 @@ test('q35: no fitting root port is refused cleanly, naming the fix; nothing is p
   assert.match(line.err!, /no free PCIe root port for its first pool/);
   assert.match(line.err!, /-device pcie-root-port,id=rpN,chassis=N,slot=N,pref64-reserve=128M/);
   const peripherals = await q.qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' });
-  assert.deepEqual(peripherals.map((e) => e.name).filter((n) => n.startsWith('kvmchan')), []);
-  assert.deepEqual(s.status().domains.map((x) => x.domain), [0]);
+  assert.deepEqual(
+    peripherals.map((e) => e.name).filter((n) => n.startsWith('kvmchan')),
+    [],
+  );
+  assert.deepEqual(
+    s.status().domains.map((x) => x.domain),
+    [0],
+  );
   await assertQemuAlive(q);
 });
 
@@ -199,46 +222,53 @@ test('pc (i440fx): devices go on the hot-pluggable root bus', { skip }, async ()
   await assertQemuAlive(q);
 });
 
-test('kvmchand restart while QEMU runs: QEMU survives, the VM keeps its id but is refused as stale until its QEMU restarts', { skip }, async (t) => {
-  const s = new Setup();
-  const q = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
-  await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
-  await until(() => s.status().pools.some((p) => p.joined === 1), 10_000, 'pool attached');
-  const id = s.status().domains.find((x) => x.name === 'vm-r')!.domain;
+test(
+  'kvmchand restart while QEMU runs: QEMU survives, the VM keeps its id but is refused as stale until its QEMU restarts',
+  { skip },
+  async (t) => {
+    const s = new Setup();
+    const q = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
+    await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
+    await until(() => s.status().pools.some((p) => p.joined === 1), 10_000, 'pool attached');
+    const id = s.status().domains.find((x) => x.name === 'vm-r')!.domain;
 
-  // SIGKILL: QEMU's chardevs see EOF; nothing is unplugged; QEMU keeps running.
-  await s.daemon!.kill();
-  await new Promise((r) => setTimeout(r, 500));
-  await assertQemuAlive(q);
-  const peripherals = async (): Promise<string[]> =>
-    (await q.qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' })).map((e) => e.name).filter((n) => n.startsWith('kvmchan')).sort();
-  const plugged = await peripherals();
-  assert.equal(plugged.length, 2, 'control device and pool still plugged');
+    // SIGKILL: QEMU's chardevs see EOF; nothing is unplugged; QEMU keeps running.
+    await s.daemon!.kill();
+    await new Promise((r) => setTimeout(r, 500));
+    await assertQemuAlive(q);
+    const peripherals = async (): Promise<string[]> =>
+      (await q.qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }))
+        .map((e) => e.name)
+        .filter((n) => n.startsWith('kvmchan'))
+        .sort();
+    const plugged = await peripherals();
+    assert.equal(plugged.length, 2, 'control device and pool still plugged');
 
-  // A new daemon on the same runtime directory: same id, refused as stale, QEMU untouched.
-  fs.writeFileSync(s.logFile, '');
-  await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
-  await until(() => s.logs().some((l) => l.msg === 'cannot serve VM'), 10_000, 'stale refusal');
-  const line = s.logs().find((l) => l.msg === 'cannot serve VM')!;
-  assert.equal(line.code, 'KVMCHAN_E_VMM_STALE');
-  assert.equal(line.domain, id, 'the domain id is kept across the restart');
-  assert.match(line.err!, /restarts/);
-  assert.deepEqual(await peripherals(), plugged, 'nothing unplugged or added');
-  await new Promise((r) => setTimeout(r, 500));
-  await assertQemuAlive(q);
+    // A new daemon on the same runtime directory: same id, refused as stale, QEMU untouched.
+    fs.writeFileSync(s.logFile, '');
+    await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
+    await until(() => s.logs().some((l) => l.msg === 'cannot serve VM'), 10_000, 'stale refusal');
+    const line = s.logs().find((l) => l.msg === 'cannot serve VM')!;
+    assert.equal(line.code, 'KVMCHAN_E_VMM_STALE');
+    assert.equal(line.domain, id, 'the domain id is kept across the restart');
+    assert.match(line.err!, /restarts/);
+    assert.deepEqual(await peripherals(), plugged, 'nothing unplugged or added');
+    await new Promise((r) => setTimeout(r, 500));
+    await assertQemuAlive(q);
 
-  // SIGTERM of that daemon: still nothing touches the VM.
-  await s.daemon!.stop();
-  await assertQemuAlive(q);
+    // SIGTERM of that daemon: still nothing touches the VM.
+    await s.daemon!.stop();
+    await assertQemuAlive(q);
 
-  // The VM's QEMU restarts (same socket): the running daemon serves it again, same id.
-  fs.writeFileSync(s.logFile, '');
-  await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
-  await until(() => s.logs().some((l) => l.msg === 'cannot serve VM'), 10_000, 'stale refusal again');
-  await q.kill();
-  const q2 = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
-  await until(() => s.status().pools.some((p) => p.memberA === id && p.joined === 1), 10_000, 'served again');
-  assert.equal(s.status().domains.find((x) => x.name === 'vm-r')?.domain, id);
-  t.diagnostic(`domain id ${id} kept across two daemon restarts and a QEMU restart`);
-  await assertQemuAlive(q2);
-});
+    // The VM's QEMU restarts (same socket): the running daemon serves it again, same id.
+    fs.writeFileSync(s.logFile, '');
+    await s.startDaemon([{ name: 'vm-r', qmp: s.vmQmp }]);
+    await until(() => s.logs().some((l) => l.msg === 'cannot serve VM'), 10_000, 'stale refusal again');
+    await q.kill();
+    const q2 = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
+    await until(() => s.status().pools.some((p) => p.memberA === id && p.joined === 1), 10_000, 'served again');
+    assert.equal(s.status().domains.find((x) => x.name === 'vm-r')?.domain, id);
+    t.diagnostic(`domain id ${id} kept across two daemon restarts and a QEMU restart`);
+    await assertQemuAlive(q2);
+  },
+);

@@ -127,7 +127,7 @@ test('QEMU hot-plugs two ivshmem-doorbell devices served by IvshmemServer', { sk
     }
     native.eventfdWrite(host.interruptFd(0), 1);
     await sleep(50);
-    assert.equal(native.eventfdRead(host.interruptFd(0)), 1, 'QEMU does not read the host peer\'s vectors');
+    assert.equal(native.eventfdRead(host.interruptFd(0)), 1, "QEMU does not read the host peer's vectors");
   }
   const tree = await q.qmp.execute<string>('human-monitor-command', { 'command-line': 'info qtree' });
   assert.equal(tree.match(/pci id 1af4:1110/g)?.length, 2);
@@ -193,7 +193,7 @@ test('QEMU refuses a server that breaks the protocol (device_add fails, VM lives
   }
 });
 
-test('our server\'s vector count must not exceed the device\'s: QEMU only logs the extra fds', { skip }, async () => {
+test("our server's vector count must not exceed the device's: QEMU only logs the extra fds", { skip }, async () => {
   const q = qemu!;
   const shm = native.memfdCreate('kvmchan-e2e-vec', MiB, true);
   memfds.push(shm);
@@ -215,9 +215,14 @@ test('unplug needs a guest: device_del is accepted, DEVICE_DELETED never comes, 
 
 test('killing QEMU: every device sees its peer leave; nothing is left behind', { skip }, async () => {
   const q = qemu!;
-  const leaves = devices.map((d) => new Promise<[PeerInfo, string]>((resolve) => d.once('peer-leave', (p, r) => {
-    resolve([p, r]);
-  })));
+  const leaves = devices.map(
+    (d) =>
+      new Promise<[PeerInfo, string]>((resolve) =>
+        d.once('peer-leave', (p, r) => {
+          resolve([p, r]);
+        }),
+      ),
+  );
   const exit = await q.kill();
   assert.equal(exit.signal, 'SIGKILL');
   for (const [peer, reason] of await Promise.all(leaves)) {
@@ -226,12 +231,19 @@ test('killing QEMU: every device sees its peer leave; nothing is left behind', {
   }
   for (const d of devices) {
     assert.equal(d.clientCount, 0);
-    assert.deepEqual(d.peers().map((p) => p.id), [0]);
+    assert.deepEqual(
+      d.peers().map((p) => p.id),
+      [0],
+    );
     d.close();
   }
   devices.length = 0;
   assert.deepEqual(processesMatching(dir), [], 'no QEMU left running');
-  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.sock')), [], 'no socket files left');
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((f) => f.endsWith('.sock')),
+    [],
+    'no socket files left',
+  );
 });
 
 test('a non-power-of-two shm makes QEMU abort the whole VM (why the server checks it)', { skip }, async (t) => {

@@ -38,7 +38,15 @@ interface Pair {
 }
 
 /** Server process in `serverDir`'s domain serving `clientDomain`; client process in `clientDir`. */
-async function pair(what: string, serverDir: string, serverDomain: number, clientDir: string, clientDomain: number, port: number, seed: number): Promise<Pair> {
+async function pair(
+  what: string,
+  serverDir: string,
+  serverDomain: number,
+  clientDir: string,
+  clientDomain: number,
+  port: number,
+  seed: number,
+): Promise<Pair> {
   const server = await PeerProcess.spawn(serverDir);
   const client = await PeerProcess.spawn(clientDir);
   const ls = await server.ok({ op: 'listen', port, domain: clientDomain, readMin: RING, writeMin: RING });
@@ -55,7 +63,10 @@ async function transfer(p: Pair): Promise<{ ms: number; mibps: number }> {
     p.server.ok({ op: 'bulk', bytes: BYTES, seed: p.seed }),
     p.client.ok({ op: 'bulk', bytes: BYTES, seed: p.seed + 1 }),
   ]);
-  for (const [side, r] of [['server', s], ['client', c]] as const) {
+  for (const [side, r] of [
+    ['server', s],
+    ['client', c],
+  ] as const) {
     assert.equal(r['sent'], BYTES, `${p.what}: ${side} sent`);
     assert.equal(r['received'], BYTES, `${p.what}: ${side} received`);
   }
@@ -74,15 +85,24 @@ test('1 GiB each way at once host↔guest 1 and guest 1↔guest 2, concurrently:
   const peers = [hg.server, hg.client, gg.server, gg.client];
   try {
     const t0 = Date.now();
-    const [a, b] = await within(Promise.all([transfer(hg), transfer(gg)]), 240_000, `two concurrent ${BYTES}-byte full-duplex transfers (seed ${SEED})`);
+    const [a, b] = await within(
+      Promise.all([transfer(hg), transfer(gg)]),
+      240_000,
+      `two concurrent ${BYTES}-byte full-duplex transfers (seed ${SEED})`,
+    );
     const wall = (Date.now() - t0) / 1000;
     t.diagnostic(`host↔guest1: 2×${BYTES / 2 ** 20} MiB in ${a.ms.toFixed(0)} ms = ${a.mibps.toFixed(0)} MiB/s aggregate`);
     t.diagnostic(`guest1↔guest2: 2×${BYTES / 2 ** 20} MiB in ${b.ms.toFixed(0)} ms = ${b.mibps.toFixed(0)} MiB/s aggregate`);
-    t.diagnostic(`all four streams (${(4 * BYTES) / 2 ** 30} GiB) in ${wall.toFixed(1)} s wall: ${((4 * BYTES) / 2 ** 20 / wall).toFixed(0)} MiB/s total`);
+    t.diagnostic(
+      `all four streams (${(4 * BYTES) / 2 ** 30} GiB) in ${wall.toFixed(1)} s wall: ${((4 * BYTES) / 2 ** 20 / wall).toFixed(0)} MiB/s total`,
+    );
 
     // The host daemon's accounting (from the rings' counters) agrees, for both vchans.
     const st = await cliStatus(host.runtimeDir);
-    for (const [port, server, client] of [[100, 1, 0], [101, 1, 2]] as const) {
+    for (const [port, server, client] of [
+      [100, 1, 0],
+      [101, 1, 2],
+    ] as const) {
       const v = st.vchans.find((x) => x.port === port && x.serverDomain === server && x.clientDomain === client);
       assert.ok(v !== undefined, `host status lists the vchan on port ${port}: ${JSON.stringify(st.vchans)}`);
       assert.equal(v.bytesClientToServer, BYTES);

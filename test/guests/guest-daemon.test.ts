@@ -68,7 +68,8 @@ test('guest daemon SIGKILLed mid-stream: the host closes its vchans (drain, then
   const g1app = await PeerProcess.spawn(g1.runtimeDir);
   const g2src = await PeerProcess.spawn(g2.runtimeDir);
   const progress = new Map<string, number>();
-  for (const p of [g1app, hostSrc, g2src]) p.on('progress', (m: { name: string; written: number }) => progress.set(`${p.pid}:${m.name}`, m.written));
+  for (const p of [g1app, hostSrc, g2src])
+    p.on('progress', (m: { name: string; written: number }) => progress.set(`${p.pid}:${m.name}`, m.written));
   const wrote = (p: PeerProcess, name: string): number => progress.get(`${p.pid}:${name}`) ?? 0;
   try {
     // A: guest 1 → host; B: host → guest 1; C: guest 2 → guest 1.
@@ -81,7 +82,11 @@ test('guest daemon SIGKILLed mid-stream: the host closes its vchans (drain, then
     const a = { src: g1app.call({ op: 'source', name: 'a', seed: 500 }), dst: hostSink.call({ op: 'sink', name: 'a', seed: 500 }) };
     const b = { src: hostSrc.call({ op: 'source', name: 'b', seed: 501 }), dst: g1app.call({ op: 'sink', name: 'b', seed: 501 }) };
     const c = { src: g2src.call({ op: 'source', name: 'c', seed: 502 }), dst: g1app.call({ op: 'sink', name: 'c', seed: 502 }) };
-    await waitFor(() => wrote(g1app, 'a') > 2 ** 20 && wrote(hostSrc, 'b') > 2 ** 20 && wrote(g2src, 'c') > 2 ** 20, 20000, 'all three streams to flow');
+    await waitFor(
+      () => wrote(g1app, 'a') > 2 ** 20 && wrote(hostSrc, 'b') > 2 ** 20 && wrote(g2src, 'c') > 2 ** 20,
+      20000,
+      'all three streams to flow',
+    );
     const before = wrote(g1app, 'a');
     const listed = (await cliStatus(host.runtimeDir)).vchans.filter((v) => v.serverDomain === 1 || v.clientDomain === 1);
     assert.equal(listed.length, 3);
@@ -91,7 +96,9 @@ test('guest daemon SIGKILLed mid-stream: the host closes its vchans (drain, then
 
     // A: the host reader drains everything guest 1 wrote, then sees end of stream.
     const aDst = await within(a.dst, 10000, 'the host reader of guest 1 to see end of stream');
-    t.diagnostic(`host reader: end of stream ${Date.now() - t0} ms after the guest daemon was killed, ${aDst['received'] as number} bytes intact`);
+    t.diagnostic(
+      `host reader: end of stream ${Date.now() - t0} ms after the guest daemon was killed, ${aDst['received'] as number} bytes intact`,
+    );
     assert.equal(aDst['error'], null, `host reader: ${JSON.stringify(aDst['error'])}`);
     assert.equal(aDst['mismatchAt'], -1);
     assert.ok(Number(aDst['received']) >= before);
@@ -101,10 +108,18 @@ test('guest daemon SIGKILLed mid-stream: the host closes its vchans (drain, then
     const cSrc = await within(c.src, 10000, 'guest 2 writer to guest 1 to fail');
     assert.equal(code(cSrc), 'KVMCHAN_E_CLOSED', JSON.stringify(cSrc));
     // Guest 1's applications lost their daemon: a clear error, never a hang.
-    for (const r of [await within(a.src, 10000, 'guest app writer'), await within(b.dst, 10000, 'guest app reader'), await within(c.dst, 10000, 'guest app reader')]) {
+    for (const r of [
+      await within(a.src, 10000, 'guest app writer'),
+      await within(b.dst, 10000, 'guest app reader'),
+      await within(c.dst, 10000, 'guest app reader'),
+    ]) {
       assert.equal(code(r), 'KVMCHAN_E_NO_DAEMON', JSON.stringify(r));
     }
-    await waitFor(() => logged(host.log(), 'guest control channel closed', { domain: 1 }).length > 0, 5000, 'the host to log the end of the session');
+    await waitFor(
+      () => logged(host.log(), 'guest control channel closed', { domain: 1 }).length > 0,
+      5000,
+      'the host to log the end of the session',
+    );
 
     // Until the host applications close, their vchans show the guest 1 side CLOSED...
     const during = (await cliStatus(host.runtimeDir)).vchans.filter((v) => v.serverDomain === 1 || v.clientDomain === 1);
@@ -114,7 +129,10 @@ test('guest daemon SIGKILLed mid-stream: the host closes its vchans (drain, then
     await g2src.ok({ op: 'close', name: 'c' });
     // ...then they are gone; the domain itself stays (its VM did not stop).
     const afterClose = await cliStatus(host.runtimeDir);
-    assert.deepEqual(afterClose.vchans.filter((v) => v.serverDomain === 1 || v.clientDomain === 1), []);
+    assert.deepEqual(
+      afterClose.vchans.filter((v) => v.serverDomain === 1 || v.clientDomain === 1),
+      [],
+    );
     assert.ok(afterClose.domains.some((d) => d.domain === 1 && d.name === 'sim-1'));
   } finally {
     await Promise.all([hostSink, hostSrc, g1app, g2src].map((p) => p.kill()));
@@ -129,7 +147,10 @@ test('guest daemon SIGKILLed mid-stream: the host closes its vchans (drain, then
   // No pool was added or lost, and the host holds what it held before the streams.
   assert.equal(poolsCreated(host.log()).length, poolsAtStart);
   const pools = (await cliStatus(host.runtimeDir)).pools;
-  assert.ok(pools.every((p) => p.state === 0 && p.joined === (p.memberB === 0 ? 1 : 3)), `pools re-attached: ${JSON.stringify(pools)}`);
+  assert.ok(
+    pools.every((p) => p.state === 0 && p.joined === (p.memberB === 0 ? 1 : 3)),
+    `pools re-attached: ${JSON.stringify(pools)}`,
+  );
   await expectHostFds(host.daemon.pid, hostFds, [], 5000, 'the host daemon to hold what it held before the guest daemon died');
 });
 
@@ -194,7 +215,7 @@ for (const how of ['SIGKILL', 'SIGTERM'] as const) {
           (err: unknown) => (err instanceof DaemonUnavailableError ? 'no-daemon' : String(err)),
         ),
         5000,
-        'the guest application\'s pending read',
+        "the guest application's pending read",
       );
       assert.ok(got === 'eof' || got === 'no-daemon', got);
       // Nothing new can be set up in the guest until a daemon is back.

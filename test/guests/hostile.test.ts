@@ -75,7 +75,11 @@ async function carryingOn(what: string): Promise<void> {
   c.close();
   s.close();
   const gs = await within(Vchan.listen({ runtimeDir: g2.runtimeDir, domain: 0, port: 9001 }), 5000, `${what}: guest 2 listen`);
-  const hc = await within(Vchan.connect({ runtimeDir: host.runtimeDir, domain: HONEST, port: 9001, timeout: 5000 }), 5000, `${what}: host connect to guest 2`);
+  const hc = await within(
+    Vchan.connect({ runtimeDir: host.runtimeDir, domain: HONEST, port: 9001, timeout: 5000 }),
+    5000,
+    `${what}: host connect to guest 2`,
+  );
   await gs.send(Buffer.from('pong'));
   assert.equal((await hc.recv(4))?.toString(), 'pong');
   hc.close();
@@ -121,7 +125,9 @@ test('(a) malformed control frames: the host logs them, ends the session and dis
   // 1. Random bytes: 64 KiB of them (no run of random headers survives the size and seq checks).
   await h({ op: 'garbage', seed: SEED, bytes: 65536 });
   await cutOff('KVMCHAN_E_');
-  t.diagnostic(`garbage (seed ${SEED}): ${logged(host.log(), 'guest control channel closed', { domain: HOSTILE }).at(-1)?.['why'] as string}`);
+  t.diagnostic(
+    `garbage (seed ${SEED}): ${logged(host.log(), 'guest control channel closed', { domain: HOSTILE }).at(-1)?.['why'] as string}`,
+  );
   assert.equal(await within(reading, 5000, 'the host peer of the cut-off guest to see end of stream'), null);
   await assert.rejects(hc.write(Buffer.from('x')), ClosedError);
   hc.close();
@@ -227,12 +233,20 @@ test('(b) a doorbell flood: the host daemon stays responsive, other vchans carry
   while (Date.now() - t0 < FLOOD_MS - 200) {
     const s0 = Date.now();
     const s = await within(Vchan.listen({ runtimeDir: host.runtimeDir, port: 9100 }), 2000, 'host listen during the flood');
-    const c = await within(Vchan.connect({ runtimeDir: host.runtimeDir, port: 9100, timeout: 2000 }), 2000, 'host connect during the flood');
+    const c = await within(
+      Vchan.connect({ runtimeDir: host.runtimeDir, port: 9100, timeout: 2000 }),
+      2000,
+      'host connect during the flood',
+    );
     await within(s.waitConnected({ timeout: 2000 }), 2000, 'host setup during the flood');
     c.close();
     s.close();
     const gs = await within(Vchan.listen({ runtimeDir: g2.runtimeDir, domain: 0, port: 9101 }), 2000, 'guest 2 listen during the flood');
-    const gc = await within(Vchan.connect({ runtimeDir: host.runtimeDir, domain: HONEST, port: 9101, timeout: 2000 }), 2000, 'host↔guest 2 setup during the flood');
+    const gc = await within(
+      Vchan.connect({ runtimeDir: host.runtimeDir, domain: HONEST, port: 9101, timeout: 2000 }),
+      2000,
+      'host↔guest 2 setup during the flood',
+    );
     await within(gs.waitConnected({ timeout: 2000 }), 2000, 'host↔guest 2 setup during the flood');
     gc.close();
     gs.close();
@@ -276,7 +290,7 @@ async function outcome(op: Promise<unknown>, allowed: string[], what: string): P
   }
 }
 
-test('(c) a guest scribbling on its vchans\' control pages: the honest host peer gets KVMCHAN_E_CORRUPT, never a crash or a hang', async (t) => {
+test("(c) a guest scribbling on its vchans' control pages: the honest host peer gets KVMCHAN_E_CORRUPT, never a crash or a hang", async (t) => {
   await session();
   let port = 320;
   /** The hostile guest serves a vchan, a host application connects and receives legit data first. */
@@ -382,7 +396,7 @@ test('(c) byte counters a guest inflates do not break `kvmchan status` on the ho
   }
 });
 
-test('(d) vchans policy forbids are refused (-EPERM) and logged; a guest cannot close or list others\' vchans', async () => {
+test("(d) vchans policy forbids are refused (-EPERM) and logged; a guest cannot close or list others' vchans", async () => {
   await session();
   const refusedBefore = logged(host.log(), 'vchan refused by policy', { domain: HOSTILE }).length;
   assert.equal((await h({ op: 'serverInit', domain: HONEST, port: 360 }))['err'], -Errno.EPERM);
@@ -413,7 +427,7 @@ test('(d) vchans policy forbids are refused (-EPERM) and logged; a guest cannot 
   await carryingOn('after the policy probes');
 });
 
-test('after all the abuse: guest 2\'s vchan kept transferring, intact; the host lists the hostile guest\'s leftovers only as its own', async (t) => {
+test("after all the abuse: guest 2's vchan kept transferring, intact; the host lists the hostile guest's leftovers only as its own", async (t) => {
   alive();
   await hostile.ok({ op: 'detach' });
   await source.ok({ op: 'stop' });

@@ -69,7 +69,10 @@ test('guest daemon SIGKILLed: host peers see end of stream, status forgets its v
   await waitFor(() => logged(host.log(), 'guest control channel closed', { domain: 1 }).length > 0, 5000, 'host log: session ended');
   const afterKill = await cliStatus(host.runtimeDir);
   assert.equal(afterKill.vchans.filter((v) => v.serverDomain === 1 || v.clientDomain === 1).length, 0, 'no vchan of domain 1 left');
-  assert.ok(afterKill.domains.some((d) => d.domain === 1), 'the domain itself still exists (its VM did not stop)');
+  assert.ok(
+    afterKill.domains.some((d) => d.domain === 1),
+    'the domain itself still exists (its VM did not stop)',
+  );
 
   // A restarted guest daemon attaches again and gets a working control channel.
   await guest.stop();
@@ -83,50 +86,60 @@ test('guest daemon SIGKILLed: host peers see end of stream, status forgets its v
   c2.close();
 });
 
-test('1,000 vchans across domains (host↔guest 1 and guest 1↔guest 2): pools grow ahead of demand, all carry data', { timeout: 600_000 }, async (t) => {
-  const poolsBefore = poolsCreated(host.log()).length;
-  const N = 500;
-  const pairs: [Vchan, Vchan][] = [];
-  const t0 = Date.now();
-  // Servers in guest 1; clients on the host (ports 10000+) and in guest 2 (ports 20000+).
-  for (let i = 0; i < N; i++) {
-    const s = await Vchan.listen({ port: 10000 + i, domain: 0, runtimeDir: g1!.runtimeDir });
-    const c = await Vchan.connect({ port: 10000 + i, domain: 1, runtimeDir: host.runtimeDir, timeout: 10000 });
-    pairs.push([s, c]);
-  }
-  for (let i = 0; i < N; i++) {
-    const s = await Vchan.listen({ port: 20000 + i, domain: 2, runtimeDir: g1!.runtimeDir });
-    const c = await Vchan.connect({ port: 20000 + i, domain: 1, runtimeDir: g2!.runtimeDir, timeout: 10000 });
-    pairs.push([s, c]);
-  }
-  t.diagnostic(`1,000 cross-domain vchans set up in ${Date.now() - t0} ms`);
-  // Every vchan carries its own message each way.
-  await Promise.all(
-    pairs.map(async ([s, c], i) => {
-      const up = Buffer.from(`client ${i} → server`);
-      const down = Buffer.from(`server ${i} → client, reply`);
-      await c.send(up);
-      assert.deepEqual(await s.recv(up.length), up);
-      await s.send(down);
-      assert.deepEqual(await c.recv(down.length), down);
-    }),
-  );
-  const st = await cliStatus(host.runtimeDir);
-  const cross = st.vchans.filter((v) => v.serverDomain === 1);
-  assert.equal(cross.length, 1000, 'the host lists all 1,000');
-  assert.ok(cross.every((v) => v.serverState === 1 && v.clientState === 1), 'all connected');
-  const added = poolsCreated(host.log()).slice(poolsBefore);
-  t.diagnostic(`pools created for them: ${added.length} (${added.map((p) => `#${p.pool}:[${p.members.join(',')}]`).join(' ')})`);
-  assert.ok(added.some((p) => p.members.length === 2), 'a pair pool for guest 1 ↔ guest 2');
-  assert.ok(added.length >= 2, 'pools were added as capacity ran low');
-  for (const [s, c] of pairs) {
-    s.close();
-    c.close();
-  }
-  // Everything is released: no vchan left anywhere.
-  for (let i = 0; i < 50; i++) {
-    if ((await cliStatus(host.runtimeDir)).vchans.length === 0) break;
-    await sleep(100);
-  }
-  assert.equal((await cliStatus(host.runtimeDir)).vchans.length, 0);
-});
+test(
+  '1,000 vchans across domains (host↔guest 1 and guest 1↔guest 2): pools grow ahead of demand, all carry data',
+  { timeout: 600_000 },
+  async (t) => {
+    const poolsBefore = poolsCreated(host.log()).length;
+    const N = 500;
+    const pairs: [Vchan, Vchan][] = [];
+    const t0 = Date.now();
+    // Servers in guest 1; clients on the host (ports 10000+) and in guest 2 (ports 20000+).
+    for (let i = 0; i < N; i++) {
+      const s = await Vchan.listen({ port: 10000 + i, domain: 0, runtimeDir: g1!.runtimeDir });
+      const c = await Vchan.connect({ port: 10000 + i, domain: 1, runtimeDir: host.runtimeDir, timeout: 10000 });
+      pairs.push([s, c]);
+    }
+    for (let i = 0; i < N; i++) {
+      const s = await Vchan.listen({ port: 20000 + i, domain: 2, runtimeDir: g1!.runtimeDir });
+      const c = await Vchan.connect({ port: 20000 + i, domain: 1, runtimeDir: g2!.runtimeDir, timeout: 10000 });
+      pairs.push([s, c]);
+    }
+    t.diagnostic(`1,000 cross-domain vchans set up in ${Date.now() - t0} ms`);
+    // Every vchan carries its own message each way.
+    await Promise.all(
+      pairs.map(async ([s, c], i) => {
+        const up = Buffer.from(`client ${i} → server`);
+        const down = Buffer.from(`server ${i} → client, reply`);
+        await c.send(up);
+        assert.deepEqual(await s.recv(up.length), up);
+        await s.send(down);
+        assert.deepEqual(await c.recv(down.length), down);
+      }),
+    );
+    const st = await cliStatus(host.runtimeDir);
+    const cross = st.vchans.filter((v) => v.serverDomain === 1);
+    assert.equal(cross.length, 1000, 'the host lists all 1,000');
+    assert.ok(
+      cross.every((v) => v.serverState === 1 && v.clientState === 1),
+      'all connected',
+    );
+    const added = poolsCreated(host.log()).slice(poolsBefore);
+    t.diagnostic(`pools created for them: ${added.length} (${added.map((p) => `#${p.pool}:[${p.members.join(',')}]`).join(' ')})`);
+    assert.ok(
+      added.some((p) => p.members.length === 2),
+      'a pair pool for guest 1 ↔ guest 2',
+    );
+    assert.ok(added.length >= 2, 'pools were added as capacity ran low');
+    for (const [s, c] of pairs) {
+      s.close();
+      c.close();
+    }
+    // Everything is released: no vchan left anywhere.
+    for (let i = 0; i < 50; i++) {
+      if ((await cliStatus(host.runtimeDir)).vchans.length === 0) break;
+      await sleep(100);
+    }
+    assert.equal((await cliStatus(host.runtimeDir)).vchans.length, 0);
+  },
+);

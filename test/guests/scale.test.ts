@@ -73,9 +73,36 @@ function guestPoolFds(p: CliPool): number {
 
 test('1,000 vchans across domains: pools grow ahead of demand and are announced; all carry data; all released, pools kept', async (t) => {
   const groups: Group[] = [
-    { what: 'host↔guest 1', serverDir: g1.runtimeDir, serverDomain: 1, clientDomain: 0, clientDir: host.runtimeDir, basePort: 10000, count: 400, set: [1, 0] },
-    { what: 'host↔guest 2', serverDir: host.runtimeDir, serverDomain: 0, clientDomain: 2, clientDir: g2.runtimeDir, basePort: 20000, count: 300, set: [2, 0] },
-    { what: 'guest 1↔guest 2', serverDir: g1.runtimeDir, serverDomain: 1, clientDomain: 2, clientDir: g2.runtimeDir, basePort: 30000, count: 300, set: [1, 2] },
+    {
+      what: 'host↔guest 1',
+      serverDir: g1.runtimeDir,
+      serverDomain: 1,
+      clientDomain: 0,
+      clientDir: host.runtimeDir,
+      basePort: 10000,
+      count: 400,
+      set: [1, 0],
+    },
+    {
+      what: 'host↔guest 2',
+      serverDir: host.runtimeDir,
+      serverDomain: 0,
+      clientDomain: 2,
+      clientDir: g2.runtimeDir,
+      basePort: 20000,
+      count: 300,
+      set: [2, 0],
+    },
+    {
+      what: 'guest 1↔guest 2',
+      serverDir: g1.runtimeDir,
+      serverDomain: 1,
+      clientDomain: 2,
+      clientDir: g2.runtimeDir,
+      basePort: 30000,
+      count: 300,
+      set: [1, 2],
+    },
   ];
   const total = groups.reduce((n, g) => n + g.count, 0);
   assert.equal(total, 1000);
@@ -118,7 +145,11 @@ test('1,000 vchans across domains: pools grow ahead of demand and are announced;
       }
       const client = await PeerProcess.spawn(g.clientDir);
       clients.push(client);
-      await within(client.ok({ op: 'connectMany', domain: g.serverDomain, basePort: g.basePort, count: g.count, timeout: 20000 }), 60000, `${g.what}: ${g.count} connects`);
+      await within(
+        client.ok({ op: 'connectMany', domain: g.serverDomain, basePort: g.basePort, count: g.count, timeout: 20000 }),
+        60000,
+        `${g.what}: ${g.count} connects`,
+      );
     }
     await within(Promise.all(servers.map((s) => s.waitConnected({ timeout: 10000 }))), 20000, 'every server to see its client');
     const setupMs = Date.now() - t0;
@@ -131,7 +162,10 @@ test('1,000 vchans across domains: pools grow ahead of demand and are announced;
           const mine = new Pattern(s.port).slice(0, BYTES);
           await s.write(mine);
           const back = await s.recv(BYTES);
-          assert.ok(back !== null && back.equals(mine), `vchan on port ${s.port} (domain ${s.localDomain}→${s.peerDomain}) echoed the wrong bytes`);
+          assert.ok(
+            back !== null && back.equals(mine),
+            `vchan on port ${s.port} (domain ${s.localDomain}→${s.peerDomain}) echoed the wrong bytes`,
+          );
         }),
       ),
       60000,
@@ -142,7 +176,10 @@ test('1,000 vchans across domains: pools grow ahead of demand and are announced;
     // What the host reports: every vchan, connected, with its byte counts; the pools behind them.
     const st = await cliStatus(host.runtimeDir);
     for (const g of groups) {
-      const mine = st.vchans.filter((v) => v.serverDomain === g.serverDomain && v.clientDomain === g.clientDomain && v.port >= g.basePort && v.port < g.basePort + g.count);
+      const mine = st.vchans.filter(
+        (v) =>
+          v.serverDomain === g.serverDomain && v.clientDomain === g.clientDomain && v.port >= g.basePort && v.port < g.basePort + g.count,
+      );
       assert.equal(mine.length, g.count, `${g.what}: host lists every vchan`);
       for (const v of mine) {
         assert.equal(v.serverState, 1);
@@ -166,13 +203,22 @@ test('1,000 vchans across domains: pools grow ahead of demand and are announced;
         assert.equal(p.joined, g.set[1] === 0 ? 1 : 3, `pool ${p.pool}: every member attached`);
       }
       // Every vchan of the group sits in that set (nothing else uses it here).
-      assert.equal(set.reduce((n, p) => n + p.vchans, 0), g.count, `${g.what}: vchans carved from the set`);
+      assert.equal(
+        set.reduce((n, p) => n + p.vchans, 0),
+        g.count,
+        `${g.what}: vchans carved from the set`,
+      );
       // Ahead of demand: more pools than the vchans strictly need (a pool is added once less than
       // lowWater of a set's vectors is free, not when one is full). The exact count depends on
       // how fast guests attach (no growth while a pool of the set is still pending), so the
       // share left free is reported, not asserted.
-      assert.ok(set.length >= Math.ceil(g.count / 64) + 1, `${g.what}: ${set.length} pools for ${g.count} vchans: none added ahead of demand`);
-      const atLimit = g.set.filter((d) => d !== 0).some((d) => st.pools.filter((p) => p.memberA === d || p.memberB === d).length >= MAX_POOLS_PER_DOMAIN);
+      assert.ok(
+        set.length >= Math.ceil(g.count / 64) + 1,
+        `${g.what}: ${set.length} pools for ${g.count} vchans: none added ahead of demand`,
+      );
+      const atLimit = g.set
+        .filter((d) => d !== 0)
+        .some((d) => st.pools.filter((p) => p.memberA === d || p.memberB === d).length >= MAX_POOLS_PER_DOMAIN);
       if (free < vectors * LOW_WATER && !atLimit) report.push(`(${g.what} below lowWater: growth was deferred by a pending pool)`);
     }
     // Everything the host created was announced to, and attached by, its members' daemons.
@@ -182,7 +228,11 @@ test('1,000 vchans across domains: pools grow ahead of demand and are announced;
         [g2, 2],
       ] as const) {
         const attached = logged(guest.log(), 'pool attached', { pool: p.pool }).length;
-        assert.equal(attached, p.members.includes(d) ? 1 : 0, `pool ${p.pool} [${p.members.join(',')}] attached by guest ${d} ${attached} times`);
+        assert.equal(
+          attached,
+          p.members.includes(d) ? 1 : 0,
+          `pool ${p.pool} [${p.members.join(',')}] attached by guest ${d} ${attached} times`,
+        );
       }
     }
     assert.equal(st.pools.length, poolsAtStart + added.length, 'no pool retired');
@@ -190,7 +240,10 @@ test('1,000 vchans across domains: pools grow ahead of demand and are announced;
     const st1 = await cliStatus(g1.runtimeDir);
     assert.deepEqual(
       st1.pools.map((p) => p.pool).sort((a, b) => a - b),
-      st.pools.filter((p) => p.memberA === 1 || p.memberB === 1).map((p) => p.pool).sort((a, b) => a - b),
+      st.pools
+        .filter((p) => p.memberA === 1 || p.memberB === 1)
+        .map((p) => p.pool)
+        .sort((a, b) => a - b),
     );
     t.diagnostic(`1,000 cross-domain vchans set up in ${setupMs} ms; ${added.length} pools added: ${report.join('; ')}`);
   } finally {
@@ -215,11 +268,15 @@ test('1,000 vchans across domains: pools grow ahead of demand and are announced;
   );
   // The host daemon: its baseline plus exactly the fds of the pools it added.
   await expectHostFds(host.daemon.pid, hostFds0, added, 10000, 'the host daemon to release 1,000 vchans');
-  t.diagnostic(`host daemon: ${hostFds0.size} fds before, ${hostFds0.size + added.reduce((n, p) => n + poolFds(p), 0)} after (${added.length} pools kept)`);
+  t.diagnostic(
+    `host daemon: ${hostFds0.size} fds before, ${hostFds0.size + added.reduce((n, p) => n + poolFds(p), 0)} after (${added.length} pools kept)`,
+  );
   // Each guest daemon: its baseline plus its attachments to the new pools it is a member of.
   for (const [i, guest] of [g1, g2].entries()) {
     const d = i + 1;
-    const extra = stEnd.pools.filter((p) => added.some((a) => a.pool === p.pool) && (p.memberA === d || p.memberB === d)).reduce((n, p) => n + guestPoolFds(p), 0);
+    const extra = stEnd.pools
+      .filter((p) => added.some((a) => a.pool === p.pool) && (p.memberA === d || p.memberB === d))
+      .reduce((n, p) => n + guestPoolFds(p), 0);
     const want = new Map([...guestFds0[i]!].concat(Array.from({ length: extra }, (_, k) => [`new${k}`, 'pool'] as [string, string])));
     await expectFdsBackTo(guest.daemon.pid, want, 10000, `guest ${d}'s daemon to release its vchans (keeping ${extra} fds for new pools)`);
   }

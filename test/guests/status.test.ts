@@ -72,7 +72,11 @@ test('on the host: every domain, every pool, every vchan with states, ring sizes
       [2, 'sim-2', 2],
     ],
   );
-  assert.equal(st.domains[0]!.flags & (DomainFlag.HOST | DomainFlag.SELF), DomainFlag.HOST | DomainFlag.SELF, 'domain 0 is the host, and us');
+  assert.equal(
+    st.domains[0]!.flags & (DomainFlag.HOST | DomainFlag.SELF),
+    DomainFlag.HOST | DomainFlag.SELF,
+    'domain 0 is the host, and us',
+  );
   for (const d of st.domains.slice(1)) assert.equal(d.flags & (DomainFlag.HOST | DomainFlag.SELF), 0);
   assert.equal(st.vchans.length, SPECS.length + 1);
   for (const s of SPECS) {
@@ -91,15 +95,13 @@ test('on the host: every domain, every pool, every vchan with states, ring sizes
   const waiting = find(st.vchans, { port: 604, serverDomain: 0, clientDomain: 1 });
   assert.equal(waiting?.clientState, 2, 'a server without its client: client WAITING');
   // Pools: each guest's own, plus the pair pool of 1 and 2; every member attached.
-  assert.deepEqual(
-    st.pools.map((p) => [p.memberA, p.memberB, p.state, p.joined]).sort(),
-    [
-      [1, 0, 0, 1],
-      [1, 2, 0, 3],
-      [2, 0, 0, 1],
-    ],
-  );
-  const vchansIn = (a: number, b: number): number => st.pools.filter((p) => p.memberA === a && p.memberB === b).reduce((n, p) => n + p.vchans, 0);
+  assert.deepEqual(st.pools.map((p) => [p.memberA, p.memberB, p.state, p.joined]).sort(), [
+    [1, 0, 0, 1],
+    [1, 2, 0, 3],
+    [2, 0, 0, 1],
+  ]);
+  const vchansIn = (a: number, b: number): number =>
+    st.pools.filter((p) => p.memberA === a && p.memberB === b).reduce((n, p) => n + p.vchans, 0);
   assert.equal(vchansIn(1, 0), 2, "guest 1's pool: host↔guest 1 and the waiting one");
   assert.equal(vchansIn(2, 0), 1);
   assert.equal(vchansIn(1, 2), 1);

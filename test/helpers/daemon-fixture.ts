@@ -135,9 +135,12 @@ export async function expectFdsBackTo(pid: number | 'self', baseline: Map<string
     const now = fdTargets(pid);
     const extra = [...now].filter(([fd, t]) => baseline.get(fd) !== t).map(([fd, t]) => `${fd} -> ${t}`);
     const gone = [...baseline].filter(([fd, t]) => now.get(fd) !== t).map(([fd, t]) => `${fd} -> ${t}`);
-    throw new Error(`${(err as Error).message}: ${baseline.size} fds before, ${now.size} now; new: [${extra.join(', ')}]; gone: [${gone.join(', ')}]`, {
-      cause: err,
-    });
+    throw new Error(
+      `${(err as Error).message}: ${baseline.size} fds before, ${now.size} now; new: [${extra.join(', ')}]; gone: [${gone.join(', ')}]`,
+      {
+        cause: err,
+      },
+    );
   }
 }
 

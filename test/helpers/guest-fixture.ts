@@ -101,7 +101,11 @@ export async function startGuest(host: TestDaemon, domain: number, opts: GuestOp
 }
 
 /** Guest daemons for domains 1..n. */
-export async function startGuests(host: TestDaemon, n: number, opts: Omit<GuestOptions, 'runtimeDir' | 'logFile'> = {}): Promise<TestGuest[]> {
+export async function startGuests(
+  host: TestDaemon,
+  n: number,
+  opts: Omit<GuestOptions, 'runtimeDir' | 'logFile'> = {},
+): Promise<TestGuest[]> {
   const out: TestGuest[] = [];
   for (let id = 1; id <= n; id++) out.push(await startGuest(host, id, opts));
   return out;
@@ -218,7 +222,13 @@ export function poolFds(p: Pick<PoolCreated, 'members' | 'vectors'>): number {
  * Waits until the host daemon holds exactly `baseline` plus the fds of `newPools` (pools are
  * kept for reuse once created: docs/pools.md). On timeout the error lists what is new.
  */
-export async function expectHostFds(pid: number, baseline: Map<string, string>, newPools: readonly PoolCreated[], timeoutMs: number, what: string): Promise<void> {
+export async function expectHostFds(
+  pid: number,
+  baseline: Map<string, string>,
+  newPools: readonly PoolCreated[],
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
   const want = baseline.size + newPools.reduce((n, p) => n + poolFds(p), 0);
   const memfds = (fds: Map<string, string>): string[] => [...fds.values()].filter((t) => t.startsWith('/memfd:kvmchan-pool-')).sort();
   const deadline = Date.now() + timeoutMs;
@@ -227,7 +237,9 @@ export async function expectHostFds(pid: number, baseline: Map<string, string>, 
     if (now.size === want) {
       // The difference is the new pools' memfds (two each), nothing else's.
       const added = memfds(now).filter((t) => !memfds(baseline).includes(t));
-      const expected = newPools.flatMap((p) => [`/memfd:kvmchan-pool-${p.pool} (deleted)`, `/memfd:kvmchan-pool-${p.pool} (deleted)`]).sort();
+      const expected = newPools
+        .flatMap((p) => [`/memfd:kvmchan-pool-${p.pool} (deleted)`, `/memfd:kvmchan-pool-${p.pool} (deleted)`])
+        .sort();
       if (JSON.stringify(added) !== JSON.stringify(expected)) {
         throw new Error(`${what}: pool memfds held ${JSON.stringify(added)}, expected ${JSON.stringify(expected)}`);
       }

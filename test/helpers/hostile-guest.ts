@@ -227,7 +227,9 @@ export class HostileGuest {
     const dev = this.pools.get(info.pool)!;
     const region = dev.map(info.shmOffset, info.shmLength);
     const server = info.role === VchanRole.SERVER;
-    const geometry = server ? { c2sOrder: info.readOrder, s2cOrder: info.writeOrder } : { c2sOrder: info.writeOrder, s2cOrder: info.readOrder };
+    const geometry = server
+      ? { c2sOrder: info.readOrder, s2cOrder: info.writeOrder }
+      : { c2sOrder: info.writeOrder, s2cOrder: info.readOrder };
     const endpoint = new RingEndpoint(region, 0, { role: server ? 'server' : 'client', ...geometry }, () => {
       dev.doorbell(info.peerId, info.peerVector);
     });
@@ -287,7 +289,8 @@ export class HostileGuest {
     const c = this.#control;
     this.#control = null;
     c?.close();
-    for (const [, resolve] of this.#pending) resolve({ id: -1, seq: -1, err: NaN, frame: { id: -1, seq: -1, payload: Buffer.alloc(0), fds: [] } });
+    for (const [, resolve] of this.#pending)
+      resolve({ id: -1, seq: -1, err: NaN, frame: { id: -1, seq: -1, payload: Buffer.alloc(0), fds: [] } });
     this.#pending.clear();
   }
 

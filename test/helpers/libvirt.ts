@@ -111,12 +111,14 @@ export class LibvirtEnv {
 /** A running libvirtd (reused or started), or why the libvirt tests cannot run. */
 export async function ensureLibvirt(): Promise<LibvirtEnv | { reason: string }> {
   const r = await find();
-  if ('reason' in r && process.env['KVMCHAN_REQUIRE_QEMU'] === '1') throw new Error(`libvirt is required (KVMCHAN_REQUIRE_QEMU=1) but unavailable: ${r.reason}`);
+  if ('reason' in r && process.env['KVMCHAN_REQUIRE_QEMU'] === '1')
+    throw new Error(`libvirt is required (KVMCHAN_REQUIRE_QEMU=1) but unavailable: ${r.reason}`);
   return r;
 }
 
 async function find(): Promise<LibvirtEnv | { reason: string }> {
-  if (!onPath('virsh') || !fs.existsSync('/usr/sbin/libvirtd')) return { reason: 'libvirt is not installed (apt-get install libvirt-daemon-system libvirt-clients)' };
+  if (!onPath('virsh') || !fs.existsSync('/usr/sbin/libvirtd'))
+    return { reason: 'libvirt is not installed (apt-get install libvirt-daemon-system libvirt-clients)' };
   if (await canConnect(SYSTEM_SOCKET)) return new LibvirtEnv(false);
   if (process.getuid?.() !== 0) return { reason: 'no libvirtd running and not root to start one' };
   const env = new LibvirtEnv(true);
@@ -145,7 +147,9 @@ export function osLessDomainXml(name: string, opts: { ports?: number; reserved?:
         `<address type='pci' domain='0' bus='0' slot='${i + 1}' function='0'/></controller>`,
     );
     if (i > ports - reserved) {
-      over.push(`<qemu:device alias='pci.${i}'><qemu:frontend><qemu:property name='pref64-reserve' type='unsigned' value='${reserve}'/></qemu:frontend></qemu:device>`);
+      over.push(
+        `<qemu:device alias='pci.${i}'><qemu:frontend><qemu:property name='pref64-reserve' type='unsigned' value='${reserve}'/></qemu:frontend></qemu:device>`,
+      );
     }
   }
   return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>

@@ -105,7 +105,10 @@ export class PeerProcess extends EventEmitter {
       throw err;
     }
     const p = new PeerProcess(child);
-    if (tree !== null) void p.exited.then(() => { tree.remove(); });
+    if (tree !== null)
+      void p.exited.then(() => {
+        tree.remove();
+      });
     const ready = await Promise.race([p.ready, p.exited.then(() => null)]);
     if (ready === null) throw new Error(`${path.basename(main)} exited during start-up: ${p.stderr}`);
     return p;

@@ -98,9 +98,12 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
 
   #nextLine(ms: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new Error('QMP greeting timed out'));
-      }, Math.max(ms, 1));
+      const timer = setTimeout(
+        () => {
+          reject(new Error('QMP greeting timed out'));
+        },
+        Math.max(ms, 1),
+      );
       this.#greetingWaiter = (line) => {
         clearTimeout(timer);
         resolve(line);
@@ -269,8 +272,20 @@ export class QemuProcess {
     const qmpPath = path.join(opts.dir, 'qmp.sock');
     const machine = opts.machine ?? 'q35';
     const ports = machine === 'q35' ? (opts.rootPorts ?? 4) : 0;
-    const args = ['-accel', 'tcg', '-S', '-nodefaults', '-display', 'none', '-machine', machine, '-m', '128',
-      '-qmp', `unix:${qmpPath},server=on,wait=off`];
+    const args = [
+      '-accel',
+      'tcg',
+      '-S',
+      '-nodefaults',
+      '-display',
+      'none',
+      '-machine',
+      machine,
+      '-m',
+      '128',
+      '-qmp',
+      `unix:${qmpPath},server=on,wait=off`,
+    ];
     if (opts.daemonQmp === true) args.push('-qmp', `unix:${path.join(opts.dir, 'vm-qmp.sock')},server=on,wait=off`);
     const reserve = opts.rootPortReserve !== undefined ? `,pref64-reserve=${opts.rootPortReserve}` : '';
     for (let i = 1; i <= ports; i++) args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i}${reserve}`);
@@ -340,7 +355,10 @@ export class QemuProcess {
 
   /** /proc/<pid>/maps lines mentioning `needle`. */
   mapsMatching(needle: string): string[] {
-    return fs.readFileSync(`/proc/${this.pid}/maps`, 'utf8').split('\n').filter((l) => l.includes(needle));
+    return fs
+      .readFileSync(`/proc/${this.pid}/maps`, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(needle));
   }
 
   /** SIGKILL, wait, remove the QMP socket file. Idempotent. */

@@ -43,7 +43,12 @@ export class QmpHost {
 
   async start(config: Record<string, unknown>): Promise<PrivateDaemon> {
     fs.writeFileSync(this.configFile, JSON.stringify(config));
-    this.daemon = await PrivateDaemon.start({ runtimeDir: this.runtimeDir, extraArgs: ['-c', this.configFile], logLevel: 'info', logFile: this.logFile });
+    this.daemon = await PrivateDaemon.start({
+      runtimeDir: this.runtimeDir,
+      extraArgs: ['-c', this.configFile],
+      logLevel: 'info',
+      logFile: this.logFile,
+    });
     const d = this.daemon;
     // Whatever ends the test process, its daemon does not outlive it.
     const reap = (): void => {
@@ -90,7 +95,8 @@ export class QmpHost {
         id = d.domain;
         if (st.pools.some((p) => (p.memberA === id && (p.joined & 1) !== 0) || (p.memberB === id && (p.joined & 2) !== 0))) return id;
       }
-      if (Date.now() > deadline) throw new Error(`domain ${name} not served within ${timeoutMs} ms (id ${id}); log:\n${this.log().slice(-4000)}`);
+      if (Date.now() > deadline)
+        throw new Error(`domain ${name} not served within ${timeoutMs} ms (id ${id}); log:\n${this.log().slice(-4000)}`);
       await new Promise((r) => setTimeout(r, 250));
     }
   }
@@ -188,6 +194,7 @@ export async function guestResult(p: GuestProcess, timeoutMs = 1_200_000): Promi
   return JSON.parse(m[2]!) as PeerResult;
 }
 
-export const mbps = (r: PeerResult): string => `${((2 * r.bytes) / MiB / (r.ms / 1000)).toFixed(2)} MiB/s both directions together (${r.ms.toFixed(0)} ms)`;
+export const mbps = (r: PeerResult): string =>
+  `${((2 * r.bytes) / MiB / (r.ms / 1000)).toFixed(2)} MiB/s both directions together (${r.ms.toFixed(0)} ms)`;
 
 export { waitFor };

@@ -32,7 +32,7 @@ async function main(): Promise<void> {
   const received = createHash('sha256');
   const t0 = performance.now();
   const writing = (async () => {
-    for (let pos = 0; pos < bytes; ) {
+    for (let pos = 0; pos < bytes;) {
       const n = Math.min(CHUNK, bytes - pos, PATTERN_PERIOD);
       const chunk = out.slice(pos, n);
       sent.update(chunk);

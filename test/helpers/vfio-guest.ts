@@ -29,7 +29,15 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const dev = await VfioDevice.open(found[0]!.bdf);
   const openMs = performance.now() - t0;
-  step('opened', { bdf: dev.bdf, ivPosition: dev.ivPosition, vectors: dev.vectors, size: dev.shm.size, offset: `0x${(dev.shm.offset ?? 0).toString(16)}`, mode: dev.mode, openMs });
+  step('opened', {
+    bdf: dev.bdf,
+    ivPosition: dev.ivPosition,
+    vectors: dev.vectors,
+    size: dev.shm.size,
+    offset: `0x${(dev.shm.offset ?? 0).toString(16)}`,
+    mode: dev.mode,
+    openMs,
+  });
 
   const whole = new Uint8Array(dev.map());
   const hostFirstBad = new Pattern(HOST_SEED).mismatch(0, whole.subarray(0, 4096));
@@ -42,10 +50,12 @@ async function main(): Promise<void> {
   const kick0 = dev.doorbellFd(0, 0);
   if (kick0 === null) throw new Error('no doorbell fd');
   const waiters = Array.from({ length: dev.vectors }, (_, v) => new EventFdWaiter(native.dup(dev.interruptFd(v)), native.dup(kick0)));
-  const vectorWaits = Promise.all(waiters.map(async (w) => {
-    await w.wait(AbortSignal.timeout(120_000));
-    return 1;
-  }));
+  const vectorWaits = Promise.all(
+    waiters.map(async (w) => {
+      await w.wait(AbortSignal.timeout(120_000));
+      return 1;
+    }),
+  );
   native.eventfdWrite(kick0, 1);
   dev.doorbell(0, 1);
   step('rang', { stats: dev.stats });
@@ -75,7 +85,12 @@ async function main(): Promise<void> {
     rtt.push(performance.now() - s);
   }
   rtt.sort((a, b) => a - b);
-  step('guest-pingpong', { min: rtt[0], p50: rtt[Math.floor(rtt.length / 2)], p99: rtt[Math.floor(rtt.length * 0.99)], max: rtt[rtt.length - 1] });
+  step('guest-pingpong', {
+    min: rtt[0],
+    p50: rtt[Math.floor(rtt.length / 2)],
+    p99: rtt[Math.floor(rtt.length * 0.99)],
+    max: rtt[rtt.length - 1],
+  });
 
   for (const w of waiters) w.close();
   dev.close();

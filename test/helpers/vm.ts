@@ -20,8 +20,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { QmpClient, ensureQemu, type QemuExit } from './qemu.js';
 import {
-  PACKAGE_ROOT, VM_CACHE, GUEST_SHARE, READY_MARKER, FAILED_MARKER, vmImage, guestQemuArgs,
-  type VmImage, type IvshmemAttachment, type GuestQemuOptions,
+  PACKAGE_ROOT,
+  VM_CACHE,
+  GUEST_SHARE,
+  READY_MARKER,
+  FAILED_MARKER,
+  vmImage,
+  guestQemuArgs,
+  type VmImage,
+  type IvshmemAttachment,
+  type GuestQemuOptions,
 } from '../../src/vm/guest-image.js';
 
 /** The checkout. */
@@ -125,7 +133,10 @@ export class GuestProcess {
   async waitForOutput(re: RegExp, timeoutMs = 300_000): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     let finished = false;
-    void this.done.then(() => (finished = true), () => (finished = true));
+    void this.done.then(
+      () => (finished = true),
+      () => (finished = true),
+    );
     for (;;) {
       const m = re.exec(this.stdout());
       if (m !== null) return m;
@@ -135,7 +146,8 @@ export class GuestProcess {
         const r = await this.done;
         throw new VmExecError(`${this.id} (before printing ${re})`, r);
       }
-      if (Date.now() > deadline) throw new Error(`guest ${this.id}: no ${re} within ${timeoutMs} ms; stdout: ${this.stdout()}\nstderr: ${this.stderr()}`);
+      if (Date.now() > deadline)
+        throw new Error(`guest ${this.id}: no ${re} within ${timeoutMs} ms; stdout: ${this.stdout()}\nstderr: ${this.stderr()}`);
       await sleep(POLL_MS);
     }
   }
@@ -353,7 +365,9 @@ export class TestVm {
       }
       if (this.#gone || this.#exit !== null) throw new Error(`guest command ${id}: VM gone before it finished`);
       if (Date.now() > deadline) {
-        throw new Error(`guest command ${id} timed out after ${timeoutMs} ms; stdout so far: ${readOr(path.join(out, `${id}.stdout`))}\nstderr: ${readOr(path.join(out, `${id}.stderr`))}`);
+        throw new Error(
+          `guest command ${id} timed out after ${timeoutMs} ms; stdout so far: ${readOr(path.join(out, `${id}.stdout`))}\nstderr: ${readOr(path.join(out, `${id}.stderr`))}`,
+        );
       }
       await sleep(POLL_MS);
     }

@@ -62,11 +62,22 @@ test('hostile pair-pool peer: relabelling its pool as one of ours fails the tag 
   forged.writeUInt32LE(9, 8);
   const h = decodeDeviceHeader(forged);
   assert.equal(h.pool, 9);
-  assert.match(poolMismatch(h, { size: 64 * MiB, vectors: 64, ivPosition: 1 }, { pool: 9, peerId: 1, vectors: 64, size: 64 * MiB }, keyA)!, /tag/);
+  assert.match(
+    poolMismatch(h, { size: 64 * MiB, vectors: 64, ivPosition: 1 }, { pool: 9, peerId: 1, vectors: 64, size: 64 * MiB }, keyA)!,
+    /tag/,
+  );
   // With its own key B can only make tags that B verifies.
   const selfMade = Buffer.from(forged);
   poolTag(keyB, { pool: 9, vectors: 64, size: 64 * MiB }, 1).copy(selfMade, 32);
-  assert.match(poolMismatch(decodeDeviceHeader(selfMade), { size: 64 * MiB, vectors: 64, ivPosition: 1 }, { pool: 9, peerId: 1, vectors: 64, size: 64 * MiB }, keyA)!, /tag/);
+  assert.match(
+    poolMismatch(
+      decodeDeviceHeader(selfMade),
+      { size: 64 * MiB, vectors: 64, ivPosition: 1 },
+      { pool: 9, peerId: 1, vectors: 64, size: 64 * MiB },
+      keyA,
+    )!,
+    /tag/,
+  );
 });
 
 test('malformed headers are refused with a reason, never thrown past the codec', () => {
@@ -86,11 +97,14 @@ test('malformed headers are refused with a reason, never thrown past the codec',
   for (const [what, mutate, re] of cases) {
     const b = Buffer.from(good);
     mutate(b);
-    assert.throws(() => decodeDeviceHeader(b), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'KVMCHAN_E_INVALID_ARG', what);
-      assert.match(err.message, re, what);
-      return true;
-    });
+    assert.throws(
+      () => decodeDeviceHeader(b),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'KVMCHAN_E_INVALID_ARG', what);
+        assert.match(err.message, re, what);
+        return true;
+      },
+    );
   }
   assert.throws(() => decodeDeviceHeader(new Uint8Array(64)), /need 128/);
   const ctlNoKey = encodeControlHeader(256 * 1024, 1, Buffer.alloc(32));

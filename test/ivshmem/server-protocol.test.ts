@@ -127,7 +127,10 @@ test('join and leave notices: every existing client hears about every new one, a
     await left;
     await c1.expectSequence([{ value: 2, fd: false }]);
     await c3.expectSequence([{ value: 2, fd: false }]);
-    assert.deepEqual(dev.peers().map((p) => p.id), [0, 1, 3]);
+    assert.deepEqual(
+      dev.peers().map((p) => p.id),
+      [0, 1, 3],
+    );
 
     // The lowest free id is reused.
     const c4 = IvshmemTestClient.connect(dev.socketPath);
@@ -239,8 +242,7 @@ test('a client that does not read: everything is queued and arrives consistent a
     slow.received.length = 0;
     const table = new Map<number, number[]>();
     const log: string[] = [];
-    const done = (): boolean =>
-      [0, 1, 3, 4].every((id) => table.get(id)?.length === vectors) && table.size === 4;
+    const done = (): boolean => [0, 1, 3, 4].every((id) => table.get(id)?.length === vectors) && table.size === 4;
     let messages = 3;
     while (!done()) {
       const m = await slow.next(5000);

@@ -45,7 +45,10 @@ test('a client that sends anything is dropped; the others carry on', async () =>
     dev.host!.doorbell(1, 0);
     assert.equal(drain(good.interruptFd(0)), 1);
     assert.deepEqual(good.peers(), [0]);
-    assert.deepEqual(dev.peers().map((p) => p.id), [0, 1]);
+    assert.deepEqual(
+      dev.peers().map((p) => p.id),
+      [0, 1],
+    );
   } finally {
     bad.close();
     bad2.close();
@@ -117,7 +120,10 @@ test('authorize sees SO_PEERCRED and the id; a refusal sends nothing', async () 
     const b = IvshmemTestClient.connect(dev.socketPath);
     await b.expectSequence(initialSequence(1, [0], 1));
     b.close();
-    assert.deepEqual(seen, [{ pid: process.pid, id: 1 }, { pid: process.pid, id: 1 }]);
+    assert.deepEqual(seen, [
+      { pid: process.pid, id: 1 },
+      { pid: process.pid, id: 1 },
+    ]);
     assert.deepEqual(dev.peers()[1]?.cred?.pid, process.pid);
   } finally {
     dev.close();
@@ -222,7 +228,10 @@ test('disconnect(id) drops one client; close() drops all of them and removes the
     await b.expectSequence(initialSequence(2, [0, 1], 1));
     const left = nextEvent<[PeerInfo, string]>(dev, 'peer-leave');
     assert.equal(dev.disconnect(2, 'VM destroyed'), true);
-    assert.deepEqual((await left).map((x) => (typeof x === 'string' ? x : x.id)), [2, 'VM destroyed']);
+    assert.deepEqual(
+      (await left).map((x) => (typeof x === 'string' ? x : x.id)),
+      [2, 'VM destroyed'],
+    );
     assert.equal((await b.expectEof()).length, 0);
     await a.expectSequence([{ value: 2, fd: false }]);
     assert.equal(dev.disconnect(2), false);

@@ -25,9 +25,15 @@ test('isPowerOfTwo and checkShmSize, including sizes beyond 32 bits', () => {
   }
   checkShmSize(4096);
   checkShmSize(2 ** 30);
-  assert.throws(() => { checkShmSize(2048); }, InvalidArgumentError);
-  assert.throws(() => { checkShmSize(2 ** 20 + 4096); }, /not a power of two/);
-  assert.throws(() => { checkShmSize(2 ** 41); }, InvalidArgumentError);
+  assert.throws(() => {
+    checkShmSize(2048);
+  }, InvalidArgumentError);
+  assert.throws(() => {
+    checkShmSize(2 ** 20 + 4096);
+  }, /not a power of two/);
+  assert.throws(() => {
+    checkShmSize(2 ** 41);
+  }, InvalidArgumentError);
 });
 
 test('message codec: 8 bytes LE, values outside -1..65535 decode as invalid', () => {

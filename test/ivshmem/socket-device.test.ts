@@ -28,7 +28,7 @@ function readable(fd: number, ms = 2000): Promise<number> {
   });
 }
 
-test('shared memory is really shared: host peer and two simulated guests see each other\'s writes', async () => {
+test("shared memory is really shared: host peer and two simulated guests see each other's writes", async () => {
   const t = tempDir();
   const shm = memfd(1 << 20);
   const dev = new IvshmemServer({ socketPath: t.sock('d.sock'), shmFd: shm, vectors: 2 }).listen();
@@ -58,7 +58,9 @@ test('shared memory is really shared: host peer and two simulated guests see eac
     const extra = a.map(0, 4096);
     a.unmap(extra);
     assert.equal(extra.byteLength, 0);
-    assert.throws(() => { a.unmap(extra); }, /not mapped/);
+    assert.throws(() => {
+      a.unmap(extra);
+    }, /not mapped/);
   } finally {
     a.close();
     b.close();
@@ -196,7 +198,12 @@ const cases: Case[] = [
   { name: 'negative id', script: () => [msg(0), msg(-5)], error: /invalid ID message \(-5\)/, code: P },
   { name: 'id with an fd', script: (fx) => [msg(0), msg(3, fx.efd())], error: /invalid ID message/, code: P },
   { name: 'id too large', script: () => [msg(0), msg(65536)], error: /invalid ID message/, code: P },
-  { name: 'value out of range', script: (fx) => [msg(0), msg(1), msg(-1, fx.shm), msg(70000, fx.efd())], error: /invalid message 70000/, code: P },
+  {
+    name: 'value out of range',
+    script: (fx) => [msg(0), msg(1), msg(-1, fx.shm), msg(70000, fx.efd())],
+    error: /invalid message 70000/,
+    code: P,
+  },
   { name: 'shm message without fd', script: () => [msg(0), msg(1), msg(-1)], error: /didn't provide fd/, code: P },
   { name: 'non-power-of-two shm', script: (fx) => [msg(0), msg(1), msg(-1, fx.oddShm)], error: /not a power of two/, code: P },
   { name: 'shm below a page', script: (fx) => [msg(0), msg(1), msg(-1, fx.tinyShm)], error: /not a power of two in \[4096/, code: P },
@@ -205,7 +212,12 @@ const cases: Case[] = [
   { name: '"eventfd" that is a socket', script: (fx) => [...ok3(fx), msg(1, fx.sock)], error: /not an eventfd/, code: P },
   { name: '"eventfd" that is the shm', script: (fx) => [...ok3(fx), msg(0, fx.shm)], error: /not an eventfd/, code: P },
   { name: 'too many own eventfds', script: (fx) => [...ok3(fx), msg(1, fx.efd()), msg(1, fx.efd())], error: /Too many eventfd/, code: P },
-  { name: 'too many peer eventfds', script: (fx) => [...ok3(fx), msg(0, fx.efd()), msg(0, fx.efd()), msg(1, fx.efd())], error: /Too many eventfd received for peer 0/, code: P },
+  {
+    name: 'too many peer eventfds',
+    script: (fx) => [...ok3(fx), msg(0, fx.efd()), msg(0, fx.efd()), msg(1, fx.efd())],
+    error: /Too many eventfd received for peer 0/,
+    code: P,
+  },
   { name: 'two fds on one message', script: (fx) => [...ok3(fx), msg(1, fx.efd(), fx.efd())], error: /several fds|two fds/, code: P },
   {
     name: 'too many peers',
@@ -214,7 +226,13 @@ const cases: Case[] = [
     error: /more than 2 peers/,
     code: P,
   },
-  { name: 'EOF during setup', closeAfter: true, script: (fx) => ok3(fx), error: /closed the connection during setup/, code: 'KVMCHAN_E_CLOSED' },
+  {
+    name: 'EOF during setup',
+    closeAfter: true,
+    script: (fx) => ok3(fx),
+    error: /closed the connection during setup/,
+    code: 'KVMCHAN_E_CLOSED',
+  },
   { name: 'silence', script: () => [msg(0), msg(1)], error: /not complete after/, code: 'KVMCHAN_E_TIMEOUT' },
 ];
 
@@ -356,7 +374,9 @@ test('timing (diagnostic only): connect → setup complete, and a doorbell round
       host.doorbell(1, 0);
       await back;
     }
-    t.diagnostic(`doorbell round trip through the event loop (Poller per wait): ${(((performance.now() - t0) / rounds) * 1000).toFixed(1)} µs`);
+    t.diagnostic(
+      `doorbell round trip through the event loop (Poller per wait): ${(((performance.now() - t0) / rounds) * 1000).toFixed(1)} µs`,
+    );
     a.close();
   } finally {
     dev.close();

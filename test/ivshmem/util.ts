@@ -36,9 +36,7 @@ export function nextEvent<T extends unknown[] = unknown[]>(emitter: EventEmitter
   });
 }
 
-
 /** Read an eventfd's counter (null if zero). */
 export function drain(fd: number): number | null {
   return native.eventfdRead(fd);
 }
-

@@ -85,15 +85,18 @@ test('IOMMU mode: real groups, no-IOMMU parameter, or an error that says what is
   assert.equal(iommuMode({ sysfs: a }), 'iommu');
   assert.equal(iommuMode({ sysfs: b }), 'noiommu', 'vfio-noiommu groups are not an IOMMU');
   for (const sysfs of [c, d]) {
-    assert.throws(() => iommuMode({ sysfs }), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'KVMCHAN_E_NO_IOMMU');
-      assert.equal(err.message, IOMMU_MISSING_MESSAGE);
-      assert.match(err.message, /intel_iommu=on/);
-      assert.match(err.message, /intel-iommu,intremap=on/);
-      assert.match(err.message, /kernel-irqchip=split/);
-      assert.match(err.message, /enable_unsafe_noiommu_mode/);
-      return true;
-    });
+    assert.throws(
+      () => iommuMode({ sysfs }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'KVMCHAN_E_NO_IOMMU');
+        assert.equal(err.message, IOMMU_MISSING_MESSAGE);
+        assert.match(err.message, /intel_iommu=on/);
+        assert.match(err.message, /intel-iommu,intremap=on/);
+        assert.match(err.message, /kernel-irqchip=split/);
+        assert.match(err.message, /enable_unsafe_noiommu_mode/);
+        return true;
+      },
+    );
   }
 });
 
@@ -133,7 +136,15 @@ test('bind: modprobe when vfio-pci is missing, a clear error if it stays missing
   const sysfs = fakeSysfs([{ bdf: '0000:01:00.0' }], { vfioDriver: false });
   t.after(() => fs.rmSync(sysfs, { recursive: true }));
   let modprobes = 0;
-  await assert.rejects(bindVfioPci('0000:01:00.0', { sysfs, modprobe: () => { modprobes++; } }), { code: 'KVMCHAN_E_VFIO', message: /vfio-pci driver is not available/ });
+  await assert.rejects(
+    bindVfioPci('0000:01:00.0', {
+      sysfs,
+      modprobe: () => {
+        modprobes++;
+      },
+    }),
+    { code: 'KVMCHAN_E_VFIO', message: /vfio-pci driver is not available/ },
+  );
   assert.equal(modprobes, 1);
   fs.mkdirSync(path.join(sysfs, 'bus', 'pci', 'drivers', 'vfio-pci'));
   await assert.rejects(bindVfioPci('0000:01:00.0', { sysfs, timeoutMs: 50 }), { code: 'KVMCHAN_E_TIMEOUT' });

@@ -12,7 +12,10 @@ test('copyBytes copies exactly the range, at every alignment and length around t
         const dst = Buffer.alloc(len + doff + 16, 0xee);
         native.copyBytes(dst, doff, src, so, len);
         assert.ok(dst.subarray(doff, doff + len).equals(src.subarray(so, so + len)), `len ${len} src+${so} dst+${doff}`);
-        assert.ok(dst.subarray(0, doff).every((b) => b === 0xee) && dst.subarray(doff + len).every((b) => b === 0xee), 'nothing outside the range');
+        assert.ok(
+          dst.subarray(0, doff).every((b) => b === 0xee) && dst.subarray(doff + len).every((b) => b === 0xee),
+          'nothing outside the range',
+        );
       }
     }
   }
@@ -26,10 +29,30 @@ test('copyBytes works on mappings and refuses ranges outside either buffer', () 
   const back = Buffer.alloc(data.length);
   native.copyBytes(back, 0, map, 12345, data.length);
   assert.ok(back.equals(data));
-  assert.throws(() => { native.copyBytes(back, 1, map, 0, back.length); }, { code: 'ERR_OUT_OF_RANGE' });
-  assert.throws(() => { native.copyBytes(back, 0, map, 65536 - 10, 11); }, { code: 'ERR_OUT_OF_RANGE' });
-  assert.throws(() => { native.copyBytes(back, -1, map, 0, 1); }, { code: 'ERR_OUT_OF_RANGE' });
-  assert.throws(() => { native.copyBytes({} as Uint8Array, 0, map, 0, 1); }, { code: 'ERR_INVALID_ARG_TYPE' });
+  assert.throws(
+    () => {
+      native.copyBytes(back, 1, map, 0, back.length);
+    },
+    { code: 'ERR_OUT_OF_RANGE' },
+  );
+  assert.throws(
+    () => {
+      native.copyBytes(back, 0, map, 65536 - 10, 11);
+    },
+    { code: 'ERR_OUT_OF_RANGE' },
+  );
+  assert.throws(
+    () => {
+      native.copyBytes(back, -1, map, 0, 1);
+    },
+    { code: 'ERR_OUT_OF_RANGE' },
+  );
+  assert.throws(
+    () => {
+      native.copyBytes({} as Uint8Array, 0, map, 0, 1);
+    },
+    { code: 'ERR_INVALID_ARG_TYPE' },
+  );
   native.munmap(map.buffer);
   native.close(fd);
 });

@@ -2,16 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { EFD_NONBLOCK, EFD_SEMAPHORE, native } from '../../src/native.js';
-import {
-  assertErrno,
-  assertRangeError,
-  assertTypeError,
-  callRaw,
-  checkLeaks,
-  fdFlags,
-  O_CLOEXEC,
-  O_NONBLOCK,
-} from './util.js';
+import { assertErrno, assertRangeError, assertTypeError, callRaw, checkLeaks, fdFlags, O_CLOEXEC, O_NONBLOCK } from './util.js';
 
 describe('eventfd', () => {
   checkLeaks();

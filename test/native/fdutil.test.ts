@@ -3,17 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { native } from '../../src/native.js';
-import {
-  assertErrno,
-  assertRangeError,
-  assertTypeError,
-  callRaw,
-  checkLeaks,
-  fdFlags,
-  isOpen,
-  O_CLOEXEC,
-  O_NONBLOCK,
-} from './util.js';
+import { assertErrno, assertRangeError, assertTypeError, callRaw, checkLeaks, fdFlags, isOpen, O_CLOEXEC, O_NONBLOCK } from './util.js';
 
 /** An fd number that is certainly not open. */
 function closedFd(): number {

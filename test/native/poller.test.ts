@@ -169,12 +169,14 @@ describe('Poller', () => {
     const als = new AsyncLocalStorage<string>();
     const fd = native.eventfd(0, EFD_NONBLOCK);
     const seen: (string | undefined)[] = [];
-    const poller = als.run('creator', () =>
-      new native.Poller(fd, () => {
-        native.eventfdRead(fd);
-        seen.push(als.getStore());
-        void Promise.resolve().then(() => seen.push('microtask'));
-      }),
+    const poller = als.run(
+      'creator',
+      () =>
+        new native.Poller(fd, () => {
+          native.eventfdRead(fd);
+          seen.push(als.getStore());
+          void Promise.resolve().then(() => seen.push('microtask'));
+        }),
     );
     try {
       poller.start(READABLE);
@@ -389,9 +391,9 @@ describe('Poller in child processes and workers', () => {
       for (const n of [fd, fd2, m]) native.close(n);
     }
     // A worker whose poller is unref()ed ends on its own, with the handle still open.
-    const natural = new Worker(new URL(`data:text/javascript,${encodeURIComponent(
-      source.replace('p.start(READABLE);', 'p.start(READABLE); p.unref();'),
-    )}`));
+    const natural = new Worker(
+      new URL(`data:text/javascript,${encodeURIComponent(source.replace('p.start(READABLE);', 'p.start(READABLE); p.unref();'))}`),
+    );
     // Listen for both before awaiting either: the worker may exit right after its message.
     const message = new Promise<number[]>((resolve) => natural.once('message', resolve));
     const exited = new Promise<number>((resolve) => natural.once('exit', resolve));

@@ -19,10 +19,14 @@ import {
 
 function pair(type: 'stream' | 'seqpacket'): [number, number, () => void] {
   const [a, b] = native.socketpair(type);
-  return [a, b, () => {
-    native.close(a);
-    native.close(b);
-  }];
+  return [
+    a,
+    b,
+    () => {
+      native.close(a);
+      native.close(b);
+    },
+  ];
 }
 
 function recv(fd: number, maxLen = 4096, maxFds = 16): RecvResult {
@@ -212,9 +216,12 @@ describe('socketpair / sendmsg / recvmsg', () => {
     try {
       const chunk = Buffer.alloc(65536);
       let sent = 0;
-      assert.throws(() => {
-        for (;;) sent += native.sendmsg(a, chunk, []);
-      }, { code: 'EAGAIN', syscall: 'sendmsg' });
+      assert.throws(
+        () => {
+          for (;;) sent += native.sendmsg(a, chunk, []);
+        },
+        { code: 'EAGAIN', syscall: 'sendmsg' },
+      );
       assert.ok(sent > 0);
     } finally {
       done();

@@ -104,9 +104,6 @@ export async function collectGarbage(): Promise<void> {
   }
 }
 
-
-
-
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** URL of the compiled facade, for child processes (dist/test/native → dist/src/native.js). */
 export const nativeModuleUrl = new URL('../../src/native.js', `file://${here}/`).href;
@@ -117,10 +114,7 @@ export function childCode(body: string): string {
 }
 
 /** Runs an ES module snippet in a child Node process; `native` and `READABLE` are in scope. */
-export function runChild(
-  body: string,
-  options: { timeoutMs?: number; nodeFlags?: string[] } = {},
-): SpawnSyncReturns<string> {
+export function runChild(body: string, options: { timeoutMs?: number; nodeFlags?: string[] } = {}): SpawnSyncReturns<string> {
   const code = childCode(body);
   const flags = options.nodeFlags ?? [];
   return spawnSync(process.execPath, [...flags, '--input-type=module', '-e', code], {

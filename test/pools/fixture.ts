@@ -98,5 +98,4 @@ export function readable(fd: number, ms = 2000): Promise<number> {
   });
 }
 
-
 export const pageRound = (n: number): number => Math.ceil(n / 4096) * 4096;

@@ -37,7 +37,10 @@ test('a freed pool extent reads as zeros and its pages go back', async () => {
       assert.ok(committed(shm) >= before + 3 * MiB, 'the data pages are committed once written');
       res.release();
       assert.ok(committed(shm) <= before + 64 * 1024, `after free: ${committed(shm) - before} bytes above the start`);
-      assert.ok(new Uint8Array(view).every((b) => b === 0), 'what the vchan carried is gone');
+      assert.ok(
+        new Uint8Array(view).every((b) => b === 0),
+        'what the vchan carried is gone',
+      );
     } finally {
       native.munmap(view);
     }

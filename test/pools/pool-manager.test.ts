@@ -5,7 +5,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../../src/native.js';
-import { HEADER_SIZE, MAGIC, OFF_CLIENT_STATE, OFF_SERVER_STATE, STATE_WAITING, STATE_CONNECTED, regionLength, type RingGeometry } from '../../src/ring/layout.js';
+import {
+  HEADER_SIZE,
+  MAGIC,
+  OFF_CLIENT_STATE,
+  OFF_SERVER_STATE,
+  STATE_WAITING,
+  STATE_CONNECTED,
+  regionLength,
+  type RingGeometry,
+} from '../../src/ring/layout.js';
 import type { VchanResources, EndpointAccess } from '../../src/daemon/registry/vchan-resources.js';
 import { PoolResources } from '../../src/daemon/pools/pool-resources.js';
 import { errnoOf, fixture, pageRound, readable, rejectsWith } from './fixture.js';
@@ -47,8 +56,14 @@ test('a guest gets its first host pool at once; vchans wait for it to attach (EA
     assert.equal(f.pm.pools()[0]!.state, 'pending');
 
     // Not attached yet: refused with EAGAIN, and no second pool (one is on its way).
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 5)), 'EAGAIN');
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 5, 0)), 'EAGAIN');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 0, 5)),
+      'EAGAIN',
+    );
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 5, 0)),
+      'EAGAIN',
+    );
     assert.equal(f.announced.length, 1);
     let resolved = false;
     const ready = f.pm.whenCapacity(0, 5, 3000).then(() => {
@@ -132,7 +147,10 @@ test('host endpoints get working fds, guests get device coordinates (data and ki
     const h2 = fdsOf(res2.client);
     assert.notEqual(g2.vector, v, 'one vector per vchan');
     assert.equal(g2.peerId, 0);
-    assert.ok(res2.shmOffset >= res.shmOffset + len || res2.shmOffset + pageRound(res2.shmLength) <= res.shmOffset, 'extents do not overlap');
+    assert.ok(
+      res2.shmOffset >= res.shmOffset + len || res2.shmOffset + pageRound(res2.shmLength) <= res.shmOffset,
+      'extents do not overlap',
+    );
     guest.doorbell(0, g2.vector);
     assert.equal(await readable(h2.wait), 1);
     native.eventfdWrite(h2.kick, 1);
@@ -157,7 +175,10 @@ test('vchans fill a pool, then spill into the next one', async () => {
     assert.ok(held.every((r) => poolOf(r) === 1));
     assert.equal(f.announced.length, 1, 'lowWater 0: no pool ahead of demand');
     // Full: EAGAIN, and the second pool is created and announced right away.
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 3, 0)), 'EAGAIN');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 3, 0)),
+      'EAGAIN',
+    );
     assert.equal(f.of(3).length, 2);
     assert.equal(f.of(3)[1]!.pool, 2);
     assert.equal(f.of(3)[1]!.socket, 'pool-2.sock');
@@ -193,13 +214,22 @@ test('a pool is added ahead of demand when vectors run low, and announced', asyn
     // While it is pending no third pool appears, however low the set runs.
     held.push(f.pm.create(SMALL, 0, 2));
     assert.equal(f.announced.length, 2);
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 2)), 'EAGAIN');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 0, 2)),
+      'EAGAIN',
+    );
     assert.equal(f.announced.length, 2);
     await f.join(f.of(2)[1]!);
     const r = f.pm.create(SMALL, 0, 2);
     assert.equal(poolOf(r), 2);
     held.push(r);
-    assert.deepEqual(f.pm.pools().map((p) => [p.pool, p.state, p.vchans]), [[1, 'ready', 8], [2, 'ready', 1]]);
+    assert.deepEqual(
+      f.pm.pools().map((p) => [p.pool, p.state, p.vchans]),
+      [
+        [1, 'ready', 8],
+        [2, 'ready', 1],
+      ],
+    );
     for (const x of held) x.release();
     f.close();
   } finally {
@@ -218,7 +248,10 @@ test('a pool is added ahead of demand when bytes run low', async () => {
     held.push(f.pm.create(big, 0, 2));
     assert.equal(f.announced.length, 2, '23.8 % of the bytes free: next pool added');
     // The fourth does not fit what is left of pool 1 (244 KiB): EAGAIN until pool 2 is attached.
-    assert.equal(errnoOf(() => f.pm.create(big, 0, 2)), 'EAGAIN');
+    assert.equal(
+      errnoOf(() => f.pm.create(big, 0, 2)),
+      'EAGAIN',
+    );
     // whenCapacity waits for room for that request, not for any room.
     const cap = f.pm.whenCapacity(0, 2, 3000);
     let done = false;
@@ -244,16 +277,30 @@ test('maxPoolsPerDomain bounds growth: ENOSPC when every allowed pool is full', 
     f.pm.addDomain(4);
     await f.join(f.of(4)[0]!);
     const held = [f.pm.create(SMALL, 0, 4), f.pm.create(SMALL, 0, 4)];
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 4)), 'EAGAIN');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 0, 4)),
+      'EAGAIN',
+    );
     await f.join(f.of(4)[1]!);
     held.push(f.pm.create(SMALL, 0, 4), f.pm.create(SMALL, 0, 4));
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 4)), 'ENOSPC');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 0, 4)),
+      'ENOSPC',
+    );
     assert.equal(f.announced.length, 2);
     // A guest pair counts against both guests' limits.
     f.pm.addDomain(5);
     f.pm.addDomain(6);
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 4, 5)), 'ENOSPC', 'domain 4 is in 2 pools already');
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 5, 6)), 'EAGAIN', 'domains 5 and 6 may get a pair pool');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 4, 5)),
+      'ENOSPC',
+      'domain 4 is in 2 pools already',
+    );
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 5, 6)),
+      'EAGAIN',
+      'domains 5 and 6 may get a pair pool',
+    );
     held.pop()!.release();
     const reused = f.pm.create(SMALL, 4, 0);
     assert.equal(poolOf(reused), 2, 'freed room is used again');
@@ -308,8 +355,15 @@ test('guest↔guest vchans use a pool shared by exactly those two guests', async
     for (const d of [1, 2, 3]) f.pm.addDomain(d);
     assert.equal(f.announced.length, 3, 'one host pool each');
     // First request for the pair: the pair pool is created on demand.
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 2, 1)), 'EAGAIN');
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 1, 2)), 'EAGAIN', 'same pair, same pending pool');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 2, 1)),
+      'EAGAIN',
+    );
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 1, 2)),
+      'EAGAIN',
+      'same pair, same pending pool',
+    );
     assert.equal(f.announced.length, 5);
     const [toA, toB] = [f.of(1)[1]!, f.of(2)[1]!];
     assert.equal(toA.pool, 4);
@@ -320,8 +374,14 @@ test('guest↔guest vchans use a pool shared by exactly those two guests', async
     assert.equal(toB.socketPath, path.join(f.dir, 'domains', '2', 'pool-4.sock'));
     assert.equal(f.of(3).length, 1, 'the third guest is told nothing');
     assert.deepEqual(fs.readdirSync(path.join(f.dir, 'domains', '3')), ['pool-3.sock'], 'and has no socket for it');
-    assert.deepEqual(f.pm.poolsOf(1).map((p) => p.pool), [1, 4]);
-    assert.deepEqual(f.pm.poolsOf(3).map((p) => p.pool), [3]);
+    assert.deepEqual(
+      f.pm.poolsOf(1).map((p) => p.pool),
+      [1, 4],
+    );
+    assert.deepEqual(
+      f.pm.poolsOf(3).map((p) => p.pool),
+      [3],
+    );
 
     const cap = f.pm.whenCapacity(2, 1, 3000);
     const a = await f.join(toA);
@@ -382,13 +442,19 @@ test('freed space is wiped before it is used again', async () => {
     view.fill(0xab);
     assert.equal(view[len - 1], 0xab);
     first.release();
-    assert.ok(view.every((x) => x === 0), 'the extent is zero after release');
+    assert.ok(
+      view.every((x) => x === 0),
+      'the extent is zero after release',
+    );
     // Same geometry lands on the same (first-fit) extent: nothing of the old vchan shows.
     const second = f.pm.create(g, 0, 1);
     assert.equal(second.shmOffset, offset);
     assert.ok(!view.includes(0xab), 'no byte of the freed vchan is visible');
     assert.equal(new Int32Array(view.buffer, 0, 1)[0], MAGIC | 0);
-    assert.ok(view.subarray(HEADER_SIZE).every((x) => x === 0), 'rings start empty');
+    assert.ok(
+      view.subarray(HEADER_SIZE).every((x) => x === 0),
+      'rings start empty',
+    );
     // A larger vchan over the same pages after coalescing: still nothing.
     view.fill(0xcd);
     second.release();
@@ -449,7 +515,10 @@ test('a member that leaves is reported; the pool is used again when it comes bac
     await waitFor(() => left.length === 1, 2000, 'member-left');
     assert.deepEqual(left, [[7, 1]]);
     assert.equal(f.pm.pools()[0]!.state, 'pending');
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 7)), 'EAGAIN');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 0, 7)),
+      'EAGAIN',
+    );
     assert.equal(f.announced.length, 1, 'no new pool while the old one waits for its member');
     // The host process's kick fd is our own dup: still a valid eventfd, ringing nobody.
     native.eventfdWrite(kick, 1);
@@ -457,7 +526,10 @@ test('a member that leaves is reported; the pool is used again when it comes bac
     const cap = f.pm.whenCapacity(0, 7, 3000);
     const again = await f.join(f.pm.poolsOf(7)[0]!);
     await cap;
-    assert.deepEqual(joined, [[7, 1], [7, 1]]);
+    assert.deepEqual(joined, [
+      [7, 1],
+      [7, 1],
+    ]);
     const res2 = f.pm.create(SMALL, 7, 0);
     assert.equal(poolOf(res2), 1);
     again.doorbell(0, deviceOf(res2.server).vector);
@@ -480,7 +552,10 @@ test('whenCapacity times out with EAGAIN; a removed domain refuses its waiters a
     const hostPool = f.of(1)[0]!;
     const guest = await f.join(f.of(2)[0]!);
     // A pair pool 1:2 (guest 2 attached to it) and a live host↔2 vchan.
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 1, 2)), 'EAGAIN');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 1, 2)),
+      'EAGAIN',
+    );
     const pairForB = f.of(2)[1]!;
     const b = await f.join(pairForB);
     let bClosed = false;
@@ -492,17 +567,26 @@ test('whenCapacity times out with EAGAIN; a removed domain refuses its waiters a
     await rejectsWith(waiting, 'ESRCH');
     assert.ok(!fs.existsSync(hostPool.socketPath), 'its pool socket is gone');
     assert.ok(!fs.existsSync(f.of(1)[1]!.socketPath));
-    assert.ok(!fs.existsSync(pairForB.socketPath), 'so is the other guest\'s socket of their pair pool');
+    assert.ok(!fs.existsSync(pairForB.socketPath), "so is the other guest's socket of their pair pool");
     await waitFor(() => bClosed, 2000, 'the other member to be disconnected');
     assert.deepEqual(f.pm.poolsOf(1), []);
-    assert.deepEqual(f.pm.poolsOf(2).map((p) => p.pool), [2]);
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 1)), 'ESRCH');
+    assert.deepEqual(
+      f.pm.poolsOf(2).map((p) => p.pool),
+      [2],
+    );
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 0, 1)),
+      'ESRCH',
+    );
     await rejectsWith(f.pm.whenCapacity(0, 1, 10), 'ESRCH');
     assert.ok(!fs.existsSync(path.join(f.dir, 'domains', '1')), 'empty domain dir removed');
 
     // Domain 2 goes while a host process still holds a vchan with it: memory stays until release.
     f.pm.removeDomain(2);
-    assert.deepEqual(f.pm.pools().map((p) => [p.pool, p.state, p.vchans]), [[2, 'retired', 1]]);
+    assert.deepEqual(
+      f.pm.pools().map((p) => [p.pool, p.state, p.vchans]),
+      [[2, 'retired', 1]],
+    );
     assert.equal(Atomics.load(live.control, 0), MAGIC | 0, 'the control page is still mapped');
     live.kickServer();
     live.kickClient(); // both harmless now
@@ -529,12 +613,26 @@ test('host↔host vchans get a memfd of their own; refusals', async () => {
     assert.equal(f.pm.poolCount, 0);
 
     f.pm.addDomain(1);
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 1, 1)), 'EINVAL');
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 0, 9)), 'ESRCH');
-    assert.equal(errnoOf(() => f.pm.create(SMALL, 9, 1)), 'ESRCH');
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 1, 1)),
+      'EINVAL',
+    );
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 0, 9)),
+      'ESRCH',
+    );
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 9, 1)),
+      'ESRCH',
+    );
     // 4 KiB + 2 x 512 KiB > 1 MiB: never fits, so not EAGAIN.
-    assert.equal(errnoOf(() => f.pm.create(geo(19), 0, 1)), 'EINVAL');
-    assert.throws(() => { f.pm.addDomain(0); }, /not a guest/);
+    assert.equal(
+      errnoOf(() => f.pm.create(geo(19), 0, 1)),
+      'EINVAL',
+    );
+    assert.throws(() => {
+      f.pm.addDomain(0);
+    }, /not a guest/);
     f.close();
   } finally {
     f.dispose();
@@ -549,13 +647,25 @@ test('no fd or mapping survives many vchans, pools, guests and their removal', a
     const held: VchanResources[] = [];
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 20; i++) {
-        const [s, c] = [[0, 1], [2, 0], [0, 3], [1, 2], [3, 2]][i % 5]!;
+        const [s, c] = [
+          [0, 1],
+          [2, 0],
+          [0, 3],
+          [1, 2],
+          [3, 2],
+        ][i % 5]!;
         try {
           held.push(f.pm.create(geo(10 + (i % 4), 10 + (round % 3)), s!, c!));
         } catch {
           // EAGAIN: attach whatever was announced meanwhile and go on.
           for (const a of f.announced.slice()) {
-            if (!f.pm.pools().find((p) => p.pool === a.pool)?.joined.includes(a.domain)) await f.join(a);
+            if (
+              !f.pm
+                .pools()
+                .find((p) => p.pool === a.pool)
+                ?.joined.includes(a.domain)
+            )
+              await f.join(a);
           }
         }
       }

@@ -32,14 +32,18 @@ function side(res: VchanResources, role: 'server' | 'client', dev: SocketDevice 
     assert.equal(dev, null);
     mapping = native.mmap(access.shm, len, res.shmOffset, true);
     waiter = new EventFdWaiter(native.dup(access.wait), native.dup(access.kick));
-    unmap = () => { native.munmap(mapping); };
+    unmap = () => {
+      native.munmap(mapping);
+    };
   } else {
     assert.ok(dev !== null);
     mapping = dev.map(res.shmOffset, len);
     const kick = dev.doorbellFd(access.peerId, access.peerVector);
     assert.ok(kick !== null, 'the guest knows the doorbell it must ring');
     waiter = new EventFdWaiter(native.dup(dev.interruptFd(access.vector)), native.dup(kick));
-    unmap = () => { dev.unmap(mapping); };
+    unmap = () => {
+      dev.unmap(mapping);
+    };
   }
   const ep = new RingEndpoint(mapping, 0, { role, ...res.geometry }, waiter.kick);
   if (role === 'client') ep.attach();
@@ -58,7 +62,7 @@ async function pump(from: AsyncRing, to: AsyncRing, total: number, seed: number)
   const data = rng.bytes(total);
   const want = createHash('sha256').update(data).digest('hex');
   const writer = (async () => {
-    for (let off = 0; off < total; ) {
+    for (let off = 0; off < total;) {
       const n = Math.min(total - off, rng.int(1, 9000));
       await from.write(data.subarray(off, off + n));
       off += n;
@@ -104,9 +108,7 @@ test('rings run over pool slots: host↔guest both ways and guest↔guest, sever
     ];
     for (const [s, c] of pairs) sides.push(s, c);
     const total = 300_000;
-    await Promise.all(
-      pairs.flatMap(([s, c], i) => [pump(s.ring, c.ring, total, 100 + i), pump(c.ring, s.ring, total, 200 + i)]),
-    );
+    await Promise.all(pairs.flatMap(([s, c], i) => [pump(s.ring, c.ring, total, 100 + i), pump(c.ring, s.ring, total, 200 + i)]));
     // Closing one side is seen by the other as end of stream after the data.
     const [s0, c0] = pairs[0]!;
     await s0.ring.write(new Uint8Array([1, 2, 3]));

@@ -12,7 +12,15 @@ import { native } from '../../src/native.js';
 import { fixture, readable } from './fixture.js';
 import { sleep } from '../helpers/wait.js';
 
-const caller = (connId: number, domain: number): Caller => ({ connId, domain, scope: 'local', pid: process.pid, uid: 0, gid: 0, privileged: true });
+const caller = (connId: number, domain: number): Caller => ({
+  connId,
+  domain,
+  scope: 'local',
+  pid: process.pid,
+  uid: 0,
+  gid: 0,
+  privileged: true,
+});
 
 test('registry over pools: a request waits for the pool, grants are usable, a guest death is marked and kicked', async () => {
   const f = fixture({ poolSize: 1 << 20, poolVectors: 8 });
@@ -45,7 +53,10 @@ test('registry over pools: a request waits for the pool, grants are usable, a gu
     native.close(wait);
     const ctl = new Int32Array(view);
     assert.equal(Atomics.load(ctl, OFF_CLIENT_STATE / 4), STATE_CLOSED);
-    assert.deepEqual(f.pm.pools().map((p) => [p.state, p.vchans]), [['retired', 1]]);
+    assert.deepEqual(
+      f.pm.pools().map((p) => [p.state, p.vchans]),
+      [['retired', 1]],
+    );
     // The host process closes its side: the vchan is freed and the retired pool with it.
     registry.close(host, server.handle);
     assert.equal(registry.vchanCount, 0);

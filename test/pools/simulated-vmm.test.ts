@@ -29,7 +29,10 @@ test('each simulated guest gets a private directory and a control device with IV
   const guests: SocketDevice[] = [];
   try {
     assert.equal(vmm.kind, 'simulated');
-    assert.deepEqual(vmm.domains(), [{ id: 1, name: 'sim-1' }, { id: 2, name: 'sim-2' }]);
+    assert.deepEqual(vmm.domains(), [
+      { id: 1, name: 'sim-1' },
+      { id: 2, name: 'sim-2' },
+    ]);
     for (const id of [1, 2]) {
       const d = path.join(dir, 'domains', String(id));
       assert.equal(vmm.deviceDir(id), d);
@@ -98,9 +101,15 @@ test('guests can appear and vanish; the pool manager follows', async () => {
     assert.deepEqual(vmm.domains(), []);
     vmm.addDomain({ id: 7, name: 'web' });
     assert.deepEqual(added, [{ id: 7, name: 'web' }]);
-    assert.throws(() => { vmm.addDomain({ id: 7, name: 'other' }); }, /duplicate/);
-    assert.throws(() => { vmm.addDomain({ id: 8, name: 'web' }); }, /duplicate/);
-    assert.throws(() => { vmm.addDomain({ id: 0, name: 'host' }); }, /id/);
+    assert.throws(() => {
+      vmm.addDomain({ id: 7, name: 'other' });
+    }, /duplicate/);
+    assert.throws(() => {
+      vmm.addDomain({ id: 8, name: 'web' });
+    }, /duplicate/);
+    assert.throws(() => {
+      vmm.addDomain({ id: 0, name: 'host' });
+    }, /id/);
     const d7 = vmm.deviceDir(7);
     assert.deepEqual(fs.readdirSync(d7).sort(), ['control.sock', 'pool-1.sock']);
     // A simulated guest daemon attaches to both, as it would with --device-dir.
@@ -131,7 +140,17 @@ test('a bad guest list creates nothing', () => {
   const dir = tempRuntime();
   const fds0 = fdCount();
   try {
-    assert.throws(() => new SimulatedVmm({ runtimeDir: dir, guests: [{ id: 1, name: 'a' }, { id: 1, name: 'b' }] }), /duplicate/);
+    assert.throws(
+      () =>
+        new SimulatedVmm({
+          runtimeDir: dir,
+          guests: [
+            { id: 1, name: 'a' },
+            { id: 1, name: 'b' },
+          ],
+        }),
+      /duplicate/,
+    );
     assert.equal(fdCount(), fds0);
     assert.ok(!fs.existsSync(path.join(dir, 'domains')), 'nothing left behind');
   } finally {

@@ -41,8 +41,18 @@ test('double free and foreign extents are refused', () => {
   const a = new SlotAllocator(16 * PAGE, 4);
   const x = a.allocExtent(PAGE)!;
   a.freeExtent(x);
-  assert.throws(() => { a.freeExtent(x); }, { code: 'KVMCHAN_E_INVALID_ARG' });
-  assert.throws(() => { a.freeExtent({ offset: 3, length: PAGE }); }, { code: 'KVMCHAN_E_INVALID_ARG' });
+  assert.throws(
+    () => {
+      a.freeExtent(x);
+    },
+    { code: 'KVMCHAN_E_INVALID_ARG' },
+  );
+  assert.throws(
+    () => {
+      a.freeExtent({ offset: 3, length: PAGE });
+    },
+    { code: 'KVMCHAN_E_INVALID_ARG' },
+  );
 });
 
 test('vectors: reserved ones are never handed out; exhaustion returns null', () => {
@@ -52,5 +62,10 @@ test('vectors: reserved ones are never handed out; exhaustion returns null', () 
   assert.equal(a.allocVector(), null);
   a.freeVector(2);
   assert.equal(a.allocVector(), 2);
-  assert.throws(() => { a.freeVector(0); }, { code: 'KVMCHAN_E_INVALID_ARG' });
+  assert.throws(
+    () => {
+      a.freeVector(0);
+    },
+    { code: 'KVMCHAN_E_INVALID_ARG' },
+  );
 });

@@ -197,10 +197,37 @@ describe('framing errors close the connection (§5.1)', () => {
   });
 
   test('FDS_NOT_ALLOWED: a GuestVchanInfo reply never carries fds, nor a guest request or POOL_ADDED', () => {
-    expectFail(decodeReply(frameOf(guestInfoReply(() => undefined), [7, 8, 9])), WireErrorCode.FDS_NOT_ALLOWED, true);
-    expectFail(decodeReply(frameOf(guestInfoReply(() => undefined), [7])), WireErrorCode.FDS_NOT_ALLOWED, true);
+    expectFail(
+      decodeReply(
+        frameOf(
+          guestInfoReply(() => undefined),
+          [7, 8, 9],
+        ),
+      ),
+      WireErrorCode.FDS_NOT_ALLOWED,
+      true,
+    );
+    expectFail(
+      decodeReply(
+        frameOf(
+          guestInfoReply(() => undefined),
+          [7],
+        ),
+      ),
+      WireErrorCode.FDS_NOT_ALLOWED,
+      true,
+    );
     expectFail(decodeRequest(frameOf(hex`01 01 08 00 01 00 00 00 01 00 00 00 00 00 00 00`, [3])), WireErrorCode.FDS_NOT_ALLOWED, true);
-    expectFail(decodeEvent(frameOf(poolAdded(() => undefined), [3])), WireErrorCode.FDS_NOT_ALLOWED, true);
+    expectFail(
+      decodeEvent(
+        frameOf(
+          poolAdded(() => undefined),
+          [3],
+        ),
+      ),
+      WireErrorCode.FDS_NOT_ALLOWED,
+      true,
+    );
   });
 });
 
@@ -247,7 +274,12 @@ describe('errors inside a well-framed request are answered (§5.2)', () => {
     const stream = { transport: 'stream' as const, allowed: AllowMask.forKind('guest-control').predicate };
     for (const bytes of requests) {
       const frame = frameOf(bytes);
-      const e = expectFail(decodeRequest(frame, { transport: 'seqpacket', allowed: local.predicate }), WireErrorCode.WRONG_TRANSPORT, false, -Errno.EPERM);
+      const e = expectFail(
+        decodeRequest(frame, { transport: 'seqpacket', allowed: local.predicate }),
+        WireErrorCode.WRONG_TRANSPORT,
+        false,
+        -Errno.EPERM,
+      );
       assert.ok(e instanceof NotPermittedError);
       assert.deepEqual(encodeErrorReply(frame, e), Buffer.concat([bytes.subarray(0, 2), hex`08 00 01 00 00 00 ff ff ff ff 00 00 00 00`]));
       // A malformed payload does not change the answer (§5.2: -EPERM before the payload).
@@ -272,7 +304,12 @@ describe('errors inside a well-framed request are answered (§5.2)', () => {
     // A local mask narrowed by policy.
     const narrowed = AllowMask.forKind('local').deny(Command.VCHAN_SERVER_INIT);
     const server = frameOf(hex`10 00 10 00 01 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00`);
-    expectFail(decodeRequest(server, { transport: 'seqpacket', allowed: narrowed.predicate }), WireErrorCode.NOT_ALLOWED, false, -Errno.EPERM);
+    expectFail(
+      decodeRequest(server, { transport: 'seqpacket', allowed: narrowed.predicate }),
+      WireErrorCode.NOT_ALLOWED,
+      false,
+      -Errno.EPERM,
+    );
     assert.ok(decodeRequest(server, { transport: 'seqpacket', allowed: AllowMask.forKind('local').predicate }).ok);
   });
 
@@ -296,11 +333,31 @@ describe('errors inside a well-framed request are answered (§5.2)', () => {
   });
 
   test('BAD_PADDING: non-zero pad16 / pad32 in a request', () => {
-    expectFail(decodeRequest(frameOf(hex`02 00 08 00 01 00 00 00 01 00 01 00 00 00 00 00`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
-    expectFail(decodeRequest(frameOf(hex`02 00 08 00 01 00 00 00 01 00 00 00 00 00 00 80`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
-    expectFail(decodeRequest(frameOf(hex`12 00 08 00 01 00 00 00 2a 00 00 00 01 00 00 00`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
+    expectFail(
+      decodeRequest(frameOf(hex`02 00 08 00 01 00 00 00 01 00 01 00 00 00 00 00`)),
+      WireErrorCode.BAD_PADDING,
+      false,
+      -Errno.EINVAL,
+    );
+    expectFail(
+      decodeRequest(frameOf(hex`02 00 08 00 01 00 00 00 01 00 00 00 00 00 00 80`)),
+      WireErrorCode.BAD_PADDING,
+      false,
+      -Errno.EINVAL,
+    );
+    expectFail(
+      decodeRequest(frameOf(hex`12 00 08 00 01 00 00 00 2a 00 00 00 01 00 00 00`)),
+      WireErrorCode.BAD_PADDING,
+      false,
+      -Errno.EINVAL,
+    );
     // The trailing pad32 of the guest requests.
-    expectFail(decodeRequest(frameOf(hex`01 01 08 00 01 00 00 00 01 00 00 00 00 00 00 01`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
+    expectFail(
+      decodeRequest(frameOf(hex`01 01 08 00 01 00 00 00 01 00 00 00 00 00 00 01`)),
+      WireErrorCode.BAD_PADDING,
+      false,
+      -Errno.EINVAL,
+    );
     expectFail(
       decodeRequest(frameOf(hex`10 01 18 00 01 00 00 00 07 00 00 00 00 00 00 00 88 13 00 00 00 10 00 00 00 00 01 00 ff 00 00 00`)),
       WireErrorCode.BAD_PADDING,
@@ -313,7 +370,12 @@ describe('errors inside a well-framed request are answered (§5.2)', () => {
       false,
       -Errno.EINVAL,
     );
-    expectFail(decodeRequest(frameOf(hex`13 01 08 00 01 00 00 00 08 00 00 00 00 01 00 00`)), WireErrorCode.BAD_PADDING, false, -Errno.EINVAL);
+    expectFail(
+      decodeRequest(frameOf(hex`13 01 08 00 01 00 00 00 08 00 00 00 00 01 00 00`)),
+      WireErrorCode.BAD_PADDING,
+      false,
+      -Errno.EINVAL,
+    );
   });
 
   test('BAD_FLAGS: VCHAN_CLIENT_INIT.flags must be 0', () => {
@@ -361,13 +423,47 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
   const fds = [7, 8, 9];
 
   test('the unpatched VchanInfo reply decodes', () => {
-    assert.ok(decodeReply(frameOf(vchanInfoReply(() => undefined), fds)).ok);
+    assert.ok(
+      decodeReply(
+        frameOf(
+          vchanInfoReply(() => undefined),
+          fds,
+        ),
+      ).ok,
+    );
   });
 
   test('BAD_ENUM: role, ring orders, list states, shutdown reason', () => {
-    expectFail(decodeReply(frameOf(vchanInfoReply((b) => (b[20] = 2)), fds)), WireErrorCode.BAD_ENUM, true);
-    expectFail(decodeReply(frameOf(vchanInfoReply((b) => (b[21] = 9)), fds)), WireErrorCode.BAD_ENUM, true);
-    expectFail(decodeReply(frameOf(vchanInfoReply((b) => (b[22] = 29)), fds)), WireErrorCode.BAD_ENUM, true);
+    expectFail(
+      decodeReply(
+        frameOf(
+          vchanInfoReply((b) => (b[20] = 2)),
+          fds,
+        ),
+      ),
+      WireErrorCode.BAD_ENUM,
+      true,
+    );
+    expectFail(
+      decodeReply(
+        frameOf(
+          vchanInfoReply((b) => (b[21] = 9)),
+          fds,
+        ),
+      ),
+      WireErrorCode.BAD_ENUM,
+      true,
+    );
+    expectFail(
+      decodeReply(
+        frameOf(
+          vchanInfoReply((b) => (b[22] = 29)),
+          fds,
+        ),
+      ),
+      WireErrorCode.BAD_ENUM,
+      true,
+    );
     const vchanList = hex`
       21 00 40 00 01 00 00 00  00 00 00 00 00 00 00 00
       01 00 00 00 00 00 00 00
@@ -384,8 +480,26 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
 
   test('BAD_PADDING: reply pad, VchanInfo pad8 and pad32, event pad', () => {
     expectFail(decodeReply(frameOf(hex`12 00 08 00 01 00 00 00 00 00 00 00 01 00 00 00`)), WireErrorCode.BAD_PADDING, true);
-    expectFail(decodeReply(frameOf(vchanInfoReply((b) => (b[23] = 1)), fds)), WireErrorCode.BAD_PADDING, true);
-    expectFail(decodeReply(frameOf(vchanInfoReply((b) => (b[36] = 1)), fds)), WireErrorCode.BAD_PADDING, true);
+    expectFail(
+      decodeReply(
+        frameOf(
+          vchanInfoReply((b) => (b[23] = 1)),
+          fds,
+        ),
+      ),
+      WireErrorCode.BAD_PADDING,
+      true,
+    );
+    expectFail(
+      decodeReply(
+        frameOf(
+          vchanInfoReply((b) => (b[36] = 1)),
+          fds,
+        ),
+      ),
+      WireErrorCode.BAD_PADDING,
+      true,
+    );
     expectFail(decodeEvent(frameOf(hex`01 80 08 00 00 00 00 00 00 00 00 00 00 01 00 00`)), WireErrorCode.BAD_PADDING, true);
   });
 
@@ -434,8 +548,24 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
   });
 
   test('BAD_RANGE: a u64 above 2^53-1', () => {
-    expectFail(decodeReply(frameOf(vchanInfoReply((b) => (b[54] = 0x20)), fds)), WireErrorCode.BAD_RANGE, true);
-    assert.ok(decodeReply(frameOf(vchanInfoReply((b) => (b[54] = 0x1f)), fds)).ok);
+    expectFail(
+      decodeReply(
+        frameOf(
+          vchanInfoReply((b) => (b[54] = 0x20)),
+          fds,
+        ),
+      ),
+      WireErrorCode.BAD_RANGE,
+      true,
+    );
+    assert.ok(
+      decodeReply(
+        frameOf(
+          vchanInfoReply((b) => (b[54] = 0x1f)),
+          fds,
+        ),
+      ).ok,
+    );
   });
 
   test('BAD_STRING: no NUL, bytes after the NUL, invalid UTF-8', () => {
@@ -452,8 +582,16 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
   test('BAD_LENGTH: short reply, error reply with data, list count not matching the payload', () => {
     expectFail(decodeReply(frameOf(hex`12 00 04 00 01 00 00 00 00 00 00 00`)), WireErrorCode.BAD_LENGTH, true);
     expectFail(decodeReply(frameOf(hex`12 00 0c 00 01 00 00 00 fe ff ff ff 00 00 00 00 01 00 00 00`)), WireErrorCode.BAD_LENGTH, true);
-    expectFail(decodeReply(frameOf(hex`20 00 10 00 01 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00`)), WireErrorCode.BAD_LENGTH, true);
-    expectFail(decodeReply(frameOf(hex`20 00 10 00 01 00 00 00 00 00 00 00 00 00 00 00 ff ff ff ff 00 00 00 00`)), WireErrorCode.BAD_LENGTH, true);
+    expectFail(
+      decodeReply(frameOf(hex`20 00 10 00 01 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00`)),
+      WireErrorCode.BAD_LENGTH,
+      true,
+    );
+    expectFail(
+      decodeReply(frameOf(hex`20 00 10 00 01 00 00 00 00 00 00 00 00 00 00 00 ff ff ff ff 00 00 00 00`)),
+      WireErrorCode.BAD_LENGTH,
+      true,
+    );
     expectFail(decodeReply(frameOf(hex`12 00 0c 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00`)), WireErrorCode.BAD_LENGTH, true);
   });
 
@@ -462,7 +600,16 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
   });
 
   test('MISSING_FDS: a VchanInfo reply with fewer than 3 fds', () => {
-    expectFail(decodeReply(frameOf(vchanInfoReply(() => undefined), [7, 8])), WireErrorCode.MISSING_FDS, true);
+    expectFail(
+      decodeReply(
+        frameOf(
+          vchanInfoReply(() => undefined),
+          [7, 8],
+        ),
+      ),
+      WireErrorCode.MISSING_FDS,
+      true,
+    );
     expectFail(decodeReply(frameOf(vchanInfoReply(() => undefined))), WireErrorCode.MISSING_FDS, true);
   });
 
@@ -476,23 +623,39 @@ describe('errors on the reply direction are fatal (§5.3)', () => {
   });
 
   test('REPLY_ID_MISMATCH: decodeReply with an expected id, and in the sequencer', () => {
-    expectFail(decodeReply(frameOf(hex`12 00 08 00 01 00 00 00 00 00 00 00 00 00 00 00`), { expectedId: 1 }), WireErrorCode.REPLY_ID_MISMATCH, true);
+    expectFail(
+      decodeReply(frameOf(hex`12 00 08 00 01 00 00 00 00 00 00 00 00 00 00 00`), { expectedId: 1 }),
+      WireErrorCode.REPLY_ID_MISMATCH,
+      true,
+    );
     const s = new ClientSequencer({ firstSeq: 1 });
     const { reply } = s.request(Command.GET_VERSION, {});
     reply.catch(() => undefined);
-    expectThrow(() => s.receive(frameOf(hex`12 00 08 00 01 00 00 00 00 00 00 00 00 00 00 00`)), WireErrorCode.REPLY_ID_MISMATCH, FramingError);
+    expectThrow(
+      () => s.receive(frameOf(hex`12 00 08 00 01 00 00 00 00 00 00 00 00 00 00 00`)),
+      WireErrorCode.REPLY_ID_MISMATCH,
+      FramingError,
+    );
   });
 
   test('UNEXPECTED_REPLY: a reply whose seq matches no request', () => {
     const s = new ClientSequencer({ firstSeq: 1 });
-    expectThrow(() => s.receive(frameOf(hex`01 00 10 00 01 00 00 00 00000000 00000000 01000000 00400000`)), WireErrorCode.UNEXPECTED_REPLY, FramingError);
+    expectThrow(
+      () => s.receive(frameOf(hex`01 00 10 00 01 00 00 00 00000000 00000000 01000000 00400000`)),
+      WireErrorCode.UNEXPECTED_REPLY,
+      FramingError,
+    );
   });
 
   test('a bad reply thrown by the sequencer is a fatal PayloadError', () => {
     const s = new ClientSequencer({ firstSeq: 1 });
     const { reply } = s.request(Command.GET_VERSION, {});
     reply.catch(() => undefined);
-    const e = expectThrow(() => s.receive(frameOf(hex`01 00 0c 00 01 00 00 00 00000000 00000000 01000000`)), WireErrorCode.BAD_LENGTH, PayloadError);
+    const e = expectThrow(
+      () => s.receive(frameOf(hex`01 00 0c 00 01 00 00 00 00000000 00000000 01000000`)),
+      WireErrorCode.BAD_LENGTH,
+      PayloadError,
+    );
     assert.equal(e.fatal, true);
   });
 
@@ -545,10 +708,44 @@ describe('encode errors (KVMCHAN_E_ENCODE)', () => {
     ['reply with an event id', () => encodeReply(0x8001, 0, -1)],
     ['enum out of range', () => encodeEvent(0x8001, { reason: 7 as never })],
     ['unknown event', () => encodeEvent(0x8fff as never, {} as never)],
-    ['ring order out of range', () => encodeReply(Command.VCHAN_SERVER_INIT, 1, 0, { handle: 1, role: 0, readOrder: 9, writeOrder: 10, localDomain: 0, peerDomain: 1, port: 1, shmOffset: 0, shmLength: 1 })],
-    ['u64 above 2^53-1', () => encodeReply(Command.VCHAN_SERVER_INIT, 1, 0, { handle: 1, role: 0, readOrder: 10, writeOrder: 10, localDomain: 0, peerDomain: 1, port: 1, shmOffset: 2 ** 53, shmLength: 1 })],
-    ['name too long', () => encodeReply(Command.LIST_DOMAINS, 1, 0, { next: 0, entries: [{ domain: 0, flags: 0, vchans: 0, name: 'x'.repeat(32) }] })],
-    ['name with a NUL', () => encodeReply(Command.LIST_DOMAINS, 1, 0, { next: 0, entries: [{ domain: 0, flags: 0, vchans: 0, name: 'a\0b' }] })],
+    [
+      'ring order out of range',
+      () =>
+        encodeReply(Command.VCHAN_SERVER_INIT, 1, 0, {
+          handle: 1,
+          role: 0,
+          readOrder: 9,
+          writeOrder: 10,
+          localDomain: 0,
+          peerDomain: 1,
+          port: 1,
+          shmOffset: 0,
+          shmLength: 1,
+        }),
+    ],
+    [
+      'u64 above 2^53-1',
+      () =>
+        encodeReply(Command.VCHAN_SERVER_INIT, 1, 0, {
+          handle: 1,
+          role: 0,
+          readOrder: 10,
+          writeOrder: 10,
+          localDomain: 0,
+          peerDomain: 1,
+          port: 1,
+          shmOffset: 2 ** 53,
+          shmLength: 1,
+        }),
+    ],
+    [
+      'name too long',
+      () => encodeReply(Command.LIST_DOMAINS, 1, 0, { next: 0, entries: [{ domain: 0, flags: 0, vchans: 0, name: 'x'.repeat(32) }] }),
+    ],
+    [
+      'name with a NUL',
+      () => encodeReply(Command.LIST_DOMAINS, 1, 0, { next: 0, entries: [{ domain: 0, flags: 0, vchans: 0, name: 'a\0b' }] }),
+    ],
     ['entries not an array', () => encodeReply(Command.LIST_DOMAINS, 1, 0, { next: 0, entries: 3 as never })],
     [
       'list beyond MAX_PAYLOAD',
@@ -560,11 +757,20 @@ describe('encode errors (KVMCHAN_E_ENCODE)', () => {
     ],
     ['raw frame payload above u16', () => encodeFrame(1, 1, Buffer.alloc(0x10000))],
     ['raw frame id above u16', () => encodeFrame(0x10000, 1, Buffer.alloc(0))],
-    ['guest flags outside the mask', () => encodeRequest(Command.GUEST_VCHAN_CLIENT_INIT, 1, { conn: 1, serverDomain: 0, port: 0, timeoutMs: 0, flags: 1 })],
+    [
+      'guest flags outside the mask',
+      () => encodeRequest(Command.GUEST_VCHAN_CLIENT_INIT, 1, { conn: 1, serverDomain: 0, port: 0, timeoutMs: 0, flags: 1 }),
+    ],
     ['guest conn missing', () => encodeRequest(Command.GUEST_VCHAN_CLOSE, 1, { handle: 1 } as never)],
-    ['GuestVchanInfo without pool coordinates', () => encodeReply(Command.GUEST_VCHAN_SERVER_INIT, 1, 0, { ...guestInfo, pool: undefined } as never)],
+    [
+      'GuestVchanInfo without pool coordinates',
+      () => encodeReply(Command.GUEST_VCHAN_SERVER_INIT, 1, 0, { ...guestInfo, pool: undefined } as never),
+    ],
     ['GuestVchanInfo role out of range', () => encodeReply(Command.GUEST_VCHAN_CLIENT_INIT, 1, 0, { ...guestInfo, role: 2 as never })],
-    ['GuestVchanInfo shm_length above 2^53-1', () => encodeReply(Command.GUEST_VCHAN_CLIENT_INIT, 1, 0, { ...guestInfo, shmLength: 2 ** 53 })],
+    [
+      'GuestVchanInfo shm_length above 2^53-1',
+      () => encodeReply(Command.GUEST_VCHAN_CLIENT_INIT, 1, 0, { ...guestInfo, shmLength: 2 ** 53 }),
+    ],
     ['GUEST_HELLO name too long', () => encodeReply(Command.GUEST_HELLO, 1, 0, { domain: 1, name: 'x'.repeat(32) })],
     ['POOL_ADDED socket name too long', () => encodeEvent(Event.POOL_ADDED, { ...pool, socket: 's'.repeat(64) })],
     ['POOL_ADDED socket name with a NUL', () => encodeEvent(Event.POOL_ADDED, { ...pool, socket: 'a\0b' })],

@@ -193,7 +193,7 @@ describe('docs/wire-protocol.md §10 examples', () => {
       for (const h of dump) assert.match(h, /^[0-9a-f]{2}( {1,2}[0-9a-f]{2})*$/, `not a hex dump line: ${h}`);
       const bytes = Buffer.from(dump.join('').replace(/ /g, ''), 'hex');
       const names: string[] = [];
-      for (let at = 0; at < bytes.length; ) {
+      for (let at = 0; at < bytes.length;) {
         const f = known.find((k) => bytes.subarray(at, at + k.bytes.length).equals(k.bytes));
         assert.ok(f, `example ${i + 1}: bytes at ${at} match no fixture: ${bytes.subarray(at).toString('hex')}`);
         names.push(f.name);

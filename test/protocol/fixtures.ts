@@ -435,7 +435,18 @@ export const fixtures: readonly Fixture[] = [
       body: {
         next: 0,
         entries: [
-          { pool: 3, memberA: 1, memberB: 2, vectors: 64, freeVectors: 62, vchans: 2, state: 0, joined: 3, size: 0x4000000, freeBytes: 0x3fdc000 },
+          {
+            pool: 3,
+            memberA: 1,
+            memberB: 2,
+            vectors: 64,
+            freeVectors: 62,
+            vchans: 2,
+            state: 0,
+            joined: 3,
+            size: 0x4000000,
+            freeBytes: 0x3fdc000,
+          },
         ],
       },
       fds: [],
@@ -717,7 +728,13 @@ export const fixtures: readonly Fixture[] = [
       kind: 'event',
       id: 0x8101,
       seq: 0,
-      body: { pool: 7, peerId: 2, vectors: 1024, size: 2 ** 53 - 1, socket: 'abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0123456789a' },
+      body: {
+        pool: 7,
+        peerId: 2,
+        vectors: 1024,
+        size: 2 ** 53 - 1,
+        socket: 'abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0123456789a',
+      },
     },
   },
 ];

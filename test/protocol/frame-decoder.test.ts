@@ -83,7 +83,7 @@ describe('FrameDecoder', () => {
     const rng = new Prng(0xc0ffee);
     for (let round = 0; round < 2000; round++) {
       const chunks: Buffer[] = [];
-      for (let at = 0; at < stream.length; ) {
+      for (let at = 0; at < stream.length;) {
         const n = rng.chance(0.2) ? rng.int(0, 3) : rng.int(1, 300);
         chunks.push(stream.subarray(at, at + n));
         at += n;

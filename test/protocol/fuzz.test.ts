@@ -132,7 +132,8 @@ function mutate(rng: Prng, src: Buffer): Buffer {
       return rng.bytes(rng.below(40)); // noise
     default: {
       // id swapped to another message, size kept
-      if (b.length >= 2) b.writeUInt16LE(rng.pick([...commandSpecs.map((s) => s.id), ...eventSpecs.map((s) => s.id), rng.below(0x10000)]), 0);
+      if (b.length >= 2)
+        b.writeUInt16LE(rng.pick([...commandSpecs.map((s) => s.id), ...eventSpecs.map((s) => s.id), rng.below(0x10000)]), 0);
       return b;
     }
   }
@@ -177,12 +178,16 @@ describe('fuzz', () => {
         const spec = rng.pick(commandSpecs.filter((c) => c.transports.includes(transport) && mask.allows(c.id)));
         const seq = (first + i) >>> 0;
         const body = randomStruct(rng, spec.request, 0);
-        samples.push({ bytes: encodeRequest(spec.id, seq, body as never), fds: [], value: { kind: 'request', id: spec.id, seq, body, fds: [] } as AnyRequest });
+        samples.push({
+          bytes: encodeRequest(spec.id, seq, body as never),
+          fds: [],
+          value: { kind: 'request', id: spec.id, seq, body, fds: [] } as AnyRequest,
+        });
       }
       const all = Buffer.concat(samples.map((s) => s.bytes));
       const d = new FrameDecoder();
       const frames: Frame[] = [];
-      for (let at = 0; at < all.length; ) {
+      for (let at = 0; at < all.length;) {
         const k = rng.int(1, 64);
         frames.push(...d.push(all.subarray(at, at + k)));
         at += k;
@@ -289,7 +294,7 @@ describe('fuzz', () => {
       const d = new FrameDecoder();
       try {
         let frames = 0;
-        for (let at = 0; at < bytes.length; ) {
+        for (let at = 0; at < bytes.length;) {
           const k = rng.int(1, 17);
           frames += d.push(bytes.subarray(at, at + k)).length;
           at += k;

@@ -108,7 +108,10 @@ describe('ClientSequencer (requester)', () => {
     const r = c.request(Command.GET_VERSION, {});
     const reply = encodeReply(Command.GET_VERSION, r.seq, 0, { version: 1, maxPayload: 16384 });
     c.receive(decodeDatagram(reply));
-    assert.throws(() => c.receive(decodeDatagram(reply)), (e: unknown) => e instanceof FramingError && e.code === 'KVMCHAN_E_UNEXPECTED_REPLY');
+    assert.throws(
+      () => c.receive(decodeDatagram(reply)),
+      (e: unknown) => e instanceof FramingError && e.code === 'KVMCHAN_E_UNEXPECTED_REPLY',
+    );
   });
 
   test('events are returned, interleaved with replies; unknown events are ignored', () => {
@@ -154,7 +157,10 @@ describe('ClientSequencer (requester)', () => {
     await assert.rejects(a.reply, (e: unknown) => e === gone);
     await assert.rejects(b.reply, (e: unknown) => e === gone);
     assert.equal(c.pendingCount, 0);
-    assert.throws(() => c.request(Command.GET_VERSION, {}), (e: unknown) => e === gone);
+    assert.throws(
+      () => c.request(Command.GET_VERSION, {}),
+      (e: unknown) => e === gone,
+    );
   });
 });
 

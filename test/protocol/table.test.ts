@@ -228,7 +228,14 @@ describe('allow masks and CHECK_COMMAND (§6.2, §8)', () => {
 
   test('guest control: handshake, the five GUEST_* commands and the three lists, on the stream', () => {
     assert.equal(TRANSPORT_OF['guest-control'], 'stream');
-    const allowed: number[] = [Command.GET_VERSION, Command.CHECK_COMMAND, ...guestCommands, Command.LIST_DOMAINS, Command.LIST_VCHANS, Command.LIST_POOLS];
+    const allowed: number[] = [
+      Command.GET_VERSION,
+      Command.CHECK_COMMAND,
+      ...guestCommands,
+      Command.LIST_DOMAINS,
+      Command.LIST_VCHANS,
+      Command.LIST_POOLS,
+    ];
     assert.deepEqual(DEFAULT_COMMANDS['guest-control'], allowed);
     const mask = AllowMask.forKind('guest-control');
     for (const c of Object.values(COMMANDS)) {
@@ -272,7 +279,12 @@ describe('allow masks and CHECK_COMMAND (§6.2, §8)', () => {
 describe('buffer reader / writer', () => {
   test('little-endian everywhere', () => {
     const w = new BufferWriter(21);
-    w.u8(0x01).u16(0x0302).u32(0x07060504).s32(-2).u64(0x0f0e0d0c0b0a09 % 2 ** 53).zero(2);
+    w.u8(0x01)
+      .u16(0x0302)
+      .u32(0x07060504)
+      .s32(-2)
+      .u64(0x0f0e0d0c0b0a09 % 2 ** 53)
+      .zero(2);
     assert.equal(w.finish().toString('hex'), '01' + '0203' + '04050607' + 'feffffff' + '090a0b0c0d0e0f00' + '0000');
     const r = new BufferReader(w.finish());
     assert.deepEqual([r.u8(), r.u16(), r.u32(), r.s32(), r.u64()], [1, 0x0302, 0x07060504, -2, 0x0f0e0d0c0b0a09]);
@@ -290,7 +302,10 @@ describe('buffer reader / writer', () => {
 
   test('reading past the end is BAD_LENGTH, never a RangeError', () => {
     const r = new BufferReader(Buffer.from('010203', 'hex'), 1);
-    assert.throws(() => r.u32(), (e: unknown) => e instanceof PayloadError && e.code === WireErrorCode.BAD_LENGTH);
+    assert.throws(
+      () => r.u32(),
+      (e: unknown) => e instanceof PayloadError && e.code === WireErrorCode.BAD_LENGTH,
+    );
     assert.throws(() => r.bytes(3), PayloadError);
     assert.equal(r.u16(), 0x0302);
     assert.throws(() => r.u8(), PayloadError);
@@ -328,7 +343,10 @@ describe('field descriptors', () => {
       ['b', u8],
     ]);
     assert.equal(good.fixedSize, 5);
-    assert.throws(() => struct<{ list: { x: number }[] }>('L')([['list', { ...u32, info: { kind: 'array', entry: good } } as never]]), TypeError);
+    assert.throws(
+      () => struct<{ list: { x: number }[] }>('L')([['list', { ...u32, info: { kind: 'array', entry: good } } as never]]),
+      TypeError,
+    );
   });
 });
 
@@ -396,7 +414,9 @@ describe('typed unions', () => {
           return `pool ${ev.body.pool} peer ${ev.body.peerId} ${ev.body.socket}`;
       }
     }
-    const texts = fixtures.map((f) => (f.direction === 'request' ? describeRequest(f.value) : f.direction === 'reply' ? describeReply(f.value) : describeEvent(f.value)));
+    const texts = fixtures.map((f) =>
+      f.direction === 'request' ? describeRequest(f.value) : f.direction === 'reply' ? describeReply(f.value) : describeEvent(f.value),
+    );
     for (const want of [
       'client 0:512 4294967295',
       'dom0,wörk-vm',

@@ -35,14 +35,42 @@ for (const role of ['server', 'client'] as const) {
         try {
           let r: number;
           switch (op) {
-            case 0: { const b = new Uint8Array(n); r = honest.tryRead(b); assert.ok(r === EOF || (r >= 0 && r <= n && r <= honest.readSize)); break; }
-            case 1: { const b = new Uint8Array(n); r = honest.tryRecv(b); assert.ok(r === EOF || r === 0 || r === n); break; }
-            case 2: r = honest.tryWrite(rng.bytes(n)); assert.ok(r >= 0 && r <= n && r <= honest.writeSize); break;
-            case 3: r = honest.trySend(rng.bytes(n)); assert.ok(r === 0 || r === n); break;
-            case 4: r = honest.dataReady(); assert.ok(r >= 0 && r <= honest.readSize); break;
-            case 5: r = honest.bufferSpace(); assert.ok(r >= 0 && r <= honest.writeSize); break;
-            case 6: honest.prepareWaitReadable(rng.int(1, 10)); r = 0; break;
-            default: honest.prepareWaitWritable(rng.int(1, 10)); r = 0; break;
+            case 0: {
+              const b = new Uint8Array(n);
+              r = honest.tryRead(b);
+              assert.ok(r === EOF || (r >= 0 && r <= n && r <= honest.readSize));
+              break;
+            }
+            case 1: {
+              const b = new Uint8Array(n);
+              r = honest.tryRecv(b);
+              assert.ok(r === EOF || r === 0 || r === n);
+              break;
+            }
+            case 2:
+              r = honest.tryWrite(rng.bytes(n));
+              assert.ok(r >= 0 && r <= n && r <= honest.writeSize);
+              break;
+            case 3:
+              r = honest.trySend(rng.bytes(n));
+              assert.ok(r === 0 || r === n);
+              break;
+            case 4:
+              r = honest.dataReady();
+              assert.ok(r >= 0 && r <= honest.readSize);
+              break;
+            case 5:
+              r = honest.bufferSpace();
+              assert.ok(r >= 0 && r <= honest.writeSize);
+              break;
+            case 6:
+              honest.prepareWaitReadable(rng.int(1, 10));
+              r = 0;
+              break;
+            default:
+              honest.prepareWaitWritable(rng.int(1, 10));
+              r = 0;
+              break;
           }
           if (r > 0 && op <= 1) dataSeen++;
           assert.equal(corrupt, false, 'corruption is latched: no success after a corrupt error');

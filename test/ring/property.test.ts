@@ -23,8 +23,24 @@ function makePair(c2sOrder: number, s2cOrder: number, start: number) {
   for (const off of [64, 68, 128, 132]) ctl.setUint32(off, start, true);
   const server: Side = { ep: undefined as unknown as RingEndpoint, kicksReceived: 0, waitingRead: 0, waitingWrite: 0 };
   const client: Side = { ep: undefined as unknown as RingEndpoint, kicksReceived: 0, waitingRead: 0, waitingWrite: 0 };
-  server.ep = new RingEndpoint(buf, 0, { role: 'server', c2sOrder, s2cOrder }, () => { client.kicksReceived++; }, { readCons: start, writeProd: start });
-  client.ep = new RingEndpoint(buf, 0, { role: 'client', c2sOrder, s2cOrder }, () => { server.kicksReceived++; }, { readCons: start, writeProd: start });
+  server.ep = new RingEndpoint(
+    buf,
+    0,
+    { role: 'server', c2sOrder, s2cOrder },
+    () => {
+      client.kicksReceived++;
+    },
+    { readCons: start, writeProd: start },
+  );
+  client.ep = new RingEndpoint(
+    buf,
+    0,
+    { role: 'client', c2sOrder, s2cOrder },
+    () => {
+      server.kicksReceived++;
+    },
+    { readCons: start, writeProd: start },
+  );
   client.ep.attach();
   server.kicksReceived = 0;
   // Both sides start with a standing WRITE request (§3): the allocator's
@@ -137,7 +153,9 @@ test('server sees waiting, then connected', () => {
   initializeRegion(buf, 0, { c2sOrder: 10, s2cOrder: 10 });
   let serverKicks = 0;
   const server = new RingEndpoint(buf, 0, { role: 'server', c2sOrder: 10, s2cOrder: 10 }, () => undefined);
-  const client = new RingEndpoint(buf, 0, { role: 'client', c2sOrder: 10, s2cOrder: 10 }, () => { serverKicks++; });
+  const client = new RingEndpoint(buf, 0, { role: 'client', c2sOrder: 10, s2cOrder: 10 }, () => {
+    serverKicks++;
+  });
   assert.equal(server.peerState, 'waiting');
   assert.equal(server.bufferSpace(), 1024, 'buffer_space right after init is the real ring size');
   assert.equal(server.tryWrite(new Uint8Array(5)), 5, 'server may write before the client attaches');

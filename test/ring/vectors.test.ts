@@ -6,7 +6,10 @@ import { RingEndpoint, EOF } from '../../src/ring/endpoint.js';
 import { FIELDS, regionLength, type Role } from '../../src/ring/layout.js';
 import { KvmchanError } from '../../src/errors.js';
 
-interface Patch { offset: number; hex: string }
+interface Patch {
+  offset: number;
+  hex: string;
+}
 interface Vector {
   name: string;
   role: Role;
@@ -24,10 +27,14 @@ const doc = JSON.parse(readFileSync(file, 'utf8')) as { vectors: Vector[] };
 function outcome(err: unknown): string {
   if (!(err instanceof KvmchanError)) throw err;
   switch (err.code) {
-    case 'KVMCHAN_E_CORRUPT': return 'corrupt';
-    case 'KVMCHAN_E_CLOSED': return 'closed';
-    case 'KVMCHAN_E_MSGSIZE': return 'msgsize';
-    default: throw err;
+    case 'KVMCHAN_E_CORRUPT':
+      return 'corrupt';
+    case 'KVMCHAN_E_CLOSED':
+      return 'closed';
+    case 'KVMCHAN_E_MSGSIZE':
+      return 'msgsize';
+    default:
+      throw err;
   }
 }
 
@@ -45,21 +52,50 @@ for (const v of doc.vectors) {
     let result: number | string;
     let out: Uint8Array | undefined;
     try {
-      const ep = new RingEndpoint(buf, 0, { role: v.role, c2sOrder: v.c2s_order, s2cOrder: v.s2c_order }, () => { kicks++; }, {
-        readCons: v.private.read_cons,
-        writeProd: v.private.write_prod,
-      });
+      const ep = new RingEndpoint(
+        buf,
+        0,
+        { role: v.role, c2sOrder: v.c2s_order, s2cOrder: v.s2c_order },
+        () => {
+          kicks++;
+        },
+        {
+          readCons: v.private.read_cons,
+          writeProd: v.private.write_prod,
+        },
+      );
       const data = Buffer.from(v.op.hex ?? '', 'hex');
       switch (v.op.kind) {
-        case 'read': out = new Uint8Array(v.op.size ?? 0); result = ep.tryRead(out); break;
-        case 'recv': out = new Uint8Array(v.op.size ?? 0); result = ep.tryRecv(out); break;
-        case 'write': result = ep.tryWrite(data); break;
-        case 'send': result = ep.trySend(data); break;
-        case 'data_ready': result = ep.dataReady(); break;
-        case 'buffer_space': result = ep.bufferSpace(); break;
-        case 'attach': ep.attach(); result = 0; break;
-        case 'close': ep.close(); result = 0; break;
-        default: throw new Error(`unknown op ${v.op.kind}`);
+        case 'read':
+          out = new Uint8Array(v.op.size ?? 0);
+          result = ep.tryRead(out);
+          break;
+        case 'recv':
+          out = new Uint8Array(v.op.size ?? 0);
+          result = ep.tryRecv(out);
+          break;
+        case 'write':
+          result = ep.tryWrite(data);
+          break;
+        case 'send':
+          result = ep.trySend(data);
+          break;
+        case 'data_ready':
+          result = ep.dataReady();
+          break;
+        case 'buffer_space':
+          result = ep.bufferSpace();
+          break;
+        case 'attach':
+          ep.attach();
+          result = 0;
+          break;
+        case 'close':
+          ep.close();
+          result = 0;
+          break;
+        default:
+          throw new Error(`unknown op ${v.op.kind}`);
       }
       if (result === EOF) result = 'eof';
     } catch (err) {

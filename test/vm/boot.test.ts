@@ -22,12 +22,20 @@ after(async () => {
 
 test('the guest boots and runs node from this checkout', { skip }, async (t) => {
   const v = vm!;
-  t.diagnostic(`guest ${v.image.kver}: QEMU spawn → agent ready ${(v.bootMs / 1000).toFixed(1)} s (guest uptime ${v.guestUptimeAtReady} s)`);
+  t.diagnostic(
+    `guest ${v.image.kver}: QEMU spawn → agent ready ${(v.bootMs / 1000).toFixed(1)} s (guest uptime ${v.guestUptimeAtReady} s)`,
+  );
   const t0 = performance.now();
-  const r = await v.execOk(['node', '-e', 'console.log(JSON.stringify({ v: process.version, cwd: process.cwd(), up: require("os").uptime() }))']);
+  const r = await v.execOk([
+    'node',
+    '-e',
+    'console.log(JSON.stringify({ v: process.version, cwd: process.cwd(), up: require("os").uptime() }))',
+  ]);
   const info = JSON.parse(r.stdout) as { v: string; cwd: string };
-  t.diagnostic(`first node run: ${(performance.now() - t0).toFixed(0)} ms; boot → node printed ${((v.bootMs + performance.now() - t0) / 1000).toFixed(1)} s`);
-  assert.equal(info.v, process.version, 'the guest runs the host\'s node binary');
+  t.diagnostic(
+    `first node run: ${(performance.now() - t0).toFixed(0)} ms; boot → node printed ${((v.bootMs + performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  assert.equal(info.v, process.version, "the guest runs the host's node binary");
   assert.equal(info.cwd, REPO_ROOT);
   const t1 = performance.now();
   await v.execOk(['node', '-e', '0']);
@@ -35,8 +43,12 @@ test('the guest boots and runs node from this checkout', { skip }, async (t) => 
   const uname = await v.execOk('uname -r');
   assert.equal(uname.stdout.trim(), v.image.kver);
   // The addon loads: same ELF, same glibc, under the guest kernel.
-  const addon = await v.execOk(['node', '--input-type=module', '-e',
-    `import { native } from ${JSON.stringify(`${REPO_ROOT}/dist/src/native.js`)}; const fd = native.eventfd(0, 0); native.eventfdWrite(fd, 3); console.log(native.eventfdRead(fd));`]);
+  const addon = await v.execOk([
+    'node',
+    '--input-type=module',
+    '-e',
+    `import { native } from ${JSON.stringify(`${REPO_ROOT}/dist/src/native.js`)}; const fd = native.eventfd(0, 0); native.eventfdWrite(fd, 3); console.log(native.eventfdRead(fd));`,
+  ]);
   assert.equal(addon.stdout.trim(), '3');
 });
 

@@ -24,9 +24,15 @@ interface Run {
 }
 
 /** Run the CLI with its own TMPDIR (so "nothing left behind" means: that directory is empty). */
-function runCli(args: string[], opts: { env?: Record<string, string>; onStdout?: (all: string, kill: (s: NodeJS.Signals) => void) => void } = {}): Promise<Run> {
+function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; onStdout?: (all: string, kill: (s: NodeJS.Signals) => void) => void } = {},
+): Promise<Run> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-demo-test-'));
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, TMPDIR: tmp, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, TMPDIR: tmp, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => {
@@ -34,7 +40,11 @@ function runCli(args: string[], opts: { env?: Record<string, string>; onStdout?:
     opts.onStdout?.(stdout, (sig) => child.kill(sig));
   });
   child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  return new Promise((resolve) => child.once('exit', (code, signal) => { resolve({ code, signal, stdout, stderr, tmp }); }));
+  return new Promise((resolve) =>
+    child.once('exit', (code, signal) => {
+      resolve({ code, signal, stdout, stderr, tmp });
+    }),
+  );
 }
 
 function alive(pid: number): boolean {
@@ -81,7 +91,9 @@ test('kvmchan demo --vm: SIGTERM while the guest boots cleans everything up', { 
     onStdout: (all, kill) => {
       if (!sent && /QEMU started/.test(all)) {
         sent = true;
-        setTimeout(() => { kill('SIGTERM'); }, 2000);
+        setTimeout(() => {
+          kill('SIGTERM');
+        }, 2000);
       }
     },
   });
@@ -104,7 +116,9 @@ test('kvmchan demo --vm: QEMU dying mid-run fails with a clear error and cleans 
       const m = /QEMU started \(pid (\d+)\)/.exec(all);
       if (!killed && m !== null) {
         killed = true;
-        setTimeout(() => { process.kill(Number(m[1]), 'SIGKILL'); }, 2000);
+        setTimeout(() => {
+          process.kill(Number(m[1]), 'SIGKILL');
+        }, 2000);
       }
     },
   });

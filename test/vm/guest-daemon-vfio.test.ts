@@ -93,19 +93,27 @@ async function guestResult(p: GuestProcess): Promise<PeerResult> {
   return JSON.parse(m[2]!) as PeerResult;
 }
 
-const mbps = (r: PeerResult): string => `${((2 * r.bytes) / MiB / (r.ms / 1000)).toFixed(2)} MiB/s both directions together (${r.ms.toFixed(0)} ms)`;
+const mbps = (r: PeerResult): string =>
+  `${((2 * r.bytes) / MiB / (r.ms / 1000)).toFixed(2)} MiB/s both directions together (${r.ms.toFixed(0)} ms)`;
 
 test('kvmchand --guest finds its control device and pool over VFIO and attaches', { skip }, async (t) => {
   const v = vm!;
   const t0 = performance.now();
   guestDaemon = v.start(['node', KVMCHAND, '--guest', '--runtime-dir', GUEST_RUNTIME, '--log-level', 'info']);
   await guestDaemon.waitForOutput(/kvmchand ready/, 600_000);
-  const ready = guestDaemon.stdout().split('\n').find((l) => l.includes('"msg":"kvmchand ready"')) ?? '';
+  const ready =
+    guestDaemon
+      .stdout()
+      .split('\n')
+      .find((l) => l.includes('"msg":"kvmchand ready"')) ?? '';
   t.diagnostic(`guest daemon ready after ${(performance.now() - t0).toFixed(0)} ms: ${ready}`);
   assert.match(ready, /"domain":1/);
   assert.match(ready, /"devices":"vfio"/);
   await guestDaemon.waitForOutput(/"msg":"pool attached"/, 120_000);
-  const attached = guestDaemon.stdout().split('\n').filter((l) => l.includes('device attached'));
+  const attached = guestDaemon
+    .stdout()
+    .split('\n')
+    .filter((l) => l.includes('device attached'));
   t.diagnostic(attached.join('\n'));
   assert.equal(attached.length, 2, 'control device and pool 1');
   assert.match(host!.log(), /guest control channel offered/);

@@ -23,7 +23,15 @@ test('kvmchand --guest without an IOMMU or no-IOMMU mode exits with KVMCHAN_E_NO
   const v = vm!;
   const groups = await v.exec('ls /sys/kernel/iommu_groups | wc -l; cat /sys/module/vfio/parameters/enable_unsafe_noiommu_mode 2>&1');
   t.diagnostic(`iommu groups / noiommu parameter: ${groups.stdout.replace(/\n/g, ' ')}`);
-  const r = await v.exec(['node', path.join(REPO_ROOT, 'dist', 'src', 'daemon', 'main.js'), '--guest', '--runtime-dir', '/run/kg', '--log-level', 'warn']);
+  const r = await v.exec([
+    'node',
+    path.join(REPO_ROOT, 'dist', 'src', 'daemon', 'main.js'),
+    '--guest',
+    '--runtime-dir',
+    '/run/kg',
+    '--log-level',
+    'warn',
+  ]);
   t.diagnostic(r.stderr.trim());
   assert.equal(r.code, 1);
   assert.match(r.stderr, /\[KVMCHAN_E_NO_IOMMU\]/);

@@ -25,7 +25,10 @@ async function hotplug(t: { diagnostic: (s: string) => void }, reserve: string |
   const vm = await bootVm({ qemu: pre.qemu, image: pre.image, pref64Reserve: reserve });
   try {
     t.diagnostic(`pref64-reserve=${reserve ?? '(QEMU default)'}: boot ${(vm.bootMs / 1000).toFixed(1)} s`);
-    await vm.qmp.execute('chardev-add', { id: 'hp-chr', backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: socketPath } }, server: false } } });
+    await vm.qmp.execute('chardev-add', {
+      id: 'hp-chr',
+      backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: socketPath } }, server: false } },
+    });
     const t0 = performance.now();
     await vm.qmp.execute('device_add', { driver: 'ivshmem-doorbell', id: 'hp', chardev: 'hp-chr', vectors: 2, bus: 'rp2' });
     // pciehp notices the slot (its own 1 s presence debounce, slower under TCG); then sysfs has it.
@@ -37,7 +40,10 @@ async function hotplug(t: { diagnostic: (s: string) => void }, reserve: string |
         done
         sleep 0.1
       done; echo "never appeared"; exit 1`);
-    const [start, end] = r.stdout.trim().split(/\s+/).map((x) => BigInt(x));
+    const [start, end] = r.stdout
+      .trim()
+      .split(/\s+/)
+      .map((x) => BigInt(x));
     const bar2Size = start === 0n && end === 0n ? 0 : Number(end! - start! + 1n);
     t.diagnostic(`  device in guest sysfs ${(performance.now() - t0).toFixed(0)} ms after device_add; BAR2 ${bar2Size / MiB} MiB`);
     const log = (await vm.exec('dmesg | grep -iE "BAR 2|no space|pciehp" | tail -8')).stdout;

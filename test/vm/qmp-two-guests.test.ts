@@ -9,7 +9,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { teardown } from '../helpers/daemon-fixture.js';
 import { REPO_ROOT, vmPrerequisites, type GuestProcess, type TestVm } from '../helpers/vm.js';
-import { GUEST_RUNTIME, MiB, PEER, QmpHost, bootForQmp, guestResult, hostPeer, mbps, startGuestDaemon, type PeerResult } from '../helpers/qmp-vm.js';
+import {
+  GUEST_RUNTIME,
+  MiB,
+  PEER,
+  QmpHost,
+  bootForQmp,
+  guestResult,
+  hostPeer,
+  mbps,
+  startGuestDaemon,
+  type PeerResult,
+} from '../helpers/qmp-vm.js';
 
 const pre = vmPrerequisites();
 const skip = 'reason' in pre ? pre.reason : false;
@@ -34,7 +45,9 @@ before(async () => {
     qmp: { retryMs: 200 },
     policy: { guestPairs: [[A, B]] },
   });
-  const booted = await Promise.allSettled(['guest-a', 'guest-b'].map((n) => bootForQmp(host!.qmpLink(n), { qemu: pre.qemu, image: pre.image, rootPorts: 6 })));
+  const booted = await Promise.allSettled(
+    ['guest-a', 'guest-b'].map((n) => bootForQmp(host!.qmpLink(n), { qemu: pre.qemu, image: pre.image, rootPorts: 6 })),
+  );
   for (const b of booted) if (b.status === 'fulfilled') vms.push(b.value);
   for (const b of booted) if (b.status === 'rejected') throw b.reason;
   assert.equal(await host.waitDomain('guest-a'), A);
@@ -43,44 +56,48 @@ before(async () => {
 });
 
 after(async () => {
-  await teardown(
-    ...vms.map((v) => async () => v.shutdown()),
-    async () => host?.close(),
-  );
+  await teardown(...vms.map((v) => async () => v.shutdown()), async () => host?.close());
 });
 
-test('guest ↔ guest through a pair pool: 16 MiB each way, SHA-256 intact, the host only brokers', { skip, timeout: 1_800_000 }, async (t) => {
-  const BYTES = 16 * MiB;
-  const [va, vb] = vms as [TestVm, TestVm];
-  const server = va.start(['node', PEER, 'server', GUEST_RUNTIME, String(B), '600', String(BYTES)], { timeoutMs: 1_800_000 });
-  await server.waitForOutput(/^READY /m, 600_000);
-  const client = vb.start(['node', PEER, 'client', GUEST_RUNTIME, String(A), '600', String(BYTES)], { timeoutMs: 1_800_000 });
-  let seen: unknown = null;
-  let pairPool: unknown = null;
-  let finished = false;
-  const results = Promise.all([guestResult(server, 1_800_000), guestResult(client, 1_800_000)]).finally(() => (finished = true));
-  while (!finished && seen === null) {
-    const st = await host!.status();
-    const v = st.vchans.find((x) => x.serverDomain === A && x.clientDomain === B && x.port === 600);
-    const p = st.pools.find((x) => (x.memberA === A && x.memberB === B) || (x.memberA === B && x.memberB === A));
-    if (v !== undefined && p !== undefined && v.clientState === 1 && v.serverState === 1) {
-      seen = v;
-      pairPool = p;
+test(
+  'guest ↔ guest through a pair pool: 16 MiB each way, SHA-256 intact, the host only brokers',
+  { skip, timeout: 1_800_000 },
+  async (t) => {
+    const BYTES = 16 * MiB;
+    const [va, vb] = vms as [TestVm, TestVm];
+    const server = va.start(['node', PEER, 'server', GUEST_RUNTIME, String(B), '600', String(BYTES)], { timeoutMs: 1_800_000 });
+    await server.waitForOutput(/^READY /m, 600_000);
+    const client = vb.start(['node', PEER, 'client', GUEST_RUNTIME, String(A), '600', String(BYTES)], { timeoutMs: 1_800_000 });
+    let seen: unknown = null;
+    let pairPool: unknown = null;
+    let finished = false;
+    const results = Promise.all([guestResult(server, 1_800_000), guestResult(client, 1_800_000)]).finally(() => (finished = true));
+    while (!finished && seen === null) {
+      const st = await host!.status();
+      const v = st.vchans.find((x) => x.serverDomain === A && x.clientDomain === B && x.port === 600);
+      const p = st.pools.find((x) => (x.memberA === A && x.memberB === B) || (x.memberA === B && x.memberB === A));
+      if (v !== undefined && p !== undefined && v.clientState === 1 && v.serverState === 1) {
+        seen = v;
+        pairPool = p;
+      }
+      await new Promise((r) => setTimeout(r, 300));
     }
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  const [sr, cr] = await results;
-  t.diagnostic(`host status during the transfer: vchan ${JSON.stringify(seen)}; pool ${JSON.stringify(pairPool)}`);
-  t.diagnostic(`server (guest ${A}): ${mbps(sr)}; client (guest ${B}): ${mbps(cr)}`);
-  assert.equal(sr.received, cr.sent, `guest ${B} → guest ${A}`);
-  assert.equal(cr.received, sr.sent, `guest ${A} → guest ${B}`);
-  assert.notEqual(seen, null, 'the host daemon listed the vchan between the two guest domains');
-  assert.notEqual(pairPool, null, 'a pair pool of both guests exists');
-  for (const [i, d] of daemons.entries()) {
-    const attached = d.stdout().split('\n').filter((l) => l.includes('"msg":"pool attached"'));
-    assert.ok(attached.length >= 2, `guest ${i + 1} attached its host pool and the pair pool:\n${attached.join('\n')}`);
-  }
-});
+    const [sr, cr] = await results;
+    t.diagnostic(`host status during the transfer: vchan ${JSON.stringify(seen)}; pool ${JSON.stringify(pairPool)}`);
+    t.diagnostic(`server (guest ${A}): ${mbps(sr)}; client (guest ${B}): ${mbps(cr)}`);
+    assert.equal(sr.received, cr.sent, `guest ${B} → guest ${A}`);
+    assert.equal(cr.received, sr.sent, `guest ${A} → guest ${B}`);
+    assert.notEqual(seen, null, 'the host daemon listed the vchan between the two guest domains');
+    assert.notEqual(pairPool, null, 'a pair pool of both guests exists');
+    for (const [i, d] of daemons.entries()) {
+      const attached = d
+        .stdout()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"pool attached"'));
+      assert.ok(attached.length >= 2, `guest ${i + 1} attached its host pool and the pair pool:\n${attached.join('\n')}`);
+    }
+  },
+);
 
 interface CReport {
   event: string;
@@ -105,22 +122,36 @@ function checkC(c: CReport, h: PeerResult, bytes: number): void {
   assert.equal(c.sent_sha256, h.received, 'guest (C) → host (TypeScript)');
 }
 
-test('libvchan-kvm in the guest (C client) ↔ TypeScript API on the host (server): 16 MiB each way, SHA-256 both ways', { skip, timeout: 1_200_000 }, async (t) => {
-  const BYTES = 16 * MiB;
-  const h = hostPeer(['server', host!.runtimeDir, String(A), '700', String(BYTES)]);
-  await h.ready;
-  const c = vms[0]!.start([C_PEER, 'client', '0', '700', String(BYTES), String(BYTES)], { env: { KVMCHAN_RUNTIME_DIR: GUEST_RUNTIME }, timeoutMs: 1_200_000 });
-  const [hr, cr] = await Promise.all([h.done, cResult(c)]);
-  checkC(cr, hr, BYTES);
-  t.diagnostic(`host (TS): ${mbps(hr)}; guest (C): ${cr.seconds} s`);
-});
+test(
+  'libvchan-kvm in the guest (C client) ↔ TypeScript API on the host (server): 16 MiB each way, SHA-256 both ways',
+  { skip, timeout: 1_200_000 },
+  async (t) => {
+    const BYTES = 16 * MiB;
+    const h = hostPeer(['server', host!.runtimeDir, String(A), '700', String(BYTES)]);
+    await h.ready;
+    const c = vms[0]!.start([C_PEER, 'client', '0', '700', String(BYTES), String(BYTES)], {
+      env: { KVMCHAN_RUNTIME_DIR: GUEST_RUNTIME },
+      timeoutMs: 1_200_000,
+    });
+    const [hr, cr] = await Promise.all([h.done, cResult(c)]);
+    checkC(cr, hr, BYTES);
+    t.diagnostic(`host (TS): ${mbps(hr)}; guest (C): ${cr.seconds} s`);
+  },
+);
 
-test('libvchan-kvm in the guest (C server) ↔ TypeScript API on the host (client): 16 MiB each way, SHA-256 both ways', { skip, timeout: 1_200_000 }, async (t) => {
-  const BYTES = 16 * MiB;
-  const c = vms[0]!.start([C_PEER, 'server', '0', '701', String(BYTES), String(BYTES)], { env: { KVMCHAN_RUNTIME_DIR: GUEST_RUNTIME }, timeoutMs: 1_200_000 });
-  await c.waitForOutput(/"event":"listening"/, 600_000);
-  const h = hostPeer(['client', host!.runtimeDir, String(A), '701', String(BYTES)]);
-  const [hr, cr] = await Promise.all([h.done, cResult(c)]);
-  checkC(cr, hr, BYTES);
-  t.diagnostic(`host (TS): ${mbps(hr)}; guest (C): ${cr.seconds} s`);
-});
+test(
+  'libvchan-kvm in the guest (C server) ↔ TypeScript API on the host (client): 16 MiB each way, SHA-256 both ways',
+  { skip, timeout: 1_200_000 },
+  async (t) => {
+    const BYTES = 16 * MiB;
+    const c = vms[0]!.start([C_PEER, 'server', '0', '701', String(BYTES), String(BYTES)], {
+      env: { KVMCHAN_RUNTIME_DIR: GUEST_RUNTIME },
+      timeoutMs: 1_200_000,
+    });
+    await c.waitForOutput(/"event":"listening"/, 600_000);
+    const h = hostPeer(['client', host!.runtimeDir, String(A), '701', String(BYTES)]);
+    const [hr, cr] = await Promise.all([h.done, cResult(c)]);
+    checkC(cr, hr, BYTES);
+    t.diagnostic(`host (TS): ${mbps(hr)}; guest (C): ${cr.seconds} s`);
+  },
+);

@@ -37,7 +37,11 @@ before(async () => {
   }
   shm = server.host!.map();
   new Uint8Array(shm).set(new Pattern(HOST_SEED).slice(0, 4096), 0);
-  vm = await bootVm({ qemu: pre.qemu, image: pre.image, ivshmem: [{ id: 'shm0', socketPath: server.socketPath, vectors: VECTORS, rootPort: 1 }] });
+  vm = await bootVm({
+    qemu: pre.qemu,
+    image: pre.image,
+    ivshmem: [{ id: 'shm0', socketPath: server.socketPath, vectors: VECTORS, rootPort: 1 }],
+  });
 });
 
 after(async () => {
@@ -54,7 +58,8 @@ async function stepOf(p: GuestProcess, name: string): Promise<Record<string, unk
 }
 
 const pct = (s: number[], p: number): number => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-const fmt = (s: number[]): string => `min ${s[0]!.toFixed(3)} ms, p50 ${pct(s, 50).toFixed(3)} ms, p99 ${pct(s, 99).toFixed(3)} ms, max ${s[s.length - 1]!.toFixed(3)} ms`;
+const fmt = (s: number[]): string =>
+  `min ${s[0]!.toFixed(3)} ms, p50 ${pct(s, 50).toFixed(3)} ms, p99 ${pct(s, 99).toFixed(3)} ms, max ${s[s.length - 1]!.toFixed(3)} ms`;
 
 test('VfioDevice in a real guest: maps BAR2, sees host kicks on every vector, rings the host', { skip }, async (t) => {
   const host = server!.host!;
@@ -80,7 +85,11 @@ test('VfioDevice in a real guest: maps BAR2, sees host kicks on every vector, ri
   const mapped = await stepOf(p, 'mapped');
   assert.equal(mapped.hostFirstBad, -1, 'the guest reads what the host wrote');
   assert.equal(mapped.seenThroughWhole, -1, 'a sub-range mapping aliases the whole mapping');
-  assert.equal(new Pattern(GUEST_SEED).mismatch(0, new Uint8Array(shm!, GUEST_PATTERN_OFFSET, 4096)), -1, 'the host reads what the guest wrote');
+  assert.equal(
+    new Pattern(GUEST_SEED).mismatch(0, new Uint8Array(shm!, GUEST_PATTERN_OFFSET, 4096)),
+    -1,
+    'the host reads what the guest wrote',
+  );
 
   const rang = await stepOf(p, 'rang');
   await got0;

@@ -92,7 +92,11 @@ async function runSpike(t: { diagnostic: (s: string) => void }, rounds: number, 
   await stepOf(p, 'armed');
   for (let vec = 0; vec < VECTORS; vec++) host.doorbell(1, vec);
   const vectors = await stepOf(p, 'vectors');
-  assert.deepEqual((vectors.counts as number[]).map((c) => c >= 1), [true, true, true, true], 'MSI-X on every vector');
+  assert.deepEqual(
+    (vectors.counts as number[]).map((c) => c >= 1),
+    [true, true, true, true],
+    'MSI-X on every vector',
+  );
 
   const rtt: number[] = [];
   for (let i = 0; i < rounds; i++) {
@@ -103,8 +107,10 @@ async function runSpike(t: { diagnostic: (s: string) => void }, rounds: number, 
   }
   await stepOf(p, 'pingpong');
   rtt.sort((a, b) => a - b);
-  t.diagnostic(`kick round trip host → guest MSI-X → guest ioeventfd → host, ${rounds} rounds: ` +
-    `min ${rtt[0]!.toFixed(2)} ms, p50 ${pct(rtt, 50).toFixed(2)} ms, p99 ${pct(rtt, 99).toFixed(2)} ms, max ${rtt[rtt.length - 1]!.toFixed(2)} ms`);
+  t.diagnostic(
+    `kick round trip host → guest MSI-X → guest ioeventfd → host, ${rounds} rounds: ` +
+      `min ${rtt[0]!.toFixed(2)} ms, p50 ${pct(rtt, 50).toFixed(2)} ms, p99 ${pct(rtt, 99).toFixed(2)} ms, max ${rtt[rtt.length - 1]!.toFixed(2)} ms`,
+  );
 
   const td = await stepOf(p, 'teardown');
   assert.equal(td.mappings, 0);

@@ -12,7 +12,14 @@ export interface FakeCall {
 
 export type FakeAnswer = { ok: Buffer } | { error: Buffer } | 'silent';
 
-export function frame(program: number, procedure: number, type: number, serial: number, status: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+export function frame(
+  program: number,
+  procedure: number,
+  type: number,
+  serial: number,
+  status: number,
+  payload: Buffer = Buffer.alloc(0),
+): Buffer {
   const h = Buffer.alloc(28);
   h.writeUInt32BE(28 + payload.length, 0);
   h.writeUInt32BE(program, 4);
@@ -43,7 +50,20 @@ export function xdrDomain(name: string, uuidHex: string, id: number): Buffer {
 
 /** remote_error with code, domain, message, level 2 and every other field null/0. */
 export function xdrError(code: number, message: string): Buffer {
-  return Buffer.concat([xdrU32(code), xdrU32(10), xdrU32(1), xdrString(message), xdrU32(2), xdrU32(0), xdrU32(0), xdrU32(0), xdrU32(0), xdrU32(0), xdrU32(0), xdrU32(0)]);
+  return Buffer.concat([
+    xdrU32(code),
+    xdrU32(10),
+    xdrU32(1),
+    xdrString(message),
+    xdrU32(2),
+    xdrU32(0),
+    xdrU32(0),
+    xdrU32(0),
+    xdrU32(0),
+    xdrU32(0),
+    xdrU32(0),
+    xdrU32(0),
+  ]);
 }
 
 export class FakeLibvirt {

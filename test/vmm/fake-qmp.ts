@@ -81,7 +81,11 @@ export class FakeQmpServer {
 
   async close(): Promise<void> {
     for (const c of this.connections) c.sock.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      this.server.close(() => {
+        resolve();
+      }),
+    );
     fs.rmSync(this.path, { force: true });
   }
 }

@@ -54,8 +54,16 @@ test('byte fixture: CONNECT_OPEN call for qemu:///system', () => {
     b.toString('hex'),
     [
       '00000038', // length 56 (this word included)
-      '20008086', '00000001', '00000001', '00000000', '00000001', '00000000', // program, version, proc 1, CALL, serial 1, OK
-      '00000001', '0000000e', Buffer.from('qemu:///system').toString('hex'), '0000', // non-null string, 14 bytes + 2 pad
+      '20008086',
+      '00000001',
+      '00000001',
+      '00000000',
+      '00000001',
+      '00000000', // program, version, proc 1, CALL, serial 1, OK
+      '00000001',
+      '0000000e',
+      Buffer.from('qemu:///system').toString('hex'),
+      '0000', // non-null string, 14 bytes + 2 pad
       '00000000', // flags
     ].join(''),
   );
@@ -73,10 +81,13 @@ test('byte fixture: attach-device-flags and register-any arguments', () => {
 test('byte fixtures: list, lifecycle and device-removed decode', () => {
   const list = Buffer.concat([xdrU32(2), xdrDomain('a', UUID, 1), xdrDomain('bb', UUID, -1), xdrU32(2)]);
   const ds = decodeListAllDomainsRet(list);
-  assert.deepEqual(ds.map((d) => [d.name, d.id, uuidString(d.uuid)]), [
-    ['a', 1, '01234567-89ab-cdef-0123-456789abcdef'],
-    ['bb', -1, '01234567-89ab-cdef-0123-456789abcdef'],
-  ]);
+  assert.deepEqual(
+    ds.map((d) => [d.name, d.id, uuidString(d.uuid)]),
+    [
+      ['a', 1, '01234567-89ab-cdef-0123-456789abcdef'],
+      ['bb', -1, '01234567-89ab-cdef-0123-456789abcdef'],
+    ],
+  );
   const lc = decodeLifecycleMsg(Buffer.concat([xdrU32(3), xdrDomain('a', UUID, 1), xdrU32(5), xdrU32(1)]));
   assert.deepEqual([lc.callbackId, lc.dom.name, lc.event, lc.detail], [3, 'a', 5, 1]);
   const dr = decodeDeviceRemovedMsg(Buffer.concat([xdrU32(4), xdrDomain('a', UUID, 1), xdrString('shmem0')]));
@@ -130,8 +141,14 @@ test('calls are matched by serial; replies out of order resolve the right call',
 
 test('an error reply is a LibvirtCallError with libvirt code and message; the connection stays', () =>
   withFake(async (f, c) => {
-    f.onCall = (call) => (call.procedure === Proc.DOMAIN_LOOKUP_BY_UUID ? { error: xdrError(42, "Domain not found: no domain with matching uuid") } : { ok: xdrDomain('a', UUID, 3) });
-    await assert.rejects(c.lookupByUuid(Buffer.from(UUID, 'hex')), (e: unknown) => e instanceof LibvirtCallError && e.libvirtCode === 42 && /Domain not found/.test(e.message));
+    f.onCall = (call) =>
+      call.procedure === Proc.DOMAIN_LOOKUP_BY_UUID
+        ? { error: xdrError(42, 'Domain not found: no domain with matching uuid') }
+        : { ok: xdrDomain('a', UUID, 3) };
+    await assert.rejects(
+      c.lookupByUuid(Buffer.from(UUID, 'hex')),
+      (e: unknown) => e instanceof LibvirtCallError && e.libvirtCode === 42 && /Domain not found/.test(e.message),
+    );
     assert.equal(c.closed, false);
   }));
 
@@ -201,7 +218,10 @@ test('authentication: none needs nothing more; polkit is asked for; SASL-only is
       return { ok: Buffer.alloc(0) };
     };
     await c.authenticate();
-    assert.deepEqual(f.calls.map((x) => x.procedure), [Proc.AUTH_LIST]);
+    assert.deepEqual(
+      f.calls.map((x) => x.procedure),
+      [Proc.AUTH_LIST],
+    );
     types = [2];
     await c.authenticate();
     assert.deepEqual(f.calls.map((x) => x.procedure).slice(1), [Proc.AUTH_LIST, Proc.AUTH_POLKIT]);

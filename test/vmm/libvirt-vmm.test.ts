@@ -31,7 +31,12 @@ function liveXml(opts: { shmem?: string; reserved?: number[]; ports?: number } =
   for (let i = 1; i <= ports; i++) {
     ctl += `<controller type='pci' index='${i}' model='pcie-root-port'><model name='pcie-root-port'/><target chassis='${i}' port='0x1${i}'/><alias name='pci.${i}'/><address type='pci' domain='0x0000' bus='0x00' slot='0x0${i + 1}' function='0x0'/></controller>\n`;
   }
-  const over = reserved.map((i) => `<qemu:device alias='pci.${i}'><qemu:frontend><qemu:property name='pref64-reserve' type='unsigned' value='268435456'/></qemu:frontend></qemu:device>`).join('');
+  const over = reserved
+    .map(
+      (i) =>
+        `<qemu:device alias='pci.${i}'><qemu:frontend><qemu:property name='pref64-reserve' type='unsigned' value='268435456'/></qemu:frontend></qemu:device>`,
+    )
+    .join('');
   return `<domain type='qemu' id='1' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>vm-a</name><!-- a comment with <tags> -->
   <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>
@@ -46,14 +51,22 @@ function liveXml(opts: { shmem?: string; reserved?: number[]; ports?: number } =
 }
 
 test('domain XML: ports, reserves, occupancy and our own shmem devices', () => {
-  const l = domainLayout(liveXml({ shmem: `<shmem name='kvmchan-ctl'><model type='ivshmem-doorbell'/><address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'/></shmem>` }), 'kvmchan-');
+  const l = domainLayout(
+    liveXml({
+      shmem: `<shmem name='kvmchan-ctl'><model type='ivshmem-doorbell'/><address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'/></shmem>`,
+    }),
+    'kvmchan-',
+  );
   assert.equal(l.machine, 'q35');
-  assert.deepEqual(l.ports.map((p) => [p.index, p.pref64Reserve, p.occupied]), [
-    [1, 0, true],
-    [2, 0, true],
-    [3, 256 * MiB, false],
-    [4, 256 * MiB, false],
-  ]);
+  assert.deepEqual(
+    l.ports.map((p) => [p.index, p.pref64Reserve, p.occupied]),
+    [
+      [1, 0, true],
+      [2, 0, true],
+      [3, 256 * MiB, false],
+      [4, 256 * MiB, false],
+    ],
+  );
   assert.deepEqual(l.ownShmem, ['kvmchan-ctl']);
   assert.throws(() => parseXml('<a><b></a>'), /unbalanced/);
   assert.throws(() => parseXml('<a>'), /unclosed/);
@@ -78,7 +91,9 @@ async function world(): Promise<World> {
       case Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY:
         return { ok: xdrU32(c.payload.readUInt32BE(0) + 100) };
       case Proc.CONNECT_LIST_ALL_DOMAINS:
-        return { ok: w.running ? Buffer.concat([xdrU32(1), xdrDomain('vm-a', UUID_A, 1), xdrU32(1)]) : Buffer.concat([xdrU32(0), xdrU32(0)]) };
+        return {
+          ok: w.running ? Buffer.concat([xdrU32(1), xdrDomain('vm-a', UUID_A, 1), xdrU32(1)]) : Buffer.concat([xdrU32(0), xdrU32(0)]),
+        };
       case Proc.DOMAIN_GET_XML_DESC:
         return { ok: xdrString(w.xml) };
       case Proc.DOMAIN_ATTACH_DEVICE_FLAGS: {
@@ -88,7 +103,10 @@ async function world(): Promise<World> {
         const xml = c.payload.subarray(off + 4, off + 4 + len).toString();
         w.attached.push(xml);
         const bus = /bus='(0x[0-9a-f]+)'/.exec(xml)?.[1];
-        w.xml = w.xml.replace('</devices>', `<shmem name='${/name='([^']+)'/.exec(xml)![1]}'>${bus !== undefined ? `<address type='pci' bus='${bus}'/>` : ''}</shmem></devices>`);
+        w.xml = w.xml.replace(
+          '</devices>',
+          `<shmem name='${/name='([^']+)'/.exec(xml)![1]}'>${bus !== undefined ? `<address type='pci' bus='${bus}'/>` : ''}</shmem></devices>`,
+        );
         return { ok: Buffer.alloc(0) };
       }
       default:
@@ -113,13 +131,19 @@ test('serves a running domain: control device on port 2, a pool on port 3; STOPP
     const [d] = (await added) as [VmmDomain];
     assert.equal(d.name, 'vm-a');
     assert.equal(vmm.has(d.id), true);
-    assert.match(w.attached[0]!, /<shmem name='kvmchan-ctl'><model type='ivshmem-doorbell'\/><server path='[^']+\/domains\/1\/control\.sock'\/><msi vectors='1' ioeventfd='on'\/><address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'\/><\/shmem>/);
+    assert.match(
+      w.attached[0]!,
+      /<shmem name='kvmchan-ctl'><model type='ivshmem-doorbell'\/><server path='[^']+\/domains\/1\/control\.sock'\/><msi vectors='1' ioeventfd='on'\/><address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'\/><\/shmem>/,
+    );
     vmm.plugPool(d.id, { pool: 5, socketPath: '/x/pool-5.sock', vectors: 64, size: 64 * MiB } as never);
     const deadline = Date.now() + 2000;
     while (w.attached.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     assert.match(w.attached[1]!, /name='kvmchan-pool-5'.*vectors='64'.*bus='0x03'/);
     const removed = once(vmm, 'domain-removed');
-    w.fake.sendEvent(Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE, Buffer.concat([xdrU32(100), xdrDomain('vm-a', UUID_A, 1), xdrU32(5), xdrU32(1)]));
+    w.fake.sendEvent(
+      Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE,
+      Buffer.concat([xdrU32(100), xdrDomain('vm-a', UUID_A, 1), xdrU32(5), xdrU32(1)]),
+    );
     const [r] = (await removed) as [VmmDomain];
     assert.equal(r.id, d.id);
     assert.deepEqual(vmm.domains(), []);
@@ -187,10 +211,11 @@ test('ids are stable by UUID across backend restarts; libvirtd going away keeps 
   }
 });
 
-test('an attach refused by libvirt leaves the domain refused with libvirt\'s message', async () => {
+test("an attach refused by libvirt leaves the domain refused with libvirt's message", async () => {
   const w = await world();
   const base = w.fake.onCall;
-  w.fake.onCall = (c) => (c.procedure === Proc.DOMAIN_ATTACH_DEVICE_FLAGS ? { error: xdrError(1, 'internal error: unable to execute QEMU command') } : base(c));
+  w.fake.onCall = (c) =>
+    c.procedure === Proc.DOMAIN_ATTACH_DEVICE_FLAGS ? { error: xdrError(1, 'internal error: unable to execute QEMU command') } : base(c);
   const vmm = backend(path.join(dir, 'rt4'), w.fake.path);
   try {
     vmm.start();

@@ -186,9 +186,15 @@ test('connect: bad greeting, no greeting, nobody listening', async () => {
   });
   await withFake(async (f) => {
     f.greeting = null;
-    await assert.rejects(QmpClient.connect(f.path, { connectTimeoutMs: 100 }), (e: unknown) => e instanceof QmpError && e.code === 'KVMCHAN_E_QMP_CONNECT' && /another client/.test(e.message));
+    await assert.rejects(
+      QmpClient.connect(f.path, { connectTimeoutMs: 100 }),
+      (e: unknown) => e instanceof QmpError && e.code === 'KVMCHAN_E_QMP_CONNECT' && /another client/.test(e.message),
+    );
   });
-  await assert.rejects(QmpClient.connect(path.join(dir, 'absent.sock')), (e: unknown) => e instanceof QmpError && e.code === 'KVMCHAN_E_QMP_CONNECT');
+  await assert.rejects(
+    QmpClient.connect(path.join(dir, 'absent.sock')),
+    (e: unknown) => e instanceof QmpError && e.code === 'KVMCHAN_E_QMP_CONNECT',
+  );
 });
 
 test('too many commands in flight are refused', () =>

@@ -111,7 +111,12 @@ export async function runVmDemo(opts: VmDemoOpts, out: NodeJS.WriteStream, err: 
     // Pools big enough for both rings; a few vectors (the demo opens one vchan).
     const poolSize = Math.max(4 * MiB, 2 ** Math.ceil(Math.log2(4 * opts.ring + MiB)));
     fs.writeFileSync(cfg, JSON.stringify({ simulateGuests: 1, pools: { poolSize, poolVectors: 4, lowWater: 0 } }));
-    host = await PrivateDaemon.start({ runtimeDir: path.join(work, 'host'), extraArgs: ['--config', cfg], logLevel: 'info', logFile: hostLog });
+    host = await PrivateDaemon.start({
+      runtimeDir: path.join(work, 'host'),
+      extraArgs: ['--config', cfg],
+      logLevel: 'info',
+      logFile: hostLog,
+    });
     out.write(`kvmchand started (pid ${host.pid}) in ${host.runtimeDir}, serving domain 1 (pools of ${bytes(poolSize)})\n`);
 
     const vmDir = path.join(work, 'vm');
@@ -131,11 +136,13 @@ export async function runVmDemo(opts: VmDemoOpts, out: NodeJS.WriteStream, err: 
     let failVm: (e: Error) => void = () => undefined;
     const vmFailed = new Promise<never>((_, reject) => (failVm = reject));
     vmFailed.catch(() => undefined);
-    qemuExited = new Promise((resolve) => qemuChild.once('exit', (code, signal) => {
-      exitInfo = signal !== null ? `signal ${signal}` : `status ${code}`;
-      failVm(new KvmchanError(`QEMU exited (${exitInfo}) before the demo finished`, 'KVMCHAN_E_DEMO'));
-      resolve();
-    }));
+    qemuExited = new Promise((resolve) =>
+      qemuChild.once('exit', (code, signal) => {
+        exitInfo = signal !== null ? `signal ${signal}` : `status ${code}`;
+        failVm(new KvmchanError(`QEMU exited (${exitInfo}) before the demo finished`, 'KVMCHAN_E_DEMO'));
+        resolve();
+      }),
+    );
     qemuChild.stderr.setEncoding('utf8').on('data', (s: string) => (qemuStderrText += s));
     let lineBuf = '';
     let onReady: () => void = () => undefined;
@@ -151,22 +158,30 @@ export async function runVmDemo(opts: VmDemoOpts, out: NodeJS.WriteStream, err: 
         if (line.startsWith('guest: kvmchand --guest ready')) onReady();
         const m = new RegExp(`${RUN_EXIT_MARKER} (\\d+)`).exec(line);
         if (m !== null) runExit(Number(m[1]));
-        if (line.includes(FAILED_MARKER)) failVm(new KvmchanError('the guest failed to start (its /init reported a fatal error)', 'KVMCHAN_E_DEMO'));
+        if (line.includes(FAILED_MARKER))
+          failVm(new KvmchanError('the guest failed to start (its /init reported a fatal error)', 'KVMCHAN_E_DEMO'));
       }
     });
     out.write(`QEMU started (pid ${qemuChild.pid ?? '?'}): guest kernel ${image.kver}, TCG; booting (tens of seconds)\n`);
 
     const timeout = opts.bootTimeoutMs ?? 600_000;
     const guestReady = new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => { reject(new KvmchanError(`the guest's kvmchand was not ready within ${timeout / 1000} s`, 'KVMCHAN_E_DEMO')); }, timeout);
+      const t = setTimeout(() => {
+        reject(new KvmchanError(`the guest's kvmchand was not ready within ${timeout / 1000} s`, 'KVMCHAN_E_DEMO'));
+      }, timeout);
       t.unref();
-      onReady = () => { clearTimeout(t); resolve(); };
+      onReady = () => {
+        clearTimeout(t);
+        resolve();
+      };
     });
     await Promise.race([guestReady, vmFailed]);
     server = await Vchan.listen({ port: PORT, domain: 1, runtimeDir: host.runtimeDir, readMin: opts.ring, writeMin: opts.ring });
     fs.writeFileSync(path.join(vmDir, 'share', 'listening'), '');
     await Promise.race([server.waitConnected({ timeout: 120_000 }), vmFailed]);
-    out.write(`host ↔ guest: vchan up ${((performance.now() - t0) / 1000).toFixed(1)} s after QEMU started (rings ${bytes(server.writeSize)} each way)\n`);
+    out.write(
+      `host ↔ guest: vchan up ${((performance.now() - t0) / 1000).toFixed(1)} s after QEMU started (rings ${bytes(server.writeSize)} each way)\n`,
+    );
     await Promise.race([sendChecked(server, opts.size, out, err, 'host → guest: '), vmFailed]);
     await Promise.race([receiveChecked(server, opts.size, out, err, 'guest → host: '), vmFailed]);
     const samples = await Promise.race([timePings(server, opts.pings), vmFailed]);

@@ -35,13 +35,19 @@ interface Leg {
 }
 
 /** Send `size` bytes of varying random data; the peer answers with its count and SHA-256. Returns seconds. */
-export async function sendChecked(server: Vchan, size: number, out: NodeJS.WriteStream, err: NodeJS.WriteStream, label = ''): Promise<number> {
+export async function sendChecked(
+  server: Vchan,
+  size: number,
+  out: NodeJS.WriteStream,
+  err: NodeJS.WriteStream,
+  label = '',
+): Promise<number> {
   const chunk = Buffer.allocUnsafe(64 * 1024);
   randomFillSync(chunk);
   const hash = createHash('sha256');
   const progress = new Progress(err, size, 'transfer');
   const t0 = process.hrtime.bigint();
-  for (let sent = 0; sent < size; ) {
+  for (let sent = 0; sent < size;) {
     const n = Math.min(chunk.length, size - sent);
     const piece = chunk.subarray(0, n);
     hash.update(piece);
@@ -57,18 +63,26 @@ export async function sendChecked(server: Vchan, size: number, out: NodeJS.Write
   const digest = hash.digest();
   const okHash = ack.subarray(8).equals(digest);
   const shown = label === '' ? '' : ` ${digest.toString('hex')}`;
-  out.write(`  ${label}moved ${bytes(size)} in ${secs.toFixed(3)} s: ${rate(size, secs)} (both ends hashing); SHA-256${shown} ${okHash ? 'matches' : 'MISMATCH'}\n`);
+  out.write(
+    `  ${label}moved ${bytes(size)} in ${secs.toFixed(3)} s: ${rate(size, secs)} (both ends hashing); SHA-256${shown} ${okHash ? 'matches' : 'MISMATCH'}\n`,
+  );
   if (!okHash) throw new KvmchanError('data corrupted in transit', 'KVMCHAN_E_DEMO');
   return secs;
 }
 
 /** Receive `size` bytes; the peer then sends its count and SHA-256. Returns seconds. */
-export async function receiveChecked(server: Vchan, size: number, out: NodeJS.WriteStream, err: NodeJS.WriteStream, label = ''): Promise<number> {
+export async function receiveChecked(
+  server: Vchan,
+  size: number,
+  out: NodeJS.WriteStream,
+  err: NodeJS.WriteStream,
+  label = '',
+): Promise<number> {
   const buf = Buffer.allocUnsafe(256 * 1024);
   const hash = createHash('sha256');
   const progress = new Progress(err, size, 'transfer');
   const t0 = process.hrtime.bigint();
-  for (let got = 0; got < size; ) {
+  for (let got = 0; got < size;) {
     const n = await server.readInto(buf.subarray(0, Math.min(buf.length, size - got)));
     if (n < 0) throw new KvmchanError('peer closed during the transfer', 'KVMCHAN_E_DEMO');
     hash.update(buf.subarray(0, n));
@@ -81,7 +95,9 @@ export async function receiveChecked(server: Vchan, size: number, out: NodeJS.Wr
   if (trailer === null) throw new KvmchanError('peer closed before sending its SHA-256', 'KVMCHAN_E_DEMO');
   const digest = hash.digest();
   const okHash = trailer.subarray(8).equals(digest);
-  out.write(`  ${label}moved ${bytes(size)} in ${secs.toFixed(3)} s: ${rate(size, secs)} (both ends hashing); SHA-256 ${digest.toString('hex')} ${okHash ? 'matches' : 'MISMATCH'}\n`);
+  out.write(
+    `  ${label}moved ${bytes(size)} in ${secs.toFixed(3)} s: ${rate(size, secs)} (both ends hashing); SHA-256 ${digest.toString('hex')} ${okHash ? 'matches' : 'MISMATCH'}\n`,
+  );
   if (!okHash) throw new KvmchanError('data corrupted in transit', 'KVMCHAN_E_DEMO');
   return secs;
 }
@@ -110,14 +126,24 @@ async function runLeg(leg: Leg, opts: DemoOpts, out: NodeJS.WriteStream, err: No
   const port = 1;
   const setupStart = process.hrtime.bigint();
   const server = await Vchan.listen({ port, domain: leg.clientDomain, runtimeDir: leg.serverDir, readMin: opts.ring, writeMin: opts.ring });
-  const child = spawn(process.execPath, [PEER, leg.clientDir, String(port), String(opts.size), String(opts.pings), String(leg.serverDomain)], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  const peerExit = new Promise<number | null>((resolve) => child.once('exit', (code) => { resolve(code); }));
+  const child = spawn(
+    process.execPath,
+    [PEER, leg.clientDir, String(port), String(opts.size), String(opts.pings), String(leg.serverDomain)],
+    {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
+  const peerExit = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      resolve(code);
+    }),
+  );
   try {
     await server.waitConnected({ timeout: 15000 });
     const setupMs = Number(process.hrtime.bigint() - setupStart) / 1e6;
-    out.write(`${leg.title}: vchan up between pid ${process.pid} and pid ${child.pid ?? '?'} (rings ${bytes(server.writeSize)} each way, setup incl. process start ${setupMs.toFixed(1)} ms)\n`);
+    out.write(
+      `${leg.title}: vchan up between pid ${process.pid} and pid ${child.pid ?? '?'} (rings ${bytes(server.writeSize)} each way, setup incl. process start ${setupMs.toFixed(1)} ms)\n`,
+    );
 
     await sendChecked(server, opts.size, out, err);
     const samples = await timePings(server, opts.pings);
@@ -182,17 +208,27 @@ interface DemoCliOpts {
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('start a private daemon (and simulated guests, or with --vm a real QEMU guest), move data over vchans, report speed, clean up')
+    .description(
+      'start a private daemon (and simulated guests, or with --vm a real QEMU guest), move data over vchans, report speed, clean up',
+    )
     .option('-s, --size <bytes>', 'bytes to transfer per vchan, each way with --vm (e.g. 256M, 1G; default 1G, with --vm 16M)', parseSize)
     .option('--ring <bytes>', 'ring size per direction', parseSize, 1024 ** 2)
     .option('--pings <n>', 'round trips to time (default 10000, with --vm 1000)', (v) => parseInteger(v, 'pings'))
-    .option('--guests <n>', 'simulated guest domains (0: host processes only; 1: host↔guest; 2: also guest↔guest)', (v) => parseInteger(v, 'guests', 0, 8), 0)
+    .option(
+      '--guests <n>',
+      'simulated guest domains (0: host processes only; 1: host↔guest; 2: also guest↔guest)',
+      (v) => parseInteger(v, 'guests', 0, 8),
+      0,
+    )
     .option('--vm', 'boot a real Linux guest under QEMU (the image scripts/vm/build-image.sh builds) and run host↔guest over ivshmem')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 With --vm: needs qemu-system-x86_64 and the guest image (bash scripts/vm/build-image.sh). The guest
 runs kvmchand --guest over VFIO; data moves host → guest and guest → host with the SHA-256
 checked on both ends; QEMU, the daemons and every temporary directory are removed at the end,
-on errors and on Ctrl-C. Under TCG (no KVM) the boot takes tens of seconds.`)
+on errors and on Ctrl-C. Under TCG (no KVM) the boot takes tens of seconds.`,
+    )
     .action(async (o: DemoCliOpts) => {
       if (o.vm === true) {
         if (o.guests !== 0) throw new KvmchanError('--vm and --guests are exclusive', 'KVMCHAN_E_DEMO');

@@ -11,21 +11,21 @@ export async function fetchStatus(runtimeDir?: string): Promise<{ domains: Domai
   const conn = await DaemonConnection.open(runtimeDir);
   try {
     const domains: DomainEntry[] = [];
-    for (let start = 0; ; ) {
+    for (let start = 0; ;) {
       const r = await conn.request(Cmd.LIST_DOMAINS, { start });
       domains.push(...r.body.entries);
       if (r.body.next === 0) break;
       start = r.body.next;
     }
     const pools: PoolEntry[] = [];
-    for (let start = 0; ; ) {
+    for (let start = 0; ;) {
       const r = await conn.request(Cmd.LIST_POOLS, { start });
       pools.push(...r.body.entries);
       if (r.body.next === 0) break;
       start = r.body.next;
     }
     const vchans: VchanEntry[] = [];
-    for (let start = 0; ; ) {
+    for (let start = 0; ;) {
       const r = await conn.request(Cmd.LIST_VCHANS, { start });
       vchans.push(...r.body.entries);
       if (r.body.next === 0) break;

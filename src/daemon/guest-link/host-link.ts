@@ -248,4 +248,3 @@ export class HostLink {
     this.#end(why, false);
   }
 }
-

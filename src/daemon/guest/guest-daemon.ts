@@ -58,7 +58,10 @@ export class GuestDaemon {
       this.runtime.release();
       throw err;
     }
-    this.log.info({ runtimeDir: this.runtime.dir, domain: this.service.localDomain, mode: 'guest', devices: this.service.devicesKind }, 'kvmchand ready');
+    this.log.info(
+      { runtimeDir: this.runtime.dir, domain: this.service.localDomain, mode: 'guest', devices: this.service.devicesKind },
+      'kvmchand ready',
+    );
   }
 
   stop(): void {

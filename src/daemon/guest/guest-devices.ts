@@ -100,7 +100,9 @@ export class VfioDevices implements GuestDevices {
     const key = this.#key;
     if (key === null) return Promise.reject(new DeviceNotFoundError('no control device yet: no device key to check pools with'));
     const want = { pool: p.pool, peerId: p.peerId, vectors: p.vectors, size: p.size };
-    return this.#serial(async () => (await this.#find(`pool ${p.pool}`, timeoutMs, (h, probe) => poolMismatch(h, probe.facts, want, key))).dev);
+    return this.#serial(
+      async () => (await this.#find(`pool ${p.pool}`, timeoutMs, (h, probe) => poolMismatch(h, probe.facts, want, key))).dev,
+    );
   }
 
   #serial<T>(f: () => Promise<T>): Promise<T> {
@@ -156,12 +158,20 @@ export class VfioDevices implements GuestDevices {
         const dev = probe.activate(this.#log);
         this.#claimed.add(dev.bdf);
         dev.once('close', () => this.#claimed.delete(dev.bdf));
-        this.#log.info({ what, bdf: dev.bdf, size: dev.shm.size, vectors: dev.vectors, ivPosition: dev.ivPosition, mode: dev.mode }, 'device attached');
+        this.#log.info(
+          { what, bdf: dev.bdf, size: dev.shm.size, vectors: dev.vectors, ivPosition: dev.ivPosition, mode: dev.mode },
+          'device attached',
+        );
         return { dev, header };
       }
       for (const m of matches) m.probe.close();
       if (matches.length > 1) {
-        throw new DeviceNotFoundError(`${what}: ${matches.length} devices claim to be it (${seen.filter((s) => s.why === 'match').map((s) => s.bdf).join(', ')}); refusing all`);
+        throw new DeviceNotFoundError(
+          `${what}: ${matches.length} devices claim to be it (${seen
+            .filter((s) => s.why === 'match')
+            .map((s) => s.bdf)
+            .join(', ')}); refusing all`,
+        );
       }
       if (Date.now() >= deadline) {
         const detail = seen.map((s) => `${s.bdf}: ${s.why}`).join('; ') || 'no ivshmem-doorbell device (1af4:1110) in sysfs';

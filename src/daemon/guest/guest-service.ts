@@ -146,25 +146,29 @@ export class GuestVchanService implements VchanService {
       this.#attaching.add(p.pool);
       // A hot-plugged pool device may take a while to show up in the guest: the device source
       // retries until this deadline.
-      this.#opts.devices.pool(p, POOL_ATTACH_TIMEOUT_MS).finally(() => this.#attaching.delete(p.pool)).then(
-        (dev) => {
-          if (this.#down) {
-            dev.close();
-            return;
-          }
-          this.#pools.set(p.pool, dev);
-          dev.on('close', (err) => {
-            this.#pools.delete(p.pool);
-            if (err !== null) this.#log.warn({ pool: p.pool, code: (err as { code?: string }).code, err: err.message }, 'pool device gone');
-          });
-          for (const w of this.#poolWaiters.get(p.pool) ?? []) w();
-          this.#poolWaiters.delete(p.pool);
-          this.#log.info({ pool: p.pool, size: dev.shm.size, vectors: dev.vectors }, 'pool attached');
-        },
-        (err: unknown) => {
-          this.#log.error({ pool: p.pool, err: (err as Error).message }, 'cannot attach pool');
-        },
-      );
+      this.#opts.devices
+        .pool(p, POOL_ATTACH_TIMEOUT_MS)
+        .finally(() => this.#attaching.delete(p.pool))
+        .then(
+          (dev) => {
+            if (this.#down) {
+              dev.close();
+              return;
+            }
+            this.#pools.set(p.pool, dev);
+            dev.on('close', (err) => {
+              this.#pools.delete(p.pool);
+              if (err !== null)
+                this.#log.warn({ pool: p.pool, code: (err as { code?: string }).code, err: err.message }, 'pool device gone');
+            });
+            for (const w of this.#poolWaiters.get(p.pool) ?? []) w();
+            this.#poolWaiters.delete(p.pool);
+            this.#log.info({ pool: p.pool, size: dev.shm.size, vectors: dev.vectors }, 'pool attached');
+          },
+          (err: unknown) => {
+            this.#log.error({ pool: p.pool, err: (err as Error).message }, 'cannot attach pool');
+          },
+        );
     } else if (ev.id === Event.SHUTDOWN) {
       this.#fail(new GuestLinkDownError('the host daemon is shutting down'));
     }
@@ -278,9 +282,16 @@ export class GuestVchanService implements VchanService {
 
   async listDomains(): Promise<DomainStatus[]> {
     const out: DomainStatus[] = [];
-    for (let start = 0; ; ) {
+    for (let start = 0; ;) {
       const r = await this.#request(Command.LIST_DOMAINS, { start });
-      out.push(...r.body.entries.map((e) => ({ id: e.domain, name: e.name, vchans: e.vchans, controlUp: (e.flags & DomainFlag.CONTROL_UP) !== 0 })));
+      out.push(
+        ...r.body.entries.map((e) => ({
+          id: e.domain,
+          name: e.name,
+          vchans: e.vchans,
+          controlUp: (e.flags & DomainFlag.CONTROL_UP) !== 0,
+        })),
+      );
       if (r.body.next === 0) return out;
       start = r.body.next;
     }
@@ -288,7 +299,7 @@ export class GuestVchanService implements VchanService {
 
   async listPools(): Promise<PoolStatus[]> {
     const out: PoolStatus[] = [];
-    for (let start = 0; ; ) {
+    for (let start = 0; ;) {
       const r = await this.#request(Command.LIST_POOLS, { start });
       for (const e of r.body.entries) {
         const members = [e.memberA, e.memberB].filter((m) => m !== 0);
@@ -311,7 +322,7 @@ export class GuestVchanService implements VchanService {
 
   async listVchans(): Promise<VchanSnapshot[]> {
     const out: VchanSnapshot[] = [];
-    for (let start = 0; ; ) {
+    for (let start = 0; ;) {
       const r = await this.#request(Command.LIST_VCHANS, { start });
       out.push(
         ...r.body.entries.map((e) => ({

@@ -11,7 +11,16 @@ import { SeqpacketSocket, DEFAULT_SEQPACKET_LIMITS, type Datagram } from '../../
 import { decodeDatagram } from '../../protocol/frame.js';
 import { decodeRequest, encodeErrorReply, encodeReply, encodeEvent } from '../../protocol/codec.js';
 import { RequestSequence } from '../../protocol/sequencer.js';
-import { Command, Errno, Event, MAX_FRAME, MAX_PAYLOAD, ShutdownReason, TIMEOUT_INFINITE, type CommandId } from '../../protocol/constants.js';
+import {
+  Command,
+  Errno,
+  Event,
+  MAX_FRAME,
+  MAX_PAYLOAD,
+  ShutdownReason,
+  TIMEOUT_INFINITE,
+  type CommandId,
+} from '../../protocol/constants.js';
 import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
 import { toWireInfo } from '../../protocol/views.js';
 import { WireError } from '../../protocol/errors.js';
@@ -61,14 +70,20 @@ export class LocalConnection {
     // kernel discards any fd a client passes without it ever entering our fd table — closing
     // a hostile fd (a FUSE file whose flush hangs or fails) could block or fail us
     // (docs/security.md, "Passed fds"). Such a datagram arrives truncated and ends the connection.
-    this.#socket = new SeqpacketSocket(opts.fd, MAX_FRAME, 0, {
-      onMessage: (msg) => {
-        this.#onMessage(msg);
+    this.#socket = new SeqpacketSocket(
+      opts.fd,
+      MAX_FRAME,
+      0,
+      {
+        onMessage: (msg) => {
+          this.#onMessage(msg);
+        },
+        onClose: (err) => {
+          this.#teardown(err, null);
+        },
       },
-      onClose: (err) => {
-        this.#teardown(err, null);
-      },
-    }, { ...DEFAULT_SEQPACKET_LIMITS, stallMs: opts.slowPeerTimeoutMs ?? DEFAULT_SEQPACKET_LIMITS.stallMs });
+      { ...DEFAULT_SEQPACKET_LIMITS, stallMs: opts.slowPeerTimeoutMs ?? DEFAULT_SEQPACKET_LIMITS.stallMs },
+    );
     // A client that connects and never speaks is dropped (it would hold a slot forever).
     this.#idleTimer = setTimeout(() => {
       this.#teardown(null, 'no request within the handshake timeout');
@@ -119,7 +134,10 @@ export class LocalConnection {
   }
 
   #protocolViolation(err: WireError): void {
-    this.#log.warn({ conn: this.caller.connId, peerPid: this.caller.pid, uid: this.caller.uid, code: err.code, err: err.message }, 'protocol violation, closing connection');
+    this.#log.warn(
+      { conn: this.caller.connId, peerPid: this.caller.pid, uid: this.caller.uid, code: err.code, err: err.message },
+      'protocol violation, closing connection',
+    );
     this.#teardown(null, null);
   }
 

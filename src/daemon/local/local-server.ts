@@ -87,7 +87,10 @@ export class LocalServer {
     const code = (err as { code?: string }).code ?? 'EIO';
     this.#acceptFailures++;
     if (this.#acceptPause !== undefined) return;
-    this.#log.error({ code, failures: this.#acceptFailures, err: (err as Error).message }, 'accept failed; pausing new connections for 100 ms');
+    this.#log.error(
+      { code, failures: this.#acceptFailures, err: (err as Error).message },
+      'accept failed; pausing new connections for 100 ms',
+    );
     this.#acceptFailures = 0;
     this.#poller.stop();
     this.#acceptPause = setTimeout(() => {

@@ -128,7 +128,9 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     super();
     const parsed = poolConfigSchema.safeParse({ ...DEFAULT_POOL_CONFIG, ...opts.config });
     if (!parsed.success) {
-      throw new InvalidArgumentError(`invalid pool configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      throw new InvalidArgumentError(
+        `invalid pool configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      );
     }
     this.config = parsed.data;
     this.runtimeDir = path.resolve(opts.runtimeDir);
@@ -155,7 +157,10 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
       if (got === null) continue;
       const ch = new PoolResources(pool, got.extent, got.vector, geometry, serverDomain, clientDomain);
       this.#shortfall.delete(key);
-      this.#log?.debug({ pool: pool.id, offset: got.extent.offset, length: got.extent.length, vector: got.vector, serverDomain, clientDomain }, 'vchan placed in pool');
+      this.#log?.debug(
+        { pool: pool.id, offset: got.extent.offset, length: got.extent.length, vector: got.vector, serverDomain, clientDomain },
+        'vchan placed in pool',
+      );
       this.#aheadOfDemand(key);
       return ch;
     }
@@ -163,7 +168,11 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     const pending = set.some((p) => p.pending);
     if (!pending) {
       const why = this.#cannotGrow(key);
-      if (why !== null) throw new RegistryError('ENOSPC', `no pool has room for ${length} bytes between domains ${serverDomain} and ${clientDomain}: ${why}`);
+      if (why !== null)
+        throw new RegistryError(
+          'ENOSPC',
+          `no pool has room for ${length} bytes between domains ${serverDomain} and ${clientDomain}: ${why}`,
+        );
       try {
         this.#addPool(key);
       } catch (err) {
@@ -189,7 +198,10 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
       const w: CapacityWaiter = { key, need, resolve, reject, timer: undefined };
       if (Number.isFinite(timeoutMs)) {
         w.timer = setLongTimeout(() => {
-          this.#settle(w, new RegistryError('EAGAIN', `no pool capacity between domains ${serverDomain} and ${clientDomain} within ${timeoutMs} ms`));
+          this.#settle(
+            w,
+            new RegistryError('EAGAIN', `no pool capacity between domains ${serverDomain} and ${clientDomain} within ${timeoutMs} ms`),
+          );
         }, timeoutMs).unref();
       }
       this.#waiters.add(w);
@@ -412,7 +424,14 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   }
 
   #announcement(p: Pool, m: PoolMember): PoolAnnouncement {
-    return { pool: p.id, peerId: m.peerId, vectors: p.vectors, size: p.size, socket: path.basename(m.socketPath), socketPath: m.socketPath };
+    return {
+      pool: p.id,
+      peerId: m.peerId,
+      vectors: p.vectors,
+      size: p.size,
+      socket: path.basename(m.socketPath),
+      socketPath: m.socketPath,
+    };
   }
 
   #info(p: Pool): PoolInfo {

@@ -44,7 +44,11 @@ export class HostVchanService implements VchanService {
   }
 
   listDomains(): Promise<DomainStatus[]> {
-    return Promise.resolve(this.#registry.listDomains().map((d) => ({ ...d, vchans: this.#registry.vchansOfDomain(d.id), controlUp: d.id === 0 || this.#controlUp(d.id) })));
+    return Promise.resolve(
+      this.#registry
+        .listDomains()
+        .map((d) => ({ ...d, vchans: this.#registry.vchansOfDomain(d.id), controlUp: d.id === 0 || this.#controlUp(d.id) })),
+    );
   }
 
   listVchans(caller: Caller): Promise<VchanSnapshot[]> {

@@ -6,7 +6,18 @@
  */
 import { setLongTimeout, type LongTimer } from '../../timer.js';
 import type { Logger } from 'pino';
-import { type Role, orderForMin, regionLength, OFF_CLIENT_STATE, OFF_SERVER_STATE, OFF_C2S_PROD, OFF_S2C_PROD, OFF_C2S_WRAPS, OFF_S2C_WRAPS, STATE_CLOSED } from '../../ring/layout.js';
+import {
+  type Role,
+  orderForMin,
+  regionLength,
+  OFF_CLIENT_STATE,
+  OFF_SERVER_STATE,
+  OFF_C2S_PROD,
+  OFF_S2C_PROD,
+  OFF_C2S_WRAPS,
+  OFF_S2C_WRAPS,
+  STATE_CLOSED,
+} from '../../ring/layout.js';
 import type { VchanResourceFactory, VchanResources, EndpointAccess } from './vchan-resources.js';
 import type { VchanInfoData } from '../../protocol/views.js';
 import { RegistryError } from './registry-error.js';
@@ -39,7 +50,6 @@ export interface DomainInfo {
   id: number;
   name: string;
 }
-
 
 /** What one endpoint is told about its vchan (the same facts as the wire's VchanInfo). */
 export interface VchanGrant extends VchanInfoData {
@@ -87,8 +97,7 @@ interface Waiter {
   timer: LongTimer | undefined;
 }
 
-const keyOf = (serverDomain: number, clientDomain: number, port: number): string =>
-  `${serverDomain}:${clientDomain}:${port}`;
+const keyOf = (serverDomain: number, clientDomain: number, port: number): string => `${serverDomain}:${clientDomain}:${port}`;
 
 /**
  * Whom quotas are charged to (docs/security.md, "Quotas"): a local uid, or a guest domain as a
@@ -198,7 +207,10 @@ export class Registry {
   #checkSides(c: Caller): void {
     const u = this.#usageOf(c);
     if (u !== null && u.sides >= this.#limits.maxVchansPerUid) {
-      throw new RegistryError('EDQUOT', `vchan quota of ${c.scope === 'guest' ? `domain ${c.domain}` : `uid ${c.uid}`} reached (limits.maxVchansPerUid = ${this.#limits.maxVchansPerUid})`);
+      throw new RegistryError(
+        'EDQUOT',
+        `vchan quota of ${c.scope === 'guest' ? `domain ${c.domain}` : `uid ${c.uid}`} reached (limits.maxVchansPerUid = ${this.#limits.maxVchansPerUid})`,
+      );
     }
   }
 
@@ -270,7 +282,10 @@ export class Registry {
     const usage = this.#usageOf(caller);
     const bytes = regionLength(geometry);
     if (usage !== null && usage.bytes + bytes > this.#limits.maxShmBytesPerUid) {
-      throw new RegistryError('EDQUOT', `shared-memory quota of ${caller.scope === 'guest' ? `domain ${caller.domain}` : `uid ${caller.uid}`} reached (limits.maxShmBytesPerUid = ${this.#limits.maxShmBytesPerUid})`);
+      throw new RegistryError(
+        'EDQUOT',
+        `shared-memory quota of ${caller.scope === 'guest' ? `domain ${caller.domain}` : `uid ${caller.uid}`} reached (limits.maxShmBytesPerUid = ${this.#limits.maxShmBytesPerUid})`,
+      );
     }
     const res = this.#factory.create(geometry, caller.domain, peerDomain);
     const rec: VchanRecord = {
@@ -345,7 +360,10 @@ export class Registry {
       if (this.#waiters.size >= this.#limits.maxWaitingClients) throw new RegistryError('EAGAIN', 'too many waiting clients');
       const usage = this.#usageOf(caller);
       if (usage !== null && usage.waiters >= this.#limits.maxWaitingClientsPerUid) {
-        throw new RegistryError('EAGAIN', `waiting-client quota of ${caller.scope === 'guest' ? `domain ${caller.domain}` : `uid ${caller.uid}`} reached (limits.maxWaitingClientsPerUid = ${this.#limits.maxWaitingClientsPerUid})`);
+        throw new RegistryError(
+          'EAGAIN',
+          `waiting-client quota of ${caller.scope === 'guest' ? `domain ${caller.domain}` : `uid ${caller.uid}`} reached (limits.maxWaitingClientsPerUid = ${this.#limits.maxWaitingClientsPerUid})`,
+        );
       }
       return new Promise<VchanGrant>((resolve, reject) => {
         const w: Waiter = { caller, key, resolve, reject, timer: undefined };

@@ -22,8 +22,7 @@ export interface EndpointFds {
  * the vector it waits on, and the peer (IVPosition) and vector it rings.
  */
 export type EndpointAccess =
-  | ({ kind: 'fds' } & EndpointFds)
-  | { kind: 'device'; pool: number; vector: number; peerId: number; peerVector: number };
+  ({ kind: 'fds' } & EndpointFds) | { kind: 'device'; pool: number; vector: number; peerId: number; peerVector: number };
 
 export interface VchanResources {
   readonly geometry: RingGeometry;

@@ -122,7 +122,11 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
       if (g.domain.id === d.id) throw new InvalidArgumentError(`duplicate simulated domain id ${d.id}`);
       if (g.domain.name === d.name) throw new InvalidArgumentError(`duplicate simulated domain name ${d.name}`);
     }
-    const { dir, socketPath, server: control } = createControlDevice({
+    const {
+      dir,
+      socketPath,
+      server: control,
+    } = createControlDevice({
       runtimeDir: this.runtimeDir,
       domain: d.id,
       log: this.#log,

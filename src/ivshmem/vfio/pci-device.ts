@@ -63,7 +63,8 @@ export class VfioPciDevice {
       const container = openRw(`${opts.dev ?? '/dev'}/vfio/vfio`);
       fds.push(container);
       const api = native.ioctl(container, io.VFIO_GET_API_VERSION, 0);
-      if (api !== io.VFIO_API_VERSION) throw new KvmchanError(`vfio: API version ${api}, expected ${io.VFIO_API_VERSION}`, 'KVMCHAN_E_VFIO');
+      if (api !== io.VFIO_API_VERSION)
+        throw new KvmchanError(`vfio: API version ${api}, expected ${io.VFIO_API_VERSION}`, 'KVMCHAN_E_VFIO');
       const iommuType = mode === 'noiommu' ? io.VFIO_NOIOMMU_IOMMU : io.VFIO_TYPE1v2_IOMMU;
       if (native.ioctl(container, io.VFIO_CHECK_EXTENSION, iommuType) <= 0) {
         throw new KvmchanError(`vfio: the container does not offer IOMMU type ${iommuType} (${mode})`, 'KVMCHAN_E_VFIO');
@@ -73,7 +74,10 @@ export class VfioPciDevice {
       const status = io.encodeGroupStatus();
       native.ioctl(group, io.VFIO_GROUP_GET_STATUS, status);
       if ((io.decodeGroupStatus(status).flags & io.VFIO_GROUP_FLAGS_VIABLE) === 0) {
-        throw new KvmchanError(`vfio: the IOMMU group of ${bdf} is not viable (another device of the group is bound to a host driver)`, 'KVMCHAN_E_VFIO');
+        throw new KvmchanError(
+          `vfio: the IOMMU group of ${bdf} is not viable (another device of the group is bound to a host driver)`,
+          'KVMCHAN_E_VFIO',
+        );
       }
       const containerArg = Buffer.alloc(4);
       containerArg.writeInt32LE(container, 0);
@@ -118,13 +122,15 @@ export class VfioPciDevice {
   read(region: io.RegionInfo, offset: number, length: number): Buffer {
     const b = Buffer.alloc(length);
     const n = native.pread(this.#device, b, region.offset + offset);
-    if (n !== length) throw new KvmchanError(`vfio: short read of ${n}/${length} bytes at region ${region.index}+${offset}`, 'KVMCHAN_E_VFIO');
+    if (n !== length)
+      throw new KvmchanError(`vfio: short read of ${n}/${length} bytes at region ${region.index}+${offset}`, 'KVMCHAN_E_VFIO');
     return b;
   }
 
   write(region: io.RegionInfo, offset: number, data: Uint8Array): void {
     const n = native.pwrite(this.#device, data, region.offset + offset);
-    if (n !== data.byteLength) throw new KvmchanError(`vfio: short write of ${n}/${data.byteLength} bytes at region ${region.index}+${offset}`, 'KVMCHAN_E_VFIO');
+    if (n !== data.byteLength)
+      throw new KvmchanError(`vfio: short write of ${n}/${data.byteLength} bytes at region ${region.index}+${offset}`, 'KVMCHAN_E_VFIO');
   }
 
   readU32(region: io.RegionInfo, offset: number): number {

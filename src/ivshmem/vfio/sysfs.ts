@@ -172,7 +172,9 @@ export async function bindVfioPci(bdf: string, opts: BindOptions = {}): Promise<
   if (!fs.existsSync(vfioDriver)) {
     (opts.modprobe ?? defaultModprobe)();
     if (!fs.existsSync(vfioDriver)) {
-      throw new VfioUnavailableError('the vfio-pci driver is not available in this guest (modprobe vfio-pci failed; the kernel needs CONFIG_VFIO_PCI)');
+      throw new VfioUnavailableError(
+        'the vfio-pci driver is not available in this guest (modprobe vfio-pci failed; the kernel needs CONFIG_VFIO_PCI)',
+      );
     }
   }
   const deadline = Date.now() + (opts.timeoutMs ?? 5000);
@@ -186,7 +188,8 @@ export async function bindVfioPci(bdf: string, opts: BindOptions = {}): Promise<
       fs.writeFileSync(path.join(sys, 'bus', 'pci', 'drivers_probe'), bdf);
     } catch (err) {
       // drivers_probe answers an error when no driver took the device (yet): retry.
-      if (attempt > 0 && Date.now() > deadline) throw new VfioUnavailableError(`cannot bind ${bdf} to vfio-pci: ${(err as Error).message}`, { cause: err });
+      if (attempt > 0 && Date.now() > deadline)
+        throw new VfioUnavailableError(`cannot bind ${bdf} to vfio-pci: ${(err as Error).message}`, { cause: err });
     }
     if (pciCandidate(bdf, opts)?.driver === 'vfio-pci') return;
     if (Date.now() > deadline) throw new TimeoutError(`${bdf} not bound to vfio-pci after ${opts.timeoutMs ?? 5000} ms`);

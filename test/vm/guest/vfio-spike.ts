@@ -219,12 +219,20 @@ async function main(): Promise<void> {
   ioeventfd(deviceFd, doorbellOffset, kickData, kickHost);
   const tSetup = performance.now();
   step('setup', {
-    bdf, group, bindAttempts, deviceFdRetries, ivPosition, msixCount, reqCount,
-    regions: info.dv.getUint32(8, true), irqs: info.dv.getUint32(12, true),
+    bdf,
+    group,
+    bindAttempts,
+    deviceFdRetries,
+    ivPosition,
+    msixCount,
+    reqCount,
+    regions: info.dv.getUint32(8, true),
+    irqs: info.dv.getUint32(12, true),
     bar0: { size: Number(bar0.size), offset: `0x${bar0.offset.toString(16)}` },
     bar2: { size: Number(bar2.size), offset: `0x${bar2.offset.toString(16)}` },
     command: { before: `0x${cmdBefore.toString(16)}`, after: `0x${cmdAfter.toString(16)}` },
-    bindMs: Math.round(tBind - t0), setupMs: Math.round(tSetup - tBind),
+    bindMs: Math.round(tBind - t0),
+    setupMs: Math.round(tSetup - tBind),
   });
 
   // Shared memory both ways.

@@ -143,7 +143,8 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
   /** Send a CALL and resolve with the OK reply's payload; an ERROR reply rejects with LibvirtCallError. */
   call(procedure: number, payload?: Buffer, timeoutMs = this.#callTimeoutMs): Promise<Buffer> {
     if (this.#closed) return Promise.reject(new LibvirtProtocolError('libvirt connection is closed', 'KVMCHAN_E_LIBVIRT_CLOSED'));
-    if (this.#pending.size >= this.#maxPending) return Promise.reject(new LibvirtProtocolError('too many libvirt calls in flight', 'KVMCHAN_E_LIBVIRT_BUSY'));
+    if (this.#pending.size >= this.#maxPending)
+      return Promise.reject(new LibvirtProtocolError('too many libvirt calls in flight', 'KVMCHAN_E_LIBVIRT_BUSY'));
     const serial = this.#serial;
     this.#serial = (this.#serial + 1) >>> 0 || 1;
     return new Promise((resolve, reject) => {
@@ -166,10 +167,14 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
     const types = decodeAuthListRet(await this.call(Proc.AUTH_LIST));
     if (types.length === 0 || types.includes(AuthType.NONE)) return;
     if (types.includes(AuthType.POLKIT)) {
-      if (!decodeAuthPolkitRet(await this.call(Proc.AUTH_POLKIT))) throw new LibvirtProtocolError('libvirt polkit authentication did not complete', 'KVMCHAN_E_LIBVIRT_AUTH');
+      if (!decodeAuthPolkitRet(await this.call(Proc.AUTH_POLKIT)))
+        throw new LibvirtProtocolError('libvirt polkit authentication did not complete', 'KVMCHAN_E_LIBVIRT_AUTH');
       return;
     }
-    throw new LibvirtProtocolError(`libvirt asks for authentication kvmchand does not support (types ${types.join(', ')}; SASL is not implemented)`, 'KVMCHAN_E_LIBVIRT_AUTH');
+    throw new LibvirtProtocolError(
+      `libvirt asks for authentication kvmchand does not support (types ${types.join(', ')}; SASL is not implemented)`,
+      'KVMCHAN_E_LIBVIRT_AUTH',
+    );
   }
 
   async open(uri: string | null): Promise<void> {
@@ -190,7 +195,10 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
 
   /** Attach a device to the running domain only (VIR_DOMAIN_AFFECT_LIVE). */
   async attachDeviceLive(dom: RemoteDomain, xml: string): Promise<void> {
-    decodeEmpty(await this.call(Proc.DOMAIN_ATTACH_DEVICE_FLAGS, encodeAttachDeviceFlagsArgs(dom, xml, AFFECT_LIVE)), 'DOMAIN_ATTACH_DEVICE_FLAGS reply');
+    decodeEmpty(
+      await this.call(Proc.DOMAIN_ATTACH_DEVICE_FLAGS, encodeAttachDeviceFlagsArgs(dom, xml, AFFECT_LIVE)),
+      'DOMAIN_ATTACH_DEVICE_FLAGS reply',
+    );
   }
 
   /** Register for an event of every domain; returns libvirt's callback id. */
@@ -219,7 +227,16 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
     if (h.program === KEEPALIVE_PROGRAM) {
       if (h.version !== 1 || h.type !== MessageType.MESSAGE) throw new LibvirtProtocolError(`unexpected keepalive message type ${h.type}`);
       if (h.procedure === KEEPALIVE_PROC_PING) {
-        this.#sock.write(encodeMessage({ program: KEEPALIVE_PROGRAM, version: 1, procedure: KEEPALIVE_PROC_PONG, type: MessageType.MESSAGE, serial: 0, status: MessageStatus.OK }));
+        this.#sock.write(
+          encodeMessage({
+            program: KEEPALIVE_PROGRAM,
+            version: 1,
+            procedure: KEEPALIVE_PROC_PONG,
+            type: MessageType.MESSAGE,
+            serial: 0,
+            status: MessageStatus.OK,
+          }),
+        );
       }
       return;
     }

@@ -283,7 +283,10 @@ export function encodeMessage(h: Header, payload: Buffer = Buffer.alloc(0)): Buf
 }
 
 export function encodeCall(procedure: number, serial: number, payload?: Buffer): Buffer {
-  return encodeMessage({ program: REMOTE_PROGRAM, version: REMOTE_PROTOCOL_VERSION, procedure, type: MessageType.CALL, serial, status: MessageStatus.OK }, payload);
+  return encodeMessage(
+    { program: REMOTE_PROGRAM, version: REMOTE_PROTOCOL_VERSION, procedure, type: MessageType.CALL, serial, status: MessageStatus.OK },
+    payload,
+  );
 }
 
 export interface Message {

@@ -48,7 +48,10 @@ export class DomainIds {
       this.#ids = parsed.data.ids;
     } catch (err) {
       const aside = `${this.file}.bad-${Date.now()}`;
-      this.#log?.warn({ file: this.file, aside, err: (err as Error).message }, 'libvirt domain id file unreadable; starting with fresh domain ids');
+      this.#log?.warn(
+        { file: this.file, aside, err: (err as Error).message },
+        'libvirt domain id file unreadable; starting with fresh domain ids',
+      );
       try {
         fs.renameSync(this.file, aside);
       } catch {
@@ -80,7 +83,10 @@ export class DomainIds {
       fs.renameSync(tmp, this.file);
     } catch (err) {
       fs.rmSync(tmp, { force: true });
-      this.#log?.error({ file: this.file, err: (err as Error).message }, 'cannot save the libvirt domain id file; ids may change on restart');
+      this.#log?.error(
+        { file: this.file, err: (err as Error).message },
+        'cannot save the libvirt domain id file; ids may change on restart',
+      );
     }
   }
 }

@@ -36,7 +36,8 @@ export function parseXml(xml: string): XmlElement {
   if (xml.length > MAX_XML) throw new LibvirtProtocolError(`domain XML of ${xml.length} characters is too large`);
   const root: XmlElement = { name: '#root', attrs: {}, children: [] };
   const stack: XmlElement[] = [root];
-  const tag = /<!--[\s\S]*?-->|<\?[\s\S]*?\?>|<!\[CDATA\[[\s\S]*?\]\]>|<(\/?)([A-Za-z_][\w:.-]*)((?:\s+[\w:.-]+\s*=\s*(?:'[^']*'|"[^"]*"))*)\s*(\/?)>/g;
+  const tag =
+    /<!--[\s\S]*?-->|<\?[\s\S]*?\?>|<!\[CDATA\[[\s\S]*?\]\]>|<(\/?)([A-Za-z_][\w:.-]*)((?:\s+[\w:.-]+\s*=\s*(?:'[^']*'|"[^"]*"))*)\s*(\/?)>/g;
   const attr = /([\w:.-]+)\s*=\s*(?:'([^']*)'|"([^"]*)")/g;
   let count = 0;
   for (const m of xml.matchAll(tag)) {
@@ -146,7 +147,10 @@ function escapeAttr(s: string): string {
  * vectors with ioeventfd, on root port `bus` (slot 0) when given.
  */
 export function shmemXml(name: string, socketPath: string, vectors: number, bus: number | undefined): string {
-  const address = bus !== undefined ? `<address type='pci' domain='0x0000' bus='0x${bus.toString(16).padStart(2, '0')}' slot='0x00' function='0x0'/>` : '';
+  const address =
+    bus !== undefined
+      ? `<address type='pci' domain='0x0000' bus='0x${bus.toString(16).padStart(2, '0')}' slot='0x00' function='0x0'/>`
+      : '';
   return (
     `<shmem name='${escapeAttr(name)}'><model type='ivshmem-doorbell'/>` +
     `<server path='${escapeAttr(socketPath)}'/>` +

@@ -175,7 +175,15 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
   list(): LibvirtDomainStatus[] {
     return [...this.#doms.values()]
       .sort((a, b) => a.id - b.id)
-      .map((d) => ({ name: d.name, uuid: d.uuid, id: d.id, state: d.state, devices: [...d.devices], error: d.error?.message ?? null, errorCode: d.error?.code ?? null }));
+      .map((d) => ({
+        name: d.name,
+        uuid: d.uuid,
+        id: d.id,
+        state: d.state,
+        devices: [...d.devices],
+        error: d.error?.message ?? null,
+        errorCode: d.error?.code ?? null,
+      }));
   }
 
   plugPool(domain: number, a: PoolAnnouncement): void {
@@ -235,7 +243,8 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     });
     client.on('device-removed', (m) => {
       const d = this.#doms.get(uuidString(m.dom.uuid));
-      if (d !== undefined && m.alias.includes(SHMEM_PREFIX)) this.#log?.warn({ domain: d.id, alias: m.alias }, 'a kvmchan device was removed from the domain by someone else');
+      if (d !== undefined && m.alias.includes(SHMEM_PREFIX))
+        this.#log?.warn({ domain: d.id, alias: m.alias }, 'a kvmchan device was removed from the domain by someone else');
     });
     try {
       await client.authenticate();
@@ -308,7 +317,11 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       this.#serve(client, m.dom);
     } else if (m.event === LifecycleEvent.STOPPED || m.event === LifecycleEvent.CRASHED) {
       const d = this.#doms.get(uuid);
-      if (d !== undefined) this.#remove(d, m.event === LifecycleEvent.STOPPED ? `the domain stopped (detail ${m.detail})` : `the domain crashed (detail ${m.detail})`);
+      if (d !== undefined)
+        this.#remove(
+          d,
+          m.event === LifecycleEvent.STOPPED ? `the domain stopped (detail ${m.detail})` : `the domain crashed (detail ${m.detail})`,
+        );
     }
   }
 
@@ -341,7 +354,19 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       this.#log?.error({ name: r.name, err: (err as Error).message }, 'cannot give the domain an id');
       return;
     }
-    const d: Dom = { uuid, name: r.name, id, remote: r, state: 'attaching', control: null, devices: [], error: null, chain: Promise.resolve(), removed: false, controlJoined: false };
+    const d: Dom = {
+      uuid,
+      name: r.name,
+      id,
+      remote: r,
+      state: 'attaching',
+      control: null,
+      devices: [],
+      error: null,
+      chain: Promise.resolve(),
+      removed: false,
+      controlJoined: false,
+    };
     this.#doms.set(uuid, d);
     const log = this.#log?.child({ name: d.name, domain: d.id });
     this.#enqueue(d, async () => {
@@ -417,7 +442,10 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     const t0 = performance.now();
     await client.attachDeviceLive(d.remote, shmemXml(name, socketPath, vectors, bus));
     d.devices.push(name);
-    this.#log?.info({ name: d.name, domain: d.id, device: name, bus: bus ?? '(libvirt placement)', ms: Number((performance.now() - t0).toFixed(1)) }, 'device attached');
+    this.#log?.info(
+      { name: d.name, domain: d.id, device: name, bus: bus ?? '(libvirt placement)', ms: Number((performance.now() - t0).toFixed(1)) },
+      'device attached',
+    );
   }
 
   #remove(d: Dom, why: string): void {

@@ -135,7 +135,12 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     try {
       const greeting = await new Promise<Record<string, unknown>>((resolve, reject) => {
         const timer = setTimeout(() => {
-          reject(new QmpError(`QMP ${socketPath}: no greeting within ${timeoutMs} ms (is another client holding the monitor?)`, 'KVMCHAN_E_QMP_CONNECT'));
+          reject(
+            new QmpError(
+              `QMP ${socketPath}: no greeting within ${timeoutMs} ms (is another client holding the monitor?)`,
+              'KVMCHAN_E_QMP_CONNECT',
+            ),
+          );
         }, timeoutMs);
         const onClose = (why: QmpError): void => {
           clearTimeout(timer);

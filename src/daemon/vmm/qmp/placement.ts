@@ -46,7 +46,8 @@ function isObject(v: unknown): v is Record<string, unknown> {
 
 export async function qomList(qmp: QmpClient, path: string): Promise<QomEntry[]> {
   const r = await qmp.execute('qom-list', { path });
-  if (!Array.isArray(r) || r.length > MAX_QOM_ENTRIES) throw new QmpError(`qom-list ${path}: not a list of at most ${MAX_QOM_ENTRIES} entries`);
+  if (!Array.isArray(r) || r.length > MAX_QOM_ENTRIES)
+    throw new QmpError(`qom-list ${path}: not a list of at most ${MAX_QOM_ENTRIES} entries`);
   return r.map((e) => {
     if (!isObject(e) || typeof e.name !== 'string' || typeof e.type !== 'string' || e.name.length > 256 || e.type.length > 256) {
       throw new QmpError(`qom-list ${path}: malformed entry`);
@@ -111,7 +112,10 @@ export function formatBytes(n: number): string {
 /** The error a VM without a fitting free port gets: says what to add to the QEMU command line. */
 export function noPortError(vm: string, what: string, needReserve: number, ports: readonly RootPort[]): VmmError {
   const free = ports.filter((p) => !p.occupied);
-  const state = ports.length === 0 ? 'it has no named pcie-root-port' : `free ports: ${free.length === 0 ? 'none' : free.map((p) => `${p.id} (pref64-reserve ${formatBytes(p.pref64Reserve)})`).join(', ')}`;
+  const state =
+    ports.length === 0
+      ? 'it has no named pcie-root-port'
+      : `free ports: ${free.length === 0 ? 'none' : free.map((p) => `${p.id} (pref64-reserve ${formatBytes(p.pref64Reserve)})`).join(', ')}`;
   const reserve = needReserve > 0 ? `,pref64-reserve=${formatBytes(needReserve)}` : '';
   return new VmmError(
     `VM ${vm}: no free PCIe root port for ${what} (${state}); start QEMU with one more ` +

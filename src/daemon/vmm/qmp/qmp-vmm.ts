@@ -136,7 +136,10 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
   }
 
   domains(): VmmDomain[] {
-    return [...this.#vms.values()].filter((v) => v.state === 'serving').map((v) => ({ id: v.id, name: v.spec.name })).sort((a, b) => a.id - b.id);
+    return [...this.#vms.values()]
+      .filter((v) => v.state === 'serving')
+      .map((v) => ({ id: v.id, name: v.spec.name }))
+      .sort((a, b) => a.id - b.id);
   }
 
   has(domain: number): boolean {
@@ -173,7 +176,8 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
   remove(name: string): VmStatus {
     const vm = this.#vms.get(name);
     if (vm === undefined) throw new VmmError(`no VM named ${name}`, 'KVMCHAN_E_VMM_UNKNOWN');
-    if (vm.source === 'config') throw new VmmError(`VM ${name} comes from the configuration file; remove it there and restart kvmchand`, 'KVMCHAN_E_VMM_CONFIG');
+    if (vm.source === 'config')
+      throw new VmmError(`VM ${name} comes from the configuration file; remove it there and restart kvmchand`, 'KVMCHAN_E_VMM_CONFIG');
     const before = this.#status(vm);
     vm.removed = true;
     this.#vms.delete(name);
@@ -190,7 +194,15 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     vm.chain = vm.chain
       .then(async () => {
         if (vm.client !== client || client === null) return;
-        await this.#plug(vm, client, poolDeviceId(a.pool), a.socketPath, a.vectors, `pool ${a.pool} (${a.size >> 20} MiB)`, reserveNeeded(a.size));
+        await this.#plug(
+          vm,
+          client,
+          poolDeviceId(a.pool),
+          a.socketPath,
+          a.vectors,
+          `pool ${a.pool} (${a.size >> 20} MiB)`,
+          reserveNeeded(a.size),
+        );
       })
       .catch((err: unknown) => {
         const e = asKvmchanError(err);
@@ -220,14 +232,20 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
 
   #register(raw: VmSpec, source: 'config' | 'runtime'): Vm {
     const parsed = vmSpecSchema.safeParse(raw);
-    if (!parsed.success) throw new VmmError(`invalid VM: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, 'KVMCHAN_E_INVALID_ARG');
+    if (!parsed.success)
+      throw new VmmError(
+        `invalid VM: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+        'KVMCHAN_E_INVALID_ARG',
+      );
     const spec = parsed.data;
     if (this.#vms.has(spec.name)) throw new VmmError(`a VM named ${spec.name} is already followed`, 'KVMCHAN_E_VMM_EXISTS');
     for (const v of this.#vms.values()) {
       if (v.spec.qmp === spec.qmp) throw new VmmError(`VM ${v.spec.name} already uses QMP socket ${spec.qmp}`, 'KVMCHAN_E_VMM_EXISTS');
-      if (spec.id !== undefined && v.id === spec.id) throw new VmmError(`domain id ${spec.id} is already VM ${v.spec.name}'s`, 'KVMCHAN_E_VMM_EXISTS');
+      if (spec.id !== undefined && v.id === spec.id)
+        throw new VmmError(`domain id ${spec.id} is already VM ${v.spec.name}'s`, 'KVMCHAN_E_VMM_EXISTS');
     }
-    if (spec.id !== undefined && this.#reserved.has(spec.id)) throw new VmmError(`domain id ${spec.id} is a simulated guest's`, 'KVMCHAN_E_VMM_EXISTS');
+    if (spec.id !== undefined && this.#reserved.has(spec.id))
+      throw new VmmError(`domain id ${spec.id} is a simulated guest's`, 'KVMCHAN_E_VMM_EXISTS');
     const reserved = new Set([...this.#reserved, ...[...this.#vms.values()].map((v) => v.id)]);
     const id = this.#state.assign(spec.name, spec.id, reserved);
     const vm: Vm = {
@@ -289,11 +307,15 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     vm.state = 'connecting';
     let client: QmpClient;
     try {
-      client = await QmpClient.connect(vm.spec.qmp, { commandTimeoutMs: this.#commandTimeoutMs, connectTimeoutMs: Math.min(this.#commandTimeoutMs, 5000) });
+      client = await QmpClient.connect(vm.spec.qmp, {
+        commandTimeoutMs: this.#commandTimeoutMs,
+        connectTimeoutMs: Math.min(this.#commandTimeoutMs, 5000),
+      });
     } catch (err) {
       vm.state = 'waiting';
       const e = asKvmchanError(err);
-      if (vm.error?.message !== e.message) this.#log?.info({ vm: vm.spec.name, qmp: vm.spec.qmp, err: e.message }, 'no QEMU on the QMP socket yet; retrying');
+      if (vm.error?.message !== e.message)
+        this.#log?.info({ vm: vm.spec.name, qmp: vm.spec.qmp, err: e.message }, 'no QEMU on the QMP socket yet; retrying');
       vm.error = e;
       this.#scheduleRetry(vm);
       return;
@@ -373,7 +395,15 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
   }
 
   /** Plug a device for an announcement (q35: on a free port with enough prefetchable reserve). */
-  async #plug(vm: Vm, client: QmpClient, id: string, socketPath: string, vectors: number, what: string, needReserve: number): Promise<void> {
+  async #plug(
+    vm: Vm,
+    client: QmpClient,
+    id: string,
+    socketPath: string,
+    vectors: number,
+    what: string,
+    needReserve: number,
+  ): Promise<void> {
     let bus: string | undefined;
     if (vm.machine === 'q35') {
       const ports = await rootPorts(client);
@@ -391,7 +421,14 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
       backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: socketPath } }, server: false } },
     });
     try {
-      await client.execute('device_add', { driver: 'ivshmem-doorbell', id, chardev: id, vectors, ioeventfd: true, ...(bus !== undefined ? { bus } : {}) });
+      await client.execute('device_add', {
+        driver: 'ivshmem-doorbell',
+        id,
+        chardev: id,
+        vectors,
+        ioeventfd: true,
+        ...(bus !== undefined ? { bus } : {}),
+      });
     } catch (err) {
       // A device that never realized let go of its chardev: removing that one is safe.
       await client.execute('chardev-remove', { id }).catch(() => undefined);
@@ -400,7 +437,10 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     vm.devices.push(id);
     const realized = await client.execute('qom-get', { path: `/machine/peripheral/${id}`, property: 'realized' });
     if (realized !== true) throw new VmmError(`device ${id} did not realize`, 'KVMCHAN_E_VMM_PLUG');
-    this.#log?.info({ vm: vm.spec.name, domain: vm.id, device: id, bus: bus ?? '(root bus)', ms: Number((performance.now() - t0).toFixed(1)) }, 'device hot-plugged');
+    this.#log?.info(
+      { vm: vm.spec.name, domain: vm.id, device: id, bus: bus ?? '(root bus)', ms: Number((performance.now() - t0).toFixed(1)) },
+      'device hot-plugged',
+    );
   }
 
   /** The VM is gone (or its monitor): domain removed, wait for a QEMU on the socket again. */
@@ -430,4 +470,3 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     removeDomainDirIfEmpty(this.runtimeDir, vm.id);
   }
 }
-

@@ -20,7 +20,9 @@ export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,30}$/;
 /** sun_path holds 108 bytes including the NUL. */
 export const MAX_SOCKET_PATH = 107;
 
-export const vmNameSchema = z.string().regex(VM_NAME_RE, 'a VM name is 1-31 characters of A-Z a-z 0-9 . _ - and starts with a letter or digit');
+export const vmNameSchema = z
+  .string()
+  .regex(VM_NAME_RE, 'a VM name is 1-31 characters of A-Z a-z 0-9 . _ - and starts with a letter or digit');
 export const qmpPathSchema = z
   .string()
   .refine((p) => path.isAbsolute(p), 'the QMP socket path must be absolute')
