@@ -54,7 +54,8 @@ function runPeer(runtimeDir: string, args: string[], seed: number, onListening?:
       if (msg.event === 'listening') onListening?.();
       if (msg.event === 'done') report = msg;
     });
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': the last stdout lines may still be unread when the process exits.
+    child.on('close', (code, signal) => {
       if (code === 0 && report !== undefined) resolve(report);
       else reject(new Error(`vchan_peer ${args.join(' ')} exited with ${code ?? signal}: ${stderr}`));
     });

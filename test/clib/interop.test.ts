@@ -53,7 +53,8 @@ function startPeer(args: string[], seed: number): { child: ChildProcess; listeni
       if (msg.event === 'listening') onListening();
       if (msg.event === 'done') result = msg;
     });
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': the last stdout lines may still be unread when the process exits.
+    child.on('close', (code, signal) => {
       if (code === 0 && result !== undefined) resolve(result);
       else reject(new Error(`vchan_peer ${args.join(' ')} exited with ${code ?? signal}: ${stderr}`));
     });

@@ -44,7 +44,7 @@ function startPeer(runtimeDir: string, args: string[], env: Record<string, strin
     waiters.get(ev)?.();
   });
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       resolve({ code, signal });
     });
   });

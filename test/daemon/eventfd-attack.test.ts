@@ -50,7 +50,7 @@ function hostile(fds: number[], body: string, keepRunning = false): { child: Chi
     if (out.includes('ready')) onReady();
   });
   const done = new Promise<string>((resolve, reject) => {
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       if (code === 0 || (keepRunning && signal === 'SIGKILL')) resolve(out);
       else reject(new Error(`hostile helper exited ${String(code ?? signal)}`));
     });

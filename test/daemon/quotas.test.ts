@@ -101,7 +101,7 @@ test(
     const child = spawn(python!, ['-c', script], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
     assert.equal(code, 0);
     assert.equal(Number(out.trim()), 12, `answered connections: ${out}`);
     // root connects fine meanwhile.
