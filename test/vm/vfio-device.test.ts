@@ -101,6 +101,27 @@ test('VfioDevice in a real guest: maps BAR2, sees host kicks on every vector, ri
   const vectors = await stepOf(p, 'vectors');
   assert.deepEqual(vectors.counts, [1, 1, 1, 1], 'MSI-X on every vector');
 
+  // Guest-driven round trips come next, and the guest starts them as soon as it has reported the
+  // host-driven ones, long before that report reaches us: the echo must be waiting on vector 2
+  // from now on, or its first kick finds no waiter and is consumed unseen.
+  // Echo until the guest says it is done: a busy host can see two of the guest's kicks as one
+  // wake-up (an eventfd counts them), so the number of wake-ups is not the number of rounds.
+  let echoed = 0;
+  const done = new AbortController();
+  const echo = async (): Promise<void> => {
+    while (!done.signal.aborted) {
+      try {
+        await w[2]!.wait(done.signal); // the guest times its own rounds out
+      } catch (err) {
+        if (done.signal.aborted) return;
+        throw err;
+      }
+      echoed++;
+      host.doorbell(1, 2);
+    }
+  };
+  const echoing = echo();
+  echoing.catch(() => undefined); // awaited below; a failure must not surface as unhandled first
   // Host-driven round trips: host rings guest vector 1, guest answers through its ioeventfd.
   const rtt: number[] = [];
   for (let i = 0; i < ROUNDS; i++) {
@@ -115,24 +136,6 @@ test('VfioDevice in a real guest: maps BAR2, sees host kicks on every vector, ri
   t.diagnostic(`kick round trip host → guest (MSI-X) → host (ioeventfd), ${ROUNDS} rounds: ${fmt(rtt)}`);
 
   // Guest-driven: echo vector 2 back to the guest's vector 2.
-  // Echo until the guest says it is done: a busy host can see two of the guest's kicks as one
-  // wake-up (an eventfd counts them), so the number of wake-ups is not the number of rounds.
-  let echoed = 0;
-  const done = new AbortController();
-  const echo = async (): Promise<void> => {
-    while (!done.signal.aborted) {
-      try {
-        await w[2]!.wait(AbortSignal.any([done.signal, AbortSignal.timeout(60_000)]));
-      } catch (err) {
-        if (done.signal.aborted) return;
-        throw err;
-      }
-      echoed++;
-      host.doorbell(1, 2);
-    }
-  };
-  const echoing = echo();
-  echoing.catch(() => undefined); // awaited below; a failure must not surface as unhandled first
   const g = await stepOf(p, 'guest-pingpong');
   done.abort();
   await echoing;
