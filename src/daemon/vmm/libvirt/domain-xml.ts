@@ -7,7 +7,9 @@
  * - PCIe root ports: `<controller type='pci' model='pcie-root-port' index='N'>` with their
  *   alias, and the `pref64-reserve` a `<qemu:override>` gives the port's alias (0 if none);
  * - which buses carry a device: every `<address type='pci' bus='…'>`;
- * - our own devices: `<shmem name='kvmchan-…'>`.
+ * - our own devices: `<shmem name='kvmchan-…'>` and the `<server path>` each one names;
+ * - the user and group QEMU runs as: the DAC `<seclabel>`'s `<label>+UID:+GID</label>` (libvirt
+ *   writes it into the live XML of every domain it labels).
  */
 import { LibvirtProtocolError } from './codec.js';
 
@@ -15,6 +17,8 @@ export interface XmlElement {
   name: string;
   attrs: Record<string, string>;
   children: XmlElement[];
+  /** Character data directly inside the element (entities decoded), e.g. a `<label>`'s. */
+  text: string;
 }
 
 const MAX_XML = 4 << 20;
@@ -31,16 +35,20 @@ function unescape(s: string): string {
   });
 }
 
-/** A minimal XML element parser: elements and attributes only (text, comments, PIs skipped). */
+/** A minimal XML element parser: elements, attributes and text (comments, PIs, CDATA skipped). */
 export function parseXml(xml: string): XmlElement {
   if (xml.length > MAX_XML) throw new LibvirtProtocolError(`domain XML of ${xml.length} characters is too large`);
-  const root: XmlElement = { name: '#root', attrs: {}, children: [] };
+  const root: XmlElement = { name: '#root', attrs: {}, children: [], text: '' };
   const stack: XmlElement[] = [root];
   const tag =
     /<!--[\s\S]*?-->|<\?[\s\S]*?\?>|<!\[CDATA\[[\s\S]*?\]\]>|<(\/?)([A-Za-z_][\w:.-]*)((?:\s+[\w:.-]+\s*=\s*(?:'[^']*'|"[^"]*"))*)\s*(\/?)>/g;
   const attr = /([\w:.-]+)\s*=\s*(?:'([^']*)'|"([^"]*)")/g;
   let count = 0;
+  let last = 0;
   for (const m of xml.matchAll(tag)) {
+    const between = xml.slice(last, m.index);
+    last = m.index + m[0].length;
+    if (between.trim() !== '') stack[stack.length - 1]!.text += unescape(between);
     if (m[2] === undefined) continue; // comment, PI, CDATA
     const [, close, name, attrText, selfClose] = m;
     if (close === '/') {
@@ -49,7 +57,7 @@ export function parseXml(xml: string): XmlElement {
       continue;
     }
     if (++count > MAX_ELEMENTS) throw new LibvirtProtocolError('domain XML has too many elements');
-    const el: XmlElement = { name, attrs: {}, children: [] };
+    const el: XmlElement = { name, attrs: {}, children: [], text: '' };
     for (const a of (attrText ?? '').matchAll(attr)) el.attrs[a[1]!] = unescape(a[2] ?? a[3] ?? '');
     stack[stack.length - 1]!.children.push(el);
     if (selfClose !== '/') {
@@ -85,6 +93,19 @@ export interface DomainLayout {
   ports: RootPort[];
   /** `name` attributes of our `<shmem>` devices (kvmchan-ctl, kvmchan-pool-N). */
   ownShmem: string[];
+  /** The `<server path>` of each of our `<shmem>` devices, by name (absent: no server). */
+  shmemServers: Map<string, string>;
+  /** The uid and gid QEMU runs as (the DAC seclabel), or null when the XML has none. */
+  qemuIds: { uid: number; gid: number } | null;
+}
+
+/** `+UID:+GID` (or `UID:GID`) of a DAC label; names are not resolved here, so they give null. */
+export function parseDacLabel(label: string): { uid: number; gid: number } | null {
+  const m = /^\s*\+?(\d{1,10}):\+?(\d{1,10})\s*$/.exec(label);
+  if (m === null) return null;
+  const uid = Number(m[1]);
+  const gid = Number(m[2]);
+  return uid <= 0xfffffffe && gid <= 0xfffffffe ? { uid, gid } : null;
 }
 
 function parseNumber(s: string | undefined): number | null {
@@ -99,7 +120,7 @@ export function domainLayout(xml: string, prefix: string): DomainLayout {
   const root = parseXml(xml);
   const dom = child(root, 'domain');
   if (dom === undefined) throw new LibvirtProtocolError('domain XML has no <domain>');
-  const machineAttr = child(child(dom, 'os') ?? { name: '', attrs: {}, children: [] }, 'type')?.attrs.machine ?? '';
+  const machineAttr = child(child(dom, 'os') ?? { name: '', attrs: {}, children: [], text: '' }, 'type')?.attrs.machine ?? '';
   const machine: MachineKind = /q35/.test(machineAttr) ? 'q35' : 'pc';
   const devices = child(dom, 'devices');
   const reserves = new Map<string, number>();
@@ -119,6 +140,7 @@ export function domainLayout(xml: string, prefix: string): DomainLayout {
   const usedBuses = new Set<number>();
   const ports: RootPort[] = [];
   const ownShmem: string[] = [];
+  const shmemServers = new Map<string, string>();
   for (const el of devices === undefined ? [] : devices.children) {
     for (const a of walk(el)) {
       if (a.name === 'address' && a.attrs.type === 'pci') {
@@ -132,10 +154,20 @@ export function domainLayout(xml: string, prefix: string): DomainLayout {
       const alias = child(el, 'alias')?.attrs.name ?? null;
       ports.push({ index, alias, pref64Reserve: alias !== null ? (reserves.get(alias) ?? 0) : 0, occupied: false });
     }
-    if (el.name === 'shmem' && (el.attrs.name ?? '').startsWith(prefix)) ownShmem.push(el.attrs.name!);
+    if (el.name === 'shmem' && (el.attrs.name ?? '').startsWith(prefix)) {
+      ownShmem.push(el.attrs.name!);
+      const server = child(el, 'server')?.attrs.path;
+      if (server !== undefined) shmemServers.set(el.attrs.name!, server);
+    }
   }
   for (const p of ports) p.occupied = usedBuses.has(p.index);
-  return { machine, ports, ownShmem };
+  let qemuIds: { uid: number; gid: number } | null = null;
+  for (const sl of dom.children) {
+    if (sl.name !== 'seclabel' || sl.attrs.model !== 'dac') continue;
+    const label = child(sl, 'label');
+    if (label !== undefined) qemuIds = parseDacLabel(label.text);
+  }
+  return { machine, ports, ownShmem, shmemServers, qemuIds };
 }
 
 function escapeAttr(s: string): string {
