@@ -94,6 +94,23 @@ export const configSchema = z
           .default('/run/libvirt/libvirt-sock'),
         /** Which running domains to serve: "all", or these domain names. */
         domains: z.union([z.literal('all'), z.array(z.string().min(1).max(1024)).max(4096)]).default('all'),
+        /**
+         * Domains whose persistent XML declares kvmchan's control device, served at
+         * `<runtimeDir>/libvirt/<name>/control.sock` from kvmchand's start (docs/vms-libvirt.md, "Devices at boot").
+         */
+        bootDomains: z
+          .array(
+            z
+              .string()
+              .regex(
+                /^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,63}$/,
+                'a boot domain name is 1-64 of A-Z a-z 0-9 . _ + - (not starting with a dot)',
+              ),
+          )
+          .max(1024)
+          .default([]),
+        /** The group QEMU runs as (name or gid), for the sockets of boot devices; hot-plugged devices use the domain's DAC label. */
+        qemuGroup: z.union([z.string().min(1).max(64), z.number().int().min(0).max(0xfffffffe)]).optional(),
         /** First reconnect delay after libvirtd went away (doubles up to 10 s). */
         retryMs: z.number().int().min(50).max(600_000).default(500),
         /** Timeout of each libvirt call. */

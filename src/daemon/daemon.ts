@@ -101,6 +101,8 @@ export class Daemon {
           socketPath: this.config.libvirt.socket,
           uri: this.config.libvirt.uri,
           domains: this.config.libvirt.domains,
+          bootDomains: this.config.libvirt.bootDomains,
+          ...(this.config.libvirt.qemuGroup !== undefined ? { qemuGroup: this.config.libvirt.qemuGroup } : {}),
           poolSize: this.pools.config.poolSize,
           reservedIds: new Set([...(this.#simulated?.domains().map((d) => d.id) ?? []), ...qmp.list().map((v) => v.id)]),
           retryMs: this.config.libvirt.retryMs,

@@ -1,15 +1,17 @@
 // The libvirt backend (src/daemon/vmm/libvirt/libvirt-vmm.ts) against a fake libvirtd: live-XML
 // placement (control device on the free port least fit for a pool, pools on ports with
 // pref64-reserve), the stale-device refusal, no-port refusal, lifecycle events, stable ids by
-// UUID across backend restarts, and reconnect + re-sync after libvirtd goes away.
+// UUID across backend restarts, reconnect + re-sync after libvirtd goes away, boot devices
+// declared in the persistent XML, and sockets shared with an unprivileged QEMU's group.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
-import { LibvirtVmm } from '../../src/daemon/vmm/libvirt/libvirt-vmm.js';
-import { domainLayout, parseXml, shmemXml } from '../../src/daemon/vmm/libvirt/domain-xml.js';
+import { LibvirtVmm, bootControlPath } from '../../src/daemon/vmm/libvirt/libvirt-vmm.js';
+import { IvshmemTestClient } from '../helpers/ivshmem-test-client.js';
+import { domainLayout, parseDacLabel, parseXml, shmemXml } from '../../src/daemon/vmm/libvirt/domain-xml.js';
 import { Proc } from '../../src/daemon/vmm/libvirt/codec.js';
 import type { VmmDomain } from '../../src/daemon/vmm/vmm.js';
 import { FakeLibvirt, xdrDomain, xdrError, xdrString, xdrU32 } from './fake-libvirt.js';
@@ -73,6 +75,23 @@ test('domain XML: ports, reserves, occupancy and our own shmem devices', () => {
   assert.throws(() => parseXml('<a>'.repeat(100) + '</a>'.repeat(100)), /deep/);
   assert.match(shmemXml("x'y", '/p&q', 4, undefined), /name='x&apos;y'.*path='\/p&amp;q'.*vectors='4'/);
   assert.doesNotMatch(shmemXml('a', '/s', 1, 7), /--/);
+});
+
+test("domain XML: the user QEMU runs as (DAC seclabel) and our devices' server paths", () => {
+  const xml = liveXml({
+    shmem: `<shmem name='kvmchan-ctl'><model type='ivshmem-doorbell'/><server path='/run/k/a&amp;b.sock'/></shmem>`,
+  }).replace(
+    '</domain>',
+    `<seclabel type='dynamic' model='apparmor' relabel='yes'><label>libvirt-x</label></seclabel>
+     <seclabel type='dynamic' model='dac' relabel='yes'><label>+64055:+64055</label><imagelabel>+64055:+64055</imagelabel></seclabel></domain>`,
+  );
+  const l = domainLayout(xml, 'kvmchan-');
+  assert.deepEqual(l.qemuIds, { uid: 64055, gid: 64055 });
+  assert.equal(l.shmemServers.get('kvmchan-ctl'), '/run/k/a&b.sock');
+  assert.equal(domainLayout(liveXml({}), 'kvmchan-').qemuIds, null);
+  assert.equal(parseDacLabel('root:root'), null, 'names are not numbers: no guess');
+  assert.equal(parseDacLabel('+1:+99999999999'), null);
+  assert.deepEqual(parseDacLabel('0:0'), { uid: 0, gid: 0 });
 });
 
 interface World {
@@ -224,6 +243,102 @@ test("an attach refused by libvirt leaves the domain refused with libvirt's mess
     assert.equal(vmm.list()[0]?.errorCode, 'KVMCHAN_E_LIBVIRT_CALL');
     assert.match(vmm.list()[0]!.error!, /unable to execute QEMU command/);
     assert.equal(fs.existsSync(path.join(dir, 'rt4', 'domains', '1')), false);
+  } finally {
+    vmm.close();
+    await w.fake.close();
+  }
+});
+
+async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function startedEvent(): Buffer {
+  return Buffer.concat([xdrU32(100), xdrDomain('vm-a', UUID_A, 1), xdrU32(2), xdrU32(0)]);
+}
+
+test('a boot domain: its control device listens before the domain runs; started with it and attached, it is served without an attach', async () => {
+  const w = await world();
+  w.running = false;
+  const rt = path.join(dir, 'rt-boot');
+  fs.mkdirSync(rt, { recursive: true });
+  const vmm = new LibvirtVmm({ runtimeDir: rt, socketPath: w.fake.path, poolSize: 64 * MiB, retryMs: 50, bootDomains: ['vm-a'] });
+  const sock = bootControlPath(rt, 'vm-a');
+  let qemu: IvshmemTestClient | null = null;
+  try {
+    vmm.start();
+    assert.ok(fs.statSync(sock).isSocket(), 'listening from the start, libvirt or not');
+    assert.equal(fs.statSync(path.dirname(sock)).mode & 0o7777, 0o700);
+    // QEMU starts: it connects while it starts, then libvirt reports STARTED with the device in the live XML.
+    qemu = IvshmemTestClient.connect(sock);
+    await qemu.next(5000);
+    w.running = true;
+    w.xml = liveXml({ shmem: `<shmem name='kvmchan-ctl'><server path='${sock}'/><address type='pci' bus='0x01'/></shmem>` });
+    const added = once(vmm, 'domain-added');
+    w.fake.sendEvent(Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE, startedEvent());
+    const [d] = (await added) as [VmmDomain];
+    assert.deepEqual(w.attached, [], 'nothing attached for the control device');
+    assert.equal(vmm.controlDevice(d.id).socketPath, sock);
+    // It stops: removed, and a fresh device listens for its next start.
+    qemu.close();
+    qemu = null;
+    const removed = once(vmm, 'domain-removed');
+    w.running = false;
+    w.fake.sendEvent(
+      Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE,
+      Buffer.concat([xdrU32(100), xdrDomain('vm-a', UUID_A, 1), xdrU32(5), xdrU32(1)]),
+    );
+    await removed;
+    await until('listening again', () => fs.existsSync(sock));
+  } finally {
+    qemu?.close();
+    vmm.close();
+    await w.fake.close();
+  }
+  assert.equal(fs.existsSync(path.join(rt, 'libvirt')), false, 'close() removes the boot directories');
+});
+
+test('a boot domain running without our QEMU connection (kvmchand restarted under it) is refused as stale', async () => {
+  const w = await world();
+  const rt = path.join(dir, 'rt-boot-stale');
+  fs.mkdirSync(rt, { recursive: true });
+  const sock = bootControlPath(rt, 'vm-a');
+  w.xml = liveXml({ shmem: `<shmem name='kvmchan-ctl'><server path='${sock}'/><address type='pci' bus='0x01'/></shmem>` });
+  const vmm = new LibvirtVmm({ runtimeDir: rt, socketPath: w.fake.path, poolSize: 64 * MiB, retryMs: 50, bootDomains: ['vm-a'] });
+  try {
+    vmm.start();
+    await until('refused', () => vmm.list()[0]?.state === 'refused', 10_000);
+    assert.equal(vmm.list()[0]?.errorCode, 'KVMCHAN_E_VMM_STALE');
+    assert.ok(fs.existsSync(sock), 'still listening for its next start');
+  } finally {
+    vmm.close();
+    await w.fake.close();
+  }
+});
+
+test("QEMU running as another user (DAC label): the domain's directory is shared with its group only", async () => {
+  const w = await world();
+  w.xml = liveXml().replace(
+    '</domain>',
+    `<seclabel type='dynamic' model='dac' relabel='yes'><label>+65534:+65534</label></seclabel></domain>`,
+  );
+  const rt = path.join(dir, 'rt-dac');
+  const vmm = backend(rt, w.fake.path);
+  try {
+    const added = once(vmm, 'domain-added');
+    vmm.start();
+    const [d] = (await added) as [VmmDomain];
+    const st = fs.statSync(path.join(rt, 'domains', String(d.id)));
+    assert.equal(st.mode & 0o7777, 0o2710);
+    assert.equal(st.gid, 65534);
+    const sock = fs.statSync(path.join(rt, 'domains', String(d.id), 'control.sock'));
+    assert.equal(sock.mode & 0o777, 0o660);
+    assert.equal(sock.gid, 65534, 'the socket inherits the group (setgid directory)');
+    assert.equal(fs.statSync(path.join(rt, 'domains')).mode & 0o777, 0o711);
   } finally {
     vmm.close();
     await w.fake.close();

@@ -107,6 +107,8 @@ export class Pool {
         vectors: opts.vectors,
         hostPeer: true,
         maxClients: opts.members.length,
+        // Each member's socket sits in its own domain directory, the gate (vmm/domain-dir.ts).
+        socketMode: 0o660,
         ...(opts.log !== undefined ? { log: opts.log } : {}),
         authorize: ({ cred, socketPath, peerId }) => {
           this.#log?.info({ pool: opts.id, peerId, socketPath, pid: cred?.pid, uid: cred?.uid }, 'guest attaching to pool');

@@ -24,12 +24,14 @@ export interface ControlDevice {
 export function createControlDevice(opts: {
   runtimeDir: string;
   domain: number;
+  /** Another directory than `<runtimeDir>/domains/<id>/`, created by the caller (libvirt boot devices). */
+  dir?: string;
   log?: Logger | undefined;
   onJoin: () => void;
   onLeave: (reason: string) => void;
 }): ControlDevice {
   const { runtimeDir, domain, log } = opts;
-  const dir = ensureDomainDir(runtimeDir, domain);
+  const dir = opts.dir ?? ensureDomainDir(runtimeDir, domain);
   const socketPath = path.join(dir, CONTROL_SOCKET);
   // The device duplicates the memfd; ours is closed right away.
   const shm = native.memfdCreate(`kvmchan-control-${domain}`, CONTROL_DEVICE_SIZE, true);
@@ -42,6 +44,8 @@ export function createControlDevice(opts: {
       vectors: 1,
       hostPeer: true,
       maxClients: 1,
+      // The directory is the gate (domain-dir.ts): 0660 lets QEMU's group in where it is shared.
+      socketMode: 0o660,
       ...(log !== undefined ? { log: log.child({ domain }) } : {}),
       authorize: ({ cred, peerId }) => {
         log?.info({ domain, peerId, pid: cred?.pid, uid: cred?.uid }, 'guest attaching to its control device');

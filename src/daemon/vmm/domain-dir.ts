@@ -24,10 +24,13 @@ export function poolSocketName(poolId: number): string {
   return `pool-${poolId}.sock`;
 }
 
-/** Create (or take over) a private directory: a real directory, ours, mode 0700. */
-function ensurePrivateDir(dir: string): void {
+/** Mode of a domain directory shared with its QEMU's group (see above). */
+export const SHARED_DIR_MODE = 0o2710;
+
+/** Create (or take over) a directory: a real directory, ours, mode `mode` (or 02710, shared). */
+function ensurePrivateDir(dir: string, mode = 0o700): void {
   try {
-    fs.mkdirSync(dir, { mode: 0o700 });
+    fs.mkdirSync(dir, { mode });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
@@ -40,16 +43,40 @@ function ensurePrivateDir(dir: string): void {
     throw new KvmchanError(`${dir} belongs to uid ${st.uid}, not to us (${uid})`, 'KVMCHAN_E_RUNTIME_DIR');
   }
   // A directory left by an earlier daemon may have another mode; sockets in it are
-  // replaced when stale (src/ivshmem/server.ts).
-  if ((st.mode & 0o777) !== 0o700) fs.chmodSync(dir, 0o700);
+  // replaced when stale (src/ivshmem/server.ts). A shared one stays shared.
+  const now = st.mode & 0o7777;
+  if (now !== mode && now !== SHARED_DIR_MODE) fs.chmodSync(dir, mode);
 }
 
 /** `<runtimeDir>/domains/<id>/`, created 0700 when missing. Returns its path. */
 export function ensureDomainDir(runtimeDir: string, domain: number): string {
   fs.mkdirSync(runtimeDir, { recursive: true, mode: 0o755 });
-  ensurePrivateDir(domainsRoot(runtimeDir));
+  ensurePrivateDir(domainsRoot(runtimeDir), 0o711);
   const dir = domainDir(runtimeDir, domain);
   ensurePrivateDir(dir);
+  return dir;
+}
+
+/**
+ * Give group `gid` (the group QEMU runs as) the right to connect to `domain`'s sockets, or
+ * take it back (`gid` null: 0700 again). The group must hold nobody but QEMU's user — libvirt's
+ * default `libvirt-qemu` group is such a group. Needs root, or membership of `gid`.
+ */
+export function shareDomainDir(runtimeDir: string, domain: number, gid: number | null): string {
+  const dir = ensureDomainDir(runtimeDir, domain);
+  if (gid === null) {
+    fs.chmodSync(dir, 0o700);
+    return dir;
+  }
+  try {
+    fs.chownSync(dir, -1, gid);
+  } catch (err) {
+    throw new KvmchanError(
+      `cannot give group ${gid} (QEMU's) access to ${dir}: ${(err as Error).message}; kvmchand must run as root or be a member of that group`,
+      'KVMCHAN_E_RUNTIME_DIR',
+    );
+  }
+  fs.chmodSync(dir, SHARED_DIR_MODE);
   return dir;
 }
 

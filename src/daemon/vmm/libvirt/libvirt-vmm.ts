@@ -17,9 +17,18 @@
  * 5. when libvirtd goes away, keeps serving the domains (their QEMUs run on and stay attached to
  *    our devices), reconnects with backoff and re-syncs: domains gone meanwhile are removed,
  *    new ones served, and a served domain whose live XML lost our control device (it restarted
- *    while we were not looking) is removed and served again; a refused domain is judged again.
+ *    while we were not looking) is removed and served again; a refused domain is judged again;
+ * 6. for each `bootDomains` name, listens from its own start — libvirt reachable or not — on
+ *    `<runtimeDir>/libvirt/<name>/control.sock`, where that domain's persistent XML declares its
+ *    control device: QEMU connects at boot, and a domain that starts with it is served without
+ *    an attach. When it stops, a fresh device listens there again for its next boot.
+ *
+ * Sockets are reachable by the user QEMU runs as and nobody else: the domain's directory is
+ * shared with the group of its DAC label (hot-plugged devices) or `qemuGroup` (boot devices),
+ * see domain-dir.ts.
  */
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { KvmchanError, VmmError } from '../../../errors.js';
@@ -27,7 +36,8 @@ import type { IvshmemServer } from '../../../ivshmem/server.js';
 import type { PoolAnnouncement } from '../../pools/pool-manager.js';
 import type { GuestVmm, GuestVmmEvents, VmmDomain } from '../vmm.js';
 import { createControlDevice, type ControlDevice } from '../control-device.js';
-import { removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from '../domain-dir.js';
+import { native } from '../../../native.js';
+import { CONTROL_SOCKET, SHARED_DIR_MODE, removeDomainDirIfEmpty, removeDomainsRootIfEmpty, shareDomainDir } from '../domain-dir.js';
 import { reserveNeeded } from '../qmp/placement.js';
 import { LibvirtClient } from './client.js';
 import { EventId, LifecycleEvent, uuidString, type LifecycleMsg, type RemoteDomain } from './codec.js';
@@ -41,6 +51,14 @@ export const SHMEM_PREFIX = 'kvmchan-';
 export function poolShmem(pool: number): string {
   return `kvmchan-pool-${pool}`;
 }
+/** Where kvmchand serves boot domains' control devices. */
+export const BOOT_DIR = 'libvirt';
+/** The `<server path>` a boot domain's persistent XML gives `kvmchan-ctl`. */
+export function bootControlPath(runtimeDir: string, name: string): string {
+  return path.join(path.resolve(runtimeDir), BOOT_DIR, name, CONTROL_SOCKET);
+}
+/** How long a starting boot domain's QEMU may take to show up on its control socket. */
+const BOOT_JOIN_MS = 5000;
 
 export interface LibvirtVmmOptions {
   runtimeDir: string;
@@ -48,6 +66,10 @@ export interface LibvirtVmmOptions {
   uri?: string;
   /** Which running domains to serve: all, or these names. */
   domains?: 'all' | readonly string[];
+  /** Domains whose persistent XML declares `kvmchan-ctl` at bootControlPath(). */
+  bootDomains?: readonly string[];
+  /** Group (name or gid) QEMU runs as, for boot devices' sockets. Default: none (0700). */
+  qemuGroup?: string | number;
   poolSize: number;
   /** Domain ids other backends use. */
   reservedIds?: ReadonlySet<number>;
@@ -82,6 +104,15 @@ interface Dom {
   chain: Promise<void>;
   removed: boolean;
   controlJoined: boolean;
+  /** Served through its boot device (declared in its persistent XML). */
+  boot: boolean;
+}
+
+/** A boot domain's control device, listening while the domain is not served. */
+interface Boot {
+  name: string;
+  control: ControlDevice;
+  joined: boolean;
 }
 
 function asKvmchanError(err: unknown): KvmchanError {
@@ -123,6 +154,9 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
   readonly #maxRetryMs: number;
   readonly #callTimeoutMs: number;
   readonly #doms = new Map<string, Dom>();
+  readonly #bootNames: ReadonlySet<string>;
+  readonly #boot = new Map<string, Boot>();
+  readonly #qemuGroup: string | number | undefined;
   #client: LibvirtClient | null = null;
   #retry: NodeJS.Timeout | undefined;
   #delay: number;
@@ -144,11 +178,80 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     this.#maxRetryMs = opts.maxRetryMs ?? 10_000;
     this.#delay = this.#retryMs;
     this.#callTimeoutMs = opts.callTimeoutMs ?? 10_000;
+    this.#bootNames = new Set(opts.bootDomains ?? []);
+    this.#qemuGroup = opts.qemuGroup;
   }
 
   /** Start following libvirtd (after the daemon listens to our events). */
   start(): void {
+    for (const name of this.#bootNames) this.#arm(name);
     void this.#connect();
+  }
+
+  /** Listen on `name`'s boot control socket (unless already). */
+  #arm(name: string): void {
+    if (this.#closed || this.#boot.has(name)) return;
+    try {
+      const root = path.join(this.runtimeDir, BOOT_DIR);
+      fs.mkdirSync(root, { recursive: true, mode: 0o711 });
+      fs.chmodSync(root, 0o711);
+      const dir = path.join(root, name);
+      try {
+        fs.mkdirSync(dir, { mode: 0o700 });
+      } catch (err) {
+        // An earlier daemon's directory is taken over if it is ours (checked below).
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const st = fs.lstatSync(dir);
+      if (!st.isDirectory() || st.uid !== (process.geteuid?.() ?? st.uid))
+        throw new VmmError(`${dir} is not a directory of ours`, 'KVMCHAN_E_RUNTIME_DIR');
+      const gid = this.#bootGid();
+      if (gid !== null) fs.chownSync(dir, -1, gid);
+      fs.chmodSync(dir, gid !== null ? SHARED_DIR_MODE : 0o700);
+      const b: Boot = {
+        name,
+        joined: false,
+        control: createControlDevice({
+          runtimeDir: this.runtimeDir,
+          domain: 0,
+          dir,
+          log: this.#log?.child({ bootDomain: name }),
+          onJoin: () => {
+            b.joined = true;
+            const d = this.#servedBy(b.control);
+            d.controlJoined = true;
+            if (d.state === 'serving') this.emit('control-join', d.id);
+          },
+          onLeave: (reason) => {
+            b.joined = false;
+            const d = this.#servedBy(b.control);
+            const was = d.controlJoined;
+            d.controlJoined = false;
+            if (was && d.state === 'serving') this.emit('control-leave', d.id, reason);
+          },
+        }),
+      };
+      this.#boot.set(name, b);
+      this.#log?.info({ bootDomain: name, socket: b.control.socketPath, qemuGid: gid }, 'boot control device listening');
+    } catch (err) {
+      const e = asKvmchanError(err);
+      this.#log?.error({ bootDomain: name, err: e.message, code: e.code }, 'cannot listen for a boot domain');
+    }
+  }
+
+  /** The served domain using boot device `c`, or a detached record (events before #serve). */
+  #servedBy(c: ControlDevice): Pick<Dom, 'controlJoined' | 'state' | 'id'> {
+    for (const d of this.#doms.values()) if (d.control === c) return d;
+    return { controlJoined: false, state: 'attaching', id: 0 };
+  }
+
+  #bootGid(): number | null {
+    const g = this.#qemuGroup;
+    if (g === undefined) return null;
+    if (typeof g === 'number') return g;
+    const gid = native.groupId(g);
+    if (gid === null) throw new VmmError(`libvirt.qemuGroup: no group named ${g}`, 'KVMCHAN_E_CONFIG');
+    return gid;
   }
 
   get connected(): boolean {
@@ -214,6 +317,16 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       d.control = null;
     }
     this.#doms.clear();
+    for (const b of this.#boot.values()) {
+      b.control.server.close();
+      fs.rmSync(path.dirname(b.control.socketPath), { recursive: true, force: true });
+    }
+    this.#boot.clear();
+    try {
+      fs.rmdirSync(path.join(this.runtimeDir, BOOT_DIR));
+    } catch {
+      // not empty or never made
+    }
     removeDomainsRootIfEmpty(this.runtimeDir);
   }
 
@@ -366,6 +479,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       chain: Promise.resolve(),
       removed: false,
       controlJoined: false,
+      boot: false,
     };
     this.#doms.set(uuid, d);
     const log = this.#log?.child({ name: d.name, domain: d.id });
@@ -373,6 +487,30 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       const t0 = performance.now();
       const layout = domainLayout(await client.domainXml(r), SHMEM_PREFIX);
       if (d.removed) return;
+      const boot = this.#boot.get(d.name);
+      if (
+        boot !== undefined &&
+        layout.ownShmem.length === 1 &&
+        layout.shmemServers.get(CONTROL_SHMEM) === boot.control.socketPath &&
+        (await this.#bootJoined(boot))
+      ) {
+        // Declared in its persistent XML, and this QEMU connected to our listening device at boot.
+        if (d.removed) return;
+        this.#boot.delete(d.name);
+        this.#share(d, layout.qemuIds, log);
+        d.control = boot.control;
+        d.controlJoined = boot.joined;
+        d.boot = true;
+        d.devices.push(CONTROL_SHMEM);
+        d.state = 'serving';
+        log?.info(
+          { machine: layout.machine, ms: Number((performance.now() - t0).toFixed(1)) },
+          'libvirt domain served through its boot device',
+        );
+        this.emit('domain-added', { id: d.id, name: registryName(d.name) });
+        if (d.controlJoined) this.emit('control-join', d.id);
+        return;
+      }
       if (layout.ownShmem.length > 0) {
         throw new VmmError(
           `domain ${d.name} still carries kvmchan devices of an earlier kvmchand (${layout.ownShmem.join(', ')}); they are never unplugged ` +
@@ -380,6 +518,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
           'KVMCHAN_E_VMM_STALE',
         );
       }
+      this.#share(d, layout.qemuIds, log);
       let controlBus: number | undefined;
       if (layout.machine === 'q35') {
         const free = layout.ports.filter((p) => !p.occupied);
@@ -419,8 +558,24 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       d.control?.server.close();
       d.control = null;
       removeDomainDirIfEmpty(this.runtimeDir, d.id);
+      if (this.#bootNames.has(d.name)) this.#arm(d.name);
       log?.error({ err: e.message, code: e.code }, 'cannot serve libvirt domain');
     });
+  }
+
+  /** QEMU running as another user (libvirt's default) must be able to reach the domain's sockets. */
+  #share(d: Dom, ids: { uid: number; gid: number } | null, log: Logger | undefined): void {
+    const euid = process.geteuid?.() ?? 0;
+    const gid = ids !== null && ids.uid !== euid && ids.gid !== 0 ? ids.gid : null;
+    shareDomainDir(this.runtimeDir, d.id, gid);
+    if (gid !== null) log?.info({ qemuUid: ids!.uid, qemuGid: gid }, "domain directory shared with QEMU's group");
+  }
+
+  /** Whether the boot device has its QEMU (waiting a little: its join may still be in flight). */
+  async #bootJoined(b: Boot): Promise<boolean> {
+    const deadline = Date.now() + BOOT_JOIN_MS;
+    while (!b.joined && !this.#closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    return b.joined;
   }
 
   async #attach(d: Dom, name: string, socketPath: string, vectors: number, needReserve: number, what: string): Promise<void> {
@@ -461,5 +616,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       this.emit('domain-removed', { id: d.id, name: registryName(d.name) });
     }
     removeDomainDirIfEmpty(this.runtimeDir, d.id);
+    // A boot domain listens again for its next start (also when it was refused, e.g. stale).
+    if (this.#bootNames.has(d.name)) this.#arm(d.name);
   }
 }
