@@ -124,9 +124,8 @@ const COVERED = ['/tmp', '/run', '/var/tmp', '/dev/shm'];
  * (interrupt remapping), root ports with large prefetchable windows, a QMP socket at
  * <dir>/qmp.sock, the host root (read-only) and <dir>/share over virtio-9p.
  */
-export function guestQemuArgs(dir: string, image: VmImage, opts: GuestQemuOptions = {}): string[] {
-  const ports = opts.rootPorts ?? 4;
-  const reserve = opts.pref64Reserve === undefined ? '512M' : opts.pref64Reserve;
+/** The guest kernel's command line (the same under plain QEMU and under libvirt). */
+export function guestKernelArgs(opts: Pick<GuestQemuOptions, 'hostPaths' | 'extraKernelArgs'> = {}): string[] {
   const binds = [...(opts.hostPaths ?? [])];
   if (COVERED.some((d) => PACKAGE_ROOT === d || PACKAGE_ROOT.startsWith(`${d}/`))) binds.push(PACKAGE_ROOT);
   for (const b of binds) {
@@ -137,6 +136,13 @@ export function guestQemuArgs(dir: string, image: VmImage, opts: GuestQemuOption
   const kernelArgs = ['console=ttyS0', 'intel_iommu=on', 'no_timer_check', 'panic=-1', 'loglevel=4'];
   if (binds.length > 0) kernelArgs.push(`kvmchan.bind=${binds.join(':')}`);
   kernelArgs.push(...(opts.extraKernelArgs ?? []));
+  return kernelArgs;
+}
+
+export function guestQemuArgs(dir: string, image: VmImage, opts: GuestQemuOptions = {}): string[] {
+  const ports = opts.rootPorts ?? 4;
+  const reserve = opts.pref64Reserve === undefined ? '512M' : opts.pref64Reserve;
+  const kernelArgs = guestKernelArgs(opts);
   const args = [
     '-accel',
     'tcg',

@@ -3,7 +3,8 @@
 // ensureLibvirt() reuses a libvirtd already answering on /run/libvirt/libvirt-sock, or (as root)
 // starts one: virtlogd first, then libvirtd, both as plain daemons (-d; no systemd here), after
 // making /etc/libvirt/qemu.conf run QEMU as root without a security driver (the original file is
-// restored by stop()). Only a libvirtd this fixture started is stopped again — and only such a
+// restored by stop()); `env.useQemuUser('libvirt-qemu')` then runs QEMU as Debian's
+// unprivileged default user instead (restarting a libvirtd this fixture owns to switch). Only a libvirtd this fixture started is stopped again — and only such a
 // one may be restarted by a test (`owned`). Without libvirt installed the tests skip; with
 // KVMCHAN_REQUIRE_QEMU=1 (CI) they fail instead.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -15,6 +16,14 @@ const QEMU_CONF = '/etc/libvirt/qemu.conf';
 const LIBVIRTD_PID = '/run/libvirtd.pid';
 const VIRTLOGD_PID = '/run/virtlogd.pid';
 const MARK = '# kvmchan test fixture';
+
+/** Who QEMU runs as: root, or the distribution's unprivileged `libvirt-qemu` (user and group). */
+export type QemuUser = 'root' | 'libvirt-qemu';
+
+function fixtureConf(original: string, user: QemuUser): string {
+  const base = original.includes(MARK) ? original.slice(0, original.indexOf(MARK)) : original;
+  return `${base}\n${MARK}\nuser = "${user}"\ngroup = "${user}"\nsecurity_driver = "none"\n`;
+}
 
 function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -57,6 +66,7 @@ export class LibvirtEnv {
   readonly socket = SYSTEM_SOCKET;
   /** True when this fixture started libvirtd (and may restart and must stop it). */
   readonly owned: boolean;
+  qemuUser: QemuUser = 'root';
   #startedVirtlogd = false;
   #confBackup: string | null = null;
 
@@ -69,12 +79,10 @@ export class LibvirtEnv {
   }
 
   /** Configure qemu.conf and start virtlogd + libvirtd. */
-  async start(): Promise<void> {
-    if (this.#confBackup === null) {
-      const conf = fs.readFileSync(QEMU_CONF, 'utf8');
-      this.#confBackup = conf;
-      if (!conf.includes(MARK)) fs.writeFileSync(QEMU_CONF, `${conf}\n${MARK}\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n`);
-    }
+  async start(user: QemuUser = 'root'): Promise<void> {
+    if (this.#confBackup === null) this.#confBackup = fs.readFileSync(QEMU_CONF, 'utf8');
+    fs.writeFileSync(QEMU_CONF, fixtureConf(this.#confBackup, user));
+    this.qemuUser = user;
     if (pidAlive(VIRTLOGD_PID) === null) {
       execFileSync('virtlogd', ['-d'], { stdio: 'ignore', cwd: '/' });
       this.#startedVirtlogd = true;
@@ -89,6 +97,14 @@ export class LibvirtEnv {
     if (pid === null) return;
     process.kill(pid, 'SIGTERM');
     await until(() => pidAlive(LIBVIRTD_PID) !== pid, 20_000, 'libvirtd to exit');
+  }
+
+  /** Run QEMU as `user` from now on (restarts libvirtd; only domains started later are affected). */
+  async useQemuUser(user: QemuUser): Promise<void> {
+    if (user === this.qemuUser) return;
+    if (!this.owned) throw new Error(`cannot make libvirt run QEMU as ${user}: this fixture did not start libvirtd`);
+    await this.stopLibvirtd();
+    await this.start(user);
   }
 
   async restartLibvirtd(): Promise<void> {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { fetchStatus } from '../../src/cli/commands/status.js';
 import { Pattern, PATTERN_PERIOD } from './pattern.js';
-import { REPO_ROOT, bootVm, type BootVmOptions, type GuestProcess, type TestVm } from './vm.js';
+import { REPO_ROOT, bootVm, type BootVmOptions, type GuestProcess, type GuestShell, type TestVm } from './vm.js';
 import { waitFor } from './wait.js';
 
 export const MiB = 1 << 20;
@@ -133,7 +133,7 @@ export async function bootForQmp(link: string, opts: BootVmOptions = {}): Promis
 }
 
 /** `kvmchand --guest` in `vm`; resolves once it is ready and attached to a pool. */
-export async function startGuestDaemon(vm: TestVm, extraArgs: string[] = []): Promise<GuestProcess> {
+export async function startGuestDaemon(vm: GuestShell, extraArgs: string[] = []): Promise<GuestProcess> {
   const g = vm.start(['node', KVMCHAND, '--guest', '--runtime-dir', GUEST_RUNTIME, '--log-level', 'info', ...extraArgs]);
   await g.waitForOutput(/kvmchand ready/, 600_000);
   await g.waitForOutput(/"msg":"pool attached"/, 180_000);

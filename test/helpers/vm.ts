@@ -110,9 +110,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class GuestProcess {
   readonly id: string;
   readonly done: Promise<ExecResult>;
-  readonly #vm: TestVm;
+  readonly #vm: GuestShell;
 
-  constructor(vm: TestVm, id: string, done: Promise<ExecResult>) {
+  constructor(vm: GuestShell, id: string, done: Promise<ExecResult>) {
     this.#vm = vm;
     this.id = id;
     this.done = done;
@@ -200,11 +200,78 @@ function installExitHooks(): void {
   }
 }
 
+/**
+ * The guest agent's command protocol over the share directory (see the top of this file), for
+ * any way of running the guest: QEMU started here (TestVm) or a libvirt domain (libvirt-vm.ts).
+ */
+export abstract class GuestShell {
+  /** Host side of the guest's GUEST_SHARE. */
+  abstract readonly shareDir: string;
+  /** False once the guest is gone (or being shut down): waits on it fail. */
+  abstract get running(): boolean;
+  protected nextId = 1;
+
+  /** Start `command` (a shell command line, or argv run with exec) in the guest. */
+  start(command: string | readonly string[], opts: ExecOptions = {}): GuestProcess {
+    if (!this.running) throw new Error('VM is shut down');
+    const id = `c${this.nextId++}`;
+    const cmd = typeof command === 'string' ? command : `exec ${command.map(shellQuote).join(' ')}`;
+    const lines = [`echo $$ >${GUEST_SHARE}/out/${id}.pid`, `cd ${shellQuote(opts.cwd ?? REPO_ROOT)} || exit 126`];
+    for (const [k, v] of Object.entries(opts.env ?? {})) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`bad env name ${k}`);
+      lines.push(`export ${k}=${shellQuote(v)}`);
+    }
+    lines.push(cmd, '');
+    const req = path.join(this.shareDir, 'req');
+    fs.writeFileSync(path.join(req, `${id}.tmp`), lines.join('\n'));
+    const t0 = performance.now();
+    fs.renameSync(path.join(req, `${id}.tmp`), path.join(req, `${id}.sh`));
+    const done = this.#waitStatus(id, t0, opts.timeoutMs ?? 300_000);
+    return new GuestProcess(this, id, done);
+  }
+
+  async #waitStatus(id: string, t0: number, timeoutMs: number): Promise<ExecResult> {
+    const out = path.join(this.shareDir, 'out');
+    const statusFile = path.join(out, `${id}.status`);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const status = readOr(statusFile);
+      if (status !== '') {
+        return {
+          code: Number(status.trim()),
+          stdout: readOr(path.join(out, `${id}.stdout`)),
+          stderr: readOr(path.join(out, `${id}.stderr`)),
+          ms: performance.now() - t0,
+        };
+      }
+      if (!this.running) throw new Error(`guest command ${id}: VM gone before it finished`);
+      if (Date.now() > deadline) {
+        throw new Error(
+          `guest command ${id} timed out after ${timeoutMs} ms; stdout so far: ${readOr(path.join(out, `${id}.stdout`))}\nstderr: ${readOr(path.join(out, `${id}.stderr`))}`,
+        );
+      }
+      await sleep(POLL_MS);
+    }
+  }
+
+  /** Run to completion; any exit code. */
+  exec(command: string | readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.start(command, opts).done;
+  }
+
+  /** Run to completion; throws VmExecError on a non-zero exit. */
+  async execOk(command: string | readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const r = await this.exec(command, opts);
+    if (r.code !== 0) throw new VmExecError(typeof command === 'string' ? command : command.join(' '), r);
+    return r;
+  }
+}
+
 /** A booted guest. */
-export class TestVm {
+export class TestVm extends GuestShell {
   readonly dir: string;
   /** Host side of the guest's GUEST_SHARE. */
-  readonly shareDir: string;
+  override readonly shareDir: string;
   readonly qmpPath: string;
   readonly child: ChildProcess;
   readonly exited: Promise<QemuExit>;
@@ -219,12 +286,12 @@ export class TestVm {
   #lineBuf = '';
   #stderr = '';
   #exit: QemuExit | null = null;
-  #nextId = 1;
   #gone = false;
   readonly #live: Live;
   readonly #onLine: ((line: string) => void) | undefined;
 
   private constructor(dir: string, child: ChildProcess, image: VmImage, args: string[], onLine: ((line: string) => void) | undefined) {
+    super();
     this.dir = dir;
     this.shareDir = path.join(dir, 'share');
     this.qmpPath = path.join(dir, 'qmp.sock');
@@ -281,6 +348,10 @@ export class TestVm {
     return vm;
   }
 
+  get running(): boolean {
+    return !this.#gone && this.#exit === null;
+  }
+
   get qmp(): QmpClient {
     if (this.#qmp === null) throw new Error('QMP not connected');
     return this.#qmp;
@@ -328,61 +399,6 @@ export class TestVm {
       if (Date.now() > deadline) throw new Error(`guest not ready within ${timeoutMs} ms`);
       await sleep(50);
     }
-  }
-
-  /** Start `command` (a shell command line, or argv run with exec) in the guest. */
-  start(command: string | readonly string[], opts: ExecOptions = {}): GuestProcess {
-    if (this.#gone) throw new Error('VM is shut down');
-    const id = `c${this.#nextId++}`;
-    const cmd = typeof command === 'string' ? command : `exec ${command.map(shellQuote).join(' ')}`;
-    const lines = [`echo $$ >${GUEST_SHARE}/out/${id}.pid`, `cd ${shellQuote(opts.cwd ?? REPO_ROOT)} || exit 126`];
-    for (const [k, v] of Object.entries(opts.env ?? {})) {
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`bad env name ${k}`);
-      lines.push(`export ${k}=${shellQuote(v)}`);
-    }
-    lines.push(cmd, '');
-    const req = path.join(this.shareDir, 'req');
-    fs.writeFileSync(path.join(req, `${id}.tmp`), lines.join('\n'));
-    const t0 = performance.now();
-    fs.renameSync(path.join(req, `${id}.tmp`), path.join(req, `${id}.sh`));
-    const done = this.#waitStatus(id, t0, opts.timeoutMs ?? 300_000);
-    return new GuestProcess(this, id, done);
-  }
-
-  async #waitStatus(id: string, t0: number, timeoutMs: number): Promise<ExecResult> {
-    const out = path.join(this.shareDir, 'out');
-    const statusFile = path.join(out, `${id}.status`);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const status = readOr(statusFile);
-      if (status !== '') {
-        return {
-          code: Number(status.trim()),
-          stdout: readOr(path.join(out, `${id}.stdout`)),
-          stderr: readOr(path.join(out, `${id}.stderr`)),
-          ms: performance.now() - t0,
-        };
-      }
-      if (this.#gone || this.#exit !== null) throw new Error(`guest command ${id}: VM gone before it finished`);
-      if (Date.now() > deadline) {
-        throw new Error(
-          `guest command ${id} timed out after ${timeoutMs} ms; stdout so far: ${readOr(path.join(out, `${id}.stdout`))}\nstderr: ${readOr(path.join(out, `${id}.stderr`))}`,
-        );
-      }
-      await sleep(POLL_MS);
-    }
-  }
-
-  /** Run to completion; any exit code. */
-  exec(command: string | readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    return this.start(command, opts).done;
-  }
-
-  /** Run to completion; throws VmExecError on a non-zero exit. */
-  async execOk(command: string | readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    const r = await this.exec(command, opts);
-    if (r.code !== 0) throw new VmExecError(typeof command === 'string' ? command : command.join(' '), r);
-    return r;
   }
 
   /** SIGKILL QEMU, wait for it, remove the VM directory. Idempotent. */
