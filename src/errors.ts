@@ -79,6 +79,14 @@ export class DaemonError extends KvmchanError {
 }
 
 /** The local daemon cannot be reached or went away. */
+/** No domain of that name is known to the daemon (a name given where a domain id may be). */
+export class UnknownDomainError extends KvmchanError {
+  constructor(name: string) {
+    super(`no domain named ${JSON.stringify(name)} is known to kvmchand (kvmchan status lists them)`, 'KVMCHAN_E_UNKNOWN_DOMAIN');
+    this.name = 'UnknownDomainError';
+  }
+}
+
 export class DaemonUnavailableError extends KvmchanError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, 'KVMCHAN_E_NO_DAEMON', options);

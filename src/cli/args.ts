@@ -12,8 +12,11 @@ export function parsePort(value: string): number {
   return parseInteger(value, 'port', 0, 0xffffffff);
 }
 
-export function parseDomain(value: string): number {
-  return parseInteger(value, 'domain', 0, 0x7fffffff);
+/** A domain id, or a domain's name (resolved by the daemon: libvirt or QMP VM names, sim-N). */
+export function parseDomain(value: string): number | string {
+  if (/^\d+$/.test(value)) return parseInteger(value, 'domain', 0, 0x7fffffff);
+  if (value === '' || Buffer.byteLength(value) > 1024) throw new InvalidArgumentError(`domain must be an id or a name, got '${value}'`);
+  return value;
 }
 
 /** Sizes like 64K, 1M, 1G (powers of 1024). */

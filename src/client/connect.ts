@@ -6,12 +6,13 @@ import type { VchanInfo } from '../protocol/types.js';
 import { fromWireInfo } from '../protocol/views.js';
 import { AbortError, DaemonError, InvalidArgumentError, TimeoutError } from '../errors.js';
 import type { VchanSetup } from './setup.js';
+import { checkDomain, resolveDomain } from './domains.js';
 
 export interface ListenOptions extends VchanOptions {
   /** Port (u32), chosen by the server as in Qubes. */
   port: number;
-  /** The domain allowed to connect (default 0, the host). */
-  domain?: number;
+  /** The domain allowed to connect (default 0, the host): an id, or its name (resolved by the daemon's domain list). */
+  domain?: number | string;
   /** Minimum bytes of the ring this side reads / writes (rounded up to a power of two, ≥ 1 KiB). */
   readMin?: number;
   writeMin?: number;
@@ -21,8 +22,8 @@ export interface ListenOptions extends VchanOptions {
 
 export interface ConnectOptions extends VchanOptions {
   port: number;
-  /** The server's domain (default 0, the host). */
-  domain?: number;
+  /** The server's domain (default 0, the host): an id, or its name. */
+  domain?: number | string;
   /** Milliseconds to wait for the server to appear (default: forever; 0: do not wait). */
   timeout?: number;
   runtimeDir?: string;
@@ -66,13 +67,15 @@ function toSetup(info: VchanInfo, fds: readonly number[], conn: DaemonConnection
 /** Serve a vchan: resolves as soon as it exists; use `waitConnected()` to wait for the client. */
 export async function listen(options: ListenOptions): Promise<Vchan> {
   const port = checkU32(options.port, 'port');
-  const domain = checkU32(options.domain ?? 0, 'domain');
+  const named = checkDomain(options.domain);
   const readMin = checkU32(options.readMin ?? 0, 'readMin');
   const writeMin = checkU32(options.writeMin ?? 0, 'writeMin');
   checkAborted(options.signal);
   const conn = await DaemonConnection.open(options.runtimeDir);
   let reply;
+  let domain: number | string = named;
   try {
+    domain = await resolveDomain(conn, named, options.signal);
     reply = await conn.request(Command.VCHAN_SERVER_INIT, { peerDomain: domain, port, readMin, writeMin }, options.signal);
   } catch (err) {
     conn.close();
@@ -93,7 +96,7 @@ export async function listen(options: ListenOptions): Promise<Vchan> {
 /** Connect to the vchan served on `port` by `domain`, waiting for the server if needed. */
 export async function connect(options: ConnectOptions): Promise<Vchan> {
   const port = checkU32(options.port, 'port');
-  const domain = checkU32(options.domain ?? 0, 'domain');
+  const named = checkDomain(options.domain);
   const timeout = options.timeout ?? Infinity;
   if (timeout !== Infinity && (!Number.isInteger(timeout) || timeout < 0 || timeout >= TIMEOUT_INFINITE)) {
     throw new InvalidArgumentError(`timeout must be a non-negative integer number of ms, got ${timeout}`);
@@ -101,7 +104,9 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
   checkAborted(options.signal);
   const conn = await DaemonConnection.open(options.runtimeDir);
   let reply;
+  let domain: number | string = named;
   try {
+    domain = await resolveDomain(conn, named, options.signal);
     reply = await conn.request(
       Command.VCHAN_CLIENT_INIT,
       { serverDomain: domain, port, timeoutMs: timeout === Infinity ? TIMEOUT_INFINITE : timeout, flags: 0 },

@@ -48,3 +48,16 @@ export function fromWireInfo(info: VchanInfo): VchanInfoData {
     shmLength: info.shmLength,
   };
 }
+
+/** Bytes a domain name keeps in the daemon's registry and on the wire (DomainEntry.name). */
+export const DOMAIN_NAME_MAX = 31;
+
+/** `name` as the registry keeps it: at most DOMAIN_NAME_MAX bytes, cut on a character boundary. */
+export function registryName(name: string): string {
+  let out = '';
+  for (const ch of name) {
+    if (Buffer.byteLength(out + ch) > DOMAIN_NAME_MAX) break;
+    out += ch;
+  }
+  return out;
+}

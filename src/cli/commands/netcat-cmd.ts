@@ -19,13 +19,13 @@ export function registerNetcat(program: Command): void {
     .command('listen')
     .description('serve a vchan on PORT toward DOMAIN and copy stdin to it and it to stdout')
     .argument('<port>', 'vchan port (u32)', parsePort)
-    .option('-d, --domain <domain>', 'peer domain allowed to connect (id)', parseDomain, 0)
+    .option('-d, --domain <domain>', 'peer domain allowed to connect (id or name)', parseDomain, 0)
     .option('--read-min <bytes>', 'minimum size of the ring we read', (v) => parseInteger(v, 'read-min'), 65536)
     .option('--write-min <bytes>', 'minimum size of the ring we write', (v) => parseInteger(v, 'write-min'), 65536)
     .option('-N, --close-on-eof', 'close the vchan when stdin ends (the peer then sees end of stream)')
     .option('-t, --timeout <ms>', 'give up if no client connects in time', (v) => parseInteger(v, 'timeout'))
     .option('-v, --verbose', 'report progress on stderr')
-    .action(async (port: number, opts: CommonOpts & { domain: number; readMin: number; writeMin: number; timeout?: number }) => {
+    .action(async (port: number, opts: CommonOpts & { domain: number | string; readMin: number; writeMin: number; timeout?: number }) => {
       const vchan = await Vchan.listen({
         port,
         domain: opts.domain,
@@ -47,11 +47,11 @@ export function registerNetcat(program: Command): void {
     .command('connect')
     .description('connect to the vchan served on PORT by DOMAIN and copy stdin to it and it to stdout')
     .argument('<port>', 'vchan port (u32)', parsePort)
-    .option('-d, --domain <domain>', 'domain of the server (id)', parseDomain, 0)
+    .option('-d, --domain <domain>', 'domain of the server (id or name)', parseDomain, 0)
     .option('-t, --timeout <ms>', 'how long to wait for the server to appear (default: forever)', (v) => parseInteger(v, 'timeout'))
     .option('-N, --close-on-eof', 'close the vchan when stdin ends (the peer then sees end of stream)')
     .option('-v, --verbose', 'report progress on stderr')
-    .action(async (port: number, opts: CommonOpts & { domain: number; timeout?: number }) => {
+    .action(async (port: number, opts: CommonOpts & { domain: number | string; timeout?: number }) => {
       const vchan = await Vchan.connect({
         port,
         domain: opts.domain,

@@ -33,6 +33,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { KvmchanError, VmmError } from '../../../errors.js';
 import type { IvshmemServer } from '../../../ivshmem/server.js';
+import { registryName } from '../../../protocol/views.js';
 import type { PoolAnnouncement } from '../../pools/pool-manager.js';
 import type { GuestVmm, GuestVmmEvents, VmmDomain } from '../vmm.js';
 import { createControlDevice, type ControlDevice } from '../control-device.js';
@@ -117,16 +118,6 @@ interface Boot {
 
 function asKvmchanError(err: unknown): KvmchanError {
   return err instanceof KvmchanError ? err : new KvmchanError((err as Error).message ?? String(err), 'KVMCHAN_E_VMM');
-}
-
-/** A registry name: at most 31 bytes (DomainEntry.name), cut on a character boundary. */
-function registryName(name: string): string {
-  let out = '';
-  for (const ch of name) {
-    if (Buffer.byteLength(out + ch) > 31) break;
-    out += ch;
-  }
-  return out;
 }
 
 function noPort(name: string, what: string, need: number, ports: RootPort[]): VmmError {
