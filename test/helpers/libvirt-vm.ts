@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { guestKernelArgs } from '../../src/vm/guest-image.js';
-import type { LibvirtEnv } from './libvirt.js';
+import { rootPortsXml, type LibvirtEnv } from './libvirt.js';
 import { FAILED_MARKER, GuestShell, READY_MARKER, vmPrerequisites } from './vm.js';
 import { sleep } from './wait.js';
 
@@ -68,23 +68,9 @@ function escape(s: string): string {
 
 /** The domain XML of the test guest (exported for docs and tests that only define it). */
 export function testGuestXml(opts: LibvirtVmOptions & { kernel: string; initrd: string; dir: string }): string {
-  const ports = opts.rootPorts ?? 5;
-  const reserved = opts.reservedPorts ?? 3;
-  const ctl: string[] = [];
-  const over: string[] = [];
   // Bus 0 slots 2.. hold the root ports; the 9p devices sit on the root complex itself (slots
   // 0x10, 0x11), so none of the ports is taken by a device of ours.
-  for (let i = 1; i <= ports; i++) {
-    ctl.push(
-      `<controller type='pci' index='${i}' model='pcie-root-port'><target chassis='${i}' port='0x${(0x10 + i).toString(16)}'/>` +
-        `<address type='pci' domain='0' bus='0' slot='${i + 1}' function='0'/></controller>`,
-    );
-    if (i > ports - reserved) {
-      over.push(
-        `<qemu:device alias='pci.${i}'><qemu:frontend><qemu:property name='pref64-reserve' type='unsigned' value='${512 << 20}'/></qemu:frontend></qemu:device>`,
-      );
-    }
-  }
+  const { controllers, overrides } = rootPortsXml(opts.rootPorts ?? 5, opts.reservedPorts ?? 3, 512 << 20);
   const share = path.join(opts.dir, 'share');
   return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>${escape(opts.name)}</name>
@@ -103,7 +89,7 @@ export function testGuestXml(opts: LibvirtVmOptions & { kernel: string; initrd: 
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <controller type='pci' index='0' model='pcie-root'/>
-    ${ctl.join('\n    ')}
+    ${controllers}
     <controller type='usb' model='none'/>
     <filesystem type='mount' accessmode='squash' multidevs='remap'>
       <source dir='/'/><target dir='hostroot'/><readonly/>
@@ -119,7 +105,7 @@ export function testGuestXml(opts: LibvirtVmOptions & { kernel: string; initrd: 
     ${opts.devicesXml ?? ''}
   </devices>
   <qemu:override>
-    ${over.join('\n    ')}
+    ${overrides}
   </qemu:override>
 </domain>
 `;

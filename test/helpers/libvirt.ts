@@ -148,13 +148,10 @@ async function find(): Promise<LibvirtEnv | { reason: string }> {
 }
 
 /**
- * An OS-less TCG q35 domain: `ports` pcie-root-ports (libvirt puts its USB controller on the
- * first), the last `reserved` of them with pref64-reserve through `<qemu:override>`.
+ * `ports` pcie-root-ports on bus 0 slots 2.. (the XML of the `<controller>`s) and the
+ * `<qemu:override>` entries giving the last `reserved` of them pref64-reserve `reserve`.
  */
-export function osLessDomainXml(name: string, opts: { ports?: number; reserved?: number; reserve?: number } = {}): string {
-  const ports = opts.ports ?? 4;
-  const reserved = opts.reserved ?? 2;
-  const reserve = opts.reserve ?? 256 << 20;
+export function rootPortsXml(ports: number, reserved: number, reserve: number): { controllers: string; overrides: string } {
   const ctl: string[] = [];
   const over: string[] = [];
   for (let i = 1; i <= ports; i++) {
@@ -168,6 +165,15 @@ export function osLessDomainXml(name: string, opts: { ports?: number; reserved?:
       );
     }
   }
+  return { controllers: ctl.join('\n    '), overrides: over.join('\n    ') };
+}
+
+/**
+ * An OS-less TCG q35 domain: `ports` pcie-root-ports (libvirt puts its USB controller on the
+ * first), the last `reserved` of them with pref64-reserve through `<qemu:override>`.
+ */
+export function osLessDomainXml(name: string, opts: { ports?: number; reserved?: number; reserve?: number } = {}): string {
+  const { controllers, overrides } = rootPortsXml(opts.ports ?? 4, opts.reserved ?? 2, opts.reserve ?? 256 << 20);
   return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>${name}</name>
   <memory unit='MiB'>128</memory>
@@ -177,11 +183,11 @@ export function osLessDomainXml(name: string, opts: { ports?: number; reserved?:
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <controller type='pci' index='0' model='pcie-root'/>
-    ${ctl.join('\n    ')}
+    ${controllers}
     <memballoon model='none'/>
   </devices>
   <qemu:override>
-    ${over.join('\n    ')}
+    ${overrides}
   </qemu:override>
 </domain>
 `;

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
+import { Vchan } from '../../src/client/index.js';
 import { fetchStatus } from '../../src/cli/commands/status.js';
 import { Pattern, PATTERN_PERIOD } from './pattern.js';
 import { REPO_ROOT, bootVm, type BootVmOptions, type GuestProcess, type GuestShell, type TestVm } from './vm.js';
@@ -198,3 +199,39 @@ export const mbps = (r: PeerResult): string =>
   `${((2 * r.bytes) / MiB / (r.ms / 1000)).toFixed(2)} MiB/s both directions together (${r.ms.toFixed(0)} ms)`;
 
 export { waitFor };
+
+export interface GuestStream {
+  v: Vchan;
+  g: GuestProcess;
+  got: () => number;
+  /** How the host's reading ended (EOF or an error code), with the bytes read and when. */
+  end: Promise<{ how: string; bytes: number; at: number }>;
+}
+
+/**
+ * A host server on `port` toward `domain` whose peer is a vchan-hash-peer client in `vm` sending
+ * 4 GiB: the host reads until the end and writes too (until the vchan fails), so both
+ * directions are in flight when a test breaks something.
+ */
+export async function streamFrom(runtimeDir: string, vm: GuestShell, domain: number, port: number): Promise<GuestStream> {
+  const v = await Vchan.listen({ runtimeDir, domain, port, readMin: 256 * 1024, writeMin: 256 * 1024 });
+  const g = vm.start(['node', PEER, 'client', GUEST_RUNTIME, '0', String(port), String(4096 * MiB)], { timeoutMs: 1_200_000 });
+  await v.waitConnected({ timeout: 600_000 });
+  let got = 0;
+  void (async () => {
+    const out = new Pattern(7).slice(0, 32 * 1024);
+    for (;;) await v.write(out);
+  })().catch(() => undefined);
+  const end = (async () => {
+    try {
+      for (;;) {
+        const b = await v.read(256 * 1024);
+        if (b === null) return { how: 'EOF', bytes: got, at: performance.now() };
+        got += b.length;
+      }
+    } catch (err) {
+      return { how: `${(err as { code?: string }).code ?? ''} ${String(err)}`, bytes: got, at: performance.now() };
+    }
+  })();
+  return { v, g, got: () => got, end };
+}

@@ -23,6 +23,7 @@ import {
   hostPeer,
   mbps,
   startGuestDaemon,
+  streamFrom,
   waitFor,
 } from '../helpers/qmp-vm.js';
 
@@ -160,32 +161,7 @@ test(
   },
 );
 
-/** A host server whose peer is a guest vchan-hash-peer client sending `bytes`: the host reads until the end. */
-async function streamFromGuest(
-  port: number,
-): Promise<{ v: Vchan; g: GuestProcess; got: () => number; end: Promise<{ how: string; bytes: number; at: number }> }> {
-  const v = await Vchan.listen({ runtimeDir: host!.runtimeDir, domain, port, readMin: 256 * 1024, writeMin: 256 * 1024 });
-  const g = vm!.start(['node', PEER, 'client', GUEST_RUNTIME, '0', String(port), String(4096 * MiB)], { timeoutMs: 1_200_000 });
-  await v.waitConnected({ timeout: 600_000 });
-  let got = 0;
-  // The host keeps writing too (until the vchan fails), so both directions are in flight.
-  void (async () => {
-    const out = new Pattern(7).slice(0, 32 * 1024);
-    for (;;) await v.write(out);
-  })().catch(() => undefined);
-  const end = (async () => {
-    try {
-      for (;;) {
-        const b = await v.read(256 * 1024);
-        if (b === null) return { how: 'EOF', bytes: got, at: performance.now() };
-        got += b.length;
-      }
-    } catch (err) {
-      return { how: `${(err as { code?: string }).code ?? ''} ${String(err)}`, bytes: got, at: performance.now() };
-    }
-  })();
-  return { v, g, got: () => got, end };
-}
+const streamFromGuest = (port: number): ReturnType<typeof streamFrom> => streamFrom(host!.runtimeDir, vm!, domain, port);
 
 test('a guest app SIGKILLed mid-stream: the host peer drains what was sent and sees EOF', { skip, timeout: 900_000 }, async (t) => {
   const s = await streamFromGuest(300);
