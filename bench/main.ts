@@ -50,7 +50,8 @@ let nextPort = 100;
 
 async function startDaemon(extraArgs: string[] = []): Promise<PrivateDaemon> {
   dog.waiting('kvmchand to start');
-  return dog.daemon(await PrivateDaemon.start({ extraArgs }));
+  // Registered as soon as it is spawned: an abort while it starts must not leave it behind.
+  return PrivateDaemon.start({ extraArgs, onSpawn: (d) => dog.daemon(d) });
 }
 
 async function stopDaemon(d: PrivateDaemon): Promise<void> {

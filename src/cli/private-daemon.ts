@@ -20,6 +20,11 @@ export interface PrivateDaemonOptions {
   logFile?: string;
   extraArgs?: string[];
   startTimeoutMs?: number;
+  /**
+   * Called with the daemon as soon as its process exists, before it listens: a caller that may
+   * give up meanwhile (a watchdog) can then kill it and remove its directory itself.
+   */
+  onSpawn?: (d: PrivateDaemon) => void;
 }
 
 export class PrivateDaemon {
@@ -58,6 +63,7 @@ export class PrivateDaemon {
       stderr += d.toString();
     });
     const d = new PrivateDaemon(dir, ownDir, child);
+    opts.onSpawn?.(d);
     const deadline = Date.now() + (opts.startTimeoutMs ?? 15000);
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) {
