@@ -1,5 +1,5 @@
 /**
- * Domains by name (docs/api.md, "Domains"): a caller may name the peer domain the way its VMM
+ * Domains by name (docs/api.md, "Domains by name"): a caller may name the peer domain the way its VMM
  * does — a libvirt domain name, a QMP-served VM's configured name, `sim-<id>` — and the name is
  * resolved to the domain id through the daemon's LIST_DOMAINS on the caller's own connection.
  * Names are matched exactly (the daemon keeps at most 31 bytes of a name; a longer name matches

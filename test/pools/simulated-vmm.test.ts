@@ -39,7 +39,9 @@ test('each simulated guest gets a private directory and a control device with IV
       assert.equal(fs.statSync(d).mode & 0o777, 0o700);
       assert.ok(fs.lstatSync(path.join(d, 'control.sock')).isSocket());
     }
-    assert.equal(fs.statSync(path.join(dir, 'domains')).mode & 0o777, 0o700);
+    // Anyone may pass through domains/ (an unprivileged QEMU must), nobody may list it; each
+    // domain's own directory is the gate (src/daemon/vmm/domain-dir.ts).
+    assert.equal(fs.statSync(path.join(dir, 'domains')).mode & 0o777, 0o711);
 
     const g1 = await SocketDevice.connect(path.join(vmm.deviceDir(1), 'control.sock'), { vectors: 1 });
     guests.push(g1);
