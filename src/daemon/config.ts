@@ -8,6 +8,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { MAX_ORDER } from '../ring/layout.js';
 import { poolConfigSchema, DEFAULT_POOL_CONFIG } from './pools/pool-config.js';
 import { vmSpecSchema } from './vmm/qmp/vm-state.js';
+import { DEFAULT_RESERVED_PORTS_BELOW, parsePorts } from './registry/policy.js';
 
 const limitsSchema = z
   .object({
@@ -38,6 +39,48 @@ const limitsSchema = z
   })
   .strict();
 
+const uid = z.number().int().min(0).max(0xffff_fffe);
+
+/** A port (u32) or an inclusive range "first-last" (docs/security.md, "Policy"). */
+const portsSchema = z.union([z.number(), z.string()]).superRefine((spec, ctx) => {
+  try {
+    parsePorts(spec);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+const policySchema = z
+  .object({
+    /** Guest pairs allowed to open vchans to each other, or "all" (docs/security.md, "Policy"). */
+    guestPairs: z.union([z.literal('all'), z.array(z.tuple([z.number().int().min(1), z.number().int().min(1)]))]).default([]),
+    /** Who may serve host ports and attach to host servers besides the server's uid and root. */
+    hostRules: z
+      .array(
+        z
+          .object({
+            ports: portsSchema,
+            serverUid: uid.optional(),
+            allowUids: z.array(uid).max(1024).optional(),
+            allowGroups: z.array(z.string().min(1).max(256)).max(1024).optional(),
+          })
+          .strict()
+          .refine((r) => r.serverUid !== undefined || r.allowUids !== undefined || r.allowGroups !== undefined, {
+            message: 'a host rule needs serverUid, allowUids or allowGroups',
+          }),
+      )
+      .max(4096)
+      .default([]),
+    /** Host ports below this are served by root only, like low TCP ports (0: none reserved). */
+    reservedPortsBelow: z.number().int().min(0).max(0xffff_ffff).default(DEFAULT_RESERVED_PORTS_BELOW),
+    /** Which host uid may attach to what guests serve toward the host, per port (default: the daemon's uid). */
+    guestServices: z
+      .array(z.object({ ports: portsSchema, hostUid: uid }).strict())
+      .max(4096)
+      .default([]),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     runtimeDir: z.string().min(1).optional(),
@@ -47,13 +90,7 @@ export const configSchema = z
     /** Members of this group may list every vchan and pid, like root (none by default). */
     adminGroup: z.string().min(1).optional(),
     limits: limitsSchema.default(limitsSchema.parse({})),
-    policy: z
-      .object({
-        /** Guest pairs allowed to open vchans to each other, or "all" (docs/security.md, "Policy"). */
-        guestPairs: z.union([z.literal('all'), z.array(z.tuple([z.number().int().min(1), z.number().int().min(1)]))]).default([]),
-      })
-      .strict()
-      .default({ guestPairs: [] }),
+    policy: policySchema.default(policySchema.parse({})),
     pools: poolConfigSchema.default(DEFAULT_POOL_CONFIG),
     /** Simulated guests (docs/architecture.md, vmm): ids 1..N named sim-<id>. */
     simulateGuests: z.number().int().min(0).max(64).default(0),
@@ -123,6 +160,7 @@ export const configSchema = z
 
 export type Config = z.infer<typeof configSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
+export type PolicySettings = z.infer<typeof policySchema>;
 
 export function loadConfig(file: string | undefined, overrides: Partial<Config>): Config {
   let raw: unknown = {};

@@ -8,6 +8,7 @@ import { Registry } from './registry/registry.js';
 import { Policy } from './registry/policy.js';
 import { RuntimeDir } from './runtime-dir.js';
 import { LocalServer } from './local/local-server.js';
+import { groupId } from './local/credentials.js';
 import { HostVchanService } from './registry/host-service.js';
 import { PoolManager } from './pools/pool-manager.js';
 import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
@@ -55,7 +56,9 @@ export class Daemon {
       },
       deviceKey: (domain) => this.#deviceKeys.get(domain),
     });
-    this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, new Policy(config.policy));
+    const policy = new Policy(config.policy, { groupId });
+    for (const group of policy.unknownGroups) log.warn({ group }, 'policy.hostRules names a group that does not exist: it matches nobody');
+    this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, policy);
     this.#service = new HostVchanService(
       this.registry,
       () => this.pools.pools(),

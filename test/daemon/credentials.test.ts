@@ -23,7 +23,9 @@ let rootPeer: PeerProcess;
 let nobody: PeerProcess;
 
 before(async () => {
-  d = await startDaemon();
+  // nobody may attach to root's port 50 (docs/security.md, "Policy"), so that what stops it
+  // there is the vchan's client, not the policy.
+  d = await startDaemon({ config: { policy: { hostRules: [{ ports: 50, allowUids: [NOBODY] }] } } });
   // Let another uid reach the socket (the default is 0660 for root and group kvmchan).
   fs.chmodSync(d.runtimeDir, 0o755);
   fs.chmodSync(socketPath(d.runtimeDir), 0o666);
@@ -60,18 +62,18 @@ test('the other process really runs as another uid', async () => {
 });
 
 test('LIST_VCHANS shows another uid only its own vchans; root sees all', async () => {
-  const own = await nobody.ok({ op: 'listen', name: 'own', port: 60 });
+  const own = await nobody.ok({ op: 'listen', name: 'own', port: 1060 });
   const seen = await nobody.ok({ op: 'daemon', request: 'listVchans' });
   const entries = seen['entries'] as { handle: number; port: number; serverPid: number }[];
   assert.deepEqual(
     entries.map((e) => e.port),
-    [60],
+    [1060],
     'an unprivileged caller must see its own vchan and none of root’s',
   );
   assert.equal(entries[0]!.handle, own['handle']);
   assert.equal(entries[0]!.serverPid, nobody.pid);
   const all = await rootList();
-  for (const port of [50, 51, 60])
+  for (const port of [50, 51, 1060])
     assert.ok(
       all.some((e) => e.port === port),
       `root should see port ${port}`,
@@ -100,7 +102,7 @@ test('VCHAN_CLOSE of a handle the caller does not hold is refused (EPERM) and ch
   } finally {
     conn.close();
   }
-  const ownHandle = (await rootList()).find((e) => e.port === 60)!.handle;
+  const ownHandle = (await rootList()).find((e) => e.port === 1060)!.handle;
   const r = await nobody.call({ op: 'daemon', request: 'close', handle: ownHandle });
   assert.equal(r.ok, false);
   assert.equal(r.error?.code, 'KVMCHAN_E_DAEMON_EPERM');
@@ -113,7 +115,7 @@ test('VCHAN_CLOSE of a handle the caller does not hold is refused (EPERM) and ch
   assert.equal(Buffer.from(got['data'] as string, 'base64').toString(), 'intact');
   assert.deepEqual(
     (await rootList()).map((e) => e.port).sort((a, b) => a - b),
-    [50, 51, 60],
+    [50, 51, 1060],
   );
 });
 

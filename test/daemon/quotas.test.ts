@@ -20,7 +20,11 @@ let nobody: PeerProcess;
 
 before(async () => {
   d = await startDaemon({
-    config: { limits: { maxVchansPerUid: 4, maxWaitingClientsPerUid: 3, maxShmBytesPerUid: 1 << 20, maxConnectionsPerUid: 12 } },
+    config: {
+      limits: { maxVchansPerUid: 4, maxWaitingClientsPerUid: 3, maxShmBytesPerUid: 1 << 20, maxConnectionsPerUid: 12 },
+      // root serves the attacker's waiting clients (docs/security.md, "Policy").
+      policy: { hostRules: [{ ports: '300-302', allowUids: [NOBODY] }] },
+    },
   });
   fs.chmodSync(d.runtimeDir, 0o755);
   fs.chmodSync(socketPath(d.runtimeDir), 0o666);
@@ -36,15 +40,15 @@ after(() =>
 
 test('vchans and shared-memory bytes per uid: EDQUOT for the attacker, root unaffected', { skip }, async () => {
   // 4 small vchans are allowed, the 5th is over the vchan quota.
-  for (let i = 0; i < 4; i++) await nobody.ok({ op: 'listen', name: `s${i}`, port: 100 + i });
-  const fifth = await nobody.call({ op: 'listen', name: 's4', port: 104 });
+  for (let i = 0; i < 4; i++) await nobody.ok({ op: 'listen', name: `s${i}`, port: 1100 + i });
+  const fifth = await nobody.call({ op: 'listen', name: 's4', port: 1104 });
   assert.equal(fifth.ok, false);
   assert.equal(fifth.error?.code, 'KVMCHAN_E_DAEMON_EDQUOT', JSON.stringify(fifth.error));
   assert.match(fifth.error?.message ?? '', /quota/);
   for (let i = 0; i < 4; i++) await nobody.ok({ op: 'close', name: `s${i}` });
   // 2 × 256 KiB rings: the second such vchan goes over 1 MiB of shared memory.
-  await nobody.ok({ op: 'listen', name: 'big0', port: 110, readMin: 256 * 1024, writeMin: 256 * 1024 });
-  const big = await nobody.call({ op: 'listen', name: 'big1', port: 111, readMin: 256 * 1024, writeMin: 256 * 1024 });
+  await nobody.ok({ op: 'listen', name: 'big0', port: 1110, readMin: 256 * 1024, writeMin: 256 * 1024 });
+  const big = await nobody.call({ op: 'listen', name: 'big1', port: 1111, readMin: 256 * 1024, writeMin: 256 * 1024 });
   assert.equal(big.error?.code, 'KVMCHAN_E_DAEMON_EDQUOT', JSON.stringify(big.error));
   // root is not limited by any of it.
   const mine = await Promise.all(
@@ -53,7 +57,7 @@ test('vchans and shared-memory bytes per uid: EDQUOT for the attacker, root unaf
   for (const v of mine) v.close();
   await nobody.ok({ op: 'close', name: 'big0' });
   // Freed quota is usable again.
-  await nobody.ok({ op: 'listen', name: 'again', port: 112 });
+  await nobody.ok({ op: 'listen', name: 'again', port: 1112 });
   await nobody.ok({ op: 'close', name: 'again' });
 });
 

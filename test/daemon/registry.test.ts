@@ -78,7 +78,7 @@ async function refused(p: Promise<unknown> | (() => unknown), errno: string): Pr
   else await assert.rejects(p, check);
 }
 
-function setup(policy = new Policy()): { reg: Registry; f: FakeFactory } {
+function setup(policy = new Policy({ reservedPortsBelow: 0 })): { reg: Registry; f: FakeFactory } {
   const f = new FakeFactory();
   const reg = new Registry(silent, f, limits, policy);
   reg.addDomain({ id: 1, name: 'g1' });
@@ -101,6 +101,76 @@ describe('policy', () => {
     const all = new Policy({ guestPairs: 'all' });
     assert.equal(all.refuses(4, 7), null);
     assert.match(all.refuses(4, 4)!, /itself/);
+  });
+});
+
+describe('host uid policy', () => {
+  const subject = (uid: number, gid = uid, groups: number[] = []): { uid: number; gid: number; groups: number[] } => ({ uid, gid, groups });
+  const groups = new Map([['ops', 3000]]);
+  const p = new Policy(
+    {
+      hostRules: [
+        { ports: '5000-5099', allowUids: [1001], allowGroups: ['ops', 'nosuchgroup'] },
+        { ports: 6000, serverUid: 1000, allowUids: [1002] },
+        { ports: 80, serverUid: 1000 },
+      ],
+      guestServices: [{ ports: '7000-7009', hostUid: 1000 }],
+    },
+    { groupId: (n) => groups.get(n), daemonUid: 0 },
+  );
+
+  it('clients: the server’s uid and root always; others only through a matching rule', () => {
+    assert.equal(p.refusesHostClient(1000, subject(1000), 4000), null);
+    assert.equal(p.refusesHostClient(1000, subject(0), 4000), null);
+    assert.match(p.refusesHostClient(1000, subject(1001), 4000)!, /does not accept clients of uid 1001/);
+    assert.equal(p.refusesHostClient(1000, subject(1001), 5099), null);
+    assert.notEqual(p.refusesHostClient(1000, subject(1001), 5100), null);
+    // allowGroups: primary or supplementary group; an unknown group name matches nobody.
+    assert.equal(p.refusesHostClient(1000, subject(1005, 3000), 5000), null);
+    assert.equal(p.refusesHostClient(1000, subject(1005, 1005, [3000]), 5000), null);
+    assert.notEqual(p.refusesHostClient(1000, subject(1005), 5000), null);
+    assert.deepEqual(p.unknownGroups, ['nosuchgroup']);
+    // A rule with serverUid applies to that server's clients only.
+    assert.equal(p.refusesHostClient(1000, subject(1002), 6000), null);
+    assert.notEqual(p.refusesHostClient(1003, subject(1002), 6000), null);
+  });
+
+  it('servers: ports below 1024 are root’s; a serverUid rule reserves its ports to that uid', () => {
+    assert.match(p.refusesServer(subject(1001), 22)!, /below 1024/);
+    assert.equal(p.refusesServer(subject(0), 22), null);
+    assert.equal(p.refusesServer(subject(1000), 80), null);
+    assert.match(p.refusesServer(subject(1001), 6000)!, /reserved to uid 1000/);
+    assert.equal(p.refusesServer(subject(1000), 6000), null);
+    assert.equal(p.refusesServer(subject(1001), 1024), null);
+    assert.equal(new Policy({ reservedPortsBelow: 0 }, { daemonUid: 0 }).refusesServer(subject(1001), 22), null);
+    // The daemon's own uid counts like root (a user's own daemon).
+    assert.equal(new Policy({}, { daemonUid: 1001 }).refusesServer(subject(1001), 22), null);
+  });
+
+  it('guest servers: their host side belongs to the uid of their port’s entry, else the daemon’s', () => {
+    assert.equal(p.guestServiceUid(7005), 1000);
+    assert.equal(p.guestServiceUid(7010), 0);
+    assert.equal(p.refusesGuestServiceClient(1000, subject(1000), 7005), null);
+    assert.equal(p.refusesGuestServiceClient(1000, subject(0), 7005), null);
+    assert.notEqual(p.refusesGuestServiceClient(1000, subject(1001), 7005), null);
+  });
+
+  it('configuration: ports and ranges validated with clear messages', () => {
+    const issues = (policy: unknown): string[] => {
+      const r = configSchema.safeParse({ policy });
+      return r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    };
+    assert.deepEqual(issues({ hostRules: [{ ports: '10-20', allowUids: [5] }], reservedPortsBelow: 0 }), []);
+    assert.match(
+      issues({ hostRules: [{ ports: '20-10', allowUids: [5] }] }).join(),
+      /hostRules\.0\.ports: "20-10": the range ends before it starts/,
+    );
+    assert.match(issues({ hostRules: [{ ports: 'http', allowUids: [5] }] }).join(), /is not a port or a range/);
+    assert.match(issues({ hostRules: [{ ports: 2 ** 32, allowUids: [5] }] }).join(), /not a u32/);
+    assert.match(issues({ hostRules: [{ ports: 5 }] }).join(), /needs serverUid, allowUids or allowGroups/);
+    assert.match(issues({ hostRules: [{ ports: 5, allowUids: [5], extra: 1 }] }).join(), /Unrecognized key/);
+    assert.match(issues({ guestServices: [{ ports: 5 }] }).join(), /guestServices\.0\.hostUid/);
+    assert.equal(configSchema.parse({}).policy.reservedPortsBelow, 1024);
   });
 });
 
@@ -158,7 +228,7 @@ describe('registry', () => {
   });
 
   it('LIST_VCHANS by scope: an unprivileged local caller sees its uid’s, a privileged one all, a guest its domain’s', async () => {
-    const { reg } = setup(new Policy({ guestPairs: 'all' }));
+    const { reg } = setup(new Policy({ guestPairs: 'all', reservedPortsBelow: 0 }));
     await reg.serverInit(caller(1, { uid: 1000 }), 0, 1, 1024, 1024);
     await reg.serverInit(caller(2, { uid: 0 }), 0, 2, 1024, 1024);
     await reg.serverInit(caller(3, { uid: 0 }), 1, 3, 1024, 1024);
@@ -173,7 +243,7 @@ describe('registry', () => {
 
   it('limits: rings above maxRingOrder are EMSGSIZE, vchans per connection are capped', async () => {
     const f = new FakeFactory();
-    const reg = new Registry(silent, f, { ...limits, maxVchansPerConnection: 2 });
+    const reg = new Registry(silent, f, { ...limits, maxVchansPerConnection: 2 }, new Policy({ reservedPortsBelow: 0 }));
     await refused(reg.serverInit(caller(1), 0, 1, 2 ** limits.maxRingOrder + 1, 1024), 'EMSGSIZE');
     await reg.serverInit(caller(1), 0, 1, 1024, 1024);
     await reg.serverInit(caller(1), 0, 2, 1024, 1024);

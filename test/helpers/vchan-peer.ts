@@ -10,6 +10,7 @@
  * for the driving side.
  */
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
 import readline from 'node:readline';
 import { Vchan, DaemonConnection } from '../../src/client/index.js';
 import { Command } from '../../src/protocol/constants.js';
@@ -30,6 +31,8 @@ const vchans = new Map<string, Vchan>();
 /** The many-vchan scale test's client ends, by port order. */
 let many: Vchan[] = [];
 const stops = new Map<string, () => void>();
+/** Raw vchan setups (rawInit): their daemon connection (the vchan lives with it) and the shm fd. */
+const raws = new Map<string, { conn: DaemonConnection; shm: number; fds: readonly number[] }>();
 
 function out(obj: Json): void {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -202,6 +205,47 @@ async function daemonRequest(cmd: Json): Promise<Json> {
   }
 }
 
+/**
+ * VCHAN_SERVER_INIT (or CLIENT_INIT with `role: 'client'`) on a connection of its own, keeping
+ * the fds the reply carries as they are — what an attacker gets. Answers the identity of the
+ * shm object (inode, size) and the vchan's place in it.
+ */
+async function rawInit(name: string, cmd: Json): Promise<Json> {
+  const conn = await DaemonConnection.open(runtimeDir);
+  try {
+    const domain = Number(cmd['domain'] ?? 0);
+    const port = Number(cmd['port']);
+    const r =
+      cmd['role'] === 'client'
+        ? await conn.request(Command.VCHAN_CLIENT_INIT, { serverDomain: domain, port, timeoutMs: Number(cmd['timeout'] ?? 0), flags: 0 })
+        : await conn.request(Command.VCHAN_SERVER_INIT, { peerDomain: domain, port, readMin: 1024, writeMin: 1024 });
+    const shm = r.fds[0]!;
+    raws.set(name, { conn, shm, fds: r.fds });
+    const st = fs.fstatSync(shm);
+    return { ino: st.ino, dev: st.dev, size: st.size, shmOffset: r.body.shmOffset, shmLength: r.body.shmLength };
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
+}
+
+/** Maps the whole shm object of a rawInit vchan and counts where `marker` (base64) occurs. */
+function rawScan(name: string, cmd: Json): Json {
+  const r = raws.get(name);
+  if (r === undefined) throw new Error(`no raw vchan named ${name}`);
+  const marker = Buffer.from(cmd['marker'] as string, 'base64');
+  const size = fs.fstatSync(r.shm).size;
+  const map = native.mmap(r.shm, size, 0, false);
+  try {
+    const all = Buffer.from(map);
+    const at: number[] = [];
+    for (let i = all.indexOf(marker); i >= 0; i = all.indexOf(marker, i + 1)) at.push(i);
+    return { size, found: at };
+  } finally {
+    native.munmap(map);
+  }
+}
+
 async function run(cmd: Json): Promise<Json> {
   const name = (cmd['name'] as string | undefined) ?? 'v';
   switch (cmd['op']) {
@@ -299,6 +343,19 @@ async function run(cmd: Json): Promise<Json> {
       for (const v of many) v.close();
       many = [];
       return {};
+    case 'rawInit':
+      return rawInit(name, cmd);
+    case 'rawScan':
+      return rawScan(name, cmd);
+    case 'rawClose': {
+      const r = raws.get(name);
+      raws.delete(name);
+      if (r !== undefined) {
+        for (const fd of r.fds) native.close(fd);
+        r.conn.close();
+      }
+      return {};
+    }
     case 'resources':
       // What this process holds, for leak checks from the outside.
       return { mappings: native.mappingCount(), vchans: vchans.size };

@@ -679,3 +679,43 @@ test('no fd or mapping survives many vchans, pools, guests and their removal', a
     f.dispose();
   }
 });
+
+test('host pools are per host uid: another uid’s vchans to the same guest go to a pool of their own', async () => {
+  const f = fixture({ poolSize: 1 << 20, poolVectors: 8 });
+  try {
+    const me = process.geteuid?.() ?? 0;
+    const other = me === 4242 ? 4343 : 4242;
+    f.pm.addDomain(5);
+    await f.join(f.of(5)[0]!);
+    const mine = f.pm.create(SMALL, 0, 5, me);
+    assert.equal(poolOf(mine), 1);
+    // The first vchan of another uid: a new pool is created and announced; it waits for the guest.
+    assert.equal(
+      errnoOf(() => f.pm.create(SMALL, 0, 5, other)),
+      'EAGAIN',
+    );
+    const announced = f.of(5);
+    assert.equal(announced.length, 2);
+    const ready = f.pm.whenCapacity(0, 5, 3000, other);
+    await f.join(announced[1]!);
+    await ready;
+    const theirs = f.pm.create(SMALL, 5, 0, other);
+    assert.equal(poolOf(theirs), 2);
+    const shmOf = (r: typeof mine): number => fs.fstatSync(r.server.kind === 'fds' ? r.server.shm : (r.client as { shm: number }).shm).ino;
+    assert.notEqual(shmOf(theirs), shmOf(mine), 'two uids share a pool memfd');
+    // Without a uid: the daemon's own pool.
+    const dflt = f.pm.create(SMALL, 0, 5);
+    assert.equal(poolOf(dflt), 1);
+    assert.deepEqual(
+      f.pm.pools().map((p) => [p.pool, p.hostUid]),
+      [
+        [1, me],
+        [2, other],
+      ],
+    );
+    for (const r of [mine, theirs, dflt]) r.release();
+    f.close();
+  } finally {
+    f.dispose();
+  }
+});

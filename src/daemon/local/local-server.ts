@@ -105,7 +105,8 @@ export class LocalServer {
     let groups: number[];
     try {
       cred = native.peerCred(fd);
-      groups = this.#adminGid === undefined || cred.uid === 0 ? [] : native.peerGroups(fd);
+      // Supplementary groups serve the admin group and the policy's allowGroups (docs/security.md).
+      groups = cred.uid === 0 ? [] : native.peerGroups(fd);
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'SO_PEERCRED/SO_PEERGROUPS failed; dropping connection');
       native.close(fd);
@@ -136,6 +137,7 @@ export class LocalServer {
       uid: cred.uid,
       gid: cred.gid,
       privileged: isPrivileged(cred, groups, this.#adminGid),
+      groups,
     };
     const conn = new LocalConnection({
       fd,

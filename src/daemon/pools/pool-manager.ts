@@ -2,12 +2,14 @@
  * The host's pool manager (architecture.md rule 2, docs/pools.md): the VchanResourceFactory
  * the registry uses. Vchans between host processes get a memfd of their own
  * (MemfdResourceFactory); every vchan involving a guest is carved out of a pool —
- * host↔G out of G's host pools, A↔B out of the pools shared by exactly A and B.
+ * host↔G out of G's host pools of the host uid at the host end (processes of different uids
+ * never share a pool: a pool's memfd maps all of it, docs/security.md "Pools"), A↔B out of
+ * the pools shared by exactly A and B.
  *
  * Pools appear without PCI hot-plug on the request path: a guest's first host pool
- * when the guest appears, the next ones ahead of demand (after an allocation leaves
- * less than `lowWater` of the vectors or bytes of that set free), a pair's first
- * pool on the pair's first request. A request that finds no room gets EAGAIN while
+ * (for the daemon's own uid) when the guest appears, the next ones ahead of demand (after an
+ * allocation leaves less than `lowWater` of the vectors or bytes of that set free), another
+ * uid's and a pair's first pool on its first request. A request that finds no room gets EAGAIN while
  * a pool is being added; the registry awaits whenCapacity() and retries once.
  *
  * Only pools whose members are all attached are used. A member that leaves (its
@@ -46,6 +48,8 @@ export interface PoolAnnouncement {
 
 export interface PoolInfo {
   pool: number;
+  /** A host pool: the host uid whose vchans it carries (undefined: a pair pool). */
+  hostUid?: number;
   /** Member guests, ascending (one: a host pool; two: a pair pool). */
   members: number[];
   /** Members currently attached. */
@@ -88,6 +92,11 @@ export interface PoolManagerOptions {
   deviceKey?: (domain: number) => Uint8Array | undefined;
   /** For host↔host vchans. Default: a MemfdResourceFactory. */
   hostFactory?: VchanResourceFactory;
+  /**
+   * The host uid of a host↔guest vchan when create() is not told one, and whose host pool a
+   * guest gets when it appears: the daemon's own (default: geteuid()).
+   */
+  defaultHostUid?: number;
 }
 
 interface CapacityWaiter {
@@ -101,6 +110,21 @@ interface CapacityWaiter {
 /** Smallest region (two 1 KiB rings), page-rounded: what "any room at all" means. */
 const MIN_EXTENT = Math.ceil(regionLength({ c2sOrder: MIN_ORDER, s2cOrder: MIN_ORDER }) / PAGE) * PAGE;
 
+/** The set of guest G's host pools for host uid U: "G@U". */
+function hostSetKey(guest: number, hostUid: number): string {
+  return `${guest}@${hostUid}`;
+}
+
+/** The member guests of a set key ("G@U" or "A:B"). */
+function membersOf(key: string): number[] {
+  return key.split('@')[0]!.split(':').map(Number);
+}
+
+function hostUidOf(key: string): number | undefined {
+  const at = key.indexOf('@');
+  return at < 0 ? undefined : Number(key.slice(at + 1));
+}
+
 function roundToPage(n: number): number {
   return Math.ceil(n / PAGE) * PAGE;
 }
@@ -112,6 +136,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   readonly #announce: ((domain: number, a: PoolAnnouncement) => void) | undefined;
   readonly #deviceKey: ((domain: number) => Uint8Array | undefined) | undefined;
   readonly #hostFactory: VchanResourceFactory;
+  readonly #defaultHostUid: number;
   /** Guests we serve (addDomain). */
   readonly #domains = new Set<number>();
   /** Open pools by set key; retired pools leave their set at once. */
@@ -138,15 +163,16 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     this.#announce = opts.announce;
     this.#deviceKey = opts.deviceKey;
     this.#hostFactory = opts.hostFactory ?? new MemfdResourceFactory();
+    this.#defaultHostUid = opts.defaultHostUid ?? process.geteuid?.() ?? 0;
   }
 
   // --- VchanResourceFactory --------------------------------------------------------------------
 
-  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): VchanResources {
+  create(geometry: RingGeometry, serverDomain: number, clientDomain: number, hostUid?: number): VchanResources {
     if (serverDomain === HOST_DOMAIN && clientDomain === HOST_DOMAIN) {
       return this.#hostFactory.create(geometry, serverDomain, clientDomain);
     }
-    const key = this.#keyFor(serverDomain, clientDomain);
+    const key = this.#keyFor(serverDomain, clientDomain, hostUid);
     const length = regionLength(geometry);
     if (length > this.config.poolSize) {
       throw new RegistryError('EINVAL', `a vchan of ${length} bytes does not fit a pool of ${this.config.poolSize} bytes`);
@@ -184,11 +210,11 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     throw new RegistryError('EAGAIN', `no pool with room between domains ${serverDomain} and ${clientDomain} yet; one is being added`);
   }
 
-  whenCapacity(serverDomain: number, clientDomain: number, timeoutMs: number): Promise<void> {
+  whenCapacity(serverDomain: number, clientDomain: number, timeoutMs: number, hostUid?: number): Promise<void> {
     if (serverDomain === HOST_DOMAIN && clientDomain === HOST_DOMAIN) return Promise.resolve();
     let key: string;
     try {
-      key = this.#keyFor(serverDomain, clientDomain);
+      key = this.#keyFor(serverDomain, clientDomain, hostUid);
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
@@ -210,14 +236,14 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
 
   // --- domains ---------------------------------------------------------------------------
 
-  /** A guest appeared: its device directory and its first host pool, now. Idempotent. */
+  /** A guest appeared: its device directory and its first host pool (the daemon's uid's), now. Idempotent. */
   addDomain(id: number): void {
     this.#checkOpen();
     if (!Number.isInteger(id) || id <= HOST_DOMAIN) throw new InvalidArgumentError(`not a guest domain: ${id}`);
     if (this.#domains.has(id)) return;
     ensureDomainDir(this.runtimeDir, id);
     this.#domains.add(id);
-    const key = String(id);
+    const key = hostSetKey(id, this.#defaultHostUid);
     if ((this.#sets.get(key) ?? []).length === 0) this.#addPool(key);
   }
 
@@ -235,7 +261,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
       for (const p of set) this.#retire(p, `domain ${id} removed`);
     }
     for (const w of [...this.#waiters]) {
-      if (w.key.split(':').includes(String(id))) this.#settle(w, new RegistryError('ESRCH', `domain ${id} is gone`));
+      if (membersOf(w.key).includes(id)) this.#settle(w, new RegistryError('ESRCH', `domain ${id} is gone`));
     }
     removeDomainDirIfEmpty(this.runtimeDir, id);
   }
@@ -283,8 +309,8 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     if (this.#closed) throw new RegistryError('ESHUTDOWN', 'pool manager is closed');
   }
 
-  /** "G" for host↔G, "A:B" (A < B) for a guest pair. */
-  #keyFor(serverDomain: number, clientDomain: number): string {
+  /** "G@U" for host↔G with host uid U, "A:B" (A < B) for a guest pair. */
+  #keyFor(serverDomain: number, clientDomain: number, hostUid = this.#defaultHostUid): string {
     this.#checkOpen();
     if (serverDomain === clientDomain) {
       throw new RegistryError('EINVAL', `domain ${serverDomain} cannot have a vchan to itself through a pool`);
@@ -292,13 +318,9 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     for (const d of [serverDomain, clientDomain]) {
       if (d !== HOST_DOMAIN && !this.#domains.has(d)) throw new RegistryError('ESRCH', `no pools for domain ${d}: it is not attached`);
     }
-    if (serverDomain === HOST_DOMAIN) return String(clientDomain);
-    if (clientDomain === HOST_DOMAIN) return String(serverDomain);
+    if (serverDomain === HOST_DOMAIN) return hostSetKey(clientDomain, hostUid);
+    if (clientDomain === HOST_DOMAIN) return hostSetKey(serverDomain, hostUid);
     return serverDomain < clientDomain ? `${serverDomain}:${clientDomain}` : `${clientDomain}:${serverDomain}`;
-  }
-
-  static #membersOf(key: string): number[] {
-    return key.split(':').map(Number);
   }
 
   /** Why the set `key` may not get another pool, or null. */
@@ -306,10 +328,10 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     const perSet = this.config.maxPoolsPerSet;
     const inSet = (this.#sets.get(key) ?? []).length;
     if (inSet >= perSet) {
-      return `${key.includes(':') ? `the pair ${key.replace(':', '↔')}` : `host↔${key}`} already has ${inSet} pools (pools.maxPoolsPerSet ${perSet})`;
+      return `${key.includes(':') ? `the pair ${key.replace(':', '↔')}` : `host uid ${key.split('@')[1]}↔${key.split('@')[0]}`} already has ${inSet} pools (pools.maxPoolsPerSet ${perSet})`;
     }
     const max = this.config.maxPoolsPerDomain;
-    for (const d of PoolManager.#membersOf(key)) {
+    for (const d of membersOf(key)) {
       const n = this.#membershipCount(d);
       if (n >= max) return `domain ${d} is already a member of ${n} pools (pools.maxPoolsPerDomain ${max})`;
     }
@@ -323,7 +345,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   }
 
   #addPool(key: string): Pool {
-    const domains = PoolManager.#membersOf(key);
+    const domains = membersOf(key);
     const id = this.#nextId++;
     const members: PoolMember[] = domains.map((domain, i) => ({
       domain,
@@ -435,8 +457,10 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   }
 
   #info(p: Pool): PoolInfo {
+    const hostUid = hostUidOf(p.key);
     return {
       pool: p.id,
+      ...(hostUid === undefined ? {} : { hostUid }),
       members: p.members.map((m) => m.domain),
       joined: p.members.filter((m) => p.isJoined(m.domain)).map((m) => m.domain),
       state: p.state === 'closed' ? 'retired' : p.state,

@@ -59,7 +59,7 @@ export interface PoolOptions {
 
 export class Pool {
   readonly id: number;
-  /** The pool set it belongs to: the guest ("5") or the pair ("3:7"). */
+  /** The pool set it belongs to: a guest and a host uid ("5@1000") or a pair ("3:7"). */
   readonly key: string;
   readonly members: readonly PoolMember[];
   readonly size: number;

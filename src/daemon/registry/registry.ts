@@ -42,8 +42,10 @@ export interface Caller {
   pid: number;
   uid: number;
   gid: number;
-  /** root or member of the kvmchan group (local callers): may inspect everything */
+  /** root or member of the admin group (local callers): may inspect everything */
   privileged: boolean;
+  /** Supplementary groups from SO_PEERGROUPS (local callers), for the host rules of the policy. */
+  groups?: readonly number[];
 }
 
 export interface DomainInfo {
@@ -87,6 +89,11 @@ interface VchanRecord {
   res: VchanResources;
   server: Party;
   client: Party | null;
+  /**
+   * The host uid whose pool carries a host↔guest vchan (docs/pools.md §1): the host server's
+   * uid, or for a guest's server the uid the policy gives its port. undefined otherwise.
+   */
+  hostUid: number | undefined;
 }
 
 interface Waiter {
@@ -245,6 +252,31 @@ export class Registry {
     }
   }
 
+  /** A uid rule of the policy said no (`why`): one EPERM, logged, whatever the rule. */
+  #refuse(caller: Caller, why: string | null, port: number): void {
+    if (why === null) return;
+    this.#log.warn({ conn: caller.connId, uid: caller.uid, port, why }, 'vchan refused by policy');
+    throw new RegistryError('EPERM', why);
+  }
+
+  /**
+   * The host uid whose pool a host↔guest vchan goes to (docs/security.md, "Pools"): host
+   * processes of different uids never share a pool, since holding a pool's memfd lets a process
+   * map all of it.
+   */
+  #hostUidOf(server: Caller, peerDomain: number, port: number): number | undefined {
+    if (server.domain === HOST_DOMAIN && peerDomain !== HOST_DOMAIN) return server.uid;
+    if (server.domain !== HOST_DOMAIN && peerDomain === HOST_DOMAIN) return this.#policy.guestServiceUid(port);
+    return undefined;
+  }
+
+  /** Why a host process may not attach as client of `rec`, or null (guests: the domain rules). */
+  #clientRefusal(rec: VchanRecord, caller: Caller): string | null {
+    if (caller.scope !== 'local') return null;
+    if (rec.serverDomain === HOST_DOMAIN) return this.#policy.refusesHostClient(rec.server.caller.uid, caller, rec.port);
+    return this.#policy.refusesGuestServiceClient(rec.hostUid ?? 0, caller, rec.port);
+  }
+
   /**
    * serverInit, waiting once for pool capacity (architecture.md rule 2: pools are
    * added ahead of demand, but a burst can outrun them).
@@ -255,7 +287,7 @@ export class Registry {
     } catch (err) {
       const f = this.#factory;
       if (!(err instanceof RegistryError) || err.errnoName !== 'EAGAIN' || f.whenCapacity === undefined) throw err;
-      await f.whenCapacity(caller.domain, peerDomain, this.#limits.capacityWaitMs);
+      await f.whenCapacity(caller.domain, peerDomain, this.#limits.capacityWaitMs, this.#hostUidOf(caller, peerDomain, port));
       return this.serverInitNow(caller, peerDomain, port, readMin, writeMin);
     }
   }
@@ -263,6 +295,7 @@ export class Registry {
   serverInitNow(caller: Caller, peerDomain: number, port: number, readMin: number, writeMin: number): VchanGrant {
     this.#checkDomain(peerDomain);
     this.#checkPolicy(caller.domain, peerDomain, caller);
+    if (caller.scope === 'local') this.#refuse(caller, this.#policy.refusesServer(caller, port), port);
     if (readMin > 2 ** this.#limits.maxRingOrder || writeMin > 2 ** this.#limits.maxRingOrder) {
       // wire-protocol.md §6.3: a ring that cannot be that large is -EMSGSIZE.
       throw new RegistryError('EMSGSIZE', `ring size above the limit of ${2 ** this.#limits.maxRingOrder} bytes`);
@@ -287,7 +320,8 @@ export class Registry {
         `shared-memory quota of ${caller.scope === 'guest' ? `domain ${caller.domain}` : `uid ${caller.uid}`} reached (limits.maxShmBytesPerUid = ${this.#limits.maxShmBytesPerUid})`,
       );
     }
-    const res = this.#factory.create(geometry, caller.domain, peerDomain);
+    const hostUid = this.#hostUidOf(caller, peerDomain, port);
+    const res = this.#factory.create(geometry, caller.domain, peerDomain, hostUid);
     const rec: VchanRecord = {
       handle: this.#nextHandle++ >>> 0,
       key,
@@ -297,6 +331,7 @@ export class Registry {
       res,
       server: { caller, gone: false },
       client: null,
+      hostUid,
     };
     this.#byKey.set(key, rec);
     this.#byHandle.set(rec.handle, rec);
@@ -354,6 +389,9 @@ export class Registry {
       this.#checkSides(caller);
       const key = keyOf(serverDomain, caller.domain, port);
       const found = this.#attachable(key);
+      // The policy before EBUSY: a refused caller learns nothing about who is attached.
+      const rec = found === 'busy' ? this.#byKey.get(key) : found;
+      if (rec !== undefined) this.#refuse(caller, this.#clientRefusal(rec, caller), port);
       if (found === 'busy') throw new RegistryError('EBUSY', `vchan on port ${port} already has a client`);
       if (found !== undefined) return Promise.resolve(this.#attach(found, caller));
       if (timeoutMs === 0) throw new RegistryError('ENOENT', `no server on port ${port} in domain ${serverDomain}`);
@@ -374,6 +412,7 @@ export class Registry {
           }, timeoutMs);
         }
         this.#waiters.add(w);
+        this.#log.debug({ conn: caller.connId, uid: caller.uid, serverDomain, port }, 'client waiting for a server');
       });
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
@@ -388,16 +427,25 @@ export class Registry {
   }
 
   #matchWaiters(key: string): void {
-    for (const w of this.#waiters) {
+    const rec = this.#attachable(key);
+    if (rec === undefined || rec === 'busy') return;
+    let first: Waiter | undefined;
+    for (const w of [...this.#waiters]) {
       if (w.key !== key) continue;
-      const rec = this.#attachable(key);
-      if (rec === undefined || rec === 'busy') return;
-      this.#waiters.delete(w);
-      this.#releaseUsage(w.caller, { waiters: 1 });
-      w.timer?.clear();
-      w.resolve(this.#attach(rec, w.caller));
-      return;
+      // A waiter the new server does not accept is refused as if it had asked now, whatever
+      // its place in the queue: waiting before the server exists must not let another uid
+      // intercept it (docs/security.md, "Policy").
+      const why = this.#clientRefusal(rec, w.caller);
+      if (why !== null) {
+        this.#log.warn({ conn: w.caller.connId, uid: w.caller.uid, port: rec.port, why }, 'vchan refused by policy');
+        this.#failWaiter(w, new RegistryError('EPERM', why));
+      } else first ??= w;
     }
+    if (first === undefined) return;
+    this.#waiters.delete(first);
+    this.#releaseUsage(first.caller, { waiters: 1 });
+    first.timer?.clear();
+    first.resolve(this.#attach(rec, first.caller));
   }
 
   /** VCHAN_CLOSE: only the connection that holds a side may close it. */

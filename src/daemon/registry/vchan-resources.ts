@@ -42,10 +42,13 @@ export interface VchanResources {
 }
 
 export interface VchanResourceFactory {
-  /** Throws RegistryError (ENOSPC, EAGAIN...) when no memory or vector is available. */
-  create(geometry: RingGeometry, serverDomain: number, clientDomain: number): VchanResources;
+  /**
+   * Throws RegistryError (ENOSPC, EAGAIN...) when no memory or vector is available. `hostUid`:
+   * for a host↔guest vchan, the host uid whose pool it goes to (docs/pools.md §1).
+   */
+  create(geometry: RingGeometry, serverDomain: number, clientDomain: number, hostUid?: number): VchanResources;
   /** Resolves when create() for this pair may succeed again after EAGAIN (a pool became ready). */
-  whenCapacity?(serverDomain: number, clientDomain: number, timeoutMs: number): Promise<void>;
+  whenCapacity?(serverDomain: number, clientDomain: number, timeoutMs: number, hostUid?: number): Promise<void>;
 }
 
 /** Host-local vchans: a sealed memfd per vchan (docs/ivshmem.md §5) and two eventfds. */
