@@ -10,6 +10,7 @@ import { RuntimeDir } from './runtime-dir.js';
 import { LocalServer } from './local/local-server.js';
 import { HostVchanService } from './registry/host-service.js';
 import { PoolManager } from './pools/pool-manager.js';
+import { RegionRegistry } from './regions/region-registry.js';
 import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
 import { QmpVmm } from './vmm/qmp/qmp-vmm.js';
 import { LibvirtVmm } from './vmm/libvirt/libvirt-vmm.js';
@@ -28,6 +29,7 @@ export class Daemon {
   readonly runtime: RuntimeDir;
   readonly registry: Registry;
   readonly pools: PoolManager;
+  readonly regions: RegionRegistry;
   /** The one request path for the local socket and every guest link. */
   readonly #service: HostVchanService;
   #simulated: SimulatedVmm | null = null;
@@ -56,6 +58,12 @@ export class Daemon {
       deviceKey: (domain) => this.#deviceKeys.get(domain),
     });
     this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, new Policy(config.policy));
+    this.regions = new RegionRegistry({
+      log: log.child({ component: 'regions' }),
+      limits: config.limits,
+      quota: this.registry,
+      domainExists: (d) => this.registry.hasDomain(d),
+    });
     this.#service = new HostVchanService(
       this.registry,
       () => this.pools.pools(),
@@ -69,6 +77,7 @@ export class Daemon {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
         service: this.#service,
+        regions: this.regions,
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
         adminGroup: this.config.adminGroup,
@@ -235,6 +244,7 @@ export class Daemon {
     this.#local?.close();
     for (const id of [...this.#links.keys()]) this.#closeLink(id, 'daemon stopping');
     this.registry.shutdown();
+    this.regions.shutdown();
     for (const b of this.#backends) b.close();
     this.pools.close();
     this.runtime.release();
