@@ -4,7 +4,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, test } from 'node:test';
-import { Shmem } from '../../src/client/index.js';
+import { Shmem, Vchan } from '../../src/client/index.js';
+import { native as nativeAddon } from '../../src/native.js';
+import { Prng, seedFromEnv } from '../helpers/prng.js';
 import { InvalidArgumentError } from '../../src/errors.js';
 import { socketPath } from '../../src/paths.js';
 import { PeerProcess } from '../helpers/peer-process.js';
@@ -183,3 +185,84 @@ test('arguments are checked before anything is sent; an unknown domain is ESRCH'
   }
   await waitFor(() => regionFds() === 0, 5000, 'close released and unmapped everything');
 });
+
+test('1,000 regions shared and mapped at once; fds and mappings back after close', async () => {
+  const selfFds = await settledFds('self');
+  const daemonFds = await settledFds(daemonPid());
+  const mappings0 = nativeAddon.mappingCount();
+  const creator = await Shmem.open({ runtimeDir: d.runtimeDir });
+  const mapper = await Shmem.open({ runtimeDir: d.runtimeDir });
+  try {
+    const shared = [];
+    for (let i = 0; i < 1000; i++) {
+      const r = await creator.share(0, 1);
+      new Uint32Array(r.buffer)[0] = i;
+      shared.push(r);
+    }
+    assert.equal(new Set(shared.map((r) => r.id)).size, 1000, 'one id each');
+    assert.equal(regionFds(), 1000);
+    for (const [i, r] of shared.entries()) {
+      const m = await mapper.map(0, r.id);
+      assert.equal(new Uint32Array(m.buffer)[0], i);
+    }
+    assert.equal(nativeAddon.mappingCount(), mappings0 + 2000);
+  } finally {
+    mapper.close();
+    creator.close();
+  }
+  assert.equal(nativeAddon.mappingCount(), mappings0);
+  await expectFdsBackTo('self', selfFds, 5000, 'our fds after close');
+  await expectFdsBackTo(daemonPid(), daemonFds, 5000, 'the daemon fds after close');
+});
+
+test('GUI-shaped: a 3840×2160×4 frame shared once, its id sent over a vchan, damage rectangles verified frame by frame', async () => {
+  const W = 3840;
+  const H = 2160;
+  const rng = new Prng(seedFromEnv(0x51a7));
+  const agent = await Shmem.open({ runtimeDir: d.runtimeDir });
+  const gui = await Shmem.open({ runtimeDir: d.runtimeDir });
+  const server = await Vchan.listen({ runtimeDir: d.runtimeDir, port: 6000 });
+  const client = await Vchan.connect({ runtimeDir: d.runtimeDir, port: 6000 });
+  try {
+    const fb = await agent.share(0, (W * H * 4) / 4096);
+    const id = Buffer.alloc(4);
+    id.writeUInt32LE(fb.id);
+    await server.send(id);
+    // The GUI side maps the frame once, by the id it received.
+    const got = await client.recv(4);
+    const view = await gui.map(0, got!.readUInt32LE(0));
+    const pixels = new Uint32Array(fb.buffer);
+    const seen = new Uint32Array(view.buffer);
+    for (let frame = 1; frame <= 20; frame++) {
+      // Draw a damage rectangle, then tell the other side where (x, y, w, h) and its checksum.
+      const w = rng.int(1, 512);
+      const h = rng.int(1, 512);
+      const x = rng.int(0, W - w);
+      const y = rng.int(0, H - h);
+      const colour = rng.next();
+      for (let row = y; row < y + h; row++) pixels.fill(colour, row * W + x, row * W + x + w);
+      const msg = Buffer.alloc(24);
+      [frame, x, y, w, h, rectSum(pixels, W, x, y, w, h)].forEach((v, i) => msg.writeUInt32LE(v, i * 4));
+      await server.send(msg);
+      const m = (await client.recv(24))!;
+      const [f, mx, my, mw, mh, sum] = [0, 1, 2, 3, 4, 5].map((i) => m.readUInt32LE(i * 4));
+      assert.equal(f, frame);
+      assert.equal(rectSum(seen, W, mx!, my!, mw!, mh!), sum, `frame ${frame}: the damaged rectangle reads the same on the GUI side`);
+    }
+  } finally {
+    client.close();
+    server.close();
+    gui.close();
+    agent.close();
+  }
+  await waitFor(() => regionFds() === 0, 5000, 'the frame is freed');
+});
+
+/** A checksum (FNV-1a over the pixels) of a rectangle of a W-wide frame. */
+function rectSum(p: Uint32Array, W: number, x: number, y: number, w: number, h: number): number {
+  let s = 0x811c9dc5;
+  for (let row = y; row < y + h; row++) {
+    for (let i = row * W + x; i < row * W + x + w; i++) s = Math.imul(s ^ p[i]!, 0x01000193) >>> 0;
+  }
+  return s;
+}
