@@ -88,7 +88,7 @@ export class Shmem {
     } catch (err) {
       throw explain(err, {
         ESRCH: `domain ${domain} is not known to kvmchand`,
-        EOPNOTSUPP: `kvmchand cannot share regions with domain ${domain} yet (docs/shmem.md §7)`,
+        EOPNOTSUPP: `kvmchand cannot share regions with domain ${domain} yet (docs/shmem.md §8)`,
         EDQUOT: QUOTA,
         ENOSPC: 'kvmchand refused: its limit of regions is reached (limits.maxShmRegions)',
       });

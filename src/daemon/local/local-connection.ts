@@ -188,7 +188,7 @@ export class LocalConnection {
   }
 
   #regionService(): RegionService {
-    // A guest daemon cannot serve regions yet (docs/shmem.md §7).
+    // A guest daemon cannot serve regions yet (docs/shmem.md §8).
     if (this.#regions === undefined) throw new RegistryError('EOPNOTSUPP', 'shared-memory regions are not served here');
     return this.#regions;
   }

@@ -104,7 +104,7 @@ export class RegionRegistry implements RegionService {
     // Only host processes sharing with host processes is built; a guest on either side needs
     // pool extents (docs/shmem.md §6).
     if (caller.domain !== HOST_DOMAIN || domain !== HOST_DOMAIN) {
-      throw new RegistryError('EOPNOTSUPP', 'regions with a guest on either side are not supported yet (docs/shmem.md §7)');
+      throw new RegistryError('EOPNOTSUPP', 'regions with a guest on either side are not supported yet (docs/shmem.md §8)');
     }
     if (this.#regions.size >= this.#limits.maxShmRegions) throw new RegistryError('ENOSPC', 'region limit reached (limits.maxShmRegions)');
     const principal = principalOf(caller);
