@@ -266,3 +266,25 @@ function rectSum(p: Uint32Array, W: number, x: number, y: number, w: number, h: 
   }
   return s;
 }
+
+test('the target dies while mapping: the creator is unaffected, the region stays shareable; the creator dies: the target keeps its pages', async () => {
+  const creator = await peer();
+  const target = await peer();
+  const region = (await creator.ok({ op: 'share', domain: 0, pages: 32 }))['region'] as number;
+  await target.ok({ op: 'map', domain: 0, region });
+  const sum = (await target.ok({ op: 'fill', region, seed: 5 }))['sha256'];
+  await target.kill('SIGKILL');
+  assert.equal((await creator.ok({ op: 'hash', region }))['sha256'], sum, 'what the dead target wrote is still there');
+  // Not released: a new target maps it.
+  const second = await peer();
+  assert.equal((await second.ok({ op: 'hash', region: (await second.ok({ op: 'map', domain: 0, region }))['region'] }))['sha256'], sum);
+  // Now the creator dies: an implicit release; the mapping of the living side stays valid.
+  await creator.kill('SIGKILL');
+  const late = await peer();
+  assert.equal((await late.call({ op: 'map', domain: 0, region })).error?.code, 'KVMCHAN_E_DAEMON_ENOENT', 'released with its creator');
+  const sum2 = (await second.ok({ op: 'fill', region, seed: 6 }))['sha256'];
+  assert.equal((await second.ok({ op: 'hash', region }))['sha256'], sum2);
+  assert.equal(regionFds(), 1, 'held by the survivor');
+  await second.ok({ op: 'unmap', region });
+  await waitFor(() => regionFds() === 0, 5000, 'freed with the last mapping');
+});

@@ -14,7 +14,7 @@ export interface RegionMemory {
   readonly offset: number;
   readonly length: number;
   /**
-   * The region is freed (docs/shmem.md §3.6). Idempotent. A host process that still maps a
+   * The region is freed (docs/shmem.md §3). Idempotent. A host process that still maps a
    * memfd keeps its pages: the kernel frees them with the last fd and mapping.
    */
   free(): void;

@@ -251,7 +251,7 @@ export class RegionRegistry implements RegionService {
     this.#freeIfDone(rec);
   }
 
-  /** docs/shmem.md §3.6: released and no holder left → memory and quota go back. */
+  /** docs/shmem.md §3: released and no holder left → memory and quota go back. */
   #freeIfDone(rec: RegionRecord): void {
     if (!rec.released || rec.holders.size > 0) return;
     const key = keyOf(rec.ownerDomain, rec.id);
