@@ -27,6 +27,7 @@ import { table } from '../src/cli/format.js';
 import { Watchdog } from './watchdog.js';
 import { crossDomainSetup } from './cross-domain-setup.js';
 import { vmPhase, vmSkipReason } from './vm.js';
+import { shmemBench } from './shmem.js';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
 const SMOKE = process.argv.includes('--smoke');
@@ -326,6 +327,8 @@ async function main(): Promise<void> {
   const clib = await clibBench(daemon.runtimeDir);
   phase('vchan setup latency…');
   const setup = await setupLatency(setups, daemon);
+  phase('shared-memory regions: 32 MiB under one id, per page, memfd + mmap…');
+  const shm = await shmemBench(daemon.runtimeDir, SMOKE ? 2 : QUICK ? 20 : 100, SMOKE ? 1 : QUICK ? 2 : 5, dog);
   await stopDaemon(daemon);
   daemon = null;
   phase('vchan setup latency to a simulated guest…');
@@ -425,6 +428,19 @@ async function main(): Promise<void> {
     ]);
   }
   rows.push(...crossDomain);
+  const shmRow = (label: string, q: number): void => {
+    const v = pct(shm.region, q);
+    const b = pct(shm.memfd, q);
+    rows.push([`${label} (${shm.region.length})`, `${v.toFixed(2)} ms`, `memfd+2×mmap ${b.toFixed(3)} ms`, ratio(b, v)]);
+  };
+  shmRow('shm region 32 MiB share+map p50', 0.5);
+  shmRow('shm region 32 MiB share+map p99', 0.99);
+  rows.push([
+    `  same 32 MiB, one id per 4 KiB page p50 (${shm.perPage.length})`,
+    `${pct(shm.perPage, 0.5).toFixed(0)} ms`,
+    `one id ${pct(shm.region, 0.5).toFixed(2)} ms`,
+    ratio(pct(shm.region, 0.5), pct(shm.perPage, 0.5)),
+  ]);
   const cv = clib.find((r) => r.test === 'pingpong' && r.impl === 'libvchan-kvm');
   const cb = clib.find((r) => r.test === 'pingpong' && r.impl === 'unix-socketpair');
   if (cv?.rtt_us !== undefined && cb?.rtt_us !== undefined) {

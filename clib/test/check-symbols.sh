@@ -14,17 +14,21 @@ fail() {
 }
 command -v readelf >/dev/null 2>&1 || fail "readelf (binutils) is needed to check $lib"
 
-# The single version node of the script: "NAME {" ... "global:" names ... "local:" ... "};".
-# C comments are dropped first.
+# The version nodes of the script: "NAME {" ... "global:" names ... "};" (a later node may add
+# names and inherit an earlier one). C comments are dropped first. Each listed name is paired
+# with the node that lists it.
 script=$(sed -e 's|/\*.*\*/||g' -e '/\/\*/,/\*\//d' "$map")
 nodes=$(printf '%s\n' "$script" | sed -n 's/^[[:space:]]*\([A-Za-z_][A-Za-z0-9_.]*\)[[:space:]]*{.*/\1/p')
-[ "$(printf '%s\n' "$nodes" | grep -c .)" -eq 1 ] || fail "$map: expected exactly one version node, found: $nodes"
-node=$nodes
-listed=$(printf '%s\n' "$script" | awk '
+[ -n "$nodes" ] || fail "$map: no version node"
+pairs=$(printf '%s\n' "$script" | awk '
+  /^[[:space:]]*[A-Za-z_][A-Za-z0-9_.]*[[:space:]]*\{/ { node = $1; sub(/\{.*/, "", node); g = 0; next }
   /global:/ { g = 1; next }
   /local:/ { g = 0; next }
   /}/ { g = 0 }
-  g { gsub(/[[:space:];]/, ""); if ($0 != "") print }' | sort -u)
+  g { gsub(/[[:space:];]/, ""); if ($0 != "") print $0 " " node }' | sort -u)
+listed=$(printf '%s\n' "$pairs" | cut -d' ' -f1 | sort)
+[ "$(printf '%s\n' "$listed" | uniq -d)" = "" ] || fail "$map: a name is listed under two nodes"
+listed=$(printf '%s\n' "$listed" | sort -u)
 printf '%s\n' "$script" | tr '\n' ' ' | grep -q 'local:[[:space:]]*\*[[:space:]]*;' ||
   fail "$map: no 'local: *;' (everything not listed must stay local)"
 
@@ -46,9 +50,17 @@ if [ "$got" != "$expected" ]; then
   exit 1
 fi
 
-# Every export carries the node's version as its default version (name@@NODE).
-bad=$(printf '%s\n' "$syms" | grep -v "@@$node\$" || true)
-[ -z "$bad" ] || fail "$lib exports symbols not under version $node: $(printf '%s ' $bad)"
-readelf -W -V "$lib" | grep -q "Name: $node\$" || fail "$lib does not define version $node"
+# Every export carries, as its default version (name@@NODE), the node that lists it.
+for sym in $syms; do
+  name=${sym%%@*}
+  node=$(printf '%s\n' "$pairs" | awk -v n="$name" '$1 == n { print $2 }')
+  case $sym in
+    *@@"$node") ;;
+    *) fail "$lib exports $sym, not under version $node" ;;
+  esac
+done
+for node in $nodes; do
+  readelf -W -V "$lib" | grep -q "Name: $node\$" || fail "$lib does not define version $node"
+done
 
-echo "ok - $(basename "$lib") exports exactly $(printf '%s\n' "$expected" | wc -l) API symbols, all @@$node"
+echo "ok - $(basename "$lib") exports exactly $(printf '%s\n' "$expected" | wc -l) API symbols, under the versions of $(basename "$map")"

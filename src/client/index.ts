@@ -10,3 +10,4 @@ export type Vchan = VchanClass;
 export type { ListenOptions, ConnectOptions };
 export { EOF, type VchanState, type IoOptions, type VchanOptions } from './vchan.js';
 export { DaemonConnection } from './daemon-connection.js';
+export { Shmem, type ShmemOptions, type ShmRegion, type ShmMmapParams } from './shmem.js';

@@ -11,6 +11,7 @@ import { LocalServer } from './local/local-server.js';
 import { groupId } from './local/credentials.js';
 import { HostVchanService } from './registry/host-service.js';
 import { PoolManager } from './pools/pool-manager.js';
+import { RegionRegistry } from './regions/region-registry.js';
 import { SimulatedVmm, simulatedGuests } from './vmm/simulated.js';
 import { QmpVmm } from './vmm/qmp/qmp-vmm.js';
 import { LibvirtVmm } from './vmm/libvirt/libvirt-vmm.js';
@@ -29,6 +30,7 @@ export class Daemon {
   readonly runtime: RuntimeDir;
   readonly registry: Registry;
   readonly pools: PoolManager;
+  readonly regions: RegionRegistry;
   /** The one request path for the local socket and every guest link. */
   readonly #service: HostVchanService;
   #simulated: SimulatedVmm | null = null;
@@ -59,6 +61,12 @@ export class Daemon {
     const policy = new Policy(config.policy, { groupId });
     for (const group of policy.unknownGroups) log.warn({ group }, 'policy.hostRules names a group that does not exist: it matches nobody');
     this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, policy);
+    this.regions = new RegionRegistry({
+      log: log.child({ component: 'regions' }),
+      limits: config.limits,
+      quota: this.registry,
+      domainExists: (d) => this.registry.hasDomain(d),
+    });
     this.#service = new HostVchanService(
       this.registry,
       () => this.pools.pools(),
@@ -72,6 +80,7 @@ export class Daemon {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
         service: this.#service,
+        regions: this.regions,
         limits: this.config.limits,
         socketGroup: this.config.socketGroup,
         adminGroup: this.config.adminGroup,
@@ -240,6 +249,7 @@ export class Daemon {
     this.#local?.close();
     for (const id of [...this.#links.keys()]) this.#closeLink(id, 'daemon stopping');
     this.registry.shutdown();
+    this.regions.shutdown();
     for (const b of this.#backends) b.close();
     this.pools.close();
     this.runtime.release();

@@ -21,6 +21,10 @@ export const DEFAULT_COMMANDS: { readonly [K in ConnectionKind]: readonly Comman
     Command.LIST_DOMAINS,
     Command.LIST_VCHANS,
     Command.LIST_POOLS,
+    Command.SHM_SHARE,
+    Command.SHM_MAP,
+    Command.SHM_UNMAP,
+    Command.SHM_RELEASE,
   ],
   'guest-control': [
     Command.GET_VERSION,

@@ -37,6 +37,11 @@ export const Command = {
   LIST_DOMAINS: 0x0020,
   LIST_VCHANS: 0x0021,
   LIST_POOLS: 0x0022,
+  // Shared-memory regions (§6.11, docs/shmem.md), seqpacket only: the replies carry an fd.
+  SHM_SHARE: 0x0030,
+  SHM_MAP: 0x0031,
+  SHM_UNMAP: 0x0032,
+  SHM_RELEASE: 0x0033,
   // Guest link (guest ↔ host, §6.8), stream transport only.
   GUEST_HELLO: 0x0101,
   GUEST_VCHAN_SERVER_INIT: 0x0110,
@@ -58,7 +63,7 @@ export type EventName = keyof typeof Event;
 
 /** Id ranges reserved for later issues (§6): a v1 daemon answers -ENOSYS to them. */
 export const RESERVED_RANGES: readonly (readonly [first: number, last: number, use: string])[] = [
-  [0x0030, 0x003f, 'shared-memory regions'],
+  [0x0034, 0x003f, 'shared-memory regions'],
   [0x0102, 0x010f, 'guest-host control'],
   [0x0114, 0x01ff, 'guest-host control'],
 ];
@@ -150,6 +155,11 @@ export function errnoName(errno: number): string {
 export function errnoValue(name: string): number | undefined {
   return Object.hasOwn(Errno, name) ? Errno[name as ErrnoName] : undefined;
 }
+
+/** Page size of shared-memory regions: SHM_SHARE counts pages of this size (§6.11). */
+export const SHM_PAGE_SIZE = 4096;
+/** Most pages of one region (1 GiB): SHM_SHARE above it is -EMSGSIZE (§6.11). */
+export const MAX_SHM_PAGES = 262144;
 
 /** Bytes of EVENT_POOL_ADDED.socket, including at least one terminating NUL (§7.2). */
 export const POOL_SOCKET_NAME_SIZE = 64;

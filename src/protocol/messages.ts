@@ -67,6 +67,10 @@ import type {
   PoolAddedEvent,
   PoolEntry,
   ListPoolsReply,
+  ShmShareRequest,
+  ShmMapRequest,
+  ShmReleaseRequest,
+  ShmRegionInfo,
 } from './types.js';
 
 // ---- shared layouts
@@ -146,6 +150,20 @@ export const POOL_ENTRY = struct<PoolEntry>('PoolEntry')([
   pad32,
   ['size', u64],
   ['freeBytes', u64],
+]);
+
+/** §6.11: a shared-memory region and its place in the `shm` fd (32 bytes). */
+export const SHM_REGION_INFO = struct<ShmRegionInfo>('ShmRegionInfo')([
+  ['id', u32],
+  ['ownerDomain', u32],
+  ['targetDomain', u32],
+  ['pages', u32],
+  ['shmOffset', u64],
+  ['shmLength', u64],
+]);
+const shmName = struct<ShmMapRequest>('ShmMapRequest')([
+  ['domain', u32],
+  ['id', u32],
 ]);
 
 /** Entries that fit one list reply: MAX_PAYLOAD − {err, pad} − {count, next}. */
@@ -257,6 +275,45 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
     requestFds: 0,
     replyFds: 0,
     transports: both,
+  },
+  [Command.SHM_SHARE]: {
+    id: Command.SHM_SHARE,
+    name: 'SHM_SHARE',
+    request: struct<ShmShareRequest>('ShmShareRequest')([
+      ['domain', u32],
+      ['pages', u32],
+    ]),
+    reply: SHM_REGION_INFO,
+    requestFds: 0,
+    replyFds: 1,
+    transports: seqpacketOnly,
+  },
+  [Command.SHM_MAP]: {
+    id: Command.SHM_MAP,
+    name: 'SHM_MAP',
+    request: shmName,
+    reply: SHM_REGION_INFO,
+    requestFds: 0,
+    replyFds: 1,
+    transports: seqpacketOnly,
+  },
+  [Command.SHM_UNMAP]: {
+    id: Command.SHM_UNMAP,
+    name: 'SHM_UNMAP',
+    request: shmName,
+    reply: empty,
+    requestFds: 0,
+    replyFds: 0,
+    transports: seqpacketOnly,
+  },
+  [Command.SHM_RELEASE]: {
+    id: Command.SHM_RELEASE,
+    name: 'SHM_RELEASE',
+    request: struct<ShmReleaseRequest>('ShmReleaseRequest')([['id', u32], pad32]),
+    reply: empty,
+    requestFds: 0,
+    replyFds: 0,
+    transports: seqpacketOnly,
   },
   [Command.GUEST_HELLO]: {
     id: Command.GUEST_HELLO,

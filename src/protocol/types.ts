@@ -181,6 +181,31 @@ export interface PoolAddedEvent {
   socket: string;
 }
 
+// ---- §6.11 shared-memory regions (docs/shmem.md)
+export interface ShmShareRequest {
+  /** The target domain: the one domain besides the creator that may map the region. */
+  domain: number;
+  pages: number;
+}
+export interface ShmMapRequest {
+  /** The owner (creator's) domain: with the id, the region's name. */
+  domain: number;
+  id: number;
+}
+export type ShmUnmapRequest = ShmMapRequest;
+export interface ShmReleaseRequest {
+  id: number;
+}
+/** §6.11: a region and where it is in the `shm` fd that comes with it (the mmap parameters). */
+export interface ShmRegionInfo {
+  id: number;
+  ownerDomain: number;
+  targetDomain: number;
+  pages: number;
+  shmOffset: number;
+  shmLength: number;
+}
+
 /** Request body by command id. */
 export interface RequestBodies {
   [Command.GET_VERSION]: GetVersionRequest;
@@ -191,6 +216,10 @@ export interface RequestBodies {
   [Command.LIST_DOMAINS]: ListRequest;
   [Command.LIST_VCHANS]: ListRequest;
   [Command.LIST_POOLS]: ListRequest;
+  [Command.SHM_SHARE]: ShmShareRequest;
+  [Command.SHM_MAP]: ShmMapRequest;
+  [Command.SHM_UNMAP]: ShmUnmapRequest;
+  [Command.SHM_RELEASE]: ShmReleaseRequest;
   [Command.GUEST_HELLO]: GuestHelloRequest;
   [Command.GUEST_VCHAN_SERVER_INIT]: GuestVchanServerInitRequest;
   [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanClientInitRequest;
@@ -208,6 +237,10 @@ export interface ReplyBodies {
   [Command.LIST_DOMAINS]: ListDomainsReply;
   [Command.LIST_VCHANS]: ListVchansReply;
   [Command.LIST_POOLS]: ListPoolsReply;
+  [Command.SHM_SHARE]: ShmRegionInfo;
+  [Command.SHM_MAP]: ShmRegionInfo;
+  [Command.SHM_UNMAP]: Empty;
+  [Command.SHM_RELEASE]: Empty;
   [Command.GUEST_HELLO]: GuestHelloReply;
   [Command.GUEST_VCHAN_SERVER_INIT]: GuestVchanInfo;
   [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanInfo;

@@ -453,6 +453,130 @@ export const fixtures: readonly Fixture[] = [
     },
   },
 
+  // ---- §6.11 shared-memory regions (docs/shmem.md)
+  {
+    name: 'SHM_SHARE request',
+    direction: 'request',
+    bytes: hex`
+      30 00 08 00 03 00 00 00        # id 0x0030, size 8, seq 3
+      00 00 00 00                    # domain 0 (target)
+      a4 1f 00 00                    # pages 8100 (3840 x 2160 x 4 bytes)
+    `,
+    value: { kind: 'request', id: 0x0030, seq: 3, body: { domain: 0, pages: 8100 }, fds: [] },
+  },
+  {
+    name: 'SHM_SHARE reply',
+    direction: 'reply',
+    bytes: hex`
+      30 00 28 00 03 00 00 00        # size 40, seq 3
+      00 00 00 00 00 00 00 00        # err 0, pad
+      b9 79 37 9e                    # id 0x9e3779b9
+      00 00 00 00                    # owner_domain 0
+      00 00 00 00                    # target_domain 0
+      a4 1f 00 00                    # pages 8100
+      00 00 00 00 00 00 00 00        # shm_offset 0
+      00 40 fa 01 00 00 00 00        # shm_length 8100 x 4096
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0030,
+      seq: 3,
+      err: 0,
+      body: { id: 0x9e3779b9, ownerDomain: 0, targetDomain: 0, pages: 8100, shmOffset: 0, shmLength: 0x1fa4000 },
+      fds: [20],
+    },
+  },
+  {
+    name: 'SHM_SHARE reply: -EDQUOT',
+    direction: 'reply',
+    bytes: hex`
+      30 00 08 00 03 00 00 00
+      86 ff ff ff 00 00 00 00        # err -122
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0030, seq: 3, err: -122, body: undefined, fds: [] },
+  },
+  {
+    name: 'SHM_MAP request',
+    direction: 'request',
+    bytes: hex`
+      31 00 08 00 02 00 00 00        # id 0x0031, size 8, seq 2
+      05 00 00 00                    # domain 5 (owner)
+      b9 79 37 9e                    # id 0x9e3779b9
+    `,
+    value: { kind: 'request', id: 0x0031, seq: 2, body: { domain: 5, id: 0x9e3779b9 }, fds: [] },
+  },
+  {
+    name: 'SHM_MAP reply',
+    direction: 'reply',
+    bytes: hex`
+      31 00 28 00 02 00 00 00        # size 40, seq 2
+      00 00 00 00 00 00 00 00        # err 0, pad
+      b9 79 37 9e                    # id 0x9e3779b9
+      05 00 00 00                    # owner_domain 5
+      00 00 00 00                    # target_domain 0
+      a4 1f 00 00                    # pages 8100
+      00 00 40 00 00 00 00 00        # shm_offset 0x400000
+      00 40 fa 01 00 00 00 00        # shm_length 8100 x 4096
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0031,
+      seq: 2,
+      err: 0,
+      body: { id: 0x9e3779b9, ownerDomain: 5, targetDomain: 0, pages: 8100, shmOffset: 0x400000, shmLength: 0x1fa4000 },
+      fds: [20],
+    },
+  },
+  {
+    name: 'SHM_MAP reply: -ENOENT',
+    direction: 'reply',
+    bytes: hex`
+      31 00 08 00 02 00 00 00
+      fe ff ff ff 00 00 00 00        # err -2
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0031, seq: 2, err: -2, body: undefined, fds: [] },
+  },
+  {
+    name: 'SHM_UNMAP request',
+    direction: 'request',
+    bytes: hex`
+      32 00 08 00 04 00 00 00        # id 0x0032, size 8, seq 4
+      05 00 00 00                    # domain 5 (owner)
+      b9 79 37 9e                    # id 0x9e3779b9
+    `,
+    value: { kind: 'request', id: 0x0032, seq: 4, body: { domain: 5, id: 0x9e3779b9 }, fds: [] },
+  },
+  {
+    name: 'SHM_UNMAP reply',
+    direction: 'reply',
+    bytes: hex`
+      32 00 08 00 04 00 00 00
+      00 00 00 00 00 00 00 00        # err 0, no data
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0032, seq: 4, err: 0, body: {}, fds: [] },
+  },
+  {
+    name: 'SHM_RELEASE request',
+    direction: 'request',
+    bytes: hex`
+      33 00 08 00 05 00 00 00        # id 0x0033, size 8, seq 5
+      b9 79 37 9e                    # id 0x9e3779b9
+      00 00 00 00                    # pad
+    `,
+    value: { kind: 'request', id: 0x0033, seq: 5, body: { id: 0x9e3779b9 }, fds: [] },
+  },
+  {
+    name: 'SHM_RELEASE reply',
+    direction: 'reply',
+    bytes: hex`
+      33 00 08 00 05 00 00 00
+      00 00 00 00 00 00 00 00        # err 0, no data
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0033, seq: 5, err: 0, body: {}, fds: [] },
+  },
+
   // ---- §6.8 guest ↔ host control (stream transport: no fds ever)
   {
     name: 'GUEST_HELLO request',

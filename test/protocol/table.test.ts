@@ -87,6 +87,10 @@ describe('message table', () => {
       LIST_DOMAINS: [8, 8, 0],
       LIST_VCHANS: [8, 8, 0],
       LIST_POOLS: [8, 8, 0],
+      SHM_SHARE: [8, 32, 1],
+      SHM_MAP: [8, 32, 1],
+      SHM_UNMAP: [8, 0, 0],
+      SHM_RELEASE: [8, 0, 0],
       GUEST_HELLO: [8, 40, 0],
       GUEST_VCHAN_SERVER_INIT: [24, 56, 0],
       GUEST_VCHAN_CLIENT_INIT: [24, 56, 0],
@@ -111,6 +115,12 @@ describe('message table', () => {
       LIST_DOMAINS: both,
       LIST_VCHANS: both,
       LIST_POOLS: both,
+      // The region commands are seqpacket only: a guest daemon will speak its own GUEST_SHM_*
+      // (docs/shmem.md §6), so UNMAP and RELEASE stay with the two that carry an fd.
+      SHM_SHARE: ['seqpacket'],
+      SHM_MAP: ['seqpacket'],
+      SHM_UNMAP: ['seqpacket'],
+      SHM_RELEASE: ['seqpacket'],
       GUEST_HELLO: ['stream'],
       GUEST_VCHAN_SERVER_INIT: ['stream'],
       GUEST_VCHAN_CLIENT_INIT: ['stream'],
@@ -166,7 +176,8 @@ describe('message table', () => {
     assert.equal(messageName(0x0113), 'GUEST_CONN_CLOSED');
     assert.equal(messageName(0x8001), 'EVENT_SHUTDOWN');
     assert.equal(messageName(0x8101), 'EVENT_POOL_ADDED');
-    assert.equal(messageName(0x0030), '0x0030');
+    assert.equal(messageName(0x0030), 'SHM_SHARE');
+    assert.equal(messageName(0x0034), '0x0034');
     assert.equal(messageName(0x0102), '0x0102');
   });
 
@@ -174,7 +185,7 @@ describe('message table', () => {
     assert.deepEqual(
       RESERVED_RANGES.map(([first, last]) => [first, last]),
       [
-        [0x0030, 0x003f],
+        [0x0034, 0x003f],
         [0x0102, 0x010f],
         [0x0114, 0x01ff],
       ],
@@ -258,7 +269,7 @@ describe('allow masks and CHECK_COMMAND (§6.2, §8)', () => {
   test('unknown, reserved and event ids are -ENOSYS', () => {
     for (const kind of ['local', 'guest-control'] as const) {
       const mask = AllowMask.forKind(kind);
-      for (const id of [0, 0x30, 0x100, 0x102, 0x114, 0x1ff, 0x7777, 0x8001, 0x8101, 0xffff]) {
+      for (const id of [0, 0x34, 0x100, 0x102, 0x114, 0x1ff, 0x7777, 0x8001, 0x8101, 0xffff]) {
         assert.equal(checkCommand(id, mask, TRANSPORT_OF[kind]), -Errno.ENOSYS, `0x${id.toString(16)} on ${kind}`);
       }
     }
@@ -368,6 +379,13 @@ describe('typed unions', () => {
         case Command.LIST_VCHANS:
         case Command.LIST_POOLS:
           return `list from ${req.body.start}`;
+        case Command.SHM_SHARE:
+          return `share ${req.body.pages} pages with ${req.body.domain}`;
+        case Command.SHM_MAP:
+        case Command.SHM_UNMAP:
+          return `region ${req.body.domain}:${req.body.id}`;
+        case Command.SHM_RELEASE:
+          return `release ${req.body.id}`;
         case Command.GUEST_HELLO:
           return `hello v${req.body.version}`;
         case Command.GUEST_VCHAN_SERVER_INIT:
@@ -394,6 +412,9 @@ describe('typed unions', () => {
           return rep.body.entries.map((v) => v.bytesServerToClient).join(',');
         case Command.LIST_POOLS:
           return rep.body.entries.map((p) => `pool ${p.pool} ${p.memberA}+${p.memberB}`).join(',');
+        case Command.SHM_SHARE:
+        case Command.SHM_MAP:
+          return `region ${rep.body.ownerDomain}:${rep.body.id} at ${rep.body.shmOffset}+${rep.body.shmLength}`;
         case Command.GUEST_HELLO:
           return `domain ${rep.body.domain} ${rep.body.name}`;
         case Command.GUEST_VCHAN_SERVER_INIT:
@@ -401,6 +422,8 @@ describe('typed unions', () => {
           return `handle ${rep.body.handle} pool ${rep.body.pool} vector ${rep.body.vector} kicks ${rep.body.peerId}/${rep.body.peerVector}`;
         case Command.CHECK_COMMAND:
         case Command.VCHAN_CLOSE:
+        case Command.SHM_UNMAP:
+        case Command.SHM_RELEASE:
         case Command.GUEST_VCHAN_CLOSE:
         case Command.GUEST_CONN_CLOSED:
           return `empty ${Object.keys(rep.body).length}`;

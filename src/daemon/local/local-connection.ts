@@ -31,6 +31,7 @@ import type { KvmchanError } from '../../errors.js';
 import type { Caller } from '../registry/registry.js';
 import { RegistryError, errnoOf } from '../registry/registry-error.js';
 import type { Grant, VchanService } from '../vchan-service.js';
+import type { RegionGrant, RegionService } from '../regions/region-registry.js';
 
 const LOCAL_MASK = AllowMask.forKind('local');
 /** Requests of one connection worked on at once (waiting CLIENT_INITs count). */
@@ -40,6 +41,7 @@ export interface LocalConnectionOptions {
   fd: number;
   caller: Caller;
   service: VchanService;
+  regions?: RegionService | undefined;
   log: Logger;
   handshakeTimeoutMs: number;
   /** How long the client may leave its replies unread before it is dropped. */
@@ -50,6 +52,7 @@ export interface LocalConnectionOptions {
 export class LocalConnection {
   readonly caller: Caller;
   readonly #service: VchanService;
+  readonly #regions: RegionService | undefined;
   readonly #log: Logger;
   readonly #socket: SeqpacketSocket;
   readonly #sequence = new RequestSequence();
@@ -63,6 +66,7 @@ export class LocalConnection {
   constructor(opts: LocalConnectionOptions) {
     this.caller = opts.caller;
     this.#service = opts.service;
+    this.#regions = opts.regions;
     this.#log = opts.log;
     this.#onClosed = opts.onClosed;
     this.#context = { service: opts.service, caller: opts.caller, allowed: LOCAL_MASK, transport: 'seqpacket' };
@@ -166,7 +170,34 @@ export class LocalConnection {
         await this.#service.close(this.caller, req.body.handle);
         this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
         return;
+      case Command.SHM_SHARE:
+        this.#sendRegion(req.id, req.seq, this.#regionService().share(this.caller, req.body.domain, req.body.pages));
+        return;
+      case Command.SHM_MAP:
+        this.#sendRegion(req.id, req.seq, this.#regionService().map(this.caller, req.body.domain, req.body.id));
+        return;
+      case Command.SHM_UNMAP:
+        this.#regionService().unmap(this.caller, req.body.domain, req.body.id);
+        this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
+        return;
+      case Command.SHM_RELEASE:
+        this.#regionService().release(this.caller, req.body.id);
+        this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
+        return;
     }
+  }
+
+  #regionService(): RegionService {
+    // A guest daemon cannot serve regions yet (docs/shmem.md §8).
+    if (this.#regions === undefined) throw new RegistryError('EOPNOTSUPP', 'shared-memory regions are not served here');
+    return this.#regions;
+  }
+
+  #sendRegion(id: typeof Command.SHM_SHARE | typeof Command.SHM_MAP, seq: number, g: RegionGrant): void {
+    // The region's fd stays the registry's; the kernel gives the client its own copy. The
+    // registry already counts this hold: the connection's end gives it back, sent or not.
+    const { fd, ...info } = g;
+    this.#socket.send(encodeReply(id, seq, 0, info), [fd]);
   }
 
   #refuse(id: CommandId, seq: number, err: unknown): void {
@@ -214,6 +245,7 @@ export class LocalConnection {
     else if (why !== null) this.#log.info({ conn: this.caller.connId, peerPid: this.caller.pid, why }, 'connection dropped');
     this.#socket.close();
     this.#service.dropConnection(this.caller.connId);
+    this.#regions?.dropConnection(this.caller.connId);
     this.#onClosed(this);
   }
 }

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { native, READABLE, type Poller } from '../../native.js';
 import { LocalConnection } from './local-connection.js';
 import type { VchanService } from '../vchan-service.js';
+import type { RegionService } from '../regions/region-registry.js';
 import type { Limits } from '../config.js';
 import { fromSystemError } from '../../errors.js';
 import { groupId, isPrivileged } from './credentials.js';
@@ -15,6 +16,8 @@ import { groupId, isPrivileged } from './credentials.js';
 export interface LocalServerOptions {
   socketPath: string;
   service: VchanService;
+  /** Shared-memory regions (docs/shmem.md); without it the SHM_* commands are -EOPNOTSUPP. */
+  regions?: RegionService;
   limits: Limits;
   socketGroup: string;
   /** Members of this group are privileged like root (docs/security.md); none by default. */
@@ -143,6 +146,7 @@ export class LocalServer {
       fd,
       caller,
       service: this.#opts.service,
+      regions: this.#opts.regions,
       log: this.#log,
       handshakeTimeoutMs: this.#opts.limits.handshakeTimeoutMs,
       slowPeerTimeoutMs: this.#opts.limits.slowPeerTimeoutMs,

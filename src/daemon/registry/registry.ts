@@ -210,6 +210,32 @@ export class Registry {
     if (u.sides <= 0 && u.waiters <= 0 && u.bytes <= 0) this.#usage.delete(p);
   }
 
+  /**
+   * Shared-memory regions count in the same byte quota as the vchans a caller created
+   * (docs/shmem.md §4). Throws EDQUOT, charging nothing, when `bytes` more would exceed it.
+   */
+  chargeShmBytes(c: Caller, bytes: number): void {
+    const u = this.#usageOf(c);
+    if (u === null) return;
+    if (u.bytes + bytes > this.#limits.maxShmBytesPerUid) {
+      this.#releaseUsage(c, {});
+      throw new RegistryError(
+        'EDQUOT',
+        `shared-memory quota of ${c.scope === 'guest' ? `domain ${c.domain}` : `uid ${c.uid}`} reached (limits.maxShmBytesPerUid = ${this.#limits.maxShmBytesPerUid})`,
+      );
+    }
+    u.bytes += bytes;
+  }
+
+  refundShmBytes(c: Caller, bytes: number): void {
+    this.#releaseUsage(c, { bytes });
+  }
+
+  /** Is `id` a known domain (the host, or a guest the VMM reported)? */
+  hasDomain(id: number): boolean {
+    return this.#domains.has(id);
+  }
+
   /** Refuses a new side beyond the caller's vchan quota (ENOSPC names the limit). */
   #checkSides(c: Caller): void {
     const u = this.#usageOf(c);
