@@ -15,8 +15,11 @@
  * which every process we passed the fd to shares: a hostile peer can clear it, then drain
  * the counter (our read would sleep) or saturate it (our write would sleep) — forever, in
  * the daemon's only thread. pwritev2(RWF_NOWAIT) answers EOPNOTSUPP on an eventfd, so each
- * call sets O_NONBLOCK again and runs under a one-shot per-thread timer whose signal (a
- * no-op handler installed without SA_RESTART) cuts a blocked call short with EINTR. A write
+ * call sets O_NONBLOCK again and runs under a per-thread timer whose signal (a no-op handler
+ * installed without SA_RESTART) cuts a blocked call short with EINTR. The timer repeats every
+ * IO_BOUND_NS until disarmed: a one-shot signal could land before the call starts to sleep
+ * (the thread preempted between arming and the syscall, common on a loaded host) and the call
+ * would then sleep for ever; the next tick interrupts it. A write
  * that would block means the counter is saturated, so the reader already has its wake-up; a
  * read that would block means there is nothing to read: both are reported as EAGAIN.
  */
@@ -79,6 +82,7 @@ static ssize_t bounded_io(napi_env env, int fd, uint64_t *value, int writing)
         struct itimerspec its;
         memset(&its, 0, sizeof(its));
         its.it_value.tv_nsec = IO_BOUND_NS;
+        its.it_interval.tv_nsec = IO_BOUND_NS; /* repeat: see above */
         armed = timer_settime(st->io_timer, 0, &its, NULL) == 0;
     }
     ssize_t n = writing ? write(fd, value, sizeof(*value)) : read(fd, value, sizeof(*value));
