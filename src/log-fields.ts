@@ -49,10 +49,37 @@ export function distinctChildren(log: Logger): Logger {
   // pino's own child(), called with the descendant as `this` (it only reads `this`).
   // eslint-disable-next-line @typescript-eslint/unbound-method
   const child = log.child;
-  log.child = function (this: Logger, bindings, options) {
-    return child.call(this, distinctFields(this, bindings), options);
-  } as Logger['child'];
+  const children: WeakRef<Logger>[] = [];
+  const wrapped = function (this: Logger, bindings: Record<string, unknown>, options?: object) {
+    const c = child.call(this, distinctFields(this, bindings), options);
+    if (children.length >= 64 && children.length % 64 === 0) prune(children);
+    children.push(new WeakRef(c as unknown as Logger));
+    return c;
+  };
+  log.child = wrapped as unknown as Logger['child'];
+  descendants.set(log, children);
   return log;
+}
+
+const descendants = new WeakMap<Logger, WeakRef<Logger>[]>();
+
+function prune(refs: WeakRef<Logger>[]): void {
+  const live = refs.filter((r) => r.deref() !== undefined);
+  refs.splice(0, refs.length, ...live);
+}
+
+/**
+ * Sets the level of `log` and of every child made from it so far (pino copies the level into
+ * a child when it is made): what a configuration reload needs.
+ */
+export function setLevelEverywhere(log: Logger, level: string): void {
+  log.level = level;
+  const refs = descendants.get(log) ?? [];
+  prune(refs);
+  for (const r of refs) {
+    const c = r.deref();
+    if (c !== undefined) c.level = level;
+  }
 }
 
 /**
