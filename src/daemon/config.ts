@@ -131,7 +131,7 @@ function issueOffset(tree: Node | undefined, issue: z.core.$ZodIssue): number | 
 }
 
 /** Reads, parses and validates the configuration; errors name the file, line and column. */
-export function loadConfig(file: string | undefined, overrides: Partial<Config>): Config {
+export function loadConfig(file: string | undefined, overrides: Partial<Config>, opts: { optional?: boolean } = {}): Config {
   let raw: unknown = {};
   let text = '';
   let tree: Node | undefined;
@@ -139,6 +139,8 @@ export function loadConfig(file: string | undefined, overrides: Partial<Config>)
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (err) {
+      // An optional file that does not exist (yet) means the defaults (docs/operations.md).
+      if (opts.optional === true && (err as NodeJS.ErrnoException).code === 'ENOENT') return loadConfig(undefined, overrides);
       throw new InvalidArgumentError(`cannot read config ${file}: ${(err as Error).message}`);
     }
     // Strict JSON (no comments, no trailing commas), with positions for the messages.

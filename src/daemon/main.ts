@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** kvmchand command line (docs/operations.md). */
+import fs from 'node:fs';
 import { Command, Option, InvalidArgumentError } from 'commander';
 import { loadConfig, type Config } from './config.js';
 import type { Logger } from 'pino';
@@ -23,6 +24,7 @@ interface Opts {
   config?: string;
   logLevel?: string;
   checkConfig?: boolean;
+  configOptional?: boolean;
 }
 
 const program = new Command('kvmchand')
@@ -54,6 +56,7 @@ const program = new Command('kvmchand')
     'JSON configuration file (docs/operations.md); QEMU VMs to serve: "vms": [{"name", "qmp": "/path/to/qmp.sock", "id"?}] (docs/vms-qmp.md)',
   )
   .addOption(new Option('-l, --log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
+  .option('--config-optional', 'a --config file that does not exist means the defaults (a SIGHUP reads it once it exists)')
   .option('--check-config', 'validate the configuration (file and options), print problems, exit 0 if it is valid, 1 if not')
   .showHelpAfterError()
   .action(async (opts: Opts) => {
@@ -70,10 +73,12 @@ const program = new Command('kvmchand')
     };
     let config: Config;
     try {
-      config = loadConfig(opts.config, overrides);
+      config = loadConfig(opts.config, overrides, { optional: opts.configOptional === true });
       if (opts.checkConfig === true) {
         for (const w of groupWarnings(config)) process.stderr.write(`kvmchand: warning: ${w}\n`);
-        process.stdout.write(`kvmchand: configuration ${opts.config ?? '(defaults)'} is valid\n`);
+        const what =
+          opts.config === undefined ? '(defaults)' : fs.existsSync(opts.config) ? opts.config : `${opts.config} (absent: the defaults)`;
+        process.stdout.write(`kvmchand: configuration ${what} is valid\n`);
         return;
       }
       const log = createLogger(config.logLevel);
@@ -126,7 +131,7 @@ const program = new Command('kvmchand')
       }
       let next: Config;
       try {
-        next = loadConfig(opts.config, overrides);
+        next = loadConfig(opts.config, overrides, { optional: opts.configOptional === true });
       } catch (err) {
         log.error({ signal: 'SIGHUP', err: (err as Error).message }, 'configuration not reloaded: kept the running one');
         return;
