@@ -122,7 +122,7 @@ const program = new Command('kvmchand')
       daemon.stop();
     };
     // SIGHUP reloads what can change while running (logLevel) and says what needs a restart;
-    // an invalid file is reported and ignored (docs/operations.md, "Signals").
+    // an invalid file is reported and ignored (docs/operations.md, "Running").
     process.on('SIGHUP', () => {
       const log = daemon.log;
       if (opts.config === undefined) {
