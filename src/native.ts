@@ -103,6 +103,8 @@ export interface NativeBinding {
   peerGroups(fd: number): number[];
   /** A group's gid through NSS (getgrnam_r), or null when there is no such group. */
   groupId(name: string): number | null;
+  /** One AF_UNIX datagram to `socketPath` ('@' = abstract namespace); the bytes sent. */
+  sendDatagram(socketPath: string, data: Uint8Array): number;
 
   /** ioctl with an integer argument or a buffer (in/out). Returns the ioctl's result. */
   ioctl(fd: number, request: number, arg: number | Uint8Array): number;
@@ -156,6 +158,7 @@ const EXPECTED: readonly (keyof NativeBinding)[] = [
   'peerCred',
   'peerGroups',
   'groupId',
+  'sendDatagram',
   'ioctl',
   'pread',
   'pwrite',

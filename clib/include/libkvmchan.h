@@ -5,10 +5,10 @@
  * with programs written for the original libkvmchan's vchan calls; the
  * shared-memory region calls (libkvmchan_shmem_*) are not provided yet.
  *
- * All I/O calls block. libkvmchan_get_eventfd() returns a descriptor that
- * becomes readable for new data, for freed space (once libkvmchan_buffer_space()
- * asked for it) and when the peer closes; clear it with libkvmchan_clear_eventfd()
- * before waiting on it again. docs/clib.md lists the differences from the
+ * All I/O calls block. libkvmchan_get_eventfd() returns a descriptor that is
+ * readable whenever data is waiting or the peer has closed (no data_ready() call
+ * needed), and for freed space once libkvmchan_buffer_space() asked for it;
+ * clear it with libkvmchan_clear_eventfd() before waiting on it again. docs/clib.md lists the differences from the
  * original library.
  */
 #ifndef KVMCHAN_LIBKVMCHAN_H

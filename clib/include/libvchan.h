@@ -55,7 +55,8 @@ typedef struct libvchan libvchan_t;
  * least write_min bytes (each rounded up to a power of two, minimum 1 KiB,
  * maximum 256 MiB); libvchan_buffer_space() right after this call reports the
  * real size of the write ring. The vchan starts in blocking mode. Returns NULL
- * with errno set on failure (e.g. EADDRINUSE: the port is taken).
+ * with errno set on failure (EEXIST: this port toward this domain is already
+ * served; docs/clib.md lists the others).
  */
 libvchan_t *libvchan_server_init(int domain, int port, size_t read_min, size_t write_min);
 

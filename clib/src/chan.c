@@ -191,6 +191,20 @@ static void daemon_lost(struct kvc_chan *c)
 }
 
 /*
+ * Client attach (ring-protocol.md §3), then one event on our own wait fd: binding an event
+ * channel in Xen leaves the client's port pending, so a program that select()s on
+ * libvchan_fd_for_select() before its first libvchan_data_ready() wakes at once and finds
+ * whatever the server wrote before the client existed (docs/clib.md, "Wake-ups").
+ */
+static int client_attach(struct kvc_chan *c)
+{
+    if (kvc_ring_attach(&c->ring) < 0)
+        return -EPROTO;
+    fd_kick(c->wait_fd);
+    return 0;
+}
+
+/*
  * Private setup from the daemon's reply (ring-protocol.md §3): validate the
  * geometry, map exactly this vchan's range, check the header, attach (client).
  * Consumes the fds in every case.
@@ -236,10 +250,8 @@ static int chan_attach_region(struct kvc_chan *c, const struct kvc_vchan_info *i
         goto out;
     c->domain = info->peer_domain;
     c->port = info->port;
-    if (role == KVC_ROLE_CLIENT && kvc_ring_attach(&c->ring) < 0) {
-        rc = -EPROTO;
+    if (role == KVC_ROLE_CLIENT && (rc = client_attach(c)) < 0)
         goto out;
-    }
     rc = select_setup(c);
 out:
     close(fds->shm);
@@ -367,8 +379,8 @@ int kvc_chan_from_parts(struct kvc_chan **out, void *region, size_t len, int rol
     int rc = set_nonblock(wait_fd);
     if (rc == 0)
         rc = ring_setup(c, role, c2s_order, s2c_order);
-    if (rc == 0 && role == KVC_ROLE_CLIENT && kvc_ring_attach(&c->ring) < 0)
-        rc = -EPROTO;
+    if (rc == 0 && role == KVC_ROLE_CLIENT)
+        rc = client_attach(c);
     if (rc < 0) {
         chan_release(c);
         chan_free(c);
@@ -621,6 +633,21 @@ int kvc_chan_write(struct kvc_chan *c, const void *buf, size_t n, bool blocking)
         if (rc < 0)
             return rc;
     }
+}
+
+/*
+ * libkvmchan's event fd is level-like (docs/clib.md, "Wake-ups"): keep the request for the
+ * peer's next write standing (ring-protocol.md §5.1), and if data is already there, or the peer
+ * closed, make sure an event is pending — a kick that arrived earlier may have been consumed
+ * by a blocking call or clear_eventfd().
+ */
+void kvc_chan_keep_data_event(struct kvc_chan *c)
+{
+    if (!kvc_chan_ready(c))
+        return;
+    long avail = kvc_ring_data_ready(&c->ring);
+    if (avail != 0 || kvc_ring_peer_state(&c->ring) == KVC_STATE_CLOSED)
+        fd_kick(c->wait_fd);
 }
 
 /* ---- queries ---- */

@@ -91,6 +91,9 @@ void kvc_chan_clear_event(struct kvc_chan *c);
 int kvc_chan_data_ready(struct kvc_chan *c);
 int kvc_chan_buffer_space(struct kvc_chan *c);
 
+/* libkvmchan: the wait fd fires whenever data is (or becomes) readable or the peer closed. */
+void kvc_chan_keep_data_event(struct kvc_chan *c);
+
 /* VCHAN_DISCONNECTED 0 / CONNECTED 1 / WAITING 2, from shared memory. */
 int kvc_chan_is_open(struct kvc_chan *c);
 

@@ -11,6 +11,23 @@ static inline struct kvc_chan *chan_of(struct libkvmchan *chan)
     return (struct kvc_chan *)(void *)chan;
 }
 
+/*
+ * The original library kicked the peer on every write, and its header promises an event fd
+ * "that will unblock when data is available": after every call, the fd is armed again
+ * (kvc_chan_keep_data_event), so a select() on it never misses data (docs/clib.md, "Wake-ups").
+ */
+static int io_done(struct libkvmchan *chan, int rc)
+{
+    kvc_chan_keep_data_event(chan_of(chan));
+    return rc;
+}
+
+static struct libkvmchan *created(struct kvc_chan *c)
+{
+    kvc_chan_keep_data_event(c);
+    return (struct libkvmchan *)(void *)c;
+}
+
 static int result(int rc)
 {
     if (rc < 0) {
@@ -28,7 +45,7 @@ KVC_EXPORT struct libkvmchan *libkvmchan_server_init(uint32_t domain, uint32_t p
         errno = -rc;
         return NULL;
     }
-    return (struct libkvmchan *)(void *)c;
+    return created(c);
 }
 
 KVC_EXPORT struct libkvmchan *libkvmchan_client_init(uint32_t domain, uint32_t port)
@@ -39,27 +56,27 @@ KVC_EXPORT struct libkvmchan *libkvmchan_client_init(uint32_t domain, uint32_t p
         errno = -rc;
         return NULL;
     }
-    return (struct libkvmchan *)(void *)c;
+    return created(c);
 }
 
 KVC_EXPORT int libkvmchan_recv(struct libkvmchan *chan, void *data, size_t size)
 {
-    return chan == NULL ? result(-EINVAL) : result(kvc_chan_recv(chan_of(chan), data, size, true));
+    return chan == NULL ? result(-EINVAL) : result(io_done(chan, kvc_chan_recv(chan_of(chan), data, size, true)));
 }
 
 KVC_EXPORT int libkvmchan_send(struct libkvmchan *chan, void *data, size_t size)
 {
-    return chan == NULL ? result(-EINVAL) : result(kvc_chan_send(chan_of(chan), data, size, true));
+    return chan == NULL ? result(-EINVAL) : result(io_done(chan, kvc_chan_send(chan_of(chan), data, size, true)));
 }
 
 KVC_EXPORT int libkvmchan_read(struct libkvmchan *chan, void *data, size_t size)
 {
-    return chan == NULL ? result(-EINVAL) : result(kvc_chan_read(chan_of(chan), data, size, true));
+    return chan == NULL ? result(-EINVAL) : result(io_done(chan, kvc_chan_read(chan_of(chan), data, size, true)));
 }
 
 KVC_EXPORT int libkvmchan_write(struct libkvmchan *chan, void *data, size_t size)
 {
-    return chan == NULL ? result(-EINVAL) : result(kvc_chan_write(chan_of(chan), data, size, true));
+    return chan == NULL ? result(-EINVAL) : result(io_done(chan, kvc_chan_write(chan_of(chan), data, size, true)));
 }
 
 KVC_EXPORT int libkvmchan_get_eventfd(struct libkvmchan *chan)
@@ -69,8 +86,10 @@ KVC_EXPORT int libkvmchan_get_eventfd(struct libkvmchan *chan)
 
 KVC_EXPORT void libkvmchan_clear_eventfd(struct libkvmchan *chan)
 {
-    if (chan != NULL)
-        kvc_chan_clear_event(chan_of(chan));
+    if (chan == NULL)
+        return;
+    kvc_chan_clear_event(chan_of(chan));
+    kvc_chan_keep_data_event(chan_of(chan));
 }
 
 KVC_EXPORT bool libkvmchan_close(struct libkvmchan *chan)

@@ -1,7 +1,9 @@
 /*
  * libkvmchan.h API over the same core: the original library's test_library
- * exchange (length-prefixed strings, the server waiting with select() on the
- * event fd), states from shared memory, packet/stream calls, close.
+ * exchange in its own call sequence (the server select()s on the event fd
+ * before every message without ever asking data_ready, reads a length and a
+ * string with stream reads, then clears the event fd; the client writes ten
+ * messages and closes), states from shared memory, packet/stream calls, close.
  */
 #define _GNU_SOURCE
 #include <libkvmchan.h>
@@ -15,22 +17,21 @@
 
 static const char hello[] = "Hello, libkvmchan server!";
 
-static int client_main(uint32_t port)
+/* The original client: client_init, 10 x (write length, write string, get_state, pause), close. */
+static int client_main(uint32_t port, unsigned pause_us)
 {
     struct libkvmchan *c = libkvmchan_client_init(0, port);
     if (c == NULL)
         return 10;
-    if (libkvmchan_get_state(c) != VCHAN_CONNECTED)
-        return 11;
     for (int i = 0; i < 10; i++) {
         size_t len = sizeof(hello);
         if (libkvmchan_write(c, &len, sizeof(len)) != (int)sizeof(len) ||
             libkvmchan_write(c, (void *)hello, len) != (int)len)
             return 12;
+        if (libkvmchan_get_state(c) != VCHAN_CONNECTED)
+            return 11;
+        usleep(pause_us);
     }
-    char ack[4];
-    if (libkvmchan_recv(c, ack, 4) != 4 || memcmp(ack, "done", 4) != 0)
-        return 13;
     return libkvmchan_close(c) ? 0 : 14;
 }
 
@@ -46,43 +47,82 @@ static int read_all(struct libkvmchan *s, void *buf, size_t n)
     return (int)n;
 }
 
-int main(void)
+/*
+ * The original server loop. `late`: the server only starts selecting once the client has
+ * written everything and exited, so all ten messages wait in the ring and each select() must
+ * still return (the fd stays readable while data is there). Otherwise the client pauses between
+ * messages and the server mostly selects before the data arrives.
+ */
+static void exchange(uint32_t port, int late)
 {
-    uint32_t port = 5000;
     struct libkvmchan *s = libkvmchan_server_init(0, port, 100, 100);
     REQUIRE(s != NULL, "server_init");
     CHECK_EQ(libkvmchan_get_state(s), VCHAN_WAITING, "waiting for a client");
-    CHECK_EQ(libkvmchan_buffer_space(s), 1024, "real ring size");
-    CHECK_EQ(libkvmchan_data_ready(s), 0, "no data");
-    int efd = libkvmchan_get_eventfd(s);
-    CHECK(efd >= 0, "eventfd");
 
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
         libkvmchan_close(s); /* the parent's: only our copy is released */
-        _exit(client_main(port));
+        _exit(client_main(port, late ? 0 : 20000));
+    }
+    int status;
+    if (late) {
+        REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "client exit %d", WEXITSTATUS(status));
     }
 
-    int messages = 0;
-    while (messages < 10) {
-        if (libkvmchan_data_ready(s) == 0) {
-            fd_set rfds;
-            FD_ZERO(&rfds);
-            FD_SET(efd, &rfds);
-            struct timeval tv = { .tv_sec = 5 };
-            int n = select(efd + 1, &rfds, NULL, NULL, &tv);
-            REQUIRE(n == 1, "select on the event fd");
-            libkvmchan_clear_eventfd(s);
-            continue;
-        }
+    for (int i = 0; i < 10; i++) {
+        int efd = libkvmchan_get_eventfd(s);
+        REQUIRE(efd >= 0, "eventfd");
+        fd_set rfds;
+        FD_ZERO(&rfds);
+        FD_SET(efd, &rfds);
+        /* The original waits forever; the timeout only turns a lost wake-up into a failure. */
+        struct timeval tv = { .tv_sec = 10 };
+        int n = select(efd + 1, &rfds, NULL, NULL, &tv);
+        REQUIRE(n == 1, "%s: select on the event fd fires for message %d", late ? "late" : "paced", i + 1);
         size_t len = 0;
         char msg[64];
         REQUIRE(read_all(s, &len, sizeof(len)) == (int)sizeof(len), "length");
         REQUIRE(len == sizeof(hello), "length value %zu", len);
         REQUIRE(read_all(s, msg, len) == (int)len, "message");
         CHECK(strcmp(msg, hello) == 0, "message text");
-        messages++;
+        libkvmchan_clear_eventfd(s);
+        int st = libkvmchan_get_state(s);
+        CHECK(st == VCHAN_CONNECTED || st == VCHAN_DISCONNECTED, "state %d", st);
+    }
+    if (!late) {
+        REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "client exit %d", WEXITSTATUS(status));
+    }
+    CHECK_EQ(libkvmchan_get_state(s), VCHAN_DISCONNECTED, "client gone");
+    CHECK(libkvmchan_close(s), "close");
+}
+
+int main(void)
+{
+    uint32_t port = 5000;
+    exchange(port++, 0);
+    exchange(port++, 1);
+
+    struct libkvmchan *s = libkvmchan_server_init(0, port, 100, 100);
+    REQUIRE(s != NULL, "server_init");
+    CHECK_EQ(libkvmchan_buffer_space(s), 1024, "real ring size");
+    CHECK_EQ(libkvmchan_data_ready(s), 0, "no data");
+    CHECK(libkvmchan_get_eventfd(s) >= 0, "eventfd");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        libkvmchan_close(s);
+        struct libkvmchan *c = libkvmchan_client_init(0, port);
+        char ack[4];
+        _exit(c != NULL && libkvmchan_recv(c, ack, 4) == 4 && memcmp(ack, "done", 4) == 0 && libkvmchan_close(c) ? 0
+                                                                                                                 : 13);
+    }
+    while (libkvmchan_get_state(s) == VCHAN_WAITING) {
+        struct pollfd p = { .fd = libkvmchan_get_eventfd(s), .events = POLLIN };
+        REQUIRE(poll(&p, 1, 10000) == 1, "connect kick");
+        libkvmchan_clear_eventfd(s);
     }
     CHECK_EQ(libkvmchan_get_state(s), VCHAN_CONNECTED, "connected");
     CHECK_EQ(libkvmchan_send(s, "done", 4), 4, "send");

@@ -62,6 +62,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
         FN("peerCred", kc_peer_cred),
         FN("peerGroups", kc_peer_groups),
         FN("groupId", kc_group_id),
+        FN("sendDatagram", kc_send_datagram),
         FN("ioctl", kc_ioctl),
         FN("pread", kc_pread),
         FN("pwrite", kc_pwrite),

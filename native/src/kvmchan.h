@@ -122,6 +122,7 @@ napi_value kc_socketpair(napi_env env, napi_callback_info info); /* socket.c */
 napi_value kc_listen_unix(napi_env env, napi_callback_info info);
 napi_value kc_accept(napi_env env, napi_callback_info info);
 napi_value kc_connect_unix(napi_env env, napi_callback_info info);
+napi_value kc_send_datagram(napi_env env, napi_callback_info info);
 napi_value kc_shutdown(napi_env env, napi_callback_info info);
 napi_value kc_sendmsg(napi_env env, napi_callback_info info);
 napi_value kc_recvmsg(napi_env env, napi_callback_info info);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,4 +425,56 @@ napi_value kc_peer_cred(napi_env env, napi_callback_info info)
     KC_CALL(env, napi_set_named_property(env, result, "uid", uid));
     KC_CALL(env, napi_set_named_property(env, result, "gid", gid));
     return result;
+}
+
+/*
+ * sendDatagram(socketPath, data): one datagram on a new AF_UNIX SOCK_DGRAM socket, then close.
+ * For the service manager's notification socket (docs/operations.md, "systemd"): Node has no
+ * AF_UNIX datagrams. A path starting with '@' is in the abstract namespace, as $NOTIFY_SOCKET
+ * may say. Returns the bytes sent.
+ */
+napi_value kc_send_datagram(napi_env env, napi_callback_info info)
+{
+    napi_value argv[2];
+    char *path;
+    size_t len;
+    void *data;
+    size_t data_len;
+    if (!kc_get_args(env, info, 2, argv, NULL) || !kc_arg_string(env, argv[0], "socketPath", &path, &len))
+        return NULL;
+    if (!kc_arg_bytes(env, argv[1], "data", &data, &data_len)) {
+        free(path);
+        return NULL;
+    }
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    if (len < 2 || len >= sizeof(addr.sun_path) || (path[0] != '/' && path[0] != '@')) {
+        kc_throw_errno_path(env, len >= sizeof(addr.sun_path) ? ENAMETOOLONG : EINVAL, "sendto", path);
+        free(path);
+        return NULL;
+    }
+    memcpy(addr.sun_path, path, len);
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+    if (path[0] == '@')
+        addr.sun_path[0] = '\0';
+    else
+        alen++; /* the NUL of a filesystem path */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ssize_t n = -1;
+    if (fd >= 0) {
+        do
+            n = sendto(fd, data, data_len, MSG_NOSIGNAL, (struct sockaddr *)&addr, alen);
+        while (n < 0 && errno == EINTR);
+    }
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    if (n < 0) {
+        kc_throw_errno_path(env, err, fd < 0 ? "socket" : "sendto", path);
+        free(path);
+        return NULL;
+    }
+    free(path);
+    return kc_number(env, (double)n);
 }

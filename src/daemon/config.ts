@@ -3,6 +3,7 @@
  * (untrusted input: every field checked, unknown keys refused).
  */
 import fs from 'node:fs';
+import { findNodeAtLocation, getNodeValue, parseTree, printParseErrorCode, type Node, type ParseError } from 'jsonc-parser';
 import { z } from 'zod';
 import { InvalidArgumentError } from '../errors.js';
 import { MAX_ORDER } from '../ring/layout.js';
@@ -165,26 +166,61 @@ export type Config = z.infer<typeof configSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
 export type PolicySettings = z.infer<typeof policySchema>;
 
-export function loadConfig(file: string | undefined, overrides: Partial<Config>): Config {
+/** 1-based line and column of a character offset, as editors show them. */
+export function lineColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, offset);
+  const line = before.split('\n').length;
+  return { line, column: offset - before.lastIndexOf('\n') };
+}
+
+/**
+ * Where a zod issue sits in the file: the value at its path, or for an unknown key the key
+ * itself (the issue's path then names the object holding it).
+ */
+function issueOffset(tree: Node | undefined, issue: z.core.$ZodIssue): number | undefined {
+  if (tree === undefined) return undefined;
+  const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+  const node = findNodeAtLocation(tree, path);
+  if (issue.code === 'unrecognized_keys' && node?.type === 'object') {
+    const prop = node.children?.find((c) => c.children?.[0]?.value === issue.keys[0]);
+    if (prop !== undefined) return prop.offset;
+  }
+  return node?.offset;
+}
+
+/** Reads, parses and validates the configuration; errors name the file, line and column. */
+export function loadConfig(file: string | undefined, overrides: Partial<Config>, opts: { optional?: boolean } = {}): Config {
   let raw: unknown = {};
+  let text = '';
+  let tree: Node | undefined;
   if (file !== undefined) {
-    let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (err) {
+      // An optional file that does not exist (yet) means the defaults (docs/operations.md).
+      if (opts.optional === true && (err as NodeJS.ErrnoException).code === 'ENOENT') return loadConfig(undefined, overrides);
       throw new InvalidArgumentError(`cannot read config ${file}: ${(err as Error).message}`);
     }
-    try {
-      raw = JSON.parse(text);
-    } catch (err) {
-      throw new InvalidArgumentError(`config ${file} is not valid JSON: ${(err as Error).message}`);
+    // Strict JSON (no comments, no trailing commas), with positions for the messages.
+    const errors: ParseError[] = [];
+    tree = parseTree(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
+    if (errors.length > 0 || tree === undefined) {
+      const e = errors[0];
+      const where = e === undefined ? '' : (({ line, column }) => `:${line}:${column}`)(lineColumn(text, e.offset));
+      const what = e === undefined ? 'empty' : printParseErrorCode(e.error);
+      throw new InvalidArgumentError(`config ${file}${where}: not valid JSON (${what})`);
     }
+    raw = getNodeValue(tree) as unknown;
   }
   const merged = { ...(raw as object), ...Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) };
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new InvalidArgumentError(`invalid configuration: ${issues}`);
+    const issues = parsed.error.issues.map((i) => {
+      const offset = issueOffset(tree, i);
+      const at = offset === undefined ? '' : (({ line, column }) => `${file}:${line}:${column}: `)(lineColumn(text, offset));
+      return `${at}${i.path.join('.') || '(root)'}: ${i.message}`;
+    });
+    throw new InvalidArgumentError(`invalid configuration: ${issues.join('; ')}`);
   }
   return parsed.data;
 }

@@ -188,7 +188,7 @@ export class Daemon {
     const control = this.#backendOf(d.id)?.controlDevice(d.id).host;
     if (control !== undefined && control !== null) writeDeviceHeader(control, encodeControlHeader(CONTROL_DEVICE_SIZE, 1, key));
     this.pools.addDomain(d.id);
-    this.log.info({ domain: d.id, name: d.name }, 'domain added');
+    this.log.info({ domain: d.id, domainName: d.name }, 'domain added');
   }
 
   #removeDomain(id: number): void {

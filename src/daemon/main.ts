@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 /** kvmchand command line (docs/operations.md). */
+import fs from 'node:fs';
 import { Command, Option, InvalidArgumentError } from 'commander';
 import { loadConfig, type Config } from './config.js';
 import type { Logger } from 'pino';
 import { native } from '../native.js';
 import { defaultRuntimeDir } from '../paths.js';
 import { createLogger } from './logger.js';
+import { setLevelEverywhere } from '../log-fields.js';
+import { groupId } from './local/credentials.js';
+import { sdNotify } from './sd-notify.js';
 import { Daemon } from './daemon.js';
 import { GuestDaemon } from './guest/guest-daemon.js';
 import { KvmchanError } from '../errors.js';
@@ -19,6 +23,8 @@ interface Opts {
   runtimeDir?: string;
   config?: string;
   logLevel?: string;
+  checkConfig?: boolean;
+  configOptional?: boolean;
 }
 
 const program = new Command('kvmchand')
@@ -50,6 +56,8 @@ const program = new Command('kvmchand')
     'JSON configuration file (docs/operations.md); QEMU VMs to serve: "vms": [{"name", "qmp": "/path/to/qmp.sock", "id"?}] (docs/vms-qmp.md)',
   )
   .addOption(new Option('-l, --log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
+  .option('--config-optional', 'a --config file that does not exist means the defaults (a SIGHUP reads it once it exists)')
+  .option('--check-config', 'validate the configuration (file and options), print problems, exit 0 if it is valid, 1 if not')
   .showHelpAfterError()
   .action(async (opts: Opts) => {
     const fail = (err: unknown): void => {
@@ -57,14 +65,26 @@ const program = new Command('kvmchand')
       process.stderr.write(`kvmchand: ${(err as Error).message}${code}\n`);
       process.exitCode = 1;
     };
-    let daemon: { log: { info: (o: object, m: string) => void }; stop: () => void };
+    let daemon: { log: Logger; stop: () => void };
+    const overrides = {
+      ...(opts.runtimeDir === undefined ? {} : { runtimeDir: opts.runtimeDir }),
+      ...(opts.logLevel === undefined ? {} : { logLevel: opts.logLevel as 'info' }),
+      ...(opts.simulateGuests === undefined ? {} : { simulateGuests: opts.simulateGuests }),
+    };
+    let config: Config;
     try {
-      const config = loadConfig(opts.config, {
-        ...(opts.runtimeDir === undefined ? {} : { runtimeDir: opts.runtimeDir }),
-        ...(opts.logLevel === undefined ? {} : { logLevel: opts.logLevel as 'info' }),
-        ...(opts.simulateGuests === undefined ? {} : { simulateGuests: opts.simulateGuests }),
-      });
+      config = loadConfig(opts.config, overrides, { optional: opts.configOptional === true });
+      if (opts.checkConfig === true) {
+        for (const w of groupWarnings(config)) process.stderr.write(`kvmchand: warning: ${w}\n`);
+        const what =
+          opts.config === undefined ? '(defaults)' : fs.existsSync(opts.config) ? opts.config : `${opts.config} (absent: the defaults)`;
+        process.stdout.write(`kvmchand: configuration ${what} is valid\n`);
+        return;
+      }
       const log = createLogger(config.logLevel);
+      // (A missing adminGroup is reported by the local socket itself.)
+      const missing = groupWarnings(config)[0];
+      if (process.getuid?.() === 0 && missing?.startsWith('socketGroup') === true) log.warn({ group: config.socketGroup }, missing);
       if (opts.guest !== true && (opts.vfio === true || opts.deviceDir !== undefined)) {
         throw new KvmchanError('--vfio and --device-dir only apply with --guest', 'KVMCHAN_E_INVALID_ARG');
       }
@@ -87,10 +107,43 @@ const program = new Command('kvmchand')
       fail(err);
       return;
     }
+    try {
+      sdNotify({ READY: 1, STATUS: 'serving', MAINPID: process.pid });
+    } catch (err) {
+      daemon.log.warn({ err: (err as Error).message }, 'cannot notify the service manager');
+    }
     const stop = (signal: string): void => {
+      try {
+        sdNotify({ STOPPING: 1 });
+      } catch {
+        // already reported at start
+      }
       daemon.log.info({ signal }, 'shutting down');
       daemon.stop();
     };
+    // SIGHUP reloads what can change while running (logLevel) and says what needs a restart;
+    // an invalid file is reported and ignored (docs/operations.md, "Running").
+    process.on('SIGHUP', () => {
+      const log = daemon.log;
+      if (opts.config === undefined) {
+        log.info({ signal: 'SIGHUP' }, 'no configuration file to reload');
+        return;
+      }
+      let next: Config;
+      try {
+        next = loadConfig(opts.config, overrides, { optional: opts.configOptional === true });
+      } catch (err) {
+        log.error({ signal: 'SIGHUP', err: (err as Error).message }, 'configuration not reloaded: kept the running one');
+        return;
+      }
+      const changed = (Object.keys({ ...config, ...next }) as (keyof Config)[]).filter(
+        (k) => JSON.stringify(config[k]) !== JSON.stringify(next[k]),
+      );
+      if (next.logLevel !== config.logLevel) setLevelEverywhere(log, next.logLevel);
+      const restart = changed.filter((k) => k !== 'logLevel');
+      config = { ...config, logLevel: next.logLevel };
+      log.info({ signal: 'SIGHUP', changed, needRestart: restart }, 'configuration reloaded');
+    });
     process.once('SIGTERM', () => {
       stop('SIGTERM');
     });
@@ -100,6 +153,23 @@ const program = new Command('kvmchand')
   });
 
 await program.parseAsync();
+
+/**
+ * A socket group that does not exist leaves the client socket to root alone (mode 0660, group
+ * root): say so instead of failing silently. Groups come from NSS, as for the socket itself.
+ */
+function groupWarnings(config: Config): string[] {
+  const out: string[] = [];
+  if (groupId(config.socketGroup) === undefined) {
+    out.push(
+      `socketGroup "${config.socketGroup}" does not exist: only root can use the daemon socket (create it: groupadd --system ${config.socketGroup})`,
+    );
+  }
+  if (config.adminGroup !== undefined && groupId(config.adminGroup) === undefined) {
+    out.push(`adminGroup "${config.adminGroup}" does not exist: only root is privileged`);
+  }
+  return out;
+}
 
 /**
  * Raise the soft fd limit to the hard one and say so if the configured limits cannot fit in it

@@ -512,7 +512,7 @@ export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
     this.#flush(client);
     const micros = Number(process.hrtime.bigint() - t0) / 1000;
     this.#log?.info(
-      { peerId: id, pid: cred?.pid, uid: cred?.uid, queued: client.queue.length - client.head, micros },
+      { peerId: id, peerPid: cred?.pid, uid: cred?.uid, queued: client.queue.length - client.head, micros },
       'ivshmem peer connected',
     );
   }

@@ -111,7 +111,7 @@ export async function startGuests(
   return out;
 }
 
-export type LogEntry = Record<string, unknown> & { level: number; msg: string };
+export type LogEntry = Record<string, unknown> & { level: string; msg: string };
 
 /** The pino JSON lines of a log. */
 export function logEntries(text: string): LogEntry[] {

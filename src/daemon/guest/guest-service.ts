@@ -130,7 +130,7 @@ export class GuestVchanService implements VchanService {
     const hello = await this.#request(Command.GUEST_HELLO, { version: 1 });
     this.localDomain = hello.body.domain;
     this.name = hello.body.name;
-    this.#log.info({ domain: this.localDomain, name: this.name }, 'attached to the host');
+    this.#log.info({ domain: this.localDomain, domainName: this.name }, 'attached to the host');
   }
 
   #hostDoorbell(control: Device): number {

@@ -111,7 +111,7 @@ export class Pool {
         socketMode: 0o660,
         ...(opts.log !== undefined ? { log: opts.log } : {}),
         authorize: ({ cred, socketPath, peerId }) => {
-          this.#log?.info({ pool: opts.id, peerId, socketPath, pid: cred?.pid, uid: cred?.uid }, 'guest attaching to pool');
+          this.#log?.info({ pool: opts.id, peerId, socketPath, peerPid: cred?.pid, uid: cred?.uid }, 'guest attaching to pool');
           return true;
         },
       });

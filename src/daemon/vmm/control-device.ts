@@ -48,7 +48,7 @@ export function createControlDevice(opts: {
       socketMode: 0o660,
       ...(log !== undefined ? { log: log.child({ domain }) } : {}),
       authorize: ({ cred, peerId }) => {
-        log?.info({ domain, peerId, pid: cred?.pid, uid: cred?.uid }, 'guest attaching to its control device');
+        log?.info({ domain, peerId, peerPid: cred?.pid, uid: cred?.uid }, 'guest attaching to its control device');
         return true;
       },
     });

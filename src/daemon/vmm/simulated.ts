@@ -96,7 +96,7 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
     if (g === undefined) return false;
     this.#guests.delete(id);
     g.control.close();
-    this.#log?.info({ domain: id, name: g.domain.name }, 'simulated guest removed');
+    this.#log?.info({ domain: id, domainName: g.domain.name }, 'simulated guest removed');
     this.emit('domain-removed', { ...g.domain });
     removeDomainDirIfEmpty(this.runtimeDir, id);
     return true;
@@ -134,6 +134,6 @@ export class SimulatedVmm extends EventEmitter<SimulatedVmmEvents> implements Vm
       onLeave: (reason) => this.emit('control-leave', d.id, reason),
     });
     this.#guests.set(d.id, { domain: { id: d.id, name: d.name }, dir, control });
-    this.#log?.info({ domain: d.id, name: d.name, socket: socketPath }, 'simulated guest ready');
+    this.#log?.info({ domain: d.id, domainName: d.name, socket: socketPath }, 'simulated guest ready');
   }
 }

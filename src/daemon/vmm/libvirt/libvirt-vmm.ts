@@ -289,7 +289,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     }).catch((err: unknown) => {
       const e = asKvmchanError(err);
       d.error = e;
-      this.#log?.error({ domain, name: d.name, pool: a.pool, err: e.message, code: e.code }, 'cannot attach a pool');
+      this.#log?.error({ domain, domainName: d.name, pool: a.pool, err: e.message, code: e.code }, 'cannot attach a pool');
     });
   }
 
@@ -455,7 +455,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     try {
       id = this.#ids.assign(uuid, reserved);
     } catch (err) {
-      this.#log?.error({ name: r.name, err: (err as Error).message }, 'cannot give the domain an id');
+      this.#log?.error({ domainName: r.name, err: (err as Error).message }, 'cannot give the domain an id');
       return;
     }
     const d: Dom = {
@@ -473,7 +473,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       boot: false,
     };
     this.#doms.set(uuid, d);
-    const log = this.#log?.child({ name: d.name, domain: d.id });
+    const log = this.#log?.child({ domainName: d.name, domain: d.id });
     this.#enqueue(d, async () => {
       const t0 = performance.now();
       const layout = domainLayout(await client.domainXml(r), SHMEM_PREFIX);
@@ -603,7 +603,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     d.control = null;
     d.controlJoined = false;
     if (wasServing) {
-      this.#log?.info({ name: d.name, domain: d.id, why }, 'libvirt domain gone');
+      this.#log?.info({ domainName: d.name, domain: d.id, why }, 'libvirt domain gone');
       this.emit('domain-removed', { id: d.id, name: registryName(d.name) });
     }
     removeDomainDirIfEmpty(this.runtimeDir, d.id);
