@@ -57,7 +57,7 @@ function bootDevice(): string {
 }
 
 const count = (msg: string, name?: string): number =>
-  host!.logLines().filter((l) => l.msg === msg && (name === undefined || l.name === name || l.bootDomain === name)).length;
+  host!.logLines().filter((l) => l.msg === msg && (name === undefined || l.domainName === name || l.bootDomain === name)).length;
 
 before(async () => {
   if ('reason' in lv || 'reason' in pre) return;
