@@ -589,7 +589,13 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     await client.attachDeviceLive(d.remote, shmemXml(name, socketPath, vectors, bus));
     d.devices.push(name);
     this.#log?.info(
-      { domainName: d.name, domain: d.id, device: name, bus: bus ?? '(libvirt placement)', ms: Number((performance.now() - t0).toFixed(1)) },
+      {
+        domainName: d.name,
+        domain: d.id,
+        device: name,
+        bus: bus ?? '(libvirt placement)',
+        ms: Number((performance.now() - t0).toFixed(1)),
+      },
       'device attached',
     );
   }
