@@ -1,6 +1,7 @@
 /* vchan core: daemon setup, blocking/non-blocking I/O, waiting (see chan.h). */
 #define _GNU_SOURCE
 #include "chan.h"
+#include "eventfd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,21 +34,12 @@ static inline void cpu_relax(void)
 
 /* ---- event objects ---- */
 
-static void fd_kick(int fd)
-{
-    uint64_t one = 1;
-    ssize_t n;
-    do
-        n = write(fd, &one, sizeof(one));
-    while (n < 0 && errno == EINTR);
-    /* EAGAIN: the counter is saturated, the peer has a pending event anyway. */
-}
-
 static void kick_peer(void *arg)
 {
     struct kvc_chan *c = arg;
     int saved = errno;
-    fd_kick(c->kick_fd);
+    /* -EAGAIN: the counter is saturated, the peer has a pending event anyway. */
+    (void)kvc_eventfd_kick(c->kick_fd);
     errno = saved;
 }
 
@@ -56,17 +48,8 @@ static void kick_self(void *arg)
 {
     struct kvc_chan *c = arg;
     int saved = errno;
-    fd_kick(c->wait_fd);
+    (void)kvc_eventfd_kick(c->wait_fd);
     errno = saved;
-}
-
-static void drain_fd(int fd)
-{
-    uint64_t v;
-    ssize_t n;
-    do
-        n = read(fd, &v, sizeof(v));
-    while (n < 0 && errno == EINTR);
 }
 
 /* ---- allocation ---- */
@@ -413,7 +396,7 @@ static int poll_and_consume(struct kvc_chan *c)
     }
     if (p[0].revents & (POLLERR | POLLNVAL))
         return -EIO;
-    drain_fd(c->wait_fd);
+    (void)kvc_eventfd_drain(c->wait_fd);
     c->wakeups++;
     return 0;
 }
@@ -531,7 +514,7 @@ int kvc_chan_wait(struct kvc_chan *c)
 void kvc_chan_clear_event(struct kvc_chan *c)
 {
     if (kvc_chan_ready(c))
-        drain_fd(c->wait_fd);
+        (void)kvc_eventfd_drain(c->wait_fd);
 }
 
 /* ---- I/O: the libxenvchan contract (docs/clib.md, API notes) ---- */

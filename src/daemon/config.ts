@@ -33,6 +33,11 @@ const limitsSchema = z
     /** Shared-memory regions (docs/shmem.md §4): per uid (per guest), and on the daemon. */
     maxShmRegionsPerUid: z.number().int().min(1).max(1_000_000).default(4096),
     maxShmRegions: z.number().int().min(1).max(1_000_000).default(65536),
+    /**
+     * Connections a guest daemon may have open on the host at once (guest `conn` values with a
+     * vchan or an init in flight; docs/security.md, "Guests").
+     */
+    maxConnectionsPerGuest: z.number().int().min(1).max(1_000_000).default(2048),
     maxRingOrder: z.number().int().min(10).max(MAX_ORDER).default(26),
     /** A connection that sends nothing for this long after connecting is dropped. */
     handshakeTimeoutMs: z.number().int().min(100).max(3_600_000).default(10_000),

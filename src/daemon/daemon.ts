@@ -213,6 +213,8 @@ export class Daemon {
           device: device.host!,
           service: this.#service,
           log: this.log.child({ component: 'guest-link' }),
+          maxConnections: this.config.limits.maxConnectionsPerGuest,
+          slowPeerTimeoutMs: this.config.limits.slowPeerTimeoutMs,
           pools: () => this.pools.poolsOf(domain),
           onViolation: (why) => {
             // A guest that breaks the control protocol is cut off; its daemon may attach again.

@@ -3,7 +3,8 @@
  * to a simulated guest's devices exactly as the guest daemon does (src/daemon/guest/guest-service.ts:
  * SocketDevice on `<host runtime>/domains/<id>/control.sock`, the control ring, the pools announced
  * with EVENT_POOL_ADDED) and then misbehaves on command: malformed control frames, doorbell floods,
- * scribbles on the control pages of vchans it was granted, requests policy forbids.
+ * scribbles on the control pages of vchans it was granted, requests policy forbids, floods of
+ * requests, not reading its replies.
  *
  * Usage: node dist/test/helpers/hostile-guest.js <deviceDir>
  * It speaks the JSON-lines protocol of test/helpers/vchan-peer.ts (drive it with
@@ -77,6 +78,8 @@ export class HostileGuest {
   #onDisconnect: ((why: string) => void) | null = null;
   /** Frames the host sent that matched no request of ours (after garbage, say). */
   readonly unmatched: { id: number; seq: number }[] = [];
+  /** Frames received from the host so far. */
+  received = 0;
   onEvent: (ev: Json) => void = () => undefined;
 
   constructor(deviceDir: string) {
@@ -117,6 +120,8 @@ export class HostileGuest {
     const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
     endpoint.attach();
     this.#nextSeq = 1;
+    // No bound on what we queue (RingLink's default): a hostile guest floods whether or not
+    // the host keeps up.
     this.#link = new RingLink(endpoint, this.#waiter, {
       onFrame: (f) => {
         this.#onFrame(f);
@@ -134,6 +139,7 @@ export class HostileGuest {
   }
 
   #onFrame(f: Frame): void {
+    this.received++;
     if ((f.id & EVENT_BIT) !== 0) {
       const r = decodeEvent(f);
       if (r.ok && r.value.id === Event.POOL_ADDED) void this.#attachPool(r.value.body);
@@ -187,6 +193,30 @@ export class HostileGuest {
   sendRaw(bytes: Uint8Array): void {
     if (this.#link === null) throw new Error('not attached');
     this.#link.send(Buffer.from(bytes));
+  }
+
+  /** Stop (or start again) reading the control ring: the host's replies pile up. */
+  reading(on: boolean): void {
+    if (this.#link === null) throw new Error('not attached');
+    if (on) this.#link.resume();
+    else this.#link.pause();
+  }
+
+  /**
+   * `count` requests sent back to back without waiting for replies (they end up in
+   * `unmatched`): GUEST_VCHAN_CLOSE of a handle nobody holds, each under a fresh `conn`
+   * from `firstConn` on, or LIST_VCHANS.
+   */
+  spray(kind: 'close' | 'list', count: number, firstConn = 1): void {
+    for (let i = 0; i < count; i++) {
+      const seq = this.#nextSeq;
+      this.#nextSeq = (seq + 1) >>> 0;
+      const frame =
+        kind === 'close'
+          ? encodeRequest(Command.GUEST_VCHAN_CLOSE, seq, { conn: (firstConn + i) >>> 0, handle: 0x7fffffff })
+          : encodeRequest(Command.LIST_VCHANS, seq, { start: 0 });
+      this.sendRaw(frame);
+    }
   }
 
   /** A frame with any id, seq and payload; resolves with the host's reply (or rejects after a timeout). */
@@ -440,6 +470,10 @@ async function run(g: HostileGuest, cmd: Json): Promise<Json> {
       }
       return { results };
     }
+    case 'connClosed': {
+      const r = await g.request(Command.GUEST_CONN_CLOSED, { conn: num('conn') });
+      return { err: r.err };
+    }
     case 'listVchans': {
       const r = await g.request(Command.LIST_VCHANS, { start: 0 });
       return { err: r.err, ...(r.body as Json | undefined) };
@@ -470,6 +504,14 @@ async function run(g: HostileGuest, cmd: Json): Promise<Json> {
     }
     case 'flood':
       return { rings: await g.flood(num('ms')) };
+    case 'reading':
+      g.reading(cmd['on'] === true);
+      return {};
+    case 'spray':
+      g.spray(cmd['kind'] === 'list' ? 'list' : 'close', num('count'), num('firstConn', 1));
+      return {};
+    case 'received':
+      return { received: g.received };
     case 'state':
       return { attached: g.attached, session: g.session, pools: [...g.pools.keys()], unmatched: g.unmatched.length };
     case 'detach':

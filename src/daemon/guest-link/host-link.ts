@@ -5,6 +5,9 @@
  * it is attached to — never anything it sends (architecture.md rule 4). Every
  * frame is untrusted: a framing error ends the session (the guest is
  * disconnected and every vchan it held is closed); argument errors get -EINVAL.
+ * What a guest can make us hold is bounded (docs/security.md, "Guests"): replies it does not
+ * read (we stop reading its requests, then cut the session), the `conn` values it names (only
+ * successful inits create one, at most maxConnections) and the log lines its refusals cause.
  */
 import type { Logger } from 'pino';
 import type { HostDevice } from '../../ivshmem/host-device.js';
@@ -23,6 +26,10 @@ import type { AnyRequest, Frame } from '../../protocol/types.js';
 import type { Caller } from '../registry/registry.js';
 import { RegistryError, errnoOf } from '../registry/registry-error.js';
 import { answerHandshake, answerList, isHandshake, isListRequest } from '../request-handler.js';
+import { RateLimitedLog } from '../rate-limited-log.js';
+
+/** Replies a guest may leave unread before we stop reading its requests (as for a local client). */
+const MAX_QUEUED_REPLY_BYTES = 1 << 20;
 
 /** Geometry of the control ring: 64 KiB each way fits in the 256 KiB control device. */
 export const CONTROL_GEOMETRY = { c2sOrder: 16, s2cOrder: 16 };
@@ -46,6 +53,10 @@ export interface HostLinkOptions {
   /** The host's request path, the same one the local socket uses; callers are scoped to this guest. */
   service: VchanService;
   log: Logger;
+  /** Guest connections (`conn` values) with a vchan or an init in flight, at most. */
+  maxConnections: number;
+  /** How long the guest may leave over 1 MiB of replies unread before the session is cut. */
+  slowPeerTimeoutMs: number;
   /** Current pools of this guest, announced right after HELLO. */
   pools: () => PoolAnnouncement[];
   /** Called when the session ends badly, so the guest can be cut off the fabric. */
@@ -56,6 +67,15 @@ export interface HostLinkOptions {
    * guest daemon closes the previous session's channel and waits for a fresh offer.
    */
   onGuestClosed?: () => void;
+}
+
+/** One of the guest's connections as the registry knows it. */
+interface GuestConn {
+  id: number;
+  /** An init on it succeeded: it lives until GUEST_CONN_CLOSED or the end of the session. */
+  established: boolean;
+  /** Inits on it not answered yet. */
+  pending: number;
 }
 
 /** A caller in guest `domain`: sees what that domain is part of, no host pids. */
@@ -73,7 +93,9 @@ export class HostLink {
   readonly #sequence = new RequestSequence();
   readonly #allowed = AllowMask.forKind('guest-control');
   /** Guest-local connection id → our registry connId (so a guest cannot name another's). */
-  readonly #conns = new Map<number, number>();
+  readonly #conns = new Map<number, GuestConn>();
+  /** Refusals are the guest's to cause: logged rate-limited. */
+  readonly #refusals: RateLimitedLog;
   readonly #allocConnId: () => number;
   #hello = false;
   #closed = false;
@@ -84,6 +106,7 @@ export class HostLink {
     this.#opts = opts;
     this.#allocConnId = allocConnId;
     this.#log = opts.log.child({ domain: opts.domain });
+    this.#refusals = new RateLimitedLog(this.#log);
     const kick = opts.device.doorbellFd(GUEST_CONTROL_PEER, 0);
     if (kick === null) throw new RegistryError('ENODEV', `guest ${opts.domain} has no control doorbell`);
     this.#mapping = opts.device.map(0, regionLength(CONTROL_GEOMETRY));
@@ -92,18 +115,23 @@ export class HostLink {
     this.#waiter = new EventFdWaiter(native.dup(opts.device.interruptFd(0)), native.dup(kick));
     this.#waiter.keepAlive = false;
     const endpoint = new RingEndpoint(this.#mapping, 0, { role: 'server', ...CONTROL_GEOMETRY }, this.#waiter.kick);
-    this.#link = new RingLink(endpoint, this.#waiter, {
-      onFrame: (f) => {
-        this.#onFrame(f);
+    this.#link = new RingLink(
+      endpoint,
+      this.#waiter,
+      {
+        onFrame: (f) => {
+          this.#onFrame(f);
+        },
+        onClose: (err) => {
+          // Framing errors caught by the stream decoder (oversize header...) and a corrupted control
+          // ring arrive here, not through #onFrame: log their stable code too, so the log names the
+          // guest's misbehaviour the same way for every kind of violation.
+          this.#end(err === null ? 'guest closed its control channel' : `control channel failed: ${err.code} ${err.message}`, err !== null);
+          if (err === null) this.#opts.onGuestClosed?.();
+        },
       },
-      onClose: (err) => {
-        // Framing errors caught by the stream decoder (oversize header...) and a corrupted control
-        // ring arrive here, not through #onFrame: log their stable code too, so the log names the
-        // guest's misbehaviour the same way for every kind of violation.
-        this.#end(err === null ? 'guest closed its control channel' : `control channel failed: ${err.code} ${err.message}`, err !== null);
-        if (err === null) this.#opts.onGuestClosed?.();
-      },
-    });
+      { maxQueuedBytes: MAX_QUEUED_REPLY_BYTES, stallMs: opts.slowPeerTimeoutMs },
+    );
     // Tell the guest the region is ready (it waits for this before attaching).
     this.#waiter.kick();
     this.#log.info('guest control channel offered');
@@ -114,14 +142,40 @@ export class HostLink {
     return this.#hello && !this.#closed;
   }
 
-  /** A guest connection as a caller of the service: scoped to this guest's domain. */
-  #caller(conn: number): Caller {
-    let id = this.#conns.get(conn);
-    if (id === undefined) {
-      id = this.#allocConnId();
-      this.#conns.set(conn, id);
+  /**
+   * Runs an init on the guest's connection `conn`. A `conn` we do not know yet gets a registry
+   * connection that is kept only if an init on it succeeds: refused inits with fresh `conn`
+   * values leave nothing behind, and at most maxConnections are open at once.
+   */
+  async #onConn<T>(conn: number, init: (caller: Caller) => Promise<T>): Promise<T> {
+    let c = this.#conns.get(conn);
+    if (c === undefined) {
+      if (this.#conns.size >= this.#opts.maxConnections) {
+        throw new RegistryError('EDQUOT', `guest connection quota reached (${this.#opts.maxConnections})`);
+      }
+      c = { id: this.#allocConnId(), established: false, pending: 0 };
+      this.#conns.set(conn, c);
     }
-    return guestCaller(id, this.domain);
+    const entry = c;
+    entry.pending++;
+    let ok = false;
+    try {
+      const result = await init(guestCaller(entry.id, this.domain));
+      ok = true;
+      return result;
+    } finally {
+      entry.pending--;
+      if (ok) entry.established = true;
+      else if (!entry.established && entry.pending === 0 && this.#conns.get(conn) === entry) {
+        this.#conns.delete(conn);
+        this.#opts.service.dropConnection(entry.id);
+      }
+    }
+  }
+
+  /** Who the guest's `conn` is for a request that creates nothing (an unknown one holds nothing). */
+  #existing(conn: number): Caller {
+    return guestCaller(this.#conns.get(conn)?.id ?? -1, this.domain);
   }
 
   #onFrame(frame: Frame): void {
@@ -132,7 +186,7 @@ export class HostLink {
         this.#end(`protocol violation: ${r.error.code} ${r.error.message}`, true);
         return;
       }
-      this.#log.warn({ code: r.error.code, err: r.error.message }, 'guest request refused');
+      this.#refusals.warn({ code: r.error.code, err: r.error.message }, 'guest request refused');
       const reply = encodeErrorReply(frame, r.error);
       if (reply !== undefined) this.#link.send(reply);
       return;
@@ -145,8 +199,8 @@ export class HostLink {
     this.#dispatch(req).catch((err: unknown) => {
       if (this.#closed) return;
       const errno = errnoOf(err);
-      if (errno === -Errno.EIO) this.#log.error({ err }, 'guest request failed');
-      else this.#log.info({ err: (err as Error).message }, 'guest request refused');
+      if (errno === -Errno.EIO) this.#refusals.error({ err }, 'guest request failed');
+      else this.#refusals.info({ err: (err as Error).message }, 'guest request refused');
       this.#link.send(encodeReply(req.id, req.seq, errno));
     });
   }
@@ -173,27 +227,30 @@ export class HostLink {
         return;
       case Command.GUEST_VCHAN_SERVER_INIT: {
         const b = req.body;
-        const g = await service.serverInit(this.#caller(b.conn), b.peerDomain, b.port, b.readMin, b.writeMin);
+        const g = await this.#onConn(b.conn, (caller) => service.serverInit(caller, b.peerDomain, b.port, b.readMin, b.writeMin));
         this.#sendGrant(req.id, req.seq, g);
         return;
       }
       case Command.GUEST_VCHAN_CLIENT_INIT: {
         const b = req.body;
         const timeout = b.timeoutMs === TIMEOUT_INFINITE ? Infinity : b.timeoutMs;
-        const g = await service.clientInit(this.#caller(b.conn), b.serverDomain, b.port, timeout);
-        if (this.#closed) return;
+        const g = await this.#onConn(b.conn, (caller) => service.clientInit(caller, b.serverDomain, b.port, timeout));
+        if (this.#closed) {
+          g.release();
+          return;
+        }
         this.#sendGrant(req.id, req.seq, g);
         return;
       }
       case Command.GUEST_VCHAN_CLOSE:
-        await service.close(this.#caller(req.body.conn), req.body.handle);
+        await service.close(this.#existing(req.body.conn), req.body.handle);
         this.#link.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       case Command.GUEST_CONN_CLOSED: {
-        const id = this.#conns.get(req.body.conn);
-        if (id !== undefined) {
+        const c = this.#conns.get(req.body.conn);
+        if (c !== undefined) {
           this.#conns.delete(req.body.conn);
-          service.dropConnection(id);
+          service.dropConnection(c.id);
         }
         this.#link.send(encodeReply(req.id, req.seq, 0, {}));
         return;
@@ -237,8 +294,9 @@ export class HostLink {
   }
 
   #release(): void {
-    for (const id of this.#conns.values()) this.#opts.service.dropConnection(id);
+    for (const c of this.#conns.values()) this.#opts.service.dropConnection(c.id);
     this.#conns.clear();
+    this.#refusals.flush();
     this.#waiter.close();
     this.#opts.device.unmap(this.#mapping);
   }

@@ -96,11 +96,12 @@ export class LocalServer {
     );
     this.#acceptFailures = 0;
     this.#poller.stop();
+    // Not unref()ed: with the listening socket unwatched this timer may be all that keeps the
+    // event loop alive, and the daemon would exit (status 0) in the middle of a pause.
     this.#acceptPause = setTimeout(() => {
       this.#acceptPause = undefined;
       if (!this.#closed) this.#poller.start(READABLE);
     }, 100);
-    this.#acceptPause.unref();
   }
 
   #adopt(fd: number): void {

@@ -23,6 +23,7 @@ import type { VchanInfoData } from '../../protocol/views.js';
 import { RegistryError } from './registry-error.js';
 import type { Limits } from '../config.js';
 import { Policy } from './policy.js';
+import { RateLimitedLog } from '../rate-limited-log.js';
 
 export const HOST_DOMAIN = 0;
 
@@ -123,6 +124,8 @@ interface Usage {
 
 export class Registry {
   readonly #log: Logger;
+  /** Refusals any client or guest can cause, as often as it likes (docs/security.md, "Guests"). */
+  readonly #refusalLog: RateLimitedLog;
   readonly #factory: VchanResourceFactory;
   readonly #limits: Limits;
   readonly #policy: Policy;
@@ -137,6 +140,7 @@ export class Registry {
 
   constructor(log: Logger, factory: VchanResourceFactory, limits: Limits, policy: Policy = new Policy()) {
     this.#log = log;
+    this.#refusalLog = new RateLimitedLog(log);
     this.#factory = factory;
     this.#limits = limits;
     this.#policy = policy;
@@ -273,7 +277,7 @@ export class Registry {
   #checkPolicy(a: number, b: number, caller: Caller): void {
     const why = this.#policy.refuses(a, b);
     if (why !== null) {
-      this.#log.warn({ domain: caller.domain, conn: caller.connId, from: a, to: b, why }, 'vchan refused by policy');
+      this.#refusalLog.warn({ domain: caller.domain, conn: caller.connId, from: a, to: b, why }, 'vchan refused by policy');
       throw new RegistryError('EPERM', why);
     }
   }
@@ -577,6 +581,7 @@ export class Registry {
 
   /** Daemon shutdown: every side is marked closed and kicked, everything released. */
   shutdown(): void {
+    this.#refusalLog.flush();
     for (const w of [...this.#waiters]) this.#failWaiter(w, new RegistryError('ESHUTDOWN', 'daemon shutting down'));
     for (const rec of [...this.#byHandle.values()]) {
       if (!rec.server.gone) this.#leave(rec, 'server', 'shutdown');
