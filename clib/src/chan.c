@@ -43,7 +43,10 @@ static void kick_peer(void *arg)
     errno = saved;
 }
 
-/* Corruption is latched: wake our own event loop so that it looks at is_open(). */
+/*
+ * Wake our own event loop: a latched corruption (it then looks at is_open()), or data that was
+ * waiting before we attached or looked (docs/clib.md, "Wake-ups").
+ */
 static void kick_self(void *arg)
 {
     struct kvc_chan *c = arg;
@@ -183,7 +186,7 @@ static int client_attach(struct kvc_chan *c)
 {
     if (kvc_ring_attach(&c->ring) < 0)
         return -EPROTO;
-    fd_kick(c->wait_fd);
+    kick_self(c);
     return 0;
 }
 
@@ -630,7 +633,7 @@ void kvc_chan_keep_data_event(struct kvc_chan *c)
         return;
     long avail = kvc_ring_data_ready(&c->ring);
     if (avail != 0 || kvc_ring_peer_state(&c->ring) == KVC_STATE_CLOSED)
-        fd_kick(c->wait_fd);
+        kick_self(c);
 }
 
 /* ---- queries ---- */
