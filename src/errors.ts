@@ -27,7 +27,6 @@ export type KvmchanErrorCode =
   | 'KVMCHAN_E_CONTROL'
   | 'KVMCHAN_E_CONTROL_TRUNCATED'
   | 'KVMCHAN_E_CORRUPT'
-  | 'KVMCHAN_E_DAEMON_ACCESS'
   | 'KVMCHAN_E_DAEMON_START'
   | 'KVMCHAN_E_DEMO'
   | 'KVMCHAN_E_DEVICE_REMOVED'
@@ -50,6 +49,7 @@ export type KvmchanErrorCode =
   | 'KVMCHAN_E_MISSING_FDS'
   | 'KVMCHAN_E_MSGSIZE'
   | 'KVMCHAN_E_NOT_ALLOWED'
+  | 'KVMCHAN_E_NO_ACCESS'
   | 'KVMCHAN_E_NO_DAEMON'
   | 'KVMCHAN_E_NO_DEVICE'
   | 'KVMCHAN_E_NO_HOST'
@@ -168,6 +168,17 @@ export class DaemonUnavailableError extends KvmchanError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, 'KVMCHAN_E_NO_DAEMON', options);
     this.name = 'DaemonUnavailableError';
+  }
+}
+
+/**
+ * The daemon's socket exists but this user may not connect to it (EACCES): access goes with
+ * the socket's group (docs/security.md "Local socket"), so the fix is joining that group.
+ */
+export class DaemonAccessError extends KvmchanError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 'KVMCHAN_E_NO_ACCESS', options);
+    this.name = 'DaemonAccessError';
   }
 }
 

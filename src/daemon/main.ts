@@ -9,6 +9,7 @@ import { createLogger } from './logger.js';
 import { Daemon } from './daemon.js';
 import { GuestDaemon } from './guest/guest-daemon.js';
 import { KvmchanError } from '../errors.js';
+import { packageVersion } from '../version.js';
 
 interface Opts {
   host?: boolean;
@@ -50,7 +51,18 @@ const program = new Command('kvmchand')
     'JSON configuration file (docs/operations.md); QEMU VMs to serve: "vms": [{"name", "qmp": "/path/to/qmp.sock", "id"?}] (docs/vms-qmp.md)',
   )
   .addOption(new Option('-l, --log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
-  .showHelpAfterError()
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
+  // A usage error is one line and a pointer to --help, exit status 2 (docs/cli.md "Conventions").
+  .showHelpAfterError("run 'kvmchand --help' for usage")
+  .configureOutput({
+    outputError: (str, write) => {
+      write(`kvmchand: ${str.replace(/^error: /, '')}`);
+    },
+  })
+  .exitOverride((err) => {
+    if (err.exitCode === 0) process.exit(0);
+    process.exit(2);
+  })
   .action(async (opts: Opts) => {
     const fail = (err: unknown): void => {
       const code = err instanceof KvmchanError ? ` [${err.code}]` : '';
