@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { registerNetcat } from './commands/netcat-cmd.js';
 import { registerStatus } from './commands/status.js';
 import { registerDemo } from './commands/demo.js';
+import { registerProxy } from './commands/proxy-cmd.js';
 import { configureConventions, reportFailure } from './conventions.js';
 import { packageVersion } from '../version.js';
 
@@ -20,6 +21,7 @@ program.hook('preAction', (_this, action) => {
 });
 
 registerNetcat(program);
+registerProxy(program);
 registerStatus(program);
 registerDemo(program);
 
