@@ -19,7 +19,7 @@ export function parseDomain(value: string): number {
 const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
 
 /**
- * The one size syntax of every byte option (docs/cli.md "Sizes and times"): a number, maybe
+ * The one size syntax of every byte option (docs/cli.md "Conventions"): a number, maybe
  * with a fraction, and an optional binary unit K, M, G, T (KiB… also accepted; `B` optional):
  * 4096, 64K, 1.5G. Fractions must come out as whole bytes.
  */

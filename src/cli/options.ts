@@ -1,5 +1,5 @@
 /**
- * Byte and time options, all in one syntax (docs/cli.md "Sizes and times"), with defaults
+ * Byte and time options, all in one syntax (docs/cli.md "Conventions"), with defaults
  * shown in that syntax too ("default: 64K", "default: 10s").
  */
 import { Option } from 'commander';
