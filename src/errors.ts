@@ -4,12 +4,98 @@
  * `errno`/`syscall` are set when a system call failed underneath.
  */
 
+/**
+ * Every `code` a KvmchanError can carry: a literal union, so a `switch (err.code)` with a
+ * misspelt case does not compile. Three families are open-ended by nature: a daemon's refusal
+ * names its errno (`KVMCHAN_E_DAEMON_EEXIST`), a failed system call its errno code
+ * (`KVMCHAN_E_SYS_ENOENT`), and the daemon's own registry refusals (`KVMCHAN_E_EEXIST`, never
+ * seen by clients, which get the `DAEMON_` form).
+ */
+export type KvmchanErrorCode =
+  | 'KVMCHAN_E_ABORTED'
+  | 'KVMCHAN_E_ALREADY_RUNNING'
+  | 'KVMCHAN_E_BAD_DIRECTION'
+  | 'KVMCHAN_E_BAD_ENUM'
+  | 'KVMCHAN_E_BAD_FLAGS'
+  | 'KVMCHAN_E_BAD_LENGTH'
+  | 'KVMCHAN_E_BAD_PADDING'
+  | 'KVMCHAN_E_BAD_RANGE'
+  | 'KVMCHAN_E_BAD_REPLY_ERR'
+  | 'KVMCHAN_E_BAD_SEQ'
+  | 'KVMCHAN_E_BAD_STRING'
+  | 'KVMCHAN_E_CLOSED'
+  | 'KVMCHAN_E_CONTROL'
+  | 'KVMCHAN_E_CONTROL_TRUNCATED'
+  | 'KVMCHAN_E_CORRUPT'
+  | 'KVMCHAN_E_DAEMON_START'
+  | 'KVMCHAN_E_DEMO'
+  | 'KVMCHAN_E_DEVICE_REMOVED'
+  | 'KVMCHAN_E_ENCODE'
+  | 'KVMCHAN_E_FDS_NOT_ALLOWED'
+  | 'KVMCHAN_E_FRAME_OVERSIZE'
+  | 'KVMCHAN_E_FRAME_SHORT'
+  | 'KVMCHAN_E_FRAME_SIZE_MISMATCH'
+  | 'KVMCHAN_E_FRAME_TRUNCATED'
+  | 'KVMCHAN_E_INVALID_ARG'
+  | 'KVMCHAN_E_IVSHMEM_FULL'
+  | 'KVMCHAN_E_IVSHMEM_PATH'
+  | 'KVMCHAN_E_IVSHMEM_PROTOCOL'
+  | 'KVMCHAN_E_LIBVIRT_AUTH'
+  | 'KVMCHAN_E_LIBVIRT_BUSY'
+  | 'KVMCHAN_E_LIBVIRT_CALL'
+  | 'KVMCHAN_E_LIBVIRT_CLOSED'
+  | 'KVMCHAN_E_LIBVIRT_CONNECT'
+  | 'KVMCHAN_E_LIBVIRT_PROTOCOL'
+  | 'KVMCHAN_E_MISSING_FDS'
+  | 'KVMCHAN_E_MSGSIZE'
+  | 'KVMCHAN_E_NOT_ALLOWED'
+  | 'KVMCHAN_E_NO_ACCESS'
+  | 'KVMCHAN_E_NO_DAEMON'
+  | 'KVMCHAN_E_NO_DEVICE'
+  | 'KVMCHAN_E_NO_HOST'
+  | 'KVMCHAN_E_NO_IOMMU'
+  | 'KVMCHAN_E_PROTOCOL'
+  | 'KVMCHAN_E_PROXY'
+  | 'KVMCHAN_E_QMP_BUSY'
+  | 'KVMCHAN_E_QMP_CLOSED'
+  | 'KVMCHAN_E_QMP_COMMAND'
+  | 'KVMCHAN_E_QMP_CONNECT'
+  | 'KVMCHAN_E_QMP_PROTOCOL'
+  | 'KVMCHAN_E_REPLY_ID_MISMATCH'
+  | 'KVMCHAN_E_RUNTIME_DIR'
+  | 'KVMCHAN_E_RUNTIME_DIR_UNSAFE'
+  | 'KVMCHAN_E_SLOW_PEER'
+  | 'KVMCHAN_E_TIMEOUT'
+  | 'KVMCHAN_E_TRUNCATED'
+  | 'KVMCHAN_E_UNDELIVERED'
+  | 'KVMCHAN_E_UNEXPECTED_REPLY'
+  | 'KVMCHAN_E_UNKNOWN'
+  | 'KVMCHAN_E_UNKNOWN_DOMAIN'
+  | 'KVMCHAN_E_UNKNOWN_EVENT'
+  | 'KVMCHAN_E_UNKNOWN_ID'
+  | 'KVMCHAN_E_UNTRUSTED_DAEMON'
+  | 'KVMCHAN_E_USAGE'
+  | 'KVMCHAN_E_VFIO'
+  | 'KVMCHAN_E_VMM'
+  | 'KVMCHAN_E_VMM_CONFIG'
+  | 'KVMCHAN_E_VMM_EXISTS'
+  | 'KVMCHAN_E_VMM_GONE'
+  | 'KVMCHAN_E_VMM_NO_PORT'
+  | 'KVMCHAN_E_VMM_PLUG'
+  | 'KVMCHAN_E_VMM_STALE'
+  | 'KVMCHAN_E_VMM_UNKNOWN'
+  | 'KVMCHAN_E_VMM_UNSUPPORTED'
+  | 'KVMCHAN_E_WRONG_TRANSPORT'
+  | `KVMCHAN_E_DAEMON_${string}`
+  | `KVMCHAN_E_SYS_${string}`
+  | `KVMCHAN_E_E${string}`;
+
 export class KvmchanError extends Error {
-  readonly code: string;
+  readonly code: KvmchanErrorCode;
   errno?: number;
   syscall?: string;
 
-  constructor(message: string, code = 'KVMCHAN_E_UNKNOWN', options?: ErrorOptions) {
+  constructor(message: string, code: KvmchanErrorCode = 'KVMCHAN_E_UNKNOWN', options?: ErrorOptions) {
     super(message, options);
     this.name = 'KvmchanError';
     this.code = code;
@@ -63,7 +149,7 @@ export class AbortError extends KvmchanError {
 
 /** Wire-protocol framing or decoding failure (wire-protocol.md). Closes the connection. */
 export class ProtocolError extends KvmchanError {
-  constructor(message: string, code = 'KVMCHAN_E_PROTOCOL') {
+  constructor(message: string, code: KvmchanErrorCode = 'KVMCHAN_E_PROTOCOL') {
     super(message, code);
     this.name = 'ProtocolError';
   }
@@ -91,6 +177,17 @@ export class DaemonUnavailableError extends KvmchanError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, 'KVMCHAN_E_NO_DAEMON', options);
     this.name = 'DaemonUnavailableError';
+  }
+}
+
+/**
+ * The daemon's socket exists but this user may not connect to it (EACCES): access goes with
+ * the socket's group (docs/security.md "Local socket"), so the fix is joining that group.
+ */
+export class DaemonAccessError extends KvmchanError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 'KVMCHAN_E_NO_ACCESS', options);
+    this.name = 'DaemonAccessError';
   }
 }
 
@@ -123,7 +220,7 @@ export function fromSystemError(err: unknown, context: string): KvmchanError {
  * at that path, or no greeting in time).
  */
 export class QmpError extends KvmchanError {
-  constructor(message: string, code = 'KVMCHAN_E_QMP_PROTOCOL', options?: ErrorOptions) {
+  constructor(message: string, code: KvmchanErrorCode = 'KVMCHAN_E_QMP_PROTOCOL', options?: ErrorOptions) {
     super(message, code, options);
     this.name = 'QmpError';
   }
@@ -147,7 +244,7 @@ export class QmpCommandError extends KvmchanError {
  * daemon), `KVMCHAN_E_VMM_EXISTS`, `KVMCHAN_E_VMM_UNKNOWN`, `KVMCHAN_E_VMM_UNSUPPORTED`.
  */
 export class VmmError extends KvmchanError {
-  constructor(message: string, code: string) {
+  constructor(message: string, code: KvmchanErrorCode) {
     super(message, code);
     this.name = 'VmmError';
   }

@@ -4,6 +4,11 @@
 export {
   Vchan,
   EOF,
+  createServer,
+  VchanServer,
+  type ServerOptions,
+  type VchanServerEvents,
+  type VchanEvents,
   DaemonConnection,
   Shmem,
   type ShmemOptions,

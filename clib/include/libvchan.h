@@ -62,9 +62,9 @@ libvchan_t *libvchan_server_init(int domain, int port, size_t read_min, size_t w
 
 /*
  * Connects to the server of `domain` on `port`, waiting as long as needed for
- * the server to appear. Fails (NULL, errno set) if the domain goes away
- * (ESRCH), if the server already has a client (EBUSY), or if the daemon cannot
- * be reached. The vchan starts in blocking mode.
+ * the server to appear (or, when its vchan already has a client, to serve the
+ * port again). Fails (NULL, errno set) if the domain goes away (ESRCH), or if
+ * the daemon cannot be reached. The vchan starts in blocking mode.
  */
 libvchan_t *libvchan_client_init(int domain, int port);
 

@@ -206,10 +206,8 @@ static void test_errors(void)
     libvchan_close(s2);
     libvchan_t *c = libvchan_client_init(0, port);
     REQUIRE(c != NULL, "client");
-    errno = 0;
-    libvchan_t *c2 = libvchan_client_init(0, port);
-    CHECK(c2 == NULL && errno == EBUSY, "a second client is refused with EBUSY");
-    libvchan_close(c2);
+    /* A second client would now wait for the port to be served again (docs/api.md "Serving
+     * many clients"): test/client/vchan-api.test.ts checks that against the real daemon. */
     CHECK_EQ(libvchan_is_open(s), VCHAN_CONNECTED, "the first pair is unharmed");
     CHECK_EQ(libvchan_send(c, "ab", 2), 2, "send");
     char b[2];

@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 /** The `kvmchan` command line (docs/cli.md). */
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { registerNetcat } from './commands/netcat-cmd.js';
 import { registerStatus } from './commands/status.js';
 import { registerDemo } from './commands/demo.js';
-import { KvmchanError } from '../errors.js';
+import { registerProxy } from './commands/proxy-cmd.js';
+import { configureConventions, reportFailure } from './conventions.js';
+import { packageVersion } from '../version.js';
 
 const program = new Command('kvmchan')
-  .description('vchans between processes and VMs on KVM: netcat, status, demo')
-  .option('-r, --runtime-dir <dir>', 'kvmchand runtime directory (default: $KVMCHAN_RUNTIME_DIR or the system default)')
-  .showHelpAfterError();
+  .description('vchans between processes and VMs on KVM: netcat, proxy, status, demo')
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
+  .option('-r, --runtime-dir <dir>', 'kvmchand runtime directory (default: $KVMCHAN_RUNTIME_DIR or the system default)');
+configureConventions(program, 'kvmchan');
 
 program.hook('preAction', (_this, action) => {
   // Global options reach subcommands through the environment the client library reads.
@@ -18,11 +21,11 @@ program.hook('preAction', (_this, action) => {
 });
 
 registerNetcat(program);
+registerProxy(program);
 registerStatus(program);
 registerDemo(program);
 
 program.parseAsync().catch((err: unknown) => {
-  const code = err instanceof KvmchanError ? ` [${err.code}]` : '';
-  process.stderr.write(`kvmchan: ${(err as Error).message}${code}\n`);
-  process.exitCode = 1;
+  if (err instanceof CommanderError && err.exitCode === 0) return;
+  reportFailure('kvmchan', err);
 });

@@ -10,7 +10,8 @@ import { ClientSequencer } from '../protocol/sequencer.js';
 import { decodeDatagram } from '../protocol/frame.js';
 import { Command, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, type CommandId } from '../protocol/constants.js';
 import type { AnyReply, ReplyOkOf, RequestBodies } from '../protocol/types.js';
-import { DaemonUnavailableError, KvmchanError, AbortError, UntrustedDaemonError } from '../errors.js';
+import fs from 'node:fs';
+import { DaemonAccessError, DaemonUnavailableError, KvmchanError, AbortError, UntrustedDaemonError } from '../errors.js';
 import { defaultRuntimeDir, socketPath } from '../paths.js';
 
 /** The daemon must run as root or as the calling user (docs/security.md, "Trust anchors"). */
@@ -66,6 +67,18 @@ export class DaemonConnection {
       fd = native.connectUnix(path, 'seqpacket');
     } catch (err) {
       const code = (err as { code?: string }).code;
+      if (code === 'EACCES' || code === 'EPERM') {
+        let group = '';
+        try {
+          group = ` (gid ${fs.statSync(path).gid})`;
+        } catch {
+          // The socket's directory is what refused us: no gid to name.
+        }
+        throw new DaemonAccessError(
+          `permission denied on ${path}: only root and members of the socket's group${group}, by default kvmchan, may use kvmchand; join it (sudo usermod -aG kvmchan $USER, then log in again) or ask the operator (docs/operations.md)`,
+          { cause: err },
+        );
+      }
       const hint = code === 'ENOENT' || code === 'ECONNREFUSED' ? ' (is kvmchand running? start it or set KVMCHAN_RUNTIME_DIR)' : '';
       throw new DaemonUnavailableError(`cannot connect to kvmchand at ${path}: ${code ?? String(err)}${hint}`, { cause: err });
     }

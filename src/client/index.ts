@@ -8,6 +8,7 @@ export const Vchan: typeof VchanClass & {
 } = Object.assign(VchanClass, { listen, connect });
 export type Vchan = VchanClass;
 export type { ListenOptions, ConnectOptions };
-export { EOF, type VchanState, type IoOptions, type VchanOptions } from './vchan.js';
+export { EOF, type VchanState, type VchanEvents, type IoOptions, type VchanOptions } from './vchan.js';
+export { createServer, VchanServer, type ServerOptions, type VchanServerEvents } from './server.js';
 export { DaemonConnection } from './daemon-connection.js';
 export { Shmem, type ShmemOptions, type ShmRegion, type ShmMmapParams } from './shmem.js';

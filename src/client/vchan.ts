@@ -16,6 +16,17 @@ export { EOF };
 
 export type VchanState = 'waiting' | 'connected' | 'closed';
 
+/**
+ * The events a Vchan emits (docs/api.md): listeners are type-checked, so a misspelt event
+ * name or a wrong listener signature does not compile.
+ */
+export interface VchanEvents {
+  /** Emitted once, by close() (ours), after everything was released. */
+  close: [];
+  /** The daemon connection was lost; only emitted when someone listens. */
+  error: [err: KvmchanError];
+}
+
 export interface IoOptions {
   signal?: AbortSignal;
 }
@@ -28,7 +39,7 @@ export interface VchanOptions {
 const DEFAULT_READ = 64 * 1024;
 
 /** A vchan endpoint. Create with `Vchan.listen()` / `Vchan.connect()` (see ./connect.ts). */
-export class Vchan extends EventEmitter {
+export class Vchan extends EventEmitter<VchanEvents> implements AsyncDisposable {
   readonly role: 'server' | 'client';
   readonly handle: number;
   readonly port: number;
@@ -41,6 +52,7 @@ export class Vchan extends EventEmitter {
   #mapping: ArrayBuffer | null;
   #lost: KvmchanError | null = null;
   #closed = false;
+  #stream: Duplex | null = null;
 
   /** @internal use Vchan.listen / Vchan.connect */
   constructor(setup: VchanSetup, options: VchanOptions = {}) {
@@ -306,11 +318,17 @@ export class Vchan extends EventEmitter {
   }
 
   /**
-   * A Duplex over this vchan with backpressure: `write` resolves when the bytes
-   * are in the ring, reads are pulled as the consumer asks. Ending the writable
-   * side closes the vchan once both directions are done.
+   * The Duplex over this vchan (the same one on every call), with backpressure: `write`
+   * resolves when the bytes are in the ring, reads are pulled as the consumer asks.
+   * vchans have no half-close (docs/api.md "Semantics"), so the stream ends as a whole:
+   * - the peer closed: the readable side drains and emits 'end', then the stream is
+   *   destroyed without error ('close') and the vchan closed;
+   * - we closed (close() or destroy()): the stream is destroyed quietly, no 'error';
+   * - ending the writable side (end()) closes the vchan once both sides are done;
+   * - a write the peer can no longer receive (it closed first) or a lost daemon is an 'error'.
    */
   stream(): Duplex {
+    if (this.#stream !== null) return this.#stream;
     const chunkSize = Math.min(DEFAULT_READ, this.readSize);
     let reading = false;
     const duplex: Duplex = new Duplex({
@@ -333,12 +351,21 @@ export class Vchan extends EventEmitter {
             reading = false;
           }
         };
-        pump().catch((err: unknown) => duplex.destroy(err as Error));
+        pump().catch((err: unknown) => {
+          this.#streamFailed(duplex, err);
+        });
       },
       write: (chunk: Buffer, _enc, cb) => {
-        this.write(chunk).then(() => {
-          cb();
-        }, cb);
+        this.write(chunk).then(
+          () => {
+            cb();
+          },
+          (err: unknown) => {
+            // Our own close() already destroyed the stream quietly; nothing to report.
+            if (this.#closed && this.#lost === null) cb();
+            else cb(err as Error);
+          },
+        );
       },
       final: (cb) => {
         // Half-close is not in the vchan contract: the write side ends with the vchan.
@@ -350,12 +377,19 @@ export class Vchan extends EventEmitter {
       },
     });
     duplex.on('end', () => {
-      if (duplex.writableFinished) this.close();
+      // The peer closed and everything it sent was consumed: nothing can move any more.
+      duplex.destroy();
     });
     duplex.on('finish', () => {
       if (duplex.readableEnded) this.close();
     });
+    this.#stream = duplex;
     return duplex;
+  }
+
+  #streamFailed(duplex: Duplex, err: unknown): void {
+    if (this.#closed && this.#lost === null) duplex.destroy();
+    else duplex.destroy(err as Error);
   }
 
   /** Keep the process alive while idle (e.g. a server awaiting its client). */
@@ -391,6 +425,15 @@ export class Vchan extends EventEmitter {
       this.#mapping = null;
     }
     this.#setup.session.close();
+    // A local close ends the stream quietly: its pending reads and writes fail with
+    // ClosedError('vchan closed locally'), which is no news to the one who closed.
+    if (this.#stream !== null && !this.#stream.destroyed) this.#stream.destroy();
     this.emit('close');
+  }
+
+  /** `await using v = await Vchan.connect(…)`: closes the vchan at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
   }
 }

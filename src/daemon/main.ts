@@ -13,6 +13,7 @@ import { sdNotify } from './sd-notify.js';
 import { Daemon } from './daemon.js';
 import { GuestDaemon } from './guest/guest-daemon.js';
 import { KvmchanError } from '../errors.js';
+import { packageVersion } from '../version.js';
 
 interface Opts {
   host?: boolean;
@@ -58,7 +59,18 @@ const program = new Command('kvmchand')
   .addOption(new Option('-l, --log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
   .option('--config-optional', 'a --config file that does not exist means the defaults (a SIGHUP reads it once it exists)')
   .option('--check-config', 'validate the configuration (file and options), print problems, exit 0 if it is valid, 1 if not')
-  .showHelpAfterError()
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
+  // A usage error is one line and a pointer to --help, exit status 2 (docs/cli.md "Conventions").
+  .showHelpAfterError("run 'kvmchand --help' for usage")
+  .configureOutput({
+    outputError: (str, write) => {
+      write(`kvmchand: ${str.replace(/^error: /, '')}`);
+    },
+  })
+  .exitOverride((err) => {
+    if (err.exitCode === 0) process.exit(0);
+    process.exit(2);
+  })
   .action(async (opts: Opts) => {
     const fail = (err: unknown): void => {
       const code = err instanceof KvmchanError ? ` [${err.code}]` : '';

@@ -14,6 +14,7 @@ import { after, before, test } from 'node:test';
 import { Vchan } from '../../src/client/index.js';
 import { DAEMON_MAIN } from '../../src/cli/private-daemon.js';
 import { socketPath } from '../../src/paths.js';
+import type { StatusJson } from '../../src/cli/status-json.js';
 import { startDaemon, teardown, within, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 const CLI_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
@@ -131,27 +132,24 @@ test('status lists the open vchans as a table and as JSON', async () => {
 
     const json = await kvmchan(['--runtime-dir', d.runtimeDir, 'status', '--json']);
     assert.equal(json.code, 0, json.stderr);
-    const st = JSON.parse(json.stdout.toString()) as {
-      domains: { domain: number; vchans: number }[];
-      vchans: {
-        port: number;
-        handle: number;
-        serverPid: number;
-        clientPid: number;
-        readOrder: number;
-        writeOrder: number;
-        bytesClientToServer: number;
-      }[];
-    };
-    assert.equal(st.domains.find((x) => x.domain === 0)?.vchans, 2);
+    // The documented schema (docs/cli.md "status --json"): names, bytes, null for no pid.
+    const st = JSON.parse(json.stdout.toString()) as StatusJson;
+    assert.equal(st.version, 1);
+    const host = st.domains.find((x) => x.id === 0);
+    assert.equal(host?.vchans, 2);
+    assert.equal(host?.host, true);
     const v = st.vchans.find((x) => x.port === 7100);
     assert.ok(v !== undefined);
     assert.equal(v.handle, server.handle);
     assert.equal(v.serverPid, process.pid);
     assert.equal(v.clientPid, process.pid);
-    assert.equal(v.readOrder, 13); // the server's read ring: 8 KiB
-    assert.equal(v.writeOrder, 16);
-    assert.equal(v.bytesClientToServer, 3000);
+    assert.equal(v.serverState, 'connected');
+    assert.equal(v.clientState, 'connected');
+    assert.deepEqual(v.ringBytes, { clientToServer: 8192, serverToClient: 65536 });
+    assert.equal(v.bytes.clientToServer, 3000);
+    const w = st.vchans.find((x) => x.port === 7101);
+    assert.equal(w?.clientState, 'waiting');
+    assert.equal(w?.clientPid, null, 'no client yet: null, not 0');
   } finally {
     client.close();
     server.close();
@@ -176,12 +174,12 @@ test('bad arguments and failures exit non-zero with a clear message', async () =
   const cases: { args: string[]; message: RegExp }[] = [
     { args: [...rd, 'listen', 'notaport'], message: /port must be a non-negative integer, got 'notaport'/ },
     { args: [...rd, 'listen', '4294967296'], message: /port must be in \[0, 4294967295\]/ },
-    { args: [...rd, 'connect', '1', '--timeout', 'soon'], message: /timeout must be a non-negative integer/ },
+    { args: [...rd, 'connect', '1', '--timeout', 'soon'], message: /invalid time 'soon'/ },
     { args: [...rd, 'connect'], message: /missing required argument 'port'/ },
     { args: ['demo', '--size', '12Q'], message: /invalid size '12Q'/ },
     { args: ['frobnicate'], message: /unknown command 'frobnicate'/ },
     { args: [...rd, 'connect', '7200', '--timeout', '0'], message: /no server on port 7200 of domain 0 .*KVMCHAN_E_DAEMON_ENOENT/ },
-    { args: [...rd, 'connect', '7200', '--timeout', '300'], message: /no server on port 7200 of domain 0 within 300 ms/ },
+    { args: [...rd, 'connect', '7200', '--timeout', '300ms'], message: /no server on port 7200 of domain 0 within 300 ms/ },
     { args: ['--runtime-dir', path.join(work, 'nothing-here'), 'status'], message: /cannot connect to kvmchand .*is kvmchand running/ },
   ];
   for (const c of cases) {

@@ -120,14 +120,18 @@ test('VCHAN_CLOSE of a handle the caller does not hold is refused (EPERM) and ch
 });
 
 test('nobody can take over a vchan that already has a client (EBUSY), whatever its uid', async () => {
-  const other = await nobody.call({ op: 'connect', name: 'steal', port: 50, timeout: 1000 });
+  const other = await nobody.call({ op: 'connect', name: 'steal', port: 50, timeout: 0 });
   assert.equal(other.ok, false);
   assert.equal(other.error?.code, 'KVMCHAN_E_DAEMON_EBUSY');
   const root2 = await PeerProcess.spawn(d.runtimeDir);
   try {
-    const r = await root2.call({ op: 'connect', port: 50 });
+    const r = await root2.call({ op: 'connect', port: 50, timeout: 0 });
     assert.equal(r.ok, false);
     assert.equal(r.error?.code, 'KVMCHAN_E_DAEMON_EBUSY');
+    // A client that may wait waits for the port to be served again, never gets this vchan.
+    const waited = await nobody.call({ op: 'connect', name: 'steal', port: 50, timeout: 300 });
+    assert.equal(waited.ok, false);
+    assert.equal(waited.error?.code, 'KVMCHAN_E_TIMEOUT');
   } finally {
     await root2.end();
   }
@@ -135,4 +139,22 @@ test('nobody can take over a vchan that already has a client (EBUSY), whatever i
   await rootPeer.ok({ op: 'writePattern', seed: 1, bytes: 10 });
   assert.equal((await rootServer.recv(10))?.length, 10);
   assert.equal(rootServer.state, 'connected');
+});
+
+test('another uid cannot serve a port whose vchan has a client, so cannot take the next clients over', async () => {
+  // The port's owner may serve it again while connected (docs/api.md "Serving many clients");
+  // anyone else would then receive the clients meant for it.
+  const stolen = await nobody.call({ op: 'listen', name: 'squat', port: 50 });
+  assert.equal(stolen.ok, false, 'a foreign uid served a port owned by root');
+  assert.equal(stolen.error?.code, 'KVMCHAN_E_DAEMON_EEXIST');
+  // The owner can.
+  const again = await Vchan.listen({ runtimeDir: d.runtimeDir, port: 50 });
+  try {
+    assert.equal(again.state, 'waiting');
+    assert.equal(rootServer.state, 'connected', 'the connected vchan keeps running');
+    await rootPeer.ok({ op: 'writePattern', seed: 2, bytes: 10 });
+    assert.equal((await rootServer.recv(10))?.length, 10);
+  } finally {
+    again.close();
+  }
 });

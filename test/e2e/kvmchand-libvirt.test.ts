@@ -14,6 +14,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { ensureLibvirt, osLessDomainXml, type LibvirtEnv } from '../helpers/libvirt.js';
+import { fromStatusJson } from '../helpers/guest-fixture.js';
+import type { StatusJson as CliStatusJson } from '../../src/cli/status-json.js';
 
 const found = await ensureLibvirt();
 const skip = 'reason' in found ? found.reason : false;
@@ -92,9 +94,11 @@ class Setup {
   }
 
   status(): StatusJson {
-    return JSON.parse(
-      execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
-    ) as StatusJson;
+    return fromStatusJson(
+      JSON.parse(
+        execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
+      ) as CliStatusJson,
+    );
   }
 
   logs(): LogLine[] {

@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { QemuProcess, ensureQemu } from '../helpers/qemu.js';
 import { waitFor } from '../helpers/wait.js';
+import { fromStatusJson } from '../helpers/guest-fixture.js';
+import type { StatusJson as CliStatusJson } from '../../src/cli/status-json.js';
 
 const found = ensureQemu();
 const skip = 'reason' in found ? found.reason : false;
@@ -29,9 +31,11 @@ interface StatusJson {
 }
 
 function status(): StatusJson {
-  return JSON.parse(
-    execFileSync(process.execPath, [CLI, '--runtime-dir', daemon!.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
-  ) as StatusJson;
+  return fromStatusJson(
+    JSON.parse(
+      execFileSync(process.execPath, [CLI, '--runtime-dir', daemon!.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
+    ) as CliStatusJson,
+  );
 }
 
 function logLines(): { msg?: string; domain?: number }[] {

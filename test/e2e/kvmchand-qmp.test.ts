@@ -13,6 +13,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { QemuProcess, ensureQemu } from '../helpers/qemu.js';
+import { fromStatusJson } from '../helpers/guest-fixture.js';
+import type { StatusJson as CliStatusJson } from '../../src/cli/status-json.js';
 
 const found = ensureQemu();
 const skip = 'reason' in found ? found.reason : false;
@@ -81,9 +83,11 @@ class Setup {
   }
 
   status(): StatusJson {
-    return JSON.parse(
-      execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
-    ) as StatusJson;
+    return fromStatusJson(
+      JSON.parse(
+        execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
+      ) as CliStatusJson,
+    );
   }
 
   logs(): LogLine[] {

@@ -7,6 +7,7 @@
  * A process "runs in" a domain by talking to that domain's daemon: a client library call with
  * `runtimeDir: guest.runtimeDir` is a call from inside that guest.
  */
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
+import type { StatusJson } from '../../src/cli/status-json.js';
 import { domainDir } from '../../src/daemon/vmm/domain-dir.js';
 import { fdTargets, sleep, startDaemon, type TestDaemon } from './daemon-fixture.js';
 
@@ -182,7 +184,51 @@ export async function cliStatus(runtimeDir: string): Promise<CliStatus> {
     timeout: 30000,
     maxBuffer: 64 * 2 ** 20,
   });
-  return JSON.parse(stdout) as CliStatus;
+  return fromStatusJson(JSON.parse(stdout) as StatusJson);
+}
+
+/**
+ * The tests' view of `status --json`: the documented schema (src/cli/status-json.ts) mapped
+ * back onto the daemon's listing fields the tests compare with wire-level expectations.
+ * Checks the schema's version, so a change to it is noticed here first.
+ */
+export function fromStatusJson(json: StatusJson): CliStatus {
+  assert.equal(json.version, 1, 'status --json schema version');
+  const stateNumber = (s: string): number => (s === 'connected' ? 1 : s === 'waiting' ? 2 : 0);
+  return {
+    domains: json.domains.map((d) => ({
+      domain: d.id,
+      name: d.name,
+      vchans: d.vchans,
+      flags: (d.host ? 1 : 0) | (d.daemonUp ? 2 : 0) | (d.self ? 4 : 0),
+    })),
+    pools: json.pools.map((p) => ({
+      pool: p.id,
+      memberA: p.members[0]?.domain ?? 0,
+      memberB: p.members[1]?.domain ?? 0,
+      joined: p.members.reduce((bits, m, i) => bits | (m.attached ? 1 << i : 0), 0),
+      state: ['ready', 'pending', 'retired'].indexOf(p.state),
+      size: p.sizeBytes,
+      freeBytes: p.freeBytes,
+      vectors: p.vectors,
+      freeVectors: p.freeVectors,
+      vchans: p.vchans,
+    })),
+    vchans: json.vchans.map((v) => ({
+      handle: v.handle,
+      port: v.port,
+      serverDomain: v.serverDomain,
+      clientDomain: v.clientDomain,
+      serverState: stateNumber(v.serverState),
+      clientState: stateNumber(v.clientState),
+      readOrder: Math.log2(v.ringBytes.clientToServer),
+      writeOrder: Math.log2(v.ringBytes.serverToClient),
+      serverPid: v.serverPid ?? 0,
+      clientPid: v.clientPid ?? 0,
+      bytesClientToServer: v.bytes.clientToServer,
+      bytesServerToClient: v.bytes.serverToClient,
+    })),
+  };
 }
 
 /** p-quantile of sorted numbers (nearest rank). */

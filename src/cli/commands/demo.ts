@@ -5,7 +5,7 @@
  * transfer checked by SHA-256, a 64-byte round-trip measurement, and cleanup.
  */
 import type { Command } from 'commander';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,7 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { Vchan } from '../../client/index.js';
 import { PrivateDaemon } from '../private-daemon.js';
 import { Progress, bytes, rate } from '../format.js';
-import { parseSize, parseInteger } from '../args.js';
+import { parseInteger } from '../args.js';
+import { addCleanup, cleanupOnSignals } from '../conventions.js';
+import { sizeOption } from '../options.js';
 import { KvmchanError } from '../../errors.js';
 
 const PEER = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'demo-peer.js');
@@ -122,7 +124,13 @@ export function percentiles(samples: number[]): string {
   return `p50 ${p(0.5)} µs, p99 ${p(0.99)} µs`;
 }
 
-async function runLeg(leg: Leg, opts: DemoOpts, out: NodeJS.WriteStream, err: NodeJS.WriteStream): Promise<void> {
+async function runLeg(
+  leg: Leg,
+  opts: DemoOpts,
+  out: NodeJS.WriteStream,
+  err: NodeJS.WriteStream,
+  children: Set<ChildProcess>,
+): Promise<void> {
   const port = 1;
   const setupStart = process.hrtime.bigint();
   const server = await Vchan.listen({ port, domain: leg.clientDomain, runtimeDir: leg.serverDir, readMin: opts.ring, writeMin: opts.ring });
@@ -133,8 +141,10 @@ async function runLeg(leg: Leg, opts: DemoOpts, out: NodeJS.WriteStream, err: No
       stdio: ['ignore', 'inherit', 'inherit'],
     },
   );
+  children.add(child);
   const peerExit = new Promise<number | null>((resolve) =>
     child.once('exit', (code) => {
+      children.delete(child);
       resolve(code);
     }),
   );
@@ -160,7 +170,33 @@ async function runLeg(leg: Leg, opts: DemoOpts, out: NodeJS.WriteStream, err: No
 
 export async function runDemo(opts: DemoOpts, out: NodeJS.WriteStream, err: NodeJS.WriteStream): Promise<void> {
   const daemons: PrivateDaemon[] = [];
+  const children = new Set<ChildProcess>();
   let configDir: string | undefined;
+  // Every exit path removes what the demo created: the end, an error, Ctrl-C/SIGTERM and a
+  // closed output (`kvmchan demo | head`, docs/cli.md "Conventions").
+  let cleaned: Promise<void> | undefined;
+  // A daemon still starting when the end comes is stopped as soon as it is up.
+  const starting = new Set<Promise<PrivateDaemon>>();
+  const startDaemon = async (extraArgs: string[]): Promise<PrivateDaemon> => {
+    const p = PrivateDaemon.start({ extraArgs });
+    starting.add(p);
+    try {
+      const daemon = await p;
+      daemons.push(daemon);
+      return daemon;
+    } finally {
+      starting.delete(p);
+    }
+  };
+  const cleanup = (): Promise<void> =>
+    (cleaned ??= (async () => {
+      for (const c of children) c.kill('SIGKILL');
+      await Promise.allSettled([...starting]);
+      for (const d of daemons.reverse()) await d.stop();
+      if (configDir !== undefined) fs.rmSync(configDir, { recursive: true, force: true });
+    })());
+  const unregister = addCleanup(cleanup);
+  const unsignal = cleanupOnSignals();
   try {
     const hostArgs: string[] = [];
     if (opts.guests > 0) {
@@ -170,13 +206,11 @@ export async function runDemo(opts: DemoOpts, out: NodeJS.WriteStream, err: Node
       fs.writeFileSync(cfg, JSON.stringify({ policy: { guestPairs: 'all' } }));
       hostArgs.push('--simulate-guests', String(opts.guests), '--config', cfg);
     }
-    const host = await PrivateDaemon.start({ extraArgs: hostArgs });
-    daemons.push(host);
+    const host = await startDaemon(hostArgs);
     out.write(`kvmchand started (pid ${host.pid}) in ${host.runtimeDir}\n`);
     const guestDirs: string[] = [];
     for (let id = 1; id <= opts.guests; id++) {
-      const g = await PrivateDaemon.start({ extraArgs: ['--guest', '--device-dir', path.join(host.runtimeDir, 'domains', String(id))] });
-      daemons.push(g);
+      const g = await startDaemon(['--guest', '--device-dir', path.join(host.runtimeDir, 'domains', String(id))]);
       guestDirs.push(g.runtimeDir);
       out.write(`guest daemon for domain ${id} started (pid ${g.pid}) in ${g.runtimeDir}\n`);
     }
@@ -189,10 +223,11 @@ export async function runDemo(opts: DemoOpts, out: NodeJS.WriteStream, err: Node
         legs.push({ title: 'guest 2 ↔ guest 1', serverDir: guestDirs[1]!, serverDomain: 2, clientDir: guestDirs[0]!, clientDomain: 1 });
       }
     }
-    for (const leg of legs) await runLeg(leg, opts, out, err);
+    for (const leg of legs) await runLeg(leg, opts, out, err, children);
   } finally {
-    for (const d of daemons.reverse()) await d.stop();
-    if (configDir !== undefined) fs.rmSync(configDir, { recursive: true, force: true });
+    await cleanup();
+    unregister();
+    unsignal();
     out.write('cleaned up\n');
   }
 }
@@ -211,8 +246,10 @@ export function registerDemo(program: Command): void {
     .description(
       'start a private daemon (and simulated guests, or with --vm a real QEMU guest), move data over vchans, report speed, clean up',
     )
-    .option('-s, --size <bytes>', 'bytes to transfer per vchan, each way with --vm (e.g. 256M, 1G; default 1G, with --vm 16M)', parseSize)
-    .option('--ring <bytes>', 'ring size per direction', parseSize, 1024 ** 2)
+    .addOption(
+      sizeOption('-s, --size <size>', 'bytes to transfer per vchan, each way with --vm (e.g. 256M, 1.5G; default: 1G, with --vm 16M)'),
+    )
+    .addOption(sizeOption('--ring <size>', 'ring size per direction', 1024 ** 2))
     .option('--pings <n>', 'round trips to time (default 10000, with --vm 1000)', (v) => parseInteger(v, 'pings'))
     .option(
       '--guests <n>',

@@ -1,11 +1,12 @@
 /** `kvmchan status`: domains and vchans as the daemon sees them. */
 import type { Command } from 'commander';
 import { DaemonConnection } from '../../client/daemon-connection.js';
-import { Command as Cmd, EndpointState, POOL_STATE_NAMES } from '../../protocol/constants.js';
+import { Command as Cmd, POOL_STATE_NAMES } from '../../protocol/constants.js';
 import type { DomainEntry, PoolEntry, VchanEntry } from '../../protocol/types.js';
 import { table, bytes } from '../format.js';
+import { endpointStateName, toStatusJson } from '../status-json.js';
 
-const STATE = (s: number): string => (s === EndpointState.CONNECTED ? 'connected' : s === EndpointState.WAITING ? 'waiting' : 'closed');
+const STATE = endpointStateName;
 
 export async function fetchStatus(runtimeDir?: string): Promise<{ domains: DomainEntry[]; pools: PoolEntry[]; vchans: VchanEntry[] }> {
   const conn = await DaemonConnection.open(runtimeDir);
@@ -41,12 +42,12 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description('show domains and vchans known to the local kvmchand')
-    .option('--json', 'machine-readable output')
+    .option('--json', 'machine-readable output (versioned schema, docs/cli.md "status --json")')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const { runtimeDir } = cmd.optsWithGlobals<{ runtimeDir?: string }>();
       const st = await fetchStatus(runtimeDir);
       if (opts.json === true) {
-        process.stdout.write(`${JSON.stringify(st, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(toStatusJson(st), null, 2)}\n`);
         return;
       }
       process.stdout.write(`Domains (${st.domains.length})\n`);

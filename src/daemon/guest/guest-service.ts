@@ -44,7 +44,7 @@ export interface GuestServiceOptions {
 /** Rejections from the host carry its errno; keep it so the local reply repeats it. */
 function asRegistryError(err: unknown): Error {
   if (err instanceof DaemonError && err.errno !== undefined) {
-    const name = err.code.replace('KVMCHAN_E_DAEMON_', '');
+    const name = err.code.replace('KVMCHAN_E_DAEMON_', '') as `E${string}`;
     return new RegistryError(name, err.message);
   }
   return err instanceof Error ? err : new Error(String(err));

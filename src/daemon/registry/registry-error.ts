@@ -6,8 +6,8 @@ import { Errno } from '../../protocol/constants.js';
  * wire reply (wire-protocol.md, replies); the connection stays up.
  */
 export class RegistryError extends KvmchanError {
-  readonly errnoName: string;
-  constructor(errnoName: string, message: string) {
+  readonly errnoName: `E${string}`;
+  constructor(errnoName: `E${string}`, message: string) {
     super(message, `KVMCHAN_E_${errnoName}`);
     this.name = 'RegistryError';
     this.errnoName = errnoName;

@@ -332,7 +332,7 @@ export class Registry {
     }
     const key = keyOf(caller.domain, peerDomain, port);
     const existing = this.#byKey.get(key);
-    if (existing !== undefined) {
+    if (existing !== undefined && !this.#mayServeAgain(existing, caller)) {
       throw new RegistryError('EEXIST', `port ${port} toward domain ${peerDomain} is already served`);
     }
     if (this.#byHandle.size >= this.#limits.maxVchans) throw new RegistryError('ENOSPC', 'vchan limit reached');
@@ -389,6 +389,19 @@ export class Registry {
     };
   }
 
+  /**
+   * Serving a port again while its vchan has a client (docs/api.md "Serving many clients"):
+   * allowed to the port's owner only — the same uid on the host, the same domain for a guest
+   * (whose callers the host cannot tell apart) — so nobody else can take a port over.
+   * A vchan still waiting for its client is never displaced (EEXIST, as in Xen).
+   */
+  #mayServeAgain(existing: VchanRecord, caller: Caller): boolean {
+    if (existing.client === null || existing.server.gone) return false;
+    const owner = existing.server.caller;
+    if (owner.scope !== caller.scope || owner.domain !== caller.domain) return false;
+    return caller.scope === 'guest' || owner.uid === caller.uid;
+  }
+
   /** A record a client may attach to: exists, server alive, never had a client. */
   #attachable(key: string): VchanRecord | 'busy' | undefined {
     const rec = this.#byKey.get(key);
@@ -422,9 +435,13 @@ export class Registry {
       // The policy before EBUSY: a refused caller learns nothing about who is attached.
       const rec = found === 'busy' ? this.#byKey.get(key) : found;
       if (rec !== undefined) this.#refuse(caller, this.#clientRefusal(rec, caller), port);
-      if (found === 'busy') throw new RegistryError('EBUSY', `vchan on port ${port} already has a client`);
-      if (found !== undefined) return Promise.resolve(this.#attach(found, caller));
-      if (timeoutMs === 0) throw new RegistryError('ENOENT', `no server on port ${port} in domain ${serverDomain}`);
+      if (found !== undefined && found !== 'busy') return Promise.resolve(this.#attach(found, caller));
+      // A vchan that has a client is never shared; a client that may wait waits for the server
+      // to serve the port again, as for a port not served yet (docs/api.md "Serving many clients").
+      if (timeoutMs === 0) {
+        if (found === 'busy') throw new RegistryError('EBUSY', `vchan on port ${port} already has a client`);
+        throw new RegistryError('ENOENT', `no server on port ${port} in domain ${serverDomain}`);
+      }
       if (this.#waiters.size >= this.#limits.maxWaitingClients) throw new RegistryError('EAGAIN', 'too many waiting clients');
       const usage = this.#usageOf(caller);
       if (usage !== null && usage.waiters >= this.#limits.maxWaitingClientsPerUid) {

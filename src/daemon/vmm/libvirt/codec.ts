@@ -15,7 +15,7 @@
  * Everything read is untrusted: the reader checks every length against what is left and
  * against the protocol's maximum, and a decoder must consume its payload exactly.
  */
-import { KvmchanError } from '../../../errors.js';
+import { KvmchanError, type KvmchanErrorCode } from '../../../errors.js';
 
 export const REMOTE_PROGRAM = 0x20008086;
 export const REMOTE_PROTOCOL_VERSION = 1;
@@ -74,7 +74,7 @@ export const UUID_LEN = 16;
 
 /** The peer broke the protocol (malformed, over-long, unexpected message). */
 export class LibvirtProtocolError extends KvmchanError {
-  constructor(message: string, code = 'KVMCHAN_E_LIBVIRT_PROTOCOL') {
+  constructor(message: string, code: KvmchanErrorCode = 'KVMCHAN_E_LIBVIRT_PROTOCOL') {
     super(message, code);
     this.name = 'LibvirtProtocolError';
   }

@@ -241,7 +241,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     if (g === undefined) return null;
     if (typeof g === 'number') return g;
     const gid = native.groupId(g);
-    if (gid === null) throw new VmmError(`libvirt.qemuGroup: no group named ${g}`, 'KVMCHAN_E_CONFIG');
+    if (gid === null) throw new VmmError(`libvirt.qemuGroup: no group named ${g}`, 'KVMCHAN_E_VMM_CONFIG');
     return gid;
   }
 
