@@ -48,6 +48,6 @@ _kvmchand() {
         -l|--log-level) COMPREPLY=($(compgen -W 'trace debug info warn error fatal silent' -- "$cur")); return ;;
         --simulate-guests) return ;;
     esac
-    COMPREPLY=($(compgen -W '--host --guest --device-dir --vfio --simulate-guests -r --runtime-dir -c --config -l --log-level -V --version -h --help' -- "$cur"))
+    COMPREPLY=($(compgen -W '--host --guest --device-dir --vfio --simulate-guests -r --runtime-dir -c --config --config-optional --check-config -l --log-level -V --version -h --help' -- "$cur"))
 }
 complete -F _kvmchand kvmchand

@@ -144,9 +144,14 @@ test('nobody can take over a vchan that already has a client (EBUSY), whatever i
 test('another uid cannot serve a port whose vchan has a client, so cannot take the next clients over', async () => {
   // The port's owner may serve it again while connected (docs/api.md "Serving many clients");
   // anyone else would then receive the clients meant for it.
+  // Port 50 is also below policy.reservedPortsBelow: root's alone (EPERM, checked first).
   const stolen = await nobody.call({ op: 'listen', name: 'squat', port: 50 });
   assert.equal(stolen.ok, false, 'a foreign uid served a port owned by root');
-  assert.equal(stolen.error?.code, 'KVMCHAN_E_DAEMON_EEXIST');
+  assert.equal(stolen.error?.code, 'KVMCHAN_E_DAEMON_EPERM');
+  // Above the reserved range, root's served port 1060 is root's: EEXIST.
+  const high = await nobody.call({ op: 'listen', name: 'squat-high', port: 1060 });
+  assert.equal(high.ok, false, 'a foreign uid served a port root serves');
+  assert.equal(high.error?.code, 'KVMCHAN_E_DAEMON_EEXIST');
   // The owner can.
   const again = await Vchan.listen({ runtimeDir: d.runtimeDir, port: 50 });
   try {
