@@ -18,6 +18,8 @@ import { buildClibDrivers, testBinDir } from './build-clib.js';
 const NOBODY = 65534;
 const FRAMEBUFFER_PAGES = 8100;
 const tool = path.join(testBinDir, 'shmem_tool');
+/** The library the tool links (its RUNPATH is clib/build). */
+const LIB = path.join(testBinDir, '..', 'libvchan-kvm.so.1');
 
 /** Can another uid run the tool in place (every directory down to it searchable by others)? */
 function othersCanRun(file: string): boolean {
@@ -25,6 +27,22 @@ function othersCanRun(file: string): boolean {
     if ((fs.statSync(d).mode & 0o001) === 0) return false;
     if (path.dirname(d) === d) return true;
   }
+}
+
+/**
+ * The tool and libvchan-kvm copied where another uid can run them (a world-readable temporary
+ * directory, removed on exit): a checkout in a 0700 directory is not reachable by that uid.
+ */
+function toolForOthers(): { tool: string; libDir: string } {
+  if (othersCanRun(tool)) return { tool, libDir: path.dirname(LIB) };
+  const dir = fs.mkdtempSync(path.join('/tmp', 'kvmchan-uid-'));
+  fs.chmodSync(dir, 0o755);
+  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const f of [tool, LIB]) {
+    fs.copyFileSync(f, path.join(dir, path.basename(f)));
+    fs.chmodSync(path.join(dir, path.basename(f)), 0o755);
+  }
+  return { tool: path.join(dir, path.basename(tool)), libDir: dir };
 }
 
 /** clib/test/shmem_tool: one command line in, one answer line out. */
@@ -35,8 +53,10 @@ class CTool {
   stderr = '';
 
   constructor(runtimeDir: string, uid?: number) {
-    this.child = spawn(tool, [], {
-      env: { ...process.env, KVMCHAN_RUNTIME_DIR: runtimeDir },
+    // Another uid runs a copy it can reach; LD_LIBRARY_PATH comes before the binary's RUNPATH.
+    const other = uid === undefined ? null : toolForOthers();
+    this.child = spawn(other?.tool ?? tool, [], {
+      env: { ...process.env, KVMCHAN_RUNTIME_DIR: runtimeDir, ...(other === null ? {} : { LD_LIBRARY_PATH: other.libDir }) },
       stdio: ['pipe', 'pipe', 'pipe'],
       ...(uid === undefined ? {} : { uid, gid: uid }),
     });
@@ -141,7 +161,7 @@ test('TypeScript shares, C maps by id and by mmap parameters with its own mmap()
 
 test(
   'a C program of another uid gets ENOENT for the region and for an id that does not exist',
-  { skip: process.getuid?.() !== 0 ? 'needs root' : !othersCanRun(tool) ? 'the checkout is not reachable by other uids' : false },
+  { skip: process.getuid?.() !== 0 ? 'needs root' : false },
   async () => {
     const owner = cTool();
     const attacker = cTool(NOBODY);
