@@ -7,21 +7,16 @@
 // kvmchand is survived (reconnect, re-sync, events still followed).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { ensureLibvirt, osLessDomainXml, type LibvirtEnv } from '../helpers/libvirt.js';
-import { fromStatusJson } from '../helpers/guest-fixture.js';
-import type { StatusJson as CliStatusJson } from '../../src/cli/status-json.js';
+import { E2eHost } from '../helpers/e2e-host.js';
 
 const found = await ensureLibvirt();
 const skip = 'reason' in found ? found.reason : false;
 if (skip !== false) console.error(`\n#####\n# SKIPPING kvmchand libvirt backend tests: ${skip}\n#####\n`);
 const env = found as LibvirtEnv;
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const MiB = 1 << 20;
 
 const cleanups: (() => Promise<unknown> | undefined)[] = [];
@@ -46,17 +41,11 @@ interface LogLine {
   connects?: number;
 }
 
-class Setup {
-  readonly dir: string;
-  readonly runtimeDir: string;
-  readonly logFile: string;
-  daemon: PrivateDaemon | null = null;
+class Setup extends E2eHost<StatusJson, LogLine> {
   readonly domains: string[] = [];
 
   constructor() {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-libvirt-e2e-'));
-    this.runtimeDir = path.join(this.dir, 'run');
-    this.logFile = path.join(this.dir, 'kvmchand.log');
+    super('kvmchan-libvirt-e2e-');
     cleanups.push(() => this.close());
   }
 
@@ -81,37 +70,7 @@ class Setup {
   }
 
   async startDaemon(domains: string[]): Promise<PrivateDaemon> {
-    const cfg = path.join(this.dir, 'kvmchand.json');
-    fs.writeFileSync(cfg, JSON.stringify({ libvirt: { domains, retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
-    fs.mkdirSync(this.runtimeDir, { recursive: true });
-    this.daemon = await PrivateDaemon.start({
-      runtimeDir: this.runtimeDir,
-      extraArgs: ['-c', cfg],
-      logLevel: 'info',
-      logFile: this.logFile,
-    });
-    return this.daemon;
-  }
-
-  status(): StatusJson {
-    return fromStatusJson(
-      JSON.parse(
-        execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
-      ) as CliStatusJson,
-    );
-  }
-
-  logs(): LogLine[] {
-    if (!fs.existsSync(this.logFile)) return [];
-    return fs
-      .readFileSync(this.logFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as LogLine);
-  }
-
-  daemonFds(): number {
-    return fs.readdirSync(`/proc/${this.daemon!.pid}/fd`).length;
+    return this.startWith({ libvirt: { domains, retryMs: 100 }, pools: { poolSize: 64 * MiB } });
   }
 
   async close(): Promise<void> {

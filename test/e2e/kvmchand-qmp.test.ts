@@ -6,21 +6,16 @@
 // restarts). QEMU must survive everything kvmchand does.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { QemuProcess, ensureQemu } from '../helpers/qemu.js';
-import { fromStatusJson } from '../helpers/guest-fixture.js';
-import type { StatusJson as CliStatusJson } from '../../src/cli/status-json.js';
+import { E2eHost } from '../helpers/e2e-host.js';
 
 const found = ensureQemu();
 const skip = 'reason' in found ? found.reason : false;
 if (skip !== false) console.error(`\n#####\n# SKIPPING kvmchand QMP backend tests: ${skip}\n#####\n`);
 const binary = 'path' in found ? found.path : '';
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const MiB = 1 << 20;
 
 const cleanups: (() => Promise<unknown> | undefined)[] = [];
@@ -43,17 +38,11 @@ interface LogLine {
   ms?: number;
 }
 
-class Setup {
-  readonly dir: string;
-  readonly runtimeDir: string;
-  readonly logFile: string;
-  daemon: PrivateDaemon | null = null;
+class Setup extends E2eHost<StatusJson, LogLine> {
   qemu: QemuProcess | null = null;
 
   constructor() {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-qmp-e2e-'));
-    this.runtimeDir = path.join(this.dir, 'run');
-    this.logFile = path.join(this.dir, 'kvmchand.log');
+    super('kvmchan-qmp-e2e-');
     cleanups.push(() => this.close());
   }
 
@@ -70,37 +59,7 @@ class Setup {
   }
 
   async startDaemon(vms: object[], extra: object = {}): Promise<PrivateDaemon> {
-    const cfg = path.join(this.dir, 'kvmchand.json');
-    fs.writeFileSync(cfg, JSON.stringify({ vms, qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB }, ...extra }));
-    fs.mkdirSync(this.runtimeDir, { recursive: true });
-    this.daemon = await PrivateDaemon.start({
-      runtimeDir: this.runtimeDir,
-      extraArgs: ['-c', cfg],
-      logLevel: 'info',
-      logFile: this.logFile,
-    });
-    return this.daemon;
-  }
-
-  status(): StatusJson {
-    return fromStatusJson(
-      JSON.parse(
-        execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
-      ) as CliStatusJson,
-    );
-  }
-
-  logs(): LogLine[] {
-    if (!fs.existsSync(this.logFile)) return [];
-    return fs
-      .readFileSync(this.logFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as LogLine);
-  }
-
-  daemonFds(): number {
-    return fs.readdirSync(`/proc/${this.daemon!.pid}/fd`).length;
+    return this.startWith({ vms, qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB }, ...extra });
   }
 
   async close(): Promise<void> {

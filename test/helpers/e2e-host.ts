@@ -1,0 +1,63 @@
+/**
+ * The host side of the end-to-end VMM tests (test/e2e/kvmchand-qmp.test.ts,
+ * kvmchand-libvirt.test.ts): a private kvmchand with a given configuration in a temporary
+ * directory, its status through the CLI's `status --json`, its JSON log lines and its fd count.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PrivateDaemon } from '../../src/cli/private-daemon.js';
+import type { StatusJson as CliStatusJson } from '../../src/cli/status-json.js';
+import { fromStatusJson } from './guest-fixture.js';
+
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+export class E2eHost<Status, Line> {
+  readonly dir: string;
+  readonly runtimeDir: string;
+  readonly logFile: string;
+  daemon: PrivateDaemon | null = null;
+
+  constructor(prefix: string) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    this.runtimeDir = path.join(this.dir, 'run');
+    this.logFile = path.join(this.dir, 'kvmchand.log');
+  }
+
+  /** kvmchand with `config` as its configuration file. */
+  async startWith(config: object): Promise<PrivateDaemon> {
+    const cfg = path.join(this.dir, 'kvmchand.json');
+    fs.writeFileSync(cfg, JSON.stringify(config));
+    fs.mkdirSync(this.runtimeDir, { recursive: true });
+    this.daemon = await PrivateDaemon.start({
+      runtimeDir: this.runtimeDir,
+      extraArgs: ['-c', cfg],
+      logLevel: 'info',
+      logFile: this.logFile,
+    });
+    return this.daemon;
+  }
+
+  status(): Status {
+    return fromStatusJson(
+      JSON.parse(
+        execFileSync(process.execPath, [CLI, '--runtime-dir', this.runtimeDir, 'status', '--json'], { encoding: 'utf8' }),
+      ) as CliStatusJson,
+    ) as unknown as Status;
+  }
+
+  logs(): Line[] {
+    if (!fs.existsSync(this.logFile)) return [];
+    return fs
+      .readFileSync(this.logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Line);
+  }
+
+  daemonFds(): number {
+    return fs.readdirSync(`/proc/${this.daemon!.pid}/fd`).length;
+  }
+}
