@@ -17,7 +17,7 @@ import { buildClibDrivers, testBinDir } from './build-clib.js';
 const python = ['/usr/bin/python3', '/usr/bin/python3.11'].find((p) => fs.existsSync(p));
 const skip = python === undefined ? 'needs /usr/bin/python3 for the hostile peer' : false;
 const kicker = path.join(testBinDir, 'vchan_kicker');
-const BYTES = 1 << 20;
+const BYTES = 1 << 18; // 16 Ki writes of 16 bytes: a few seconds of 20 ms stalls, even under load
 
 let d: TestDaemon;
 const children: ChildProcess[] = [];
@@ -59,6 +59,7 @@ test('a C writer keeps returning while its peer makes the kick eventfd blocking 
   });
   children.push(server);
   const serverEvent = events(server);
+  const serverExit = new Promise<number | string | null>((resolve) => server.once('close', (code, signal) => resolve(code ?? signal)));
   await within(serverEvent('listening'), 10_000, 'the C server to listen');
 
   const raw = new RawClient(d.runtimeDir);
@@ -72,15 +73,20 @@ test('a C writer keeps returning while its peer makes the kick eventfd blocking 
     // The hostile client: attaches (client_state at 64+8, docs/ring-protocol.md §2), saturates
     // the eventfd the server kicks (our wait fd), then for ever: clears O_NONBLOCK on it, asks
     // the server for a kick on every write (server_notify at 196) and consumes everything
-    // (s2c_cons = s2c_prod) so that the server always has room to write.
+    // (s2c_cons at 68 = s2c_prod at 128) so that the server always has room to write. The
+    // indices are read and written as whole 32-bit words (a memoryview of native 'I' items):
+    // struct's '<I' copies byte by byte, and a torn s2c_cons is a corrupt ring, which the
+    // server rightly reports as EPROTO — that is not the attack under test.
     hostile = spawn(
       python!,
       [
         '-c',
         [
-          'import os, fcntl, mmap, struct',
+          'import os, fcntl, mmap, sys',
           'm = mmap.mmap(3, 0)',
-          "struct.pack_into('<I', m, 72, 1)",
+          "w = memoryview(m).cast('I')",
+          "assert sys.byteorder == 'little'",
+          'w[72 // 4] = 1',
           'fl = fcntl.fcntl(4, fcntl.F_GETFL)',
           'fcntl.fcntl(4, fcntl.F_SETFL, fl | os.O_NONBLOCK)',
           'try:',
@@ -91,8 +97,8 @@ test('a C writer keeps returning while its peer makes the kick eventfd blocking 
           'print("ready", flush=True)',
           'while True:',
           '    fcntl.fcntl(4, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)',
-          "    struct.pack_into('<I', m, 196, 3)",
-          "    struct.pack_into('<I', m, 68, struct.unpack_from('<I', m, 128)[0])",
+          '    w[196 // 4] = 3',
+          '    w[68 // 4] = w[128 // 4]',
         ].join('\n'),
       ],
       { stdio: ['ignore', 'pipe', 'inherit', shm, wait] },
@@ -101,7 +107,17 @@ test('a C writer keeps returning while its peer makes the kick eventfd blocking 
     const ready = new Promise<void>((resolve) => hostile!.stdout!.once('data', () => resolve()));
     await within(ready, 10_000, 'the hostile peer to saturate the counter');
     await within(serverEvent('connected'), 10_000, 'the C server to see its client');
-    const done = await within(serverEvent('done'), 60_000, 'the C server to finish its writes (it would hang in a kick)');
+    // A server that exits before 'done' (a failed write) fails the test at once, not after 60 s.
+    const done = await within(
+      Promise.race([
+        serverEvent('done'),
+        serverExit.then((code) => {
+          throw new Error(`the C server exited (${String(code)}) before finishing its writes`);
+        }),
+      ]),
+      60_000,
+      'the C server to finish its writes (it would hang in a kick)',
+    );
     assert.ok(Number(done.bytes) >= BYTES, 'every byte went through');
     console.log(`# ${String(done.calls)} writes and sends (${String(done.bytes)} bytes) against the hostile peer in ${String(done.ms)} ms`);
     for (const fd of r.fds) native.close(fd);
@@ -109,10 +125,6 @@ test('a C writer keeps returning while its peer makes the kick eventfd blocking 
     hostile?.kill('SIGKILL');
     raw.close();
   }
-  const exit = await within(
-    new Promise<number | null>((resolve) => server.once('close', (code) => resolve(code))),
-    10_000,
-    'the C server to exit',
-  );
+  const exit = await within(serverExit, 10_000, 'the C server to exit');
   assert.equal(exit, 0);
 });
