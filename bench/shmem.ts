@@ -40,6 +40,7 @@ export async function shmemBench(runtimeDir: string, reps: number, perPageReps: 
       await creator.release(r.id);
       await mapper.unmap(m);
       await creator.unmap(r);
+      dog.progress();
     }
     for (let i = -1; i < perPageReps; i++) {
       dog.waiting(`per-page share + map ${i}`);
@@ -48,12 +49,16 @@ export async function shmemBench(runtimeDir: string, reps: number, perPageReps: 
       for (let p = 0; p < PAGES; p++) {
         const r = await creator.share(0, 1);
         pages.push([r, await mapper.map(0, r.id)] as const);
+        // A per-page sample is 16,384 round trips: seconds, a minute under load. Each one is
+        // progress, so the watchdog tells a slow sample from a stuck one.
+        dog.progress();
       }
       if (i >= 0) perPage.push(ms(t0));
       for (const [r, m] of pages) {
         await creator.release(r.id);
         await mapper.unmap(m);
         await creator.unmap(r);
+        dog.progress();
       }
     }
     for (let i = -3; i < reps; i++) {
