@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Vchan } from '../src/client/index.js';
 import { PeerProcess } from '../test/helpers/peer-process.js';
 import { quantile, startGuests, startHost, type TestGuest } from '../test/helpers/guest-fixture.js';
+import type { Watchdog } from './watchdog.js';
 
 /**
  * `n` setups (after 20 not counted: JIT, pools, sockets): a client in `clientDir`'s domain
@@ -22,6 +23,7 @@ async function measure(
   clientDomain: number,
   basePort: number,
   n: number,
+  dog: Watchdog,
 ): Promise<number[]> {
   const client = await PeerProcess.spawn(clientDir);
   const out: number[] = [];
@@ -29,6 +31,7 @@ async function measure(
     for (let i = -20; i < n; i++) {
       const port = basePort + i + 20;
       const name = `c${port}`;
+      dog.waiting(`setup ${i} of port ${port}: server in domain ${serverDomain}, client in domain ${clientDomain}`);
       const waiting = client.call({ op: 'connect', name, domain: serverDomain, port, timeout: 10000 });
       // Let the request reach the host's registry and wait there (no hook to observe that).
       await sleep(3);
@@ -41,6 +44,7 @@ async function measure(
       if (i >= 0) out.push(ms);
       server.close();
       await client.ok({ op: 'close', name });
+      dog.progress();
     }
   } finally {
     await client.end();
@@ -49,16 +53,16 @@ async function measure(
 }
 
 /** Benchmark rows [what, p50, baseline, p99] for host↔guest both ways and guest↔guest. */
-export async function crossDomainSetup(n: number): Promise<string[][]> {
+export async function crossDomainSetup(n: number, dog: Watchdog): Promise<string[][]> {
   const host = await startHost({ guests: 2, guestPairs: [[1, 2]], logLevel: 'warn' });
   let guests: TestGuest[] = [];
   try {
     guests = await startGuests(host, 2, { logLevel: 'warn' });
     const [g1, g2] = guests as [TestGuest, TestGuest];
     const cases: [string, number[]][] = [
-      ['setup: server guest 1, client host', await measure(g1.runtimeDir, 1, host.runtimeDir, 0, 40000, n)],
-      ['setup: server host, client guest 1', await measure(host.runtimeDir, 0, g1.runtimeDir, 1, 41000, n)],
-      ['setup: server guest 1, client guest 2', await measure(g1.runtimeDir, 1, g2.runtimeDir, 2, 42000, n)],
+      ['setup: server guest 1, client host', await measure(g1.runtimeDir, 1, host.runtimeDir, 0, 40000, n, dog)],
+      ['setup: server host, client guest 1', await measure(host.runtimeDir, 0, g1.runtimeDir, 1, 41000, n, dog)],
+      ['setup: server guest 1, client guest 2', await measure(g1.runtimeDir, 1, g2.runtimeDir, 2, 42000, n, dog)],
     ];
     return cases.map(([what, ms]) => [
       `${what} p50 (${ms.length})`,

@@ -351,10 +351,9 @@ async function main(): Promise<void> {
     process.stderr.write(`real guest phase skipped: ${vmSkip}\n`);
     if (forceVm) throw new Error(`--vm: ${vmSkip}`);
   }
+  phase('vchan setup latency across simulated domains…');
+  const crossDomain = await crossDomainSetup(SMOKE ? 10 : QUICK ? 100 : 300, dog);
   dog.stop();
-
-  process.stderr.write('vchan setup latency across simulated domains…\n');
-  const crossDomain = await crossDomainSetup(QUICK ? 100 : 300);
 
   const rows: string[][] = [];
   for (const [size, , batch] of ringBulk) {

@@ -106,6 +106,15 @@ export class Watchdog {
       fs.rmSync(d.runtimeDir, { recursive: true, force: true });
     }
     for (const p of this.#paths) fs.rmSync(p, { recursive: true, force: true });
+    // Whatever a phase started without registering it here (the simulated-domain fixtures of
+    // cross-domain-setup.ts, their peers): every descendant of this process still alive.
+    for (const pid of descendants(process.pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
     this.#groups.clear();
     this.#children.clear();
     this.#daemons.clear();
@@ -163,4 +172,37 @@ export class Watchdog {
       },
     };
   }
+}
+
+/** Pids of every live descendant of `root`, from /proc (children before grandchildren). */
+function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+    } catch {
+      continue; // exited
+    }
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so parse after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const list = children.get(ppid) ?? [];
+    list.push(Number(e));
+    children.set(ppid, list);
+  }
+  const out: number[] = [];
+  const queue = [...(children.get(root) ?? [])];
+  while (queue.length > 0) {
+    const pid = queue.shift()!;
+    out.push(pid);
+    queue.push(...(children.get(pid) ?? []));
+  }
+  return out;
 }
