@@ -25,7 +25,9 @@ async function fetchRegions(conn: DaemonConnection): Promise<RegionEntry[]> {
   try {
     return await listRegionEntries(conn);
   } catch (err) {
-    if (err instanceof DaemonError && (err.errno === Errno.ENOSYS || err.errno === Errno.EOPNOTSUPP)) return [];
+    // A DaemonError carries the reply's err, a negative errno (wire-protocol.md §4.2).
+    const errno = err instanceof DaemonError ? Math.abs(err.errno ?? 0) : 0;
+    if (errno === Errno.ENOSYS || errno === Errno.EOPNOTSUPP) return [];
     throw err;
   }
 }
