@@ -48,8 +48,14 @@ export function page<T>(all: readonly T[], key: (t: T) => number, start: number,
     const cut = key(from[n]!);
     let m = n;
     while (m > 0 && key(from[m - 1]!) === cut) m--;
-    // More equal keys than a page holds cannot be paged by key: keep the full page then.
-    if (m > 0) n = m;
+    if (m === 0) {
+      // More equal keys than a page holds cannot be paged by key: this page shows `max` of
+      // them and the next starts after the key, so the walk still ends (§6.11).
+      const entries = from.slice(0, max);
+      const after = from.find((t) => key(t) > cut);
+      return { next: after === undefined ? 0 : key(after), entries };
+    }
+    n = m;
   }
   const entries = from.slice(0, n);
   return { next: from.length > n ? key(from[n]!) : 0, entries };

@@ -14,7 +14,8 @@ import { z } from 'zod';
 import { socketPath } from '../../src/paths.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { SHMEM_PEER_MAIN } from '../helpers/shmem-peer.js';
-import { startDaemon, teardown, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { Shmem } from '../../src/client/index.js';
+import { expectFdsBackTo, settledFds, startDaemon, teardown, type TestDaemon } from '../helpers/daemon-fixture.js';
 
 const NOBODY = 65534;
 const CLI_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
@@ -138,4 +139,33 @@ test('another uid lists only its own regions; root lists all', { skip: asRoot ? 
   );
   await root.ok({ op: 'release', region: rootId });
   await nobody.ok({ op: 'release', region: nobodyId });
+});
+
+test('1,200 regions page through LIST_REGIONS (511 per reply): each listed once, ascending', async () => {
+  const baseline = await settledFds(d.daemon.child.pid!);
+  const shm = await Shmem.open({ runtimeDir: d.runtimeDir });
+  ends.push(() => shm.close());
+  const ids: number[] = [];
+  for (let i = 0; i < 1200; i++) ids.push((await shm.share(0, 1)).id);
+  // Root sees regions of the earlier tests' peers too (released, still held): ours among them.
+  const mine = new Set(ids);
+  const listed = (await shm.list()).map((r) => r.id);
+  assert.deepEqual(
+    listed,
+    [...new Set(listed)].sort((a, b) => a - b),
+    'unique and ascending',
+  );
+  assert.deepEqual(
+    listed.filter((id) => mine.has(id)),
+    [...ids].sort((a, b) => a - b),
+  );
+  const cli = StatusJson.parse(JSON.parse(await status('--json'))).regions.filter((r) => mine.has(r.id));
+  assert.equal(cli.length, 1200);
+  assert.equal(new Set(cli.map((r) => r.id)).size, 1200);
+  shm.close();
+  await expectFdsBackTo(d.daemon.child.pid!, baseline, 10000, 'the daemon freed all 1,200 regions');
+  assert.deepEqual(
+    StatusJson.parse(JSON.parse(await status('--json'))).regions.filter((r) => mine.has(r.id)),
+    [],
+  );
 });
