@@ -14,6 +14,7 @@ export {
   type ShmemOptions,
   type ShmRegion,
   type ShmMmapParams,
+  type ShmRegionStatus,
   type ListenOptions,
   type ConnectOptions,
   type VchanState,

@@ -1,9 +1,9 @@
 /*
- * libkvmchan.h - the libkvmchan vchan API, implemented by kvmchan.
+ * libkvmchan.h - the libkvmchan API, implemented by kvmchan.
  *
  * Link with libkvmchan (pkg-config --cflags --libs kvmchan). Source-compatible
- * with programs written for the original libkvmchan's vchan calls; the
- * shared-memory region calls (libkvmchan_shmem_*) are not provided yet.
+ * with programs written for the original libkvmchan: its vchan calls and its
+ * shared-memory region calls (libkvmchan_shmem_*, at the end of this file).
  *
  * All I/O calls block. libkvmchan_get_eventfd() returns a descriptor that is
  * readable whenever data is waiting or the peer has closed (no data_ready() call
@@ -61,6 +61,52 @@ size_t libkvmchan_buffer_space(struct libkvmchan *chan);
 /* VCHAN_CONNECTED, VCHAN_WAITING or VCHAN_DISCONNECTED, from shared memory;
  * -1 for a NULL handle. */
 int libkvmchan_get_state(struct libkvmchan *chan);
+
+/*
+ * Shared-memory regions: page_count pages shared with one other domain under one
+ * uint32_t id (docs/shmem.md; docs/clib.md, "libkvmchan_shmem_*"). The same
+ * regions as <kvmchan-shmem.h>: a region created here can be mapped there and
+ * the reverse. Every call is thread-safe; -1 or NULL set errno.
+ */
+
+/* Opaque handle: one connection to kvmchand and the regions obtained through it. */
+struct libkvmchan_shmem;
+
+/* Opens a handle. NULL with errno (ENOENT/ECONNREFUSED: no daemon; EPERM: the
+ * socket is served by neither root nor this user). */
+struct libkvmchan_shmem *libkvmchan_shmem_start(void);
+
+/* Closes every region still open in the handle (as libkvmchan_shmem_region_close
+ * would: regions it created are released) and frees it. NULL is ignored. */
+void libkvmchan_shmem_end(struct libkvmchan_shmem *handle);
+
+/* Allocates page_count zero-filled 4096-byte pages (1 .. 262144) that client_dom
+ * (0: the host) may map, maps them read-write here and returns them; the id that
+ * names the whole region goes to *region_id_out (may be NULL). NULL with errno:
+ * EINVAL (NULL handle, page_count 0), EMSGSIZE (too many pages), ESRCH (unknown
+ * domain), EOPNOTSUPP (a domain this daemon cannot share with yet), EDQUOT,
+ * ENOSPC, ENOMEM. */
+void *libkvmchan_shmem_region_create(struct libkvmchan_shmem *handle, uint32_t client_dom, uint32_t page_count,
+                                     uint32_t *region_id_out);
+
+/* Maps region region_id that server_dom created for this domain; each call maps
+ * it again. NULL with errno ENOENT - for an id that does not exist, was closed by
+ * its creator, or that this process may not map (the same answer) - or EINVAL. */
+void *libkvmchan_shmem_region_connect(struct libkvmchan_shmem *handle, uint32_t server_dom, uint32_t region_id);
+
+/* Closes the region mapped at ptr (a pointer returned by _region_create or
+ * _region_connect of this handle). Creator: the region is released - nobody new
+ * can connect, existing connections keep valid memory, the memory is freed when
+ * the last is closed - and unmapped here. Connector: unmapped here; it can connect
+ * again while the creator keeps the region. -1 with errno EINVAL for any other
+ * pointer (a second close included). */
+int libkvmchan_shmem_region_close(struct libkvmchan_shmem *handle, void *ptr);
+
+/* As libkvmchan_shmem_region_close, for the mapping of this handle named by the
+ * other domain (client_dom for a region it created, server_dom for one it
+ * connected to) and the id; of several such mappings, the most recent. -1 with
+ * errno ENOENT when this handle has none. */
+int libkvmchan_shmem_region_close_by_id(struct libkvmchan_shmem *handle, uint32_t peer_dom, uint32_t region_id);
 
 #ifdef __cplusplus
 }

@@ -28,13 +28,15 @@ rpath="-Wl,-rpath,$stage/usr/lib"
   $cc $flags $vc -o "$out/vchan-node1" "$here/tools/vchan-node1.c" $vl $rpath
   $cc $flags $vc -o "$out/vchan-node2" "$here/tools/vchan-node2.c" $vl $rpath
   $cc $flags $kc -I"$here/test" -o "$out/test_kvmchan" "$here/test/test_kvmchan.c" $kl $rpath
+  # The original libkvmchan's shared-memory calls, from the installed <libkvmchan.h> alone.
+  $cc $flags $kc -I"$here/test" -o "$out/test_kvmchan_shmem" "$here/test/test_kvmchan_shmem.c" $kl $rpath -pthread
   # <kvmchan-shmem.h> comes with libvchan-kvm, through the same pkg-config.
   $cc $flags $vc -I"$here/test" -o "$out/shmem_tool" "$here/test/shmem_tool.c" $vl $rpath -pthread
   $cc $flags -I"$here/test" -o "$out/node2_check" "$here/test/node2_check.c"
 }
 # The headers are C++-clean and can be included together.
 if command -v c++ >/dev/null 2>&1; then
-  printf '#include <libvchan.h>\n#include <kvmchan-shmem.h>\n#include <libkvmchan.h>\nint main() { kvmchan_shmem_close(nullptr); return libvchan_is_open(nullptr) + libkvmchan_get_state(nullptr) + 1; }\n' \
+  printf '#include <libvchan.h>\n#include <kvmchan-shmem.h>\n#include <libkvmchan.h>\nint main() { kvmchan_shmem_close(nullptr); libkvmchan_shmem_end(nullptr); return libvchan_is_open(nullptr) + libkvmchan_get_state(nullptr) + 1; }\n' \
     > "$out/cxx.cc"
   # shellcheck disable=SC2086
   c++ -Wall -Wextra -Werror $san $vc $kc -o "$out/cxx" "$out/cxx.cc" $vl $kl $rpath

@@ -3,8 +3,8 @@
  * names instead of wire numbers — states as words, sizes in bytes, `null` for an unknown pid.
  * A change that removes or renames a field bumps `version`; adding fields does not.
  */
-import { DomainFlag, EndpointState, POOL_STATE_NAMES } from '../protocol/constants.js';
-import type { DomainEntry, PoolEntry, VchanEntry } from '../protocol/types.js';
+import { DomainFlag, EndpointState, NO_UID, POOL_STATE_NAMES, RegionFlag, SHM_PAGE_SIZE } from '../protocol/constants.js';
+import type { DomainEntry, PoolEntry, RegionEntry, VchanEntry } from '../protocol/types.js';
 
 export const STATUS_JSON_VERSION = 1;
 
@@ -48,13 +48,28 @@ export interface StatusJson {
     serverPid: number | null;
     clientPid: number | null;
   }[];
+  /** Shared-memory regions the caller may see (added in version 1: readers of older output find none). */
+  regions: {
+    id: number;
+    ownerDomain: number;
+    targetDomain: number;
+    pages: number;
+    sizeBytes: number;
+    /** released by its creator: nobody new maps it; it lives while `holds` > 0 */
+    released: boolean;
+    /** mappings not yet given back */
+    holds: number;
+    /** null when a guest created it */
+    creatorUid: number | null;
+    creatorPid: number | null;
+  }[];
 }
 
 export function endpointStateName(s: number): EndpointStateName {
   return s === EndpointState.CONNECTED ? 'connected' : s === EndpointState.WAITING ? 'waiting' : 'closed';
 }
 
-export function toStatusJson(st: { domains: DomainEntry[]; pools: PoolEntry[]; vchans: VchanEntry[] }): StatusJson {
+export function toStatusJson(st: { domains: DomainEntry[]; pools: PoolEntry[]; vchans: VchanEntry[]; regions: RegionEntry[] }): StatusJson {
   return {
     version: STATUS_JSON_VERSION,
     domains: st.domains.map((d) => ({
@@ -89,6 +104,17 @@ export function toStatusJson(st: { domains: DomainEntry[]; pools: PoolEntry[]; v
       bytes: { clientToServer: v.bytesClientToServer, serverToClient: v.bytesServerToClient },
       serverPid: v.serverPid === 0 ? null : v.serverPid,
       clientPid: v.clientPid === 0 ? null : v.clientPid,
+    })),
+    regions: st.regions.map((r) => ({
+      id: r.id,
+      ownerDomain: r.ownerDomain,
+      targetDomain: r.targetDomain,
+      pages: r.pages,
+      sizeBytes: r.pages * SHM_PAGE_SIZE,
+      released: (r.flags & RegionFlag.RELEASED) !== 0,
+      holds: r.holds,
+      creatorUid: r.creatorUid === NO_UID ? null : r.creatorUid,
+      creatorPid: r.creatorPid === 0 ? null : r.creatorPid,
     })),
   };
 }

@@ -11,4 +11,4 @@ export type { ListenOptions, ConnectOptions };
 export { EOF, type VchanState, type VchanEvents, type IoOptions, type VchanOptions } from './vchan.js';
 export { createServer, VchanServer, type ServerOptions, type VchanServerEvents } from './server.js';
 export { DaemonConnection } from './daemon-connection.js';
-export { Shmem, type ShmemOptions, type ShmRegion, type ShmMmapParams } from './shmem.js';
+export { Shmem, type ShmemOptions, type ShmRegion, type ShmMmapParams, type ShmRegionStatus } from './shmem.js';

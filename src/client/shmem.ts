@@ -8,8 +8,8 @@
  * process's death) releases the regions it created and drops its holds.
  */
 import { native } from '../native.js';
-import { Command, MAX_SHM_PAGES } from '../protocol/constants.js';
-import type { ShmRegionInfo } from '../protocol/types.js';
+import { Command, MAX_SHM_PAGES, NO_UID, RegionFlag } from '../protocol/constants.js';
+import type { RegionEntry, ShmRegionInfo } from '../protocol/types.js';
 import { ClosedError, DaemonError, InvalidArgumentError } from '../errors.js';
 import { DaemonConnection } from './daemon-connection.js';
 
@@ -40,6 +40,46 @@ export interface ShmMmapParams {
   readonly fd: number;
   readonly offset: number;
   readonly length: number;
+}
+
+/** A region as `list()` reports it (docs/api.md, "Shared-memory regions"). */
+export interface ShmRegionStatus {
+  readonly id: number;
+  readonly ownerDomain: number;
+  readonly targetDomain: number;
+  readonly pages: number;
+  /** Released by its creator: nobody new can map it; it lives on while someone holds it. */
+  readonly released: boolean;
+  /** Mappings not yet given back, all connections summed. */
+  readonly holds: number;
+  /** The creating host process's uid; null when a guest created the region. */
+  readonly creatorUid: number | null;
+  /** Its pid; null when unknown or not shown (a guest, or a caller inside a guest). */
+  readonly creatorPid: number | null;
+}
+
+/** Every LIST_REGIONS page (wire-protocol.md §6.11) on `conn`, as the wire gives them. */
+export async function listRegionEntries(conn: DaemonConnection, signal?: AbortSignal): Promise<RegionEntry[]> {
+  const out: RegionEntry[] = [];
+  for (let start = 0; ;) {
+    const r = await conn.request(Command.LIST_REGIONS, { start }, signal);
+    out.push(...r.body.entries);
+    if (r.body.next === 0) return out;
+    start = r.body.next;
+  }
+}
+
+function regionStatus(e: RegionEntry): ShmRegionStatus {
+  return {
+    id: e.id,
+    ownerDomain: e.ownerDomain,
+    targetDomain: e.targetDomain,
+    pages: e.pages,
+    released: (e.flags & RegionFlag.RELEASED) !== 0,
+    holds: e.holds,
+    creatorUid: e.creatorUid === NO_UID ? null : e.creatorUid,
+    creatorPid: e.creatorPid === 0 ? null : e.creatorPid,
+  };
 }
 
 function checkU32(v: number, what: string): number {
@@ -148,6 +188,15 @@ export class Shmem {
         EPERM: `region ${id} was created by another connection`,
       });
     }
+  }
+
+  /**
+   * The regions not yet freed that this process may see (wire-protocol.md §6.11): root all of
+   * them, anyone else those its uid created or may map and those this connection holds.
+   */
+  async list(): Promise<ShmRegionStatus[]> {
+    this.#checkOpen();
+    return (await listRegionEntries(this.#conn)).map(regionStatus);
   }
 
   /** Unmaps every region mapped here and closes the connection (releasing what it created). */

@@ -1,9 +1,11 @@
 /**
  * Daemon state as wire entries, shared by the local socket and the guest link so both answer
- * LIST_VCHANS and LIST_POOLS with the same bytes (wire-protocol.md §6.7, §6.10).
+ * LIST_VCHANS and LIST_POOLS with the same bytes (wire-protocol.md §6.7, §6.10); and regions
+ * for LIST_REGIONS (§6.11).
  */
-import { POOL_STATE_NAMES, type PoolState } from '../protocol/constants.js';
-import type { PoolEntry, VchanEntry } from '../protocol/types.js';
+import { NO_UID, POOL_STATE_NAMES, RegionFlag, type PoolState } from '../protocol/constants.js';
+import type { PoolEntry, RegionEntry, VchanEntry } from '../protocol/types.js';
+import type { RegionSnapshot } from './regions/region-registry.js';
 import type { VchanSnapshot } from './registry/registry.js';
 import type { PoolStatus } from './vchan-service.js';
 
@@ -42,6 +44,21 @@ export function poolEntry(p: PoolStatus): PoolEntry {
     joined: (p.joined.includes(a) && a !== 0 ? 1 : 0) | (p.joined.includes(b) && b !== 0 ? 2 : 0),
     size: p.size,
     freeBytes: p.freeBytes,
+  };
+}
+
+/** A region's snapshot as the wire's RegionEntry (wire-protocol.md §6.11). */
+export function regionEntry(r: RegionSnapshot, showPids = true): RegionEntry {
+  return {
+    id: r.id,
+    ownerDomain: r.ownerDomain,
+    targetDomain: r.targetDomain,
+    pages: r.pages,
+    flags: r.released ? RegionFlag.RELEASED : 0,
+    // A u32 on the wire; a connection cannot hold 2^32 times, but never let encoding fail (EIO).
+    holds: Math.min(r.holds, 0xffff_ffff),
+    creatorUid: r.creatorIsGuest ? NO_UID : r.creatorUid,
+    creatorPid: showPids && !r.creatorIsGuest ? r.creatorPid : 0,
   };
 }
 

@@ -25,6 +25,7 @@ export const DEFAULT_COMMANDS: { readonly [K in ConnectionKind]: readonly Comman
     Command.SHM_MAP,
     Command.SHM_UNMAP,
     Command.SHM_RELEASE,
+    Command.LIST_REGIONS,
   ],
   'guest-control': [
     Command.GET_VERSION,

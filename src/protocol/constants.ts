@@ -42,6 +42,8 @@ export const Command = {
   SHM_MAP: 0x0031,
   SHM_UNMAP: 0x0032,
   SHM_RELEASE: 0x0033,
+  /** The regions a caller may see, for `kvmchan status` (§6.11). */
+  LIST_REGIONS: 0x0034,
   // Guest link (guest ↔ host, §6.8), stream transport only.
   GUEST_HELLO: 0x0101,
   GUEST_VCHAN_SERVER_INIT: 0x0110,
@@ -63,7 +65,7 @@ export type EventName = keyof typeof Event;
 
 /** Id ranges reserved for later issues (§6): a v1 daemon answers -ENOSYS to them. */
 export const RESERVED_RANGES: readonly (readonly [first: number, last: number, use: string])[] = [
-  [0x0034, 0x003f, 'shared-memory regions'],
+  [0x0035, 0x003f, 'shared-memory regions'],
   [0x0102, 0x010f, 'guest-host control'],
   [0x0114, 0x01ff, 'guest-host control'],
 ];
@@ -155,6 +157,14 @@ export function errnoName(errno: number): string {
 export function errnoValue(name: string): number | undefined {
   return Object.hasOwn(Errno, name) ? Errno[name as ErrnoName] : undefined;
 }
+
+/** RegionEntry.flags bits (§6.11). Readers ignore bits they do not know. */
+export const RegionFlag = {
+  RELEASED: 1 << 0,
+} as const;
+
+/** RegionEntry.creator_uid of a region a guest created: no host uid (§6.11). */
+export const NO_UID = 0xffffffff;
 
 /** Page size of shared-memory regions: SHM_SHARE counts pages of this size (§6.11). */
 export const SHM_PAGE_SIZE = 4096;

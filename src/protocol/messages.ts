@@ -71,6 +71,8 @@ import type {
   ShmMapRequest,
   ShmReleaseRequest,
   ShmRegionInfo,
+  RegionEntry,
+  ListRegionsReply,
 } from './types.js';
 
 // ---- shared layouts
@@ -161,6 +163,18 @@ export const SHM_REGION_INFO = struct<ShmRegionInfo>('ShmRegionInfo')([
   ['shmOffset', u64],
   ['shmLength', u64],
 ]);
+/** §6.11 LIST_REGIONS: one region (32 bytes). */
+export const REGION_ENTRY = struct<RegionEntry>('RegionEntry')([
+  ['id', u32],
+  ['ownerDomain', u32],
+  ['targetDomain', u32],
+  ['pages', u32],
+  // Unknown flag bits are ignored by readers (§6.11), so this is a plain u32.
+  ['flags', u32],
+  ['holds', u32],
+  ['creatorUid', u32],
+  ['creatorPid', u32],
+]);
 const shmName = struct<ShmMapRequest>('ShmMapRequest')([
   ['domain', u32],
   ['id', u32],
@@ -170,6 +184,7 @@ const shmName = struct<ShmMapRequest>('ShmMapRequest')([
 export const MAX_DOMAIN_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / DOMAIN_ENTRY.fixedSize);
 export const MAX_VCHAN_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / VCHAN_ENTRY.fixedSize);
 export const MAX_POOL_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / POOL_ENTRY.fixedSize);
+export const MAX_REGION_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / REGION_ENTRY.fixedSize);
 
 // ---- the command table
 
@@ -313,6 +328,16 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
     reply: empty,
     requestFds: 0,
     replyFds: 0,
+    transports: seqpacketOnly,
+  },
+  [Command.LIST_REGIONS]: {
+    id: Command.LIST_REGIONS,
+    name: 'LIST_REGIONS',
+    request: listRequest,
+    reply: struct<ListRegionsReply>('ListRegionsReply')([countOf('entries'), ['next', u32], ['entries', arrayOf(REGION_ENTRY)]]),
+    requestFds: 0,
+    replyFds: 0,
+    // Regions are served on local sockets only (§6.11); a guest link has no use for it yet.
     transports: seqpacketOnly,
   },
   [Command.GUEST_HELLO]: {

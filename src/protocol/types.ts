@@ -206,6 +206,26 @@ export interface ShmRegionInfo {
   shmLength: number;
 }
 
+/** §6.11 LIST_REGIONS: one region as `kvmchan status` shows it. */
+export interface RegionEntry {
+  id: number;
+  ownerDomain: number;
+  targetDomain: number;
+  pages: number;
+  /** RegionFlag bits. */
+  flags: number;
+  /** Mappings not yet given back (SHM_SHARE / SHM_MAP holds), all connections summed. */
+  holds: number;
+  /** The creating host process's uid; NO_UID when a guest created the region. */
+  creatorUid: number;
+  /** Its pid; 0 when unknown or not shown to the caller. */
+  creatorPid: number;
+}
+export interface ListRegionsReply {
+  next: number;
+  entries: RegionEntry[];
+}
+
 /** Request body by command id. */
 export interface RequestBodies {
   [Command.GET_VERSION]: GetVersionRequest;
@@ -220,6 +240,7 @@ export interface RequestBodies {
   [Command.SHM_MAP]: ShmMapRequest;
   [Command.SHM_UNMAP]: ShmUnmapRequest;
   [Command.SHM_RELEASE]: ShmReleaseRequest;
+  [Command.LIST_REGIONS]: ListRequest;
   [Command.GUEST_HELLO]: GuestHelloRequest;
   [Command.GUEST_VCHAN_SERVER_INIT]: GuestVchanServerInitRequest;
   [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanClientInitRequest;
@@ -241,6 +262,7 @@ export interface ReplyBodies {
   [Command.SHM_MAP]: ShmRegionInfo;
   [Command.SHM_UNMAP]: Empty;
   [Command.SHM_RELEASE]: Empty;
+  [Command.LIST_REGIONS]: ListRegionsReply;
   [Command.GUEST_HELLO]: GuestHelloReply;
   [Command.GUEST_VCHAN_SERVER_INIT]: GuestVchanInfo;
   [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanInfo;

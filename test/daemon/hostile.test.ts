@@ -131,7 +131,7 @@ test('well-framed bad requests get -EINVAL / -ENOSYS and the connection stays up
     c.send(rawFrame(Command.VCHAN_SERVER_INIT, s, words(0, 5, 0)));
     expectErr(await c.reply(), Command.VCHAN_SERVER_INIT, s, Errno.EINVAL);
     // Unknown ids, reserved ranges included: -ENOSYS repeating the id.
-    for (const id of [0x7777, 0x0000, 0x0003, 0x0034, 0x003f, 0x0100, 0x01ff, 0x7fff]) {
+    for (const id of [0x7777, 0x0000, 0x0003, 0x0035, 0x003f, 0x0100, 0x01ff, 0x7fff]) {
       s = next();
       c.send(rawFrame(id, s, Buffer.alloc(8)));
       expectErr(await c.reply(), id, s, Errno.ENOSYS);

@@ -8,6 +8,7 @@
  *   fill {region, seed}        → {sha256}                      (the whole mapping, seeded bytes)
  *   hash {region}              → {sha256}
  *   unmap {region}, release {region}, resources
+ *   list                       → {regions}                     (Shmem.list(): what this process may see)
  * (`id` is PeerProcess's message id, so region ids travel as `region`.)
  * The process exits when stdin closes.
  */
@@ -91,6 +92,8 @@ async function main(runtimeDir: string): Promise<void> {
         return {};
       case 'resources':
         return { mappings: native.mappingCount() };
+      case 'list':
+        return { regions: await shm.list() };
       default:
         throw new Error(`unknown op ${String(cmd['op'])}`);
     }

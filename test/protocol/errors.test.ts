@@ -234,7 +234,7 @@ describe('framing errors close the connection (§5.1)', () => {
 describe('errors inside a well-framed request are answered (§5.2)', () => {
   test('UNKNOWN_ID: unknown and reserved ids get -ENOSYS; the connection stays up', () => {
     const seq = new RequestSequence();
-    for (const [i, id] of [0x7777, 0x0000, 0x0034, 0x003f, 0x0100, 0x01ff, 0x7fff].entries()) {
+    for (const [i, id] of [0x7777, 0x0000, 0x0035, 0x003f, 0x0100, 0x01ff, 0x7fff].entries()) {
       const f = frameOf(encodeFrame(id, 100 + i, Buffer.alloc(0)));
       const e = expectFail(decodeRequest(f, { sequence: seq }), WireErrorCode.UNKNOWN_ID, false, -Errno.ENOSYS);
       assert.ok(e instanceof UnknownMessageError);

@@ -576,6 +576,56 @@ export const fixtures: readonly Fixture[] = [
     `,
     value: { kind: 'reply', ok: true, id: 0x0033, seq: 5, err: 0, body: {}, fds: [] },
   },
+  {
+    name: 'LIST_REGIONS request',
+    direction: 'request',
+    bytes: hex`
+      34 00 08 00 06 00 00 00        # id 0x0034, size 8, seq 6
+      00 00 00 00 00 00 00 00        # start 0, pad
+    `,
+    value: { kind: 'request', id: 0x0034, seq: 6, body: { start: 0 }, fds: [] },
+  },
+  {
+    name: 'LIST_REGIONS reply',
+    direction: 'reply',
+    bytes: hex`
+      34 00 50 00 06 00 00 00        # size 80
+      00 00 00 00 00 00 00 00        # err 0, pad
+      02 00 00 00                    # count 2
+      00 00 00 00                    # next 0
+      2a 00 00 00                    # id 42
+      00 00 00 00                    # owner_domain 0
+      00 00 00 00                    # target_domain 0
+      a4 1f 00 00                    # pages 8100
+      00 00 00 00                    # flags: not released
+      02 00 00 00                    # holds 2
+      e8 03 00 00                    # creator_uid 1000
+      39 30 00 00                    # creator_pid 12345
+      b9 79 37 9e                    # id 0x9e3779b9
+      05 00 00 00                    # owner_domain 5
+      00 00 00 00                    # target_domain 0
+      01 00 00 00                    # pages 1
+      01 00 00 00                    # flags: RELEASED
+      01 00 00 00                    # holds 1
+      ff ff ff ff                    # creator_uid: none (a guest created it)
+      00 00 00 00                    # creator_pid 0
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0034,
+      seq: 6,
+      err: 0,
+      body: {
+        next: 0,
+        entries: [
+          { id: 42, ownerDomain: 0, targetDomain: 0, pages: 8100, flags: 0, holds: 2, creatorUid: 1000, creatorPid: 12345 },
+          { id: 0x9e3779b9, ownerDomain: 5, targetDomain: 0, pages: 1, flags: 1, holds: 1, creatorUid: 0xffffffff, creatorPid: 0 },
+        ],
+      },
+      fds: [],
+    },
+  },
 
   // ---- §6.8 guest ↔ host control (stream transport: no fds ever)
   {

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { BufferReader } from '../../src/protocol/buffer-reader.js';
 import { BufferWriter } from '../../src/protocol/buffer-writer.js';
 import { fixedString, struct, type Struct, u32, u8 } from '../../src/protocol/fields.js';
-import { GUEST_VCHAN_INFO } from '../../src/protocol/messages.js';
+import { GUEST_VCHAN_INFO, MAX_REGION_ENTRIES, REGION_ENTRY } from '../../src/protocol/messages.js';
 import {
   type AnyEvent,
   type AnyReply,
@@ -77,6 +77,8 @@ describe('message table', () => {
     assert.equal(DOMAIN_ENTRY.fixedSize, 48);
     assert.equal(VCHAN_ENTRY.fixedSize, 48);
     assert.equal(MAX_VCHAN_ENTRIES, 341);
+    assert.equal(REGION_ENTRY.fixedSize, 32);
+    assert.equal(MAX_REGION_ENTRIES, 511);
     const sizes = Object.fromEntries(Object.values(COMMANDS).map((c) => [c.name, [c.request.fixedSize, c.reply.fixedSize, c.replyFds]]));
     assert.deepEqual(sizes, {
       GET_VERSION: [0, 8, 0],
@@ -91,6 +93,7 @@ describe('message table', () => {
       SHM_MAP: [8, 32, 1],
       SHM_UNMAP: [8, 0, 0],
       SHM_RELEASE: [8, 0, 0],
+      LIST_REGIONS: [8, 8, 0],
       GUEST_HELLO: [8, 40, 0],
       GUEST_VCHAN_SERVER_INIT: [24, 56, 0],
       GUEST_VCHAN_CLIENT_INIT: [24, 56, 0],
@@ -121,6 +124,8 @@ describe('message table', () => {
       SHM_MAP: ['seqpacket'],
       SHM_UNMAP: ['seqpacket'],
       SHM_RELEASE: ['seqpacket'],
+      // Regions are a local matter: listed where they are served, on the local socket.
+      LIST_REGIONS: ['seqpacket'],
       GUEST_HELLO: ['stream'],
       GUEST_VCHAN_SERVER_INIT: ['stream'],
       GUEST_VCHAN_CLIENT_INIT: ['stream'],
@@ -177,7 +182,8 @@ describe('message table', () => {
     assert.equal(messageName(0x8001), 'EVENT_SHUTDOWN');
     assert.equal(messageName(0x8101), 'EVENT_POOL_ADDED');
     assert.equal(messageName(0x0030), 'SHM_SHARE');
-    assert.equal(messageName(0x0034), '0x0034');
+    assert.equal(messageName(0x0034), 'LIST_REGIONS');
+    assert.equal(messageName(0x0035), '0x0035');
     assert.equal(messageName(0x0102), '0x0102');
   });
 
@@ -185,7 +191,7 @@ describe('message table', () => {
     assert.deepEqual(
       RESERVED_RANGES.map(([first, last]) => [first, last]),
       [
-        [0x0034, 0x003f],
+        [0x0035, 0x003f],
         [0x0102, 0x010f],
         [0x0114, 0x01ff],
       ],
@@ -269,7 +275,7 @@ describe('allow masks and CHECK_COMMAND (§6.2, §8)', () => {
   test('unknown, reserved and event ids are -ENOSYS', () => {
     for (const kind of ['local', 'guest-control'] as const) {
       const mask = AllowMask.forKind(kind);
-      for (const id of [0, 0x34, 0x100, 0x102, 0x114, 0x1ff, 0x7777, 0x8001, 0x8101, 0xffff]) {
+      for (const id of [0, 0x35, 0x100, 0x102, 0x114, 0x1ff, 0x7777, 0x8001, 0x8101, 0xffff]) {
         assert.equal(checkCommand(id, mask, TRANSPORT_OF[kind]), -Errno.ENOSYS, `0x${id.toString(16)} on ${kind}`);
       }
     }
@@ -386,6 +392,8 @@ describe('typed unions', () => {
           return `region ${req.body.domain}:${req.body.id}`;
         case Command.SHM_RELEASE:
           return `release ${req.body.id}`;
+        case Command.LIST_REGIONS:
+          return `regions from ${req.body.start}`;
         case Command.GUEST_HELLO:
           return `hello v${req.body.version}`;
         case Command.GUEST_VCHAN_SERVER_INIT:
@@ -415,6 +423,8 @@ describe('typed unions', () => {
         case Command.SHM_SHARE:
         case Command.SHM_MAP:
           return `region ${rep.body.ownerDomain}:${rep.body.id} at ${rep.body.shmOffset}+${rep.body.shmLength}`;
+        case Command.LIST_REGIONS:
+          return rep.body.entries.map((r) => `region ${r.ownerDomain}:${r.id} uid ${r.creatorUid}`).join(',');
         case Command.GUEST_HELLO:
           return `domain ${rep.body.domain} ${rep.body.name}`;
         case Command.GUEST_VCHAN_SERVER_INIT:
@@ -454,6 +464,7 @@ describe('typed unions', () => {
       'empty 0',
       'shutdown 1',
       'pool 2 peer 1 pool-2.sock',
+      'region 0:42 uid 1000,region 5:2654435769 uid 4294967295',
     ]) {
       assert.ok(texts.includes(want), want);
     }

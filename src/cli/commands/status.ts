@@ -1,14 +1,38 @@
-/** `kvmchan status`: domains and vchans as the daemon sees them. */
+/** `kvmchan status`: domains, pools, vchans and shared-memory regions as the daemon sees them. */
 import type { Command } from 'commander';
 import { DaemonConnection } from '../../client/daemon-connection.js';
-import { Command as Cmd, POOL_STATE_NAMES } from '../../protocol/constants.js';
-import type { DomainEntry, PoolEntry, VchanEntry } from '../../protocol/types.js';
+import { listRegionEntries } from '../../client/shmem.js';
+import { DaemonError } from '../../errors.js';
+import { Command as Cmd, Errno, NO_UID, POOL_STATE_NAMES, RegionFlag, SHM_PAGE_SIZE } from '../../protocol/constants.js';
+import type { DomainEntry, PoolEntry, RegionEntry, VchanEntry } from '../../protocol/types.js';
 import { table, bytes } from '../format.js';
 import { endpointStateName, toStatusJson } from '../status-json.js';
 
 const STATE = endpointStateName;
 
-export async function fetchStatus(runtimeDir?: string): Promise<{ domains: DomainEntry[]; pools: PoolEntry[]; vchans: VchanEntry[] }> {
+export interface DaemonStatus {
+  domains: DomainEntry[];
+  pools: PoolEntry[];
+  vchans: VchanEntry[];
+  regions: RegionEntry[];
+}
+
+/**
+ * The regions this caller may see; none from a daemon that serves no regions — a guest daemon
+ * (EOPNOTSUPP, docs/shmem.md §8) or one older than LIST_REGIONS (ENOSYS, wire-protocol.md §9).
+ */
+async function fetchRegions(conn: DaemonConnection): Promise<RegionEntry[]> {
+  try {
+    return await listRegionEntries(conn);
+  } catch (err) {
+    // A DaemonError carries the reply's err, a negative errno (wire-protocol.md §4.2).
+    const errno = err instanceof DaemonError ? Math.abs(err.errno ?? 0) : 0;
+    if (errno === Errno.ENOSYS || errno === Errno.EOPNOTSUPP) return [];
+    throw err;
+  }
+}
+
+export async function fetchStatus(runtimeDir?: string): Promise<DaemonStatus> {
   const conn = await DaemonConnection.open(runtimeDir);
   try {
     const domains: DomainEntry[] = [];
@@ -32,7 +56,7 @@ export async function fetchStatus(runtimeDir?: string): Promise<{ domains: Domai
       if (r.body.next === 0) break;
       start = r.body.next;
     }
-    return { domains, pools, vchans };
+    return { domains, pools, vchans, regions: await fetchRegions(conn) };
   } finally {
     conn.close();
   }
@@ -41,7 +65,7 @@ export async function fetchStatus(runtimeDir?: string): Promise<{ domains: Domai
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('show domains and vchans known to the local kvmchand')
+    .description('show domains, pools, vchans and shared-memory regions known to the local kvmchand')
     .option('--json', 'machine-readable output (versioned schema, docs/cli.md "status --json")')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const { runtimeDir } = cmd.optsWithGlobals<{ runtimeDir?: string }>();
@@ -95,5 +119,23 @@ export function registerStatus(program: Command): void {
           ]),
         )}\n`,
       );
+      if (st.regions.length > 0) {
+        process.stdout.write(`\nShared-memory regions (${st.regions.length})\n`);
+        process.stdout.write(
+          `${table(
+            ['ID', 'OWNER', 'TARGET', 'PAGES', 'SIZE', 'STATE', 'HOLDS', 'CREATOR uid/pid'],
+            st.regions.map((r) => [
+              String(r.id),
+              String(r.ownerDomain),
+              String(r.targetDomain),
+              String(r.pages),
+              bytes(r.pages * SHM_PAGE_SIZE),
+              (r.flags & RegionFlag.RELEASED) !== 0 ? 'released' : 'shared',
+              String(r.holds),
+              `${r.creatorUid === NO_UID ? '-' : r.creatorUid}/${r.creatorPid || '-'}`,
+            ]),
+          )}\n`,
+        );
+      }
     });
 }

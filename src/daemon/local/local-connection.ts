@@ -25,7 +25,7 @@ import type { AnyRequest, VchanInfo } from '../../protocol/types.js';
 import { toWireInfo } from '../../protocol/views.js';
 import { WireError } from '../../protocol/errors.js';
 import { AllowMask } from '../../protocol/allow-mask.js';
-import { answerHandshake, answerList, isHandshake, isListRequest, type RequestContext } from '../request-handler.js';
+import { answerHandshake, answerList, answerListRegions, isHandshake, isListRequest, type RequestContext } from '../request-handler.js';
 
 import type { KvmchanError } from '../../errors.js';
 import type { Caller } from '../registry/registry.js';
@@ -183,6 +183,9 @@ export class LocalConnection {
       case Command.SHM_RELEASE:
         this.#regionService().release(this.caller, req.body.id);
         this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
+        return;
+      case Command.LIST_REGIONS:
+        this.#socket.send(answerListRegions(req, this.#regionService(), this.caller));
         return;
     }
   }

@@ -25,6 +25,8 @@ export interface RegionService {
   map(caller: Caller, ownerDomain: number, id: number): RegionGrant;
   unmap(caller: Caller, ownerDomain: number, id: number): void;
   release(caller: Caller, id: number): void;
+  /** LIST_REGIONS: the regions `caller` may see, ascending by (id, owner domain). */
+  listFor(caller: Caller): RegionSnapshot[];
   /** The caller's connection ended: its holds go, the regions it created are released. */
   dropConnection(connId: number): void;
 }
@@ -51,6 +53,8 @@ export interface RegionRegistryOptions {
 
 /** A region's status, for `kvmchan status` and tests. */
 export interface RegionSnapshot extends ShmRegionInfo {
+  /** Whether a guest (not a host process) created it: then creatorUid/creatorPid mean nothing. */
+  creatorIsGuest: boolean;
   creatorUid: number;
   creatorPid: number;
   released: boolean;
@@ -177,13 +181,34 @@ export class RegionRegistry implements RegionService {
 
   /** Every region not yet freed (status, tests). */
   list(): RegionSnapshot[] {
-    return [...this.#regions.values()].map((r) => ({
+    return [...this.#regions.values()].map((r) => this.#snapshot(r));
+  }
+
+  /**
+   * Read-only: the regions not yet freed that `caller` may see (wire-protocol.md §6.11,
+   * LIST_REGIONS) — a privileged caller all of them; anyone else those it may map (mayMap: its
+   * uid created them, or a guest created them for its domain), released ones its uid created
+   * included, and those its connection holds. Seeing a region never lets anyone map it.
+   */
+  listFor(caller: Caller): RegionSnapshot[] {
+    const out: RegionSnapshot[] = [];
+    for (const r of this.#regions.values()) {
+      const mine = caller.scope === 'local' && r.creator.scope === 'local' && r.creator.uid === caller.uid;
+      if (caller.privileged || mine || mayMap(r, caller) || r.holders.has(caller.connId)) out.push(this.#snapshot(r));
+    }
+    // Ids are unique per owner domain only: sorted by (id, owner) for paging (§6.11).
+    return out.sort((a, b) => a.id - b.id || a.ownerDomain - b.ownerDomain);
+  }
+
+  #snapshot(r: RegionRecord): RegionSnapshot {
+    return {
       ...this.#info(r),
+      creatorIsGuest: r.creator.scope === 'guest',
       creatorUid: r.creator.uid,
       creatorPid: r.creator.pid,
       released: r.released,
       holds: [...r.holders.values()].reduce((a, b) => a + b, 0),
-    }));
+    };
   }
 
   /** Daemon shutdown: every region freed at once (the processes keep what they mapped). */
