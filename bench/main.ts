@@ -28,6 +28,7 @@ import { Watchdog } from './watchdog.js';
 import { crossDomainSetup } from './cross-domain-setup.js';
 import { vmPhase, vmSkipReason } from './vm.js';
 import { shmemBench } from './shmem.js';
+import { registryScale } from './registry-scale.js';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
 const SMOKE = process.argv.includes('--smoke');
@@ -337,6 +338,10 @@ async function main(): Promise<void> {
   const guestSetup = await setupLatency(setups, simHost, guest.runtimeDir, 1);
   await stopDaemon(guest);
   await stopDaemon(simHost);
+  const existing = SMOKE ? 200 : 10_000;
+  phase(`setup+teardown with no vchan and with ${existing} vchans held…`);
+  const registry = await registryScale({ dog, existing, cycles: SMOKE ? 20 : QUICK ? 300 : 1000, startDaemon, stopDaemon });
+  if (registry.limitedBy !== null) process.stderr.write(`  held ${registry.held} vchans, not ${existing}: ${registry.limitedBy}\n`);
   let vmRows: string[][] = [];
   const forceVm = process.argv.includes('--vm');
   const vmSkip = process.argv.includes('--no-vm')
@@ -427,6 +432,14 @@ async function main(): Promise<void> {
     ]);
   }
   rows.push(...crossDomain);
+  const heldN = registry.held.toLocaleString('en-US');
+  for (const q of [0.5, 0.99]) {
+    const e = pct(registry.empty, q);
+    const l = pct(registry.loaded, q);
+    const label =
+      q === 0.5 ? `setup+teardown p50, ${heldN} vchans held (${registry.loaded.length})` : `setup+teardown p99, ${heldN} vchans held`;
+    rows.push([label, `${l.toFixed(2)} ms`, `none held ${e.toFixed(2)} ms`, ratio(e, l)]);
+  }
   const shmRow = (label: string, q: number): void => {
     const v = pct(shm.region, q);
     const b = pct(shm.memfd, q);

@@ -93,7 +93,13 @@ test(`${RUNS} smoke runs of the benchmark back to back all complete`, async () =
     const r = await runHarness(['--smoke']);
     assert.equal(r.code, 0, `run ${i + 1} of ${RUNS} failed (${r.code ?? r.signal}):\n${r.stderr}`);
     // Every phase ran and the table was printed.
-    for (const row of ['64 B messages: ring', 'bulk 64 KiB writes: vchan', 'vchan setup p50', 'setup host→sim. guest p50']) {
+    for (const row of [
+      '64 B messages: ring',
+      'bulk 64 KiB writes: vchan',
+      'vchan setup p50',
+      'setup host→sim. guest p50',
+      'setup+teardown p50, 200 vchans held',
+    ]) {
       assert.ok(r.stdout.includes(row), `run ${i + 1}: no "${row}" row:\n${r.stdout}\n${r.stderr}`);
     }
   }

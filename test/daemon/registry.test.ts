@@ -217,6 +217,27 @@ describe('registry', () => {
     await refused(g, 'ESRCH');
   });
 
+  it('waiting clients: matched per port in arrival order, cancelled per connection only', async () => {
+    const { reg } = setup();
+    const w1 = reg.clientInit(caller(1), 0, 20, Infinity);
+    const w2 = reg.clientInit(caller(2), 0, 21, Infinity);
+    const w3 = reg.clientInit(caller(3), 0, 20, Infinity);
+    const w4 = reg.clientInit(caller(1), 0, 21, Infinity);
+    const w5 = reg.clientInit(caller(4), 0, 20, Infinity);
+    reg.dropConnection(1);
+    await refused(w1, 'ECANCELED');
+    await refused(w4, 'ECANCELED');
+    const s20 = await reg.serverInit(caller(5), 0, 20, 1024, 1024);
+    assert.equal((await w3).handle, s20.handle, 'the first remaining waiter of port 20');
+    const s21 = await reg.serverInit(caller(6), 0, 21, 1024, 1024);
+    assert.equal((await w2).handle, s21.handle);
+    // w5 still waits for port 20 (its vchan is taken), and only its own connection's end cancels it.
+    reg.dropConnection(2);
+    reg.dropConnection(3);
+    reg.dropConnection(4);
+    await refused(w5, 'ECANCELED');
+  });
+
   it('the server may re-init its port once the old server left, while the old client drains', async () => {
     const { reg, f } = setup();
     const s = await reg.serverInit(caller(1), 0, 3, 1024, 1024);

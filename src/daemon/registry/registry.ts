@@ -105,6 +105,24 @@ interface Waiter {
   timer: LongTimer | undefined;
 }
 
+/** Adds `v` to the set of `k` in a map of sets (the registry's indexes). */
+function indexAdd<K, V>(index: Map<K, Set<V>>, k: K, v: V): void {
+  let set = index.get(k);
+  if (set === undefined) {
+    set = new Set();
+    index.set(k, set);
+  }
+  set.add(v);
+}
+
+/** Removes `v` from the set of `k`, and the set once it is empty. */
+function indexDelete<K, V>(index: Map<K, Set<V>>, k: K, v: V): void {
+  const set = index.get(k);
+  if (set === undefined) return;
+  set.delete(v);
+  if (set.size === 0) index.delete(k);
+}
+
 const keyOf = (serverDomain: number, clientDomain: number, port: number): string => `${serverDomain}:${clientDomain}:${port}`;
 
 /**
@@ -132,7 +150,10 @@ export class Registry {
   readonly #domains = new Map<number, DomainInfo>();
   readonly #byKey = new Map<string, VchanRecord>();
   readonly #byHandle = new Map<number, VchanRecord>();
+  /** Every waiting client, in arrival order; indexed below so no request scans them all. */
   readonly #waiters = new Set<Waiter>();
+  readonly #waitersByKey = new Map<string, Set<Waiter>>();
+  readonly #waitersByConn = new Map<number, Set<Waiter>>();
   /** Records a connection holds a side of, so per-connection work never scans every vchan. */
   readonly #byConn = new Map<number, Set<VchanRecord>>();
   readonly #usage = new Map<string, Usage>();
@@ -252,12 +273,7 @@ export class Registry {
   }
 
   #hold(rec: VchanRecord, c: Caller): void {
-    let set = this.#byConn.get(c.connId);
-    if (set === undefined) {
-      set = new Set();
-      this.#byConn.set(c.connId, set);
-    }
-    set.add(rec);
+    indexAdd(this.#byConn, c.connId, rec);
     const u = this.#usageOf(c);
     if (u !== null) u.sides++;
   }
@@ -458,7 +474,7 @@ export class Registry {
             this.#failWaiter(w, new RegistryError('ETIMEDOUT', `no server on port ${port} within ${timeoutMs} ms`));
           }, timeoutMs);
         }
-        this.#waiters.add(w);
+        this.#addWaiter(w);
         this.#log.debug({ conn: caller.connId, uid: caller.uid, serverDomain, port }, 'client waiting for a server');
       });
     } catch (err) {
@@ -466,19 +482,33 @@ export class Registry {
     }
   }
 
-  #failWaiter(w: Waiter, err: Error): void {
-    if (!this.#waiters.delete(w)) return;
+  #addWaiter(w: Waiter): void {
+    this.#waiters.add(w);
+    indexAdd(this.#waitersByKey, w.key, w);
+    indexAdd(this.#waitersByConn, w.caller.connId, w);
+  }
+
+  /** Takes `w` out of every index; false if it was not waiting any more. */
+  #removeWaiter(w: Waiter): boolean {
+    if (!this.#waiters.delete(w)) return false;
+    indexDelete(this.#waitersByKey, w.key, w);
+    indexDelete(this.#waitersByConn, w.caller.connId, w);
     this.#releaseUsage(w.caller, { waiters: 1 });
     w.timer?.clear();
-    w.reject(err);
+    return true;
+  }
+
+  #failWaiter(w: Waiter, err: Error): void {
+    if (this.#removeWaiter(w)) w.reject(err);
   }
 
   #matchWaiters(key: string): void {
     const rec = this.#attachable(key);
     if (rec === undefined || rec === 'busy') return;
     let first: Waiter | undefined;
-    for (const w of [...this.#waiters]) {
-      if (w.key !== key) continue;
+    // Only the waiters of this key, in the order they came (docs/security.md, "Quotas": setting a
+    // vchan up never scans every vchan or every waiting client).
+    for (const w of [...(this.#waitersByKey.get(key) ?? [])]) {
       // A waiter the new server does not accept is refused as if it had asked now, whatever
       // its place in the queue: waiting before the server exists must not let another uid
       // intercept it (docs/security.md, "Policy").
@@ -489,9 +519,7 @@ export class Registry {
       } else first ??= w;
     }
     if (first === undefined) return;
-    this.#waiters.delete(first);
-    this.#releaseUsage(first.caller, { waiters: 1 });
-    first.timer?.clear();
+    this.#removeWaiter(first);
     first.resolve(this.#attach(rec, first.caller));
   }
 
@@ -510,9 +538,7 @@ export class Registry {
       if (rec.server.caller.connId === connId && !rec.server.gone) this.#leave(rec, 'server', 'connection ended');
       if (rec.client?.caller.connId === connId && !rec.client.gone) this.#leave(rec, 'client', 'connection ended');
     }
-    for (const w of [...this.#waiters]) {
-      if (w.caller.connId === connId) this.#failWaiter(w, new RegistryError('ECANCELED', 'connection ended'));
-    }
+    for (const w of [...(this.#waitersByConn.get(connId) ?? [])]) this.#failWaiter(w, new RegistryError('ECANCELED', 'connection ended'));
   }
 
   /**
