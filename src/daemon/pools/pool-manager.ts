@@ -210,7 +210,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   allocateRegion(owner: number, target: number, bytes: number, hostUid?: number): { pool: Pool; extent: Extent } {
     const key = this.#regionKeyFor(owner, target, hostUid);
     const length = roundToPage(bytes);
-    if (length > this.config.poolSize - DEVICE_HEADER_PAGE) {
+    if (length > this.maxRegionBytes) {
       throw new RegistryError(
         'EMSGSIZE',
         `a region of ${length} bytes does not fit a pool of ${this.config.poolSize} bytes (pools.poolSize)`,
@@ -228,6 +228,11 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
       },
       false,
     );
+  }
+
+  /** Largest region a pool can hold: all of it but the device header page. */
+  get maxRegionBytes(): number {
+    return this.config.poolSize - DEVICE_HEADER_PAGE;
   }
 
   /** Resolves when allocateRegion() of `bytes` may succeed (after EAGAIN), as whenCapacity(). */

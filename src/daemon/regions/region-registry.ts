@@ -52,6 +52,8 @@ export interface RegionLimits {
 
 /** Where regions with a guest on either side are carved (the pool manager, docs/shmem.md §6). */
 export interface RegionPlacement {
+  /** Largest region one pool can hold (bigger: -EMSGSIZE before any quota is charged). */
+  readonly maxRegionBytes: number;
   allocateRegion(owner: number, target: number, bytes: number, hostUid?: number): { pool: Pool; extent: Extent };
   whenRegionCapacity(owner: number, target: number, bytes: number, timeoutMs: number, hostUid?: number): Promise<void>;
 }
@@ -155,6 +157,9 @@ export class RegionRegistry implements RegionService {
       if (caller.domain === domain) throw new RegistryError('EINVAL', 'a guest shares regions with another domain, not with itself');
       const why = this.#refusesDomains(caller.domain, domain);
       if (why !== null) throw new RegistryError('EPERM', why);
+      if (pages * SHM_PAGE_SIZE > this.#placement.maxRegionBytes) {
+        throw new RegistryError('EMSGSIZE', `a region with a guest has at most ${this.#placement.maxRegionBytes} bytes (one pool)`);
+      }
     }
     if (this.#regions.size >= this.#limits.maxShmRegions) throw new RegistryError('ENOSPC', 'region limit reached (limits.maxShmRegions)');
     const principal = principalOf(caller);
