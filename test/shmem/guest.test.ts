@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { after, before, test } from 'node:test';
-import { Shmem, type ShmRegion } from '../../src/client/index.js';
+import { Shmem, Vchan, type ShmRegion } from '../../src/client/index.js';
 import { native } from '../../src/native.js';
 import { Prng, seedFromEnv } from '../helpers/prng.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { SHMEM_PEER_MAIN } from '../helpers/shmem-peer.js';
-import { fdTargets, teardown, waitFor, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { expectFdsBackTo, fdTargets, settledFds, teardown, waitFor, type TestDaemon } from '../helpers/daemon-fixture.js';
 import { cliStatus, startGuest, startHost, type TestGuest } from '../helpers/guest-fixture.js';
 
 const SEED = seedFromEnv(0x5e6);
@@ -265,4 +265,77 @@ test('a host creator is killed while a guest maps: the guest keeps its pages unt
     frees.reduce((a, b) => a + b, 0) + 32 * PAGE,
     'the extent is back once the guest unmapped',
   );
+});
+
+/** A GUI agent in guest 1 and a GUI daemon on the host, over one vchan and one region. */
+async function guiSession(frames: number, seed: number): Promise<void> {
+  const WIDTH = 3840;
+  const HEIGHT = 2160;
+  const RECTS = 4;
+  const MSG = 8 + RECTS * 16 + 32;
+  const server = await Vchan.listen({ runtimeDir: host.runtimeDir, domain: 1, port: 5900 });
+  const agent = await Vchan.connect({ runtimeDir: g1.runtimeDir, domain: 0, port: 5900, timeout: 10_000 });
+  await server.waitConnected({ timeout: 10_000 });
+  const gs = await Shmem.open({ runtimeDir: g1.runtimeDir });
+  const hs = await Shmem.open({ runtimeDir: host.runtimeDir });
+  try {
+    const fb = await gs.share(0, (WIDTH * HEIGHT * 4) / PAGE);
+    assert.equal(fb.pages, 8100);
+    const id = Buffer.alloc(4);
+    id.writeUInt32LE(fb.id);
+    await agent.send(id);
+    // The host maps the buffer once, by the id it got over the vchan.
+    const got = await server.recv(4);
+    const view = await hs.map(1, got!.readUInt32LE(0));
+    const pixels = new Uint32Array(fb.buffer);
+    const rng = new Prng(seed);
+    for (let frame = 1; frame <= frames; frame++) {
+      const msg = Buffer.alloc(MSG);
+      msg.writeUInt32LE(frame, 0);
+      msg.writeUInt32LE(RECTS, 4);
+      for (let i = 0; i < RECTS; i++) {
+        const w = rng.int(1, 512);
+        const h = rng.int(1, 512);
+        const x = rng.below(WIDTH - w);
+        const y = rng.below(HEIGHT - h);
+        const colour = rng.next();
+        for (let row = y; row < y + h; row++) pixels.fill(colour, row * WIDTH + x, row * WIDTH + x + w);
+        for (const [k, v] of [x, y, w, h].entries()) msg.writeUInt32LE(v, 8 + i * 16 + k * 4);
+      }
+      createHash('sha256')
+        .update(new Uint8Array(fb.buffer))
+        .digest()
+        .copy(msg, 8 + RECTS * 16);
+      await agent.send(msg);
+      const damage = await server.recv(MSG);
+      assert.ok(damage !== null);
+      assert.equal(damage.readUInt32LE(0), frame);
+      assert.equal(sha(view.buffer), damage.subarray(8 + RECTS * 16).toString('hex'), `frame ${frame} as the host sees it`);
+      // The damaged rectangles hold what the guest drew there.
+      for (let i = 0; i < RECTS; i++) {
+        const x: number = damage.readUInt32LE(8 + i * 16);
+        const y: number = damage.readUInt32LE(12 + i * 16);
+        assert.equal(new Uint32Array(view.buffer)[y * WIDTH + x], pixels[y * WIDTH + x]);
+      }
+      await server.send(Buffer.from([1]));
+      assert.ok((await agent.recv(1)) !== null, 'the host acknowledged the frame');
+    }
+    await hs.unmap(view);
+    await gs.release(fb.id);
+  } finally {
+    gs.close();
+    hs.close();
+    agent.close();
+    server.close();
+  }
+}
+
+test('GUI-shaped: a guest shares a 3840×2160×4 buffer, sends its id over a vchan, draws frames with damage; the host checks each', async () => {
+  // A first session may grow pools (kept for later use); a second one leaves nothing behind.
+  await guiSession(1, SEED + 11);
+  const hostFds = await settledFds(hostPid());
+  const guestFds = await settledFds(g1.daemon.child.pid!);
+  await guiSession(6, SEED + 12);
+  await expectFdsBackTo(hostPid(), hostFds, 5000, 'host daemon fds');
+  await expectFdsBackTo(g1.daemon.child.pid!, guestFds, 5000, 'guest daemon fds');
 });
