@@ -128,7 +128,10 @@ export class Shmem {
     } catch (err) {
       throw explain(err, {
         ESRCH: `domain ${domain} is not known to kvmchand`,
-        EOPNOTSUPP: `kvmchand cannot share regions with domain ${domain} yet (docs/shmem.md §8)`,
+        EOPNOTSUPP: `kvmchand cannot share regions with domain ${domain}`,
+        EINVAL: `a guest shares regions with another domain, not with its own (${domain})`,
+        EMSGSIZE: `${pages} pages do not fit one pool (pools.poolSize; docs/shmem.md §4)`,
+        EPERM: `policy does not allow regions between this domain and ${domain} (policy.guestPairs)`,
         EDQUOT: QUOTA,
         ENOSPC: 'kvmchand refused: its limit of regions is reached (limits.maxShmRegions)',
       });

@@ -66,6 +66,8 @@ export class Daemon {
       limits: config.limits,
       quota: this.registry,
       domainExists: (d) => this.registry.hasDomain(d),
+      placement: this.pools,
+      refusesDomains: (a, b) => policy.refuses(a, b),
     });
     this.#service = new HostVchanService(
       this.registry,
@@ -212,6 +214,7 @@ export class Daemon {
           name,
           device: device.host!,
           service: this.#service,
+          regions: this.regions,
           log: this.log.child({ component: 'guest-link' }),
           maxConnections: this.config.limits.maxConnectionsPerGuest,
           slowPeerTimeoutMs: this.config.limits.slowPeerTimeoutMs,

@@ -50,6 +50,11 @@ export const Command = {
   GUEST_VCHAN_CLIENT_INIT: 0x0111,
   GUEST_VCHAN_CLOSE: 0x0112,
   GUEST_CONN_CLOSED: 0x0113,
+  // Shared-memory regions for a guest's local clients (§6.8, docs/shmem.md §6).
+  GUEST_SHM_SHARE: 0x0114,
+  GUEST_SHM_MAP: 0x0115,
+  GUEST_SHM_UNMAP: 0x0116,
+  GUEST_SHM_RELEASE: 0x0117,
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 export type CommandName = keyof typeof Command;
@@ -67,7 +72,7 @@ export type EventName = keyof typeof Event;
 export const RESERVED_RANGES: readonly (readonly [first: number, last: number, use: string])[] = [
   [0x0035, 0x003f, 'shared-memory regions'],
   [0x0102, 0x010f, 'guest-host control'],
-  [0x0114, 0x01ff, 'guest-host control'],
+  [0x0118, 0x01ff, 'guest-host control'],
 ];
 
 /** VchanInfo.role (§6.3). */

@@ -73,6 +73,10 @@ import type {
   ShmRegionInfo,
   RegionEntry,
   ListRegionsReply,
+  GuestShmShareRequest,
+  GuestShmMapRequest,
+  GuestShmReleaseRequest,
+  GuestShmRegionInfo,
 } from './types.js';
 
 // ---- shared layouts
@@ -179,6 +183,20 @@ const shmName = struct<ShmMapRequest>('ShmMapRequest')([
   ['domain', u32],
   ['id', u32],
 ]);
+
+/** §6.8: a region on a pool device (40 bytes): a ShmRegionInfo with the pool instead of an fd. */
+export const GUEST_SHM_REGION_INFO = struct<GuestShmRegionInfo>('GuestShmRegionInfo')([
+  ['id', u32],
+  ['ownerDomain', u32],
+  ['targetDomain', u32],
+  ['pages', u32],
+  ['pool', u32],
+  pad32,
+  ['shmOffset', u64],
+  ['shmLength', u64],
+]);
+
+const guestShmName = struct<GuestShmMapRequest>('GuestShmMapRequest')([['conn', u32], ['domain', u32], ['id', u32], pad32]);
 
 /** Entries that fit one list reply: MAX_PAYLOAD − {err, pad} − {count, next}. */
 export const MAX_DOMAIN_ENTRIES = Math.floor((MAX_PAYLOAD - REPLY_HEADER_SIZE - 8) / DOMAIN_ENTRY.fixedSize);
@@ -397,6 +415,45 @@ export const COMMANDS: { readonly [K in CommandId]: CommandSpec<K> } = {
     id: Command.GUEST_CONN_CLOSED,
     name: 'GUEST_CONN_CLOSED',
     request: struct<GuestConnClosedRequest>('GuestConnClosedRequest')([['conn', u32], pad32]),
+    reply: empty,
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
+  [Command.GUEST_SHM_SHARE]: {
+    id: Command.GUEST_SHM_SHARE,
+    name: 'GUEST_SHM_SHARE',
+    request: struct<GuestShmShareRequest>('GuestShmShareRequest')([['conn', u32], ['domain', u32], ['pages', u32], pad32]),
+    reply: GUEST_SHM_REGION_INFO,
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
+  [Command.GUEST_SHM_MAP]: {
+    id: Command.GUEST_SHM_MAP,
+    name: 'GUEST_SHM_MAP',
+    request: guestShmName,
+    reply: GUEST_SHM_REGION_INFO,
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
+  [Command.GUEST_SHM_UNMAP]: {
+    id: Command.GUEST_SHM_UNMAP,
+    name: 'GUEST_SHM_UNMAP',
+    request: guestShmName,
+    reply: empty,
+    requestFds: 0,
+    replyFds: 0,
+    transports: streamOnly,
+  },
+  [Command.GUEST_SHM_RELEASE]: {
+    id: Command.GUEST_SHM_RELEASE,
+    name: 'GUEST_SHM_RELEASE',
+    request: struct<GuestShmReleaseRequest>('GuestShmReleaseRequest')([
+      ['conn', u32],
+      ['id', u32],
+    ]),
     reply: empty,
     requestFds: 0,
     replyFds: 0,

@@ -226,6 +226,23 @@ export interface ListRegionsReply {
   entries: RegionEntry[];
 }
 
+// ---- §6.8 shared-memory regions on the guest link (docs/shmem.md §6)
+export interface GuestShmShareRequest extends ShmShareRequest {
+  /** The guest-local connection the region is created for. */
+  conn: number;
+}
+export interface GuestShmMapRequest extends ShmMapRequest {
+  conn: number;
+}
+export type GuestShmUnmapRequest = GuestShmMapRequest;
+export interface GuestShmReleaseRequest extends ShmReleaseRequest {
+  conn: number;
+}
+/** A region on a pool device: the guest maps `shmLength` bytes at `shmOffset` of pool `pool`. */
+export interface GuestShmRegionInfo extends ShmRegionInfo {
+  pool: number;
+}
+
 /** Request body by command id. */
 export interface RequestBodies {
   [Command.GET_VERSION]: GetVersionRequest;
@@ -246,6 +263,10 @@ export interface RequestBodies {
   [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanClientInitRequest;
   [Command.GUEST_VCHAN_CLOSE]: GuestVchanCloseRequest;
   [Command.GUEST_CONN_CLOSED]: GuestConnClosedRequest;
+  [Command.GUEST_SHM_SHARE]: GuestShmShareRequest;
+  [Command.GUEST_SHM_MAP]: GuestShmMapRequest;
+  [Command.GUEST_SHM_UNMAP]: GuestShmUnmapRequest;
+  [Command.GUEST_SHM_RELEASE]: GuestShmReleaseRequest;
 }
 
 /** Body of a successful (err 0) reply by command id. */
@@ -268,6 +289,10 @@ export interface ReplyBodies {
   [Command.GUEST_VCHAN_CLIENT_INIT]: GuestVchanInfo;
   [Command.GUEST_VCHAN_CLOSE]: Empty;
   [Command.GUEST_CONN_CLOSED]: Empty;
+  [Command.GUEST_SHM_SHARE]: GuestShmRegionInfo;
+  [Command.GUEST_SHM_MAP]: GuestShmRegionInfo;
+  [Command.GUEST_SHM_UNMAP]: Empty;
+  [Command.GUEST_SHM_RELEASE]: Empty;
 }
 
 export interface EventBodies {

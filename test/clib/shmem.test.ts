@@ -1,8 +1,8 @@
 // Shared-memory regions through the C API (<kvmchan-shmem.h> in libvchan-kvm, driven through
 // clib/test/shmem_tool) and the TypeScript API (test/helpers/shmem-peer.ts) against a real
 // kvmchand: one id for a 4K framebuffer either way, the C consumer's own mmap() at the offset
-// of the mmap parameters, a C attacker of another uid, several threads on one handle, and
-// both sides SIGKILLed.
+// of the mmap parameters, a C attacker of another uid, several threads on one handle, both
+// sides SIGKILLed, and the same C program inside a simulated guest (its guest daemon's socket).
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,6 +13,7 @@ import { socketPath } from '../../src/paths.js';
 import { PeerProcess } from '../helpers/peer-process.js';
 import { SHMEM_PEER_MAIN } from '../helpers/shmem-peer.js';
 import { expectFdsBackTo, fdTargets, settledFds, startDaemon, teardown, waitFor, type TestDaemon } from '../helpers/daemon-fixture.js';
+import { startGuest, startHost } from '../helpers/guest-fixture.js';
 import { buildClibDrivers, testBinDir } from './build-clib.js';
 
 const NOBODY = 65534;
@@ -184,4 +185,36 @@ test('one C handle used by 8 threads at once', async () => {
   await c.ok('threads 0 8');
   await c.end();
   await waitFor(() => regionFds() === 0, 5000, 'freed');
+});
+
+test('inside a guest: C shares with the host and maps a host region with its own mmap() at the offset', async () => {
+  const host = await startHost({ guests: 1 });
+  const guest = await startGuest(host, 1).catch(async (err: unknown) => {
+    await host.stop();
+    throw err;
+  });
+  const c = new CTool(guest.runtimeDir);
+  const ts = await PeerProcess.spawn(host.runtimeDir, { main: SHMEM_PEER_MAIN });
+  try {
+    // Guest → host: C shares through the guest daemon, TypeScript on the host maps it.
+    const [idText] = await c.ok('share 0 64');
+    const id = Number(idText);
+    const [sum1] = await c.ok(`fill ${id} 31`);
+    await ts.ok({ op: 'map', domain: 1, region: id });
+    assert.equal((await ts.ok({ op: 'hash', region: id }))['sha256'], sum1, 'the host reads what C in the guest wrote');
+    // Host → guest: the mmap parameters are the guest's pool device and the region's offset in it.
+    const hostId = (await ts.ok({ op: 'share', domain: 1, pages: 16 }))['region'] as number;
+    const sum2 = (await ts.ok({ op: 'fill', region: hostId, seed: 32 }))['sha256'];
+    const [offset, length] = await c.ok(`params 0 ${hostId}`);
+    assert.equal(Number(offset) % 4096, 0);
+    assert.equal(Number(length), 16 * 4096);
+    assert.deepEqual(await c.ok(`hash ${hostId}`), [sum2], 'C’s own mmap() in the guest reads what the host wrote');
+    await c.ok(`unmap ${hostId}`);
+    await c.ok(`release ${id}`);
+  } finally {
+    await c.end();
+    await ts.end();
+    await guest.stop();
+    await host.stop();
+  }
 });

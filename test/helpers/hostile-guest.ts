@@ -470,6 +470,32 @@ async function run(g: HostileGuest, cmd: Json): Promise<Json> {
       }
       return { results };
     }
+    case 'shm': {
+      // One GUEST_SHM_* request with whatever conn / domain / id / pages the test names.
+      const conn = num('conn', 1);
+      const r =
+        cmd['cmd'] === 'share'
+          ? await g.request(Command.GUEST_SHM_SHARE, { conn, domain: num('domain', 0), pages: num('pages') })
+          : cmd['cmd'] === 'map'
+            ? await g.request(Command.GUEST_SHM_MAP, { conn, domain: num('domain'), id: num('region') })
+            : cmd['cmd'] === 'unmap'
+              ? await g.request(Command.GUEST_SHM_UNMAP, { conn, domain: num('domain'), id: num('region') })
+              : await g.request(Command.GUEST_SHM_RELEASE, { conn, id: num('region') });
+      return { err: r.err, ...(r.body === undefined ? {} : { info: r.body as Json }) };
+    }
+    case 'shmSpray': {
+      // `count` GUEST_SHM_SHARE of `pages` pages, each under a fresh conn from `firstConn`: the
+      // answers tallied by errno (nothing is kept: the host must bound what this can hold).
+      const results: Record<string, number> = {};
+      const replies = [];
+      for (let i = 0; i < num('count'); i++) {
+        replies.push(
+          g.request(Command.GUEST_SHM_SHARE, { conn: (num('firstConn', 1) + i) >>> 0, domain: num('domain', 0), pages: num('pages', 1) }),
+        );
+      }
+      for (const r of await Promise.all(replies)) results[String(r.err)] = (results[String(r.err)] ?? 0) + 1;
+      return { results };
+    }
     case 'connClosed': {
       const r = await g.request(Command.GUEST_CONN_CLOSED, { conn: num('conn') });
       return { err: r.err };

@@ -834,6 +834,149 @@ export const fixtures: readonly Fixture[] = [
     value: { kind: 'reply', ok: true, id: 0x0113, seq: 5, err: 0, body: {}, fds: [] },
   },
 
+  // ---- §6.8 shared-memory regions on the guest link (docs/shmem.md §6)
+  {
+    name: 'GUEST_SHM_SHARE request',
+    direction: 'request',
+    bytes: hex`
+      14 01 10 00 06 00 00 00        # id 0x0114, size 16, seq 6
+      07 00 00 00                    # conn 7
+      00 00 00 00                    # domain 0 (target: the host)
+      a4 1f 00 00                    # pages 8100
+      00 00 00 00                    # pad32
+    `,
+    value: { kind: 'request', id: 0x0114, seq: 6, body: { conn: 7, domain: 0, pages: 8100 }, fds: [] },
+  },
+  {
+    name: 'GUEST_SHM_SHARE reply',
+    direction: 'reply',
+    bytes: hex`
+      14 01 30 00 06 00 00 00        # size 48, seq 6
+      00 00 00 00 00 00 00 00        # err 0, pad
+      b9 79 37 9e                    # id 0x9e3779b9
+      03 00 00 00                    # owner_domain 3
+      00 00 00 00                    # target_domain 0
+      a4 1f 00 00                    # pages 8100
+      02 00 00 00                    # pool 2
+      00 00 00 00                    # pad32
+      00 00 40 00 00 00 00 00        # shm_offset 0x400000 (in the pool)
+      00 40 fa 01 00 00 00 00        # shm_length 8100 x 4096
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0114,
+      seq: 6,
+      err: 0,
+      body: { id: 0x9e3779b9, ownerDomain: 3, targetDomain: 0, pages: 8100, pool: 2, shmOffset: 0x400000, shmLength: 0x1fa4000 },
+      fds: [],
+    },
+  },
+  {
+    name: 'GUEST_SHM_SHARE reply: -EMSGSIZE (larger than a pool)',
+    direction: 'reply',
+    bytes: hex`
+      14 01 08 00 06 00 00 00
+      a6 ff ff ff 00 00 00 00        # err -90
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0114, seq: 6, err: -90, body: undefined, fds: [] },
+  },
+  {
+    name: 'GUEST_SHM_MAP request',
+    direction: 'request',
+    bytes: hex`
+      15 01 10 00 07 00 00 00        # id 0x0115, size 16, seq 7
+      08 00 00 00                    # conn 8
+      00 00 00 00                    # domain 0 (owner: the host)
+      01 00 00 80                    # id 0x80000001
+      00 00 00 00                    # pad32
+    `,
+    value: { kind: 'request', id: 0x0115, seq: 7, body: { conn: 8, domain: 0, id: 0x80000001 }, fds: [] },
+  },
+  {
+    name: 'GUEST_SHM_MAP reply',
+    direction: 'reply',
+    bytes: hex`
+      15 01 30 00 07 00 00 00        # size 48, seq 7
+      00 00 00 00 00 00 00 00        # err 0, pad
+      01 00 00 80                    # id 0x80000001
+      00 00 00 00                    # owner_domain 0 (the host)
+      03 00 00 00                    # target_domain 3
+      10 00 00 00                    # pages 16
+      05 00 00 00                    # pool 5
+      00 00 00 00                    # pad32
+      00 00 01 00 00 00 00 00        # shm_offset 0x10000
+      00 00 01 00 00 00 00 00        # shm_length 16 x 4096
+    `,
+    value: {
+      kind: 'reply',
+      ok: true,
+      id: 0x0115,
+      seq: 7,
+      err: 0,
+      body: { id: 0x80000001, ownerDomain: 0, targetDomain: 3, pages: 16, pool: 5, shmOffset: 0x10000, shmLength: 0x10000 },
+      fds: [],
+    },
+  },
+  {
+    name: 'GUEST_SHM_MAP reply: -ENOENT',
+    direction: 'reply',
+    bytes: hex`
+      15 01 08 00 07 00 00 00
+      fe ff ff ff 00 00 00 00        # err -2
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0115, seq: 7, err: -2, body: undefined, fds: [] },
+  },
+  {
+    name: 'GUEST_SHM_UNMAP request',
+    direction: 'request',
+    bytes: hex`
+      16 01 10 00 08 00 00 00        # id 0x0116, size 16, seq 8
+      08 00 00 00                    # conn 8
+      00 00 00 00                    # domain 0 (owner)
+      01 00 00 80                    # id 0x80000001
+      00 00 00 00                    # pad32
+    `,
+    value: { kind: 'request', id: 0x0116, seq: 8, body: { conn: 8, domain: 0, id: 0x80000001 }, fds: [] },
+  },
+  {
+    name: 'GUEST_SHM_UNMAP reply',
+    direction: 'reply',
+    bytes: hex`
+      16 01 08 00 08 00 00 00
+      00 00 00 00 00 00 00 00        # err 0, no data
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0116, seq: 8, err: 0, body: {}, fds: [] },
+  },
+  {
+    name: 'GUEST_SHM_RELEASE request',
+    direction: 'request',
+    bytes: hex`
+      17 01 08 00 09 00 00 00        # id 0x0117, size 8, seq 9
+      07 00 00 00                    # conn 7
+      b9 79 37 9e                    # id 0x9e3779b9
+    `,
+    value: { kind: 'request', id: 0x0117, seq: 9, body: { conn: 7, id: 0x9e3779b9 }, fds: [] },
+  },
+  {
+    name: 'GUEST_SHM_RELEASE reply',
+    direction: 'reply',
+    bytes: hex`
+      17 01 08 00 09 00 00 00
+      00 00 00 00 00 00 00 00        # err 0, no data
+    `,
+    value: { kind: 'reply', ok: true, id: 0x0117, seq: 9, err: 0, body: {}, fds: [] },
+  },
+  {
+    name: 'GUEST_SHM_RELEASE reply: -EPERM (created on another conn)',
+    direction: 'reply',
+    bytes: hex`
+      17 01 08 00 09 00 00 00
+      ff ff ff ff 00 00 00 00        # err -1
+    `,
+    value: { kind: 'reply', ok: false, id: 0x0117, seq: 9, err: -1, body: undefined, fds: [] },
+  },
+
   // ---- §4.2 an unknown id is answered -ENOSYS, repeating the id
   {
     name: 'reply to unknown id 0x7777: -ENOSYS',

@@ -99,6 +99,10 @@ describe('message table', () => {
       GUEST_VCHAN_CLIENT_INIT: [24, 56, 0],
       GUEST_VCHAN_CLOSE: [8, 0, 0],
       GUEST_CONN_CLOSED: [8, 0, 0],
+      GUEST_SHM_SHARE: [16, 40, 0],
+      GUEST_SHM_MAP: [16, 40, 0],
+      GUEST_SHM_UNMAP: [16, 0, 0],
+      GUEST_SHM_RELEASE: [8, 0, 0],
     });
     assert.equal(COMMANDS[Command.GUEST_VCHAN_SERVER_INIT].reply, GUEST_VCHAN_INFO);
     assert.equal(COMMANDS[Command.GUEST_VCHAN_CLIENT_INIT].reply, GUEST_VCHAN_INFO);
@@ -118,7 +122,7 @@ describe('message table', () => {
       LIST_DOMAINS: both,
       LIST_VCHANS: both,
       LIST_POOLS: both,
-      // The region commands are seqpacket only: a guest daemon will speak its own GUEST_SHM_*
+      // The region commands are seqpacket only: a guest daemon speaks its own GUEST_SHM_*
       // (docs/shmem.md §6), so UNMAP and RELEASE stay with the two that carry an fd.
       SHM_SHARE: ['seqpacket'],
       SHM_MAP: ['seqpacket'],
@@ -131,6 +135,10 @@ describe('message table', () => {
       GUEST_VCHAN_CLIENT_INIT: ['stream'],
       GUEST_VCHAN_CLOSE: ['stream'],
       GUEST_CONN_CLOSED: ['stream'],
+      GUEST_SHM_SHARE: ['stream'],
+      GUEST_SHM_MAP: ['stream'],
+      GUEST_SHM_UNMAP: ['stream'],
+      GUEST_SHM_RELEASE: ['stream'],
     });
     for (const c of Object.values(COMMANDS)) {
       assert.equal(c.requestFds, 0, `${c.name}: no request carries fds`);
@@ -193,7 +201,7 @@ describe('message table', () => {
       [
         [0x0035, 0x003f],
         [0x0102, 0x010f],
-        [0x0114, 0x01ff],
+        [0x0118, 0x01ff],
       ],
     );
     const masks = [AllowMask.forKind('local'), AllowMask.forKind('guest-control')];
@@ -205,10 +213,10 @@ describe('message table', () => {
         }
       }
     }
-    // The guest-control block 0x0100–0x01FF: the five commands, the two reserved ranges, and
+    // The guest-control block 0x0100–0x01FF: the nine commands, the two reserved ranges, and
     // 0x0100, unassigned (unknown like any id outside the table).
     const guestBlock = Object.values(Command).filter((id) => id >= 0x0100 && id <= 0x01ff);
-    assert.deepEqual(guestBlock, [0x0101, 0x0110, 0x0111, 0x0112, 0x0113]);
+    assert.deepEqual(guestBlock, [0x0101, 0x0110, 0x0111, 0x0112, 0x0113, 0x0114, 0x0115, 0x0116, 0x0117]);
     assert.ok(!isCommandId(0x0100));
   });
 });
@@ -220,6 +228,10 @@ describe('allow masks and CHECK_COMMAND (§6.2, §8)', () => {
     Command.GUEST_VCHAN_CLIENT_INIT,
     Command.GUEST_VCHAN_CLOSE,
     Command.GUEST_CONN_CLOSED,
+    Command.GUEST_SHM_SHARE,
+    Command.GUEST_SHM_MAP,
+    Command.GUEST_SHM_UNMAP,
+    Command.GUEST_SHM_RELEASE,
   ];
 
   test('local clients may use every seqpacket command; the stream-only GUEST_* commands are -EPERM', () => {
@@ -275,7 +287,7 @@ describe('allow masks and CHECK_COMMAND (§6.2, §8)', () => {
   test('unknown, reserved and event ids are -ENOSYS', () => {
     for (const kind of ['local', 'guest-control'] as const) {
       const mask = AllowMask.forKind(kind);
-      for (const id of [0, 0x35, 0x100, 0x102, 0x114, 0x1ff, 0x7777, 0x8001, 0x8101, 0xffff]) {
+      for (const id of [0, 0x35, 0x100, 0x102, 0x118, 0x1ff, 0x7777, 0x8001, 0x8101, 0xffff]) {
         assert.equal(checkCommand(id, mask, TRANSPORT_OF[kind]), -Errno.ENOSYS, `0x${id.toString(16)} on ${kind}`);
       }
     }
@@ -404,6 +416,13 @@ describe('typed unions', () => {
           return `conn ${req.body.conn} close ${req.body.handle}`;
         case Command.GUEST_CONN_CLOSED:
           return `conn ${req.body.conn} closed`;
+        case Command.GUEST_SHM_SHARE:
+          return `conn ${req.body.conn} share ${req.body.pages} pages with ${req.body.domain}`;
+        case Command.GUEST_SHM_MAP:
+        case Command.GUEST_SHM_UNMAP:
+          return `conn ${req.body.conn} region ${req.body.domain}:${req.body.id}`;
+        case Command.GUEST_SHM_RELEASE:
+          return `conn ${req.body.conn} release ${req.body.id}`;
       }
     }
     function describeReply(rep: AnyReply): string {
@@ -430,12 +449,17 @@ describe('typed unions', () => {
         case Command.GUEST_VCHAN_SERVER_INIT:
         case Command.GUEST_VCHAN_CLIENT_INIT:
           return `handle ${rep.body.handle} pool ${rep.body.pool} vector ${rep.body.vector} kicks ${rep.body.peerId}/${rep.body.peerVector}`;
+        case Command.GUEST_SHM_SHARE:
+        case Command.GUEST_SHM_MAP:
+          return `region ${rep.body.ownerDomain}:${rep.body.id} in pool ${rep.body.pool} at ${rep.body.shmOffset}+${rep.body.shmLength}`;
         case Command.CHECK_COMMAND:
         case Command.VCHAN_CLOSE:
         case Command.SHM_UNMAP:
         case Command.SHM_RELEASE:
         case Command.GUEST_VCHAN_CLOSE:
         case Command.GUEST_CONN_CLOSED:
+        case Command.GUEST_SHM_UNMAP:
+        case Command.GUEST_SHM_RELEASE:
           return `empty ${Object.keys(rep.body).length}`;
       }
     }

@@ -1,7 +1,7 @@
 // Hostile and unsupported uses of the shared-memory region commands (docs/shmem.md,
 // wire-protocol.md §6.11): malformed requests are answered and the connection stays up; a
 // client that asks for hundreds of regions, never reads a reply and exits leaks nothing in the
-// daemon; regions with a guest on either side are refused (-EOPNOTSUPP) until they exist.
+// daemon; refused requests with a guest on either side keep nothing either.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Shmem } from '../../src/client/index.js';
@@ -86,15 +86,19 @@ test('hundreds of SHM_SHAREs whose replies are never read, then the client leave
   await expectFdsBackTo(pid, baseline, 10_000, 'the daemon fds after the greedy client left');
 });
 
-test('a guest on either side: -EOPNOTSUPP from the host and from a guest daemon, nothing kept', async () => {
+test('a guest on either side: refused shares and maps, from the host and from a guest daemon, keep nothing', async () => {
   const pid = host.daemon.child.pid!;
   const baseline = await settledFds(pid);
   const onHost = await Shmem.open({ runtimeDir: host.runtimeDir });
   const inGuest = await Shmem.open({ runtimeDir: guests[0]!.runtimeDir });
   try {
-    await assert.rejects(onHost.share(1, 1), { code: 'KVMCHAN_E_DAEMON_EOPNOTSUPP' });
-    await assert.rejects(inGuest.share(0, 1), { code: 'KVMCHAN_E_DAEMON_EOPNOTSUPP' });
-    await assert.rejects(inGuest.map(0, 1), { code: 'KVMCHAN_E_DAEMON_EOPNOTSUPP' });
+    await assert.rejects(onHost.share(7, 1), { code: 'KVMCHAN_E_DAEMON_ESRCH' });
+    await assert.rejects(onHost.map(1, 1), { code: 'KVMCHAN_E_DAEMON_ENOENT' });
+    await assert.rejects(inGuest.share(1, 1), { code: 'KVMCHAN_E_DAEMON_EINVAL' });
+    await assert.rejects(inGuest.share(7, 1), { code: 'KVMCHAN_E_DAEMON_ESRCH' });
+    await assert.rejects(inGuest.map(0, 1), { code: 'KVMCHAN_E_DAEMON_ENOENT' });
+    await assert.rejects(inGuest.unmap({ domain: 0, id: 1 }), { code: 'KVMCHAN_E_DAEMON_ENOENT' });
+    await assert.rejects(inGuest.release(1), { code: 'KVMCHAN_E_DAEMON_ENOENT' });
   } finally {
     inGuest.close();
     onHost.close();

@@ -2,7 +2,9 @@
 // kvmchand serves domain 1 (its control device and first pool, as for a simulated guest); QEMU
 // plugs both into the guest at boot as ivshmem-doorbell devices; `kvmchand --guest` in the guest
 // finds them over VFIO by their device headers; host↔guest vchans move data both ways, checked
-// with SHA-256, with the guest as client and as server.
+// with SHA-256, with the guest as client and as server; a shared-memory region the host shares
+// with the guest is mapped there from its mmap parameters (the VFIO device fd at BAR2's region
+// offset plus the extent's offset, docs/shmem.md §6), bytes checked both ways.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -11,6 +13,8 @@ import path from 'node:path';
 import { bootVm, vmPrerequisites, REPO_ROOT, type GuestProcess, type TestVm } from '../helpers/vm.js';
 import { startDaemon, teardown, type TestDaemon } from '../helpers/daemon-fixture.js';
 import { Pattern, PATTERN_PERIOD } from '../helpers/pattern.js';
+import { Prng } from '../helpers/prng.js';
+import { Shmem } from '../../src/client/index.js';
 
 const pre = vmPrerequisites();
 const skip = 'reason' in pre ? pre.reason : false;
@@ -19,6 +23,7 @@ const POOL_SIZE = 4 * MiB;
 const POOL_VECTORS = 4;
 const BYTES = 4 * MiB;
 const PEER = path.join(REPO_ROOT, 'dist', 'test', 'helpers', 'vchan-hash-peer.js');
+const SHMEM_ONCE = path.join(REPO_ROOT, 'dist', 'test', 'helpers', 'shmem-once.js');
 const KVMCHAND = path.join(REPO_ROOT, 'dist', 'src', 'daemon', 'main.js');
 const GUEST_RUNTIME = '/run/kvmchand-test';
 
@@ -140,4 +145,25 @@ test('guest server ↔ host client: 4 MiB each way, SHA-256 intact', { skip }, a
   assert.equal(hr.received, gr.sent, 'guest → host');
   assert.equal(hr.sent, expectedHash(2, BYTES));
   t.diagnostic(`host side: ${mbps(hr)}; guest side: ${mbps(gr)}`);
+});
+
+test('host → guest region over VFIO: the guest maps it from its mmap parameters; bytes checked both ways', { skip }, async (t) => {
+  const shm = await Shmem.open({ runtimeDir: host!.runtimeDir });
+  try {
+    const r = await shm.share(1, 16);
+    const bytes = new Prng(41).bytes(r.buffer.byteLength);
+    new Uint8Array(r.buffer).set(bytes);
+    const g = vm!.start(['node', SHMEM_ONCE, GUEST_RUNTIME, '0', String(r.id), '42']);
+    const m = await g.waitForOutput(/^(DONE|FAILED) (.*)$/m, 900_000);
+    if (m[1] === 'FAILED') assert.fail(`guest failed: ${m[2]}\n${g.stderr()}`);
+    const res = JSON.parse(m[2]!) as { offset: number; length: number; found: string; wrote: string };
+    t.diagnostic(`guest mmap parameters: offset ${res.offset} (VFIO region offset + extent), length ${res.length}`);
+    assert.equal(res.length, 16 * 4096);
+    assert.equal(res.found, createHash('sha256').update(bytes).digest('hex'), 'the guest reads what the host wrote');
+    assert.equal(res.wrote, createHash('sha256').update(new Uint8Array(r.buffer)).digest('hex'), 'the host reads what the guest wrote');
+    await shm.release(r.id);
+    await shm.unmap(r);
+  } finally {
+    shm.close();
+  }
 });

@@ -27,6 +27,7 @@ import type { Caller } from '../registry/registry.js';
 import { RegistryError, errnoOf } from '../registry/registry-error.js';
 import { answerHandshake, answerList, isHandshake, isListRequest } from '../request-handler.js';
 import { RateLimitedLog } from '../rate-limited-log.js';
+import type { RegionGrant, RegionService } from '../regions/region-registry.js';
 
 /** Replies a guest may leave unread before we stop reading its requests (as for a local client). */
 const MAX_QUEUED_REPLY_BYTES = 1 << 20;
@@ -52,6 +53,8 @@ export interface HostLinkOptions {
   device: HostDevice;
   /** The host's request path, the same one the local socket uses; callers are scoped to this guest. */
   service: VchanService;
+  /** Shared-memory regions (docs/shmem.md §6); without it the GUEST_SHM_* commands are -EOPNOTSUPP. */
+  regions?: RegionService;
   log: Logger;
   /** Guest connections (`conn` values) with a vchan or an init in flight, at most. */
   maxConnections: number;
@@ -168,9 +171,22 @@ export class HostLink {
       if (ok) entry.established = true;
       else if (!entry.established && entry.pending === 0 && this.#conns.get(conn) === entry) {
         this.#conns.delete(conn);
-        this.#opts.service.dropConnection(entry.id);
+        this.#dropConn(entry.id);
       }
+      // GUEST_CONN_CLOSED (or the session's end) came while this ran: what it obtained goes too.
+      if (ok && this.#conns.get(conn) !== entry) this.#dropConn(entry.id);
     }
+  }
+
+  /** Everything a guest connection holds goes: vchan endpoints, region holds and regions it made. */
+  #dropConn(id: number): void {
+    this.#opts.service.dropConnection(id);
+    this.#opts.regions?.dropConnection(id);
+  }
+
+  #regions(): RegionService {
+    if (this.#opts.regions === undefined) throw new RegistryError('EOPNOTSUPP', 'shared-memory regions are not served here');
+    return this.#opts.regions;
   }
 
   /** Who the guest's `conn` is for a request that creates nothing (an unknown one holds nothing). */
@@ -250,14 +266,44 @@ export class HostLink {
         const c = this.#conns.get(req.body.conn);
         if (c !== undefined) {
           this.#conns.delete(req.body.conn);
-          service.dropConnection(c.id);
+          this.#dropConn(c.id);
         }
         this.#link.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       }
+      // docs/shmem.md §6: the guest's regions, each request for one of its local connections.
+      case Command.GUEST_SHM_SHARE: {
+        const b = req.body;
+        const g = await this.#onConn(b.conn, (caller) => this.#regions().share(caller, b.domain, b.pages));
+        this.#sendRegion(req.id, req.seq, g);
+        return;
+      }
+      case Command.GUEST_SHM_MAP: {
+        const b = req.body;
+        const g = await this.#onConn(b.conn, async (caller) => this.#regions().map(caller, b.domain, b.id));
+        this.#sendRegion(req.id, req.seq, g);
+        return;
+      }
+      case Command.GUEST_SHM_UNMAP:
+        await this.#regions().unmap(this.#existing(req.body.conn), req.body.domain, req.body.id);
+        this.#link.send(encodeReply(req.id, req.seq, 0, {}));
+        return;
+      case Command.GUEST_SHM_RELEASE:
+        await this.#regions().release(this.#existing(req.body.conn), req.body.id);
+        this.#link.send(encodeReply(req.id, req.seq, 0, {}));
+        return;
       default:
         this.#link.send(encodeReply(req.id, req.seq, -Errno.EPERM));
     }
+  }
+
+  #sendRegion(id: typeof Command.GUEST_SHM_SHARE | typeof Command.GUEST_SHM_MAP, seq: number, g: RegionGrant): void {
+    if (this.#closed) return;
+    // Only pool-backed regions are mappable by a guest (mayMap keeps host-only ones from it).
+    if (g.pool === undefined) throw new RegistryError('EIO', `region ${g.id} is not in a pool`);
+    // No fd on a stream: the guest maps the extent through its own pool device.
+    const info = { id: g.id, ownerDomain: g.ownerDomain, targetDomain: g.targetDomain, pages: g.pages, pool: g.pool };
+    this.#link.send(encodeReply(id, seq, 0, { ...info, shmOffset: g.shmOffset, shmLength: g.shmLength }));
   }
 
   #sendGrant(id: CommandId, seq: number, g: Grant): void {
@@ -294,7 +340,7 @@ export class HostLink {
   }
 
   #release(): void {
-    for (const c of this.#conns.values()) this.#opts.service.dropConnection(c.id);
+    for (const c of this.#conns.values()) this.#dropConn(c.id);
     this.#conns.clear();
     this.#refusals.flush();
     this.#waiter.close();

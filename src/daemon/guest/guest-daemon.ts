@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { RuntimeDir } from '../runtime-dir.js';
 import { LocalServer } from '../local/local-server.js';
 import { GuestVchanService } from './guest-service.js';
+import { GuestRegionService } from './guest-regions.js';
 import { SocketDevices, VfioDevices, type GuestDevices } from './guest-devices.js';
 import type { Config } from '../config.js';
 import { defaultRuntimeDir } from '../../paths.js';
@@ -48,6 +49,7 @@ export class GuestDaemon {
       this.#local = new LocalServer({
         socketPath: this.runtime.socketPath,
         service: this.service,
+        regions: new GuestRegionService(this.service, this.log.child({ component: 'regions' })),
         limits: this.#config.limits,
         socketGroup: this.#config.socketGroup,
         adminGroup: this.#config.adminGroup,

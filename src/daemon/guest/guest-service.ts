@@ -185,6 +185,16 @@ export class GuestVchanService implements VchanService {
     }
   }
 
+  /** A request to the host on the guest link (for the guest's region service, guest-regions.ts). */
+  request<K extends CommandId>(id: K, body: RequestBodies[K]): Promise<ReplyOkOf<K>> {
+    return this.#request(id, body);
+  }
+
+  /** The attached pool device `id`, waiting a little for one still being attached. */
+  poolDevice(id: number): Promise<Device> {
+    return this.#pool(id);
+  }
+
   async #pool(id: number): Promise<Device> {
     const dev = this.#pools.get(id);
     if (dev !== undefined) return dev;

@@ -171,17 +171,17 @@ export class LocalConnection {
         this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       case Command.SHM_SHARE:
-        this.#sendRegion(req.id, req.seq, this.#regionService().share(this.caller, req.body.domain, req.body.pages));
+        this.#sendRegion(req.id, req.seq, await this.#regionService().share(this.caller, req.body.domain, req.body.pages));
         return;
       case Command.SHM_MAP:
-        this.#sendRegion(req.id, req.seq, this.#regionService().map(this.caller, req.body.domain, req.body.id));
+        this.#sendRegion(req.id, req.seq, await this.#regionService().map(this.caller, req.body.domain, req.body.id));
         return;
       case Command.SHM_UNMAP:
-        this.#regionService().unmap(this.caller, req.body.domain, req.body.id);
+        await this.#regionService().unmap(this.caller, req.body.domain, req.body.id);
         this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       case Command.SHM_RELEASE:
-        this.#regionService().release(this.caller, req.body.id);
+        await this.#regionService().release(this.caller, req.body.id);
         this.#socket.send(encodeReply(req.id, req.seq, 0, {}));
         return;
       case Command.LIST_REGIONS:
@@ -191,16 +191,21 @@ export class LocalConnection {
   }
 
   #regionService(): RegionService {
-    // A guest daemon cannot serve regions yet (docs/shmem.md §8).
     if (this.#regions === undefined) throw new RegistryError('EOPNOTSUPP', 'shared-memory regions are not served here');
     return this.#regions;
   }
 
   #sendRegion(id: typeof Command.SHM_SHARE | typeof Command.SHM_MAP, seq: number, g: RegionGrant): void {
+    if (this.#closed) {
+      // The connection ended while the share waited for a pool or the host: the hold it just
+      // got goes the way of the others (docs/shmem.md §3, point 5).
+      this.#regions?.dropConnection(this.caller.connId);
+      return;
+    }
     // The region's fd stays the registry's; the kernel gives the client its own copy. The
     // registry already counts this hold: the connection's end gives it back, sent or not.
-    const { fd, ...info } = g;
-    this.#socket.send(encodeReply(id, seq, 0, info), [fd]);
+    const info = { id: g.id, ownerDomain: g.ownerDomain, targetDomain: g.targetDomain, pages: g.pages };
+    this.#socket.send(encodeReply(id, seq, 0, { ...info, shmOffset: g.shmOffset, shmLength: g.shmLength }), [g.fd]);
   }
 
   #refuse(id: CommandId, seq: number, err: unknown): void {

@@ -29,7 +29,8 @@ import { Pool, type PoolMember } from './pool.js';
 import type { PoolStateName } from '../../protocol/constants.js';
 import { PoolResources } from './pool-resources.js';
 import { DEFAULT_POOL_CONFIG, poolConfigSchema, type PoolConfig } from './pool-config.js';
-import { PAGE } from './slot-allocator.js';
+import { PAGE, type Extent } from './slot-allocator.js';
+import { DEVICE_HEADER_PAGE } from '../../ivshmem/device-header.js';
 
 const HOST_DOMAIN = 0;
 
@@ -102,6 +103,8 @@ export interface PoolManagerOptions {
 interface CapacityWaiter {
   key: string;
   need: number;
+  /** A vchan needs a free vector too; a region does not. */
+  vector: boolean;
   resolve: () => void;
   reject: (err: Error) => void;
   timer: LongTimer | undefined;
@@ -120,9 +123,17 @@ function membersOf(key: string): number[] {
   return key.split('@')[0]!.split(':').map(Number);
 }
 
+/**
+ * The host side of a guest's region pools ("G@shm"): regions that guest created for the host,
+ * which any host client may map (docs/shmem.md §2), so they never share a pool with one uid's
+ * vchans (docs/security.md, "Pools").
+ */
+const REGION_SET = 'shm';
+
 function hostUidOf(key: string): number | undefined {
   const at = key.indexOf('@');
-  return at < 0 ? undefined : Number(key.slice(at + 1));
+  if (at < 0 || key.slice(at + 1) === REGION_SET) return undefined;
+  return Number(key.slice(at + 1));
 }
 
 function roundToPage(n: number): number {
@@ -177,28 +188,79 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     if (length > this.config.poolSize) {
       throw new RegistryError('EINVAL', `a vchan of ${length} bytes does not fit a pool of ${this.config.poolSize} bytes`);
     }
-    const set = this.#sets.get(key) ?? [];
-    for (const pool of set) {
+    return this.#place(key, length, `between domains ${serverDomain} and ${clientDomain}`, (pool) => {
       const got = pool.allocate(length);
-      if (got === null) continue;
-      const ch = new PoolResources(pool, got.extent, got.vector, geometry, serverDomain, clientDomain);
-      this.#shortfall.delete(key);
+      if (got === null) return null;
       this.#log?.debug(
         { pool: pool.id, offset: got.extent.offset, length: got.extent.length, vector: got.vector, serverDomain, clientDomain },
         'vchan placed in pool',
       );
+      return new PoolResources(pool, got.extent, got.vector, geometry, serverDomain, clientDomain);
+    });
+  }
+
+  /**
+   * A page-aligned extent without a vector for a shared-memory region between `owner` and
+   * `target` (docs/shmem.md §6): in the host pools of `hostUid` when the host creates it for a
+   * guest, in the guest's region pools (`G@shm`, holding nothing but regions that guest made
+   * for the host, which any host client may map: docs/security.md "Pools") when a guest creates
+   * it for the host, in the pair's pools between two guests. Throws EAGAIN while a pool is
+   * being added (await whenRegionCapacity() and retry), ENOSPC when none may be added.
+   */
+  allocateRegion(owner: number, target: number, bytes: number, hostUid?: number): { pool: Pool; extent: Extent } {
+    const key = this.#regionKeyFor(owner, target, hostUid);
+    const length = roundToPage(bytes);
+    if (length > this.maxRegionBytes) {
+      throw new RegistryError(
+        'EMSGSIZE',
+        `a region of ${length} bytes does not fit a pool of ${this.config.poolSize} bytes (pools.poolSize)`,
+      );
+    }
+    return this.#place(
+      key,
+      length,
+      `between domains ${owner} and ${target}`,
+      (pool) => {
+        const extent = pool.allocateExtent(length);
+        if (extent === null) return null;
+        this.#log?.debug({ pool: pool.id, offset: extent.offset, length, owner, target }, 'region placed in pool');
+        return { pool, extent };
+      },
+      false,
+    );
+  }
+
+  /** Largest region a pool can hold: all of it but the device header page. */
+  get maxRegionBytes(): number {
+    return this.config.poolSize - DEVICE_HEADER_PAGE;
+  }
+
+  /** Resolves when allocateRegion() of `bytes` may succeed (after EAGAIN), as whenCapacity(). */
+  whenRegionCapacity(owner: number, target: number, bytes: number, timeoutMs: number, hostUid?: number): Promise<void> {
+    let key: string;
+    try {
+      key = this.#regionKeyFor(owner, target, hostUid);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return this.#waitFor(key, roundToPage(bytes), false, timeoutMs, `between domains ${owner} and ${target}`);
+  }
+
+  /** First fit over the ready pools of set `key`; else a pool is added and EAGAIN thrown. */
+  #place<T>(key: string, length: number, between: string, alloc: (pool: Pool) => T | null, vector = true): T {
+    const set = this.#sets.get(key) ?? [];
+    for (const pool of set) {
+      const got = alloc(pool);
+      if (got === null) continue;
+      this.#shortfall.delete(key);
       this.#aheadOfDemand(key);
-      return ch;
+      return got;
     }
     // No room anywhere ready. Is a pool on its way (a member still attaching)?
     const pending = set.some((p) => p.pending);
     if (!pending) {
       const why = this.#cannotGrow(key);
-      if (why !== null)
-        throw new RegistryError(
-          'ENOSPC',
-          `no pool has room for ${length} bytes between domains ${serverDomain} and ${clientDomain}: ${why}`,
-        );
+      if (why !== null) throw new RegistryError('ENOSPC', `no pool has room for ${length} bytes ${between}: ${why}`);
       try {
         this.#addPool(key);
       } catch (err) {
@@ -206,8 +268,8 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
         throw new RegistryError('ENOMEM', `cannot create a pool: ${(err as Error).message}`);
       }
     }
-    this.#shortfall.set(key, Math.max(this.#shortfall.get(key) ?? 0, roundToPage(length)));
-    throw new RegistryError('EAGAIN', `no pool with room between domains ${serverDomain} and ${clientDomain} yet; one is being added`);
+    if (vector) this.#shortfall.set(key, Math.max(this.#shortfall.get(key) ?? 0, roundToPage(length)));
+    throw new RegistryError('EAGAIN', `no pool with room ${between} yet; one is being added`);
   }
 
   whenCapacity(serverDomain: number, clientDomain: number, timeoutMs: number, hostUid?: number): Promise<void> {
@@ -218,16 +280,22 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    const need = this.#shortfall.get(key) ?? MIN_EXTENT;
-    if (this.#hasRoom(key, need)) return Promise.resolve();
+    return this.#waitFor(
+      key,
+      this.#shortfall.get(key) ?? MIN_EXTENT,
+      true,
+      timeoutMs,
+      `between domains ${serverDomain} and ${clientDomain}`,
+    );
+  }
+
+  #waitFor(key: string, need: number, vector: boolean, timeoutMs: number, between: string): Promise<void> {
+    if (this.#hasRoom(key, need, vector)) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      const w: CapacityWaiter = { key, need, resolve, reject, timer: undefined };
+      const w: CapacityWaiter = { key, need, vector, resolve, reject, timer: undefined };
       if (Number.isFinite(timeoutMs)) {
         w.timer = setLongTimeout(() => {
-          this.#settle(
-            w,
-            new RegistryError('EAGAIN', `no pool capacity between domains ${serverDomain} and ${clientDomain} within ${timeoutMs} ms`),
-          );
+          this.#settle(w, new RegistryError('EAGAIN', `no pool capacity ${between} within ${timeoutMs} ms`));
         }, timeoutMs).unref();
       }
       this.#waiters.add(w);
@@ -323,12 +391,29 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     return serverDomain < clientDomain ? `${serverDomain}:${clientDomain}` : `${clientDomain}:${serverDomain}`;
   }
 
+  /** The set a shared-memory region between `owner` and `target` is carved from (allocateRegion). */
+  #regionKeyFor(owner: number, target: number, hostUid = this.#defaultHostUid): string {
+    this.#checkOpen();
+    if (owner === target) throw new RegistryError('EINVAL', `domain ${owner} cannot share a region with itself through a pool`);
+    for (const d of [owner, target]) {
+      if (d !== HOST_DOMAIN && !this.#domains.has(d)) throw new RegistryError('ESRCH', `no pools for domain ${d}: it is not attached`);
+    }
+    if (owner === HOST_DOMAIN) return hostSetKey(target, hostUid);
+    if (target === HOST_DOMAIN) return `${owner}@${REGION_SET}`;
+    return owner < target ? `${owner}:${target}` : `${target}:${owner}`;
+  }
+
   /** Why the set `key` may not get another pool, or null. */
   #cannotGrow(key: string): string | null {
     const perSet = this.config.maxPoolsPerSet;
     const inSet = (this.#sets.get(key) ?? []).length;
     if (inSet >= perSet) {
-      return `${key.includes(':') ? `the pair ${key.replace(':', '↔')}` : `host uid ${key.split('@')[1]}↔${key.split('@')[0]}`} already has ${inSet} pools (pools.maxPoolsPerSet ${perSet})`;
+      const what = key.includes(':')
+        ? `the pair ${key.replace(':', '↔')}`
+        : hostUidOf(key) === undefined
+          ? `the regions of ${key.split('@')[0]} for the host`
+          : `host uid ${key.split('@')[1]}↔${key.split('@')[0]}`;
+      return `${what} already has ${inSet} pools (pools.maxPoolsPerSet ${perSet})`;
     }
     const max = this.config.maxPoolsPerDomain;
     for (const d of membersOf(key)) {
@@ -422,13 +507,13 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     }
   }
 
-  #hasRoom(key: string, need: number): boolean {
-    return (this.#sets.get(key) ?? []).some((p) => p.ready && p.allocator.freeVectors > 0 && p.allocator.largestFree >= need);
+  #hasRoom(key: string, need: number, vector: boolean): boolean {
+    return (this.#sets.get(key) ?? []).some((p) => p.ready && (!vector || p.allocator.freeVectors > 0) && p.allocator.largestFree >= need);
   }
 
   #wakeWaiters(key: string): void {
     for (const w of [...this.#waiters]) {
-      if (w.key === key && this.#hasRoom(key, w.need)) this.#settle(w, null);
+      if (w.key === key && this.#hasRoom(key, w.need, w.vector)) this.#settle(w, null);
     }
   }
 

@@ -75,6 +75,8 @@ export class Pool {
   readonly #joined = new Set<number>();
   /** Live allocations (extent + vector), so retirement knows when the memory is free. */
   #live = 0;
+  /** Live shared-memory region extents (no vector, docs/shmem.md §6); they keep the memory too. */
+  #liveRegions = 0;
   /** Set once the pool stops serving; until then it is pending or ready. */
   #end: 'retired' | 'closed' | null = null;
 
@@ -153,8 +155,14 @@ export class Pool {
     return this.state === 'pending';
   }
 
+  /** Live vchans (extent + vector). */
   get liveAllocations(): number {
     return this.#live;
+  }
+
+  /** Live shared-memory regions (extent only). */
+  get liveRegions(): number {
+    return this.#liveRegions;
   }
 
   isJoined(domain: number): boolean {
@@ -197,6 +205,25 @@ export class Pool {
   }
 
   /**
+   * Carve an extent without a vector, for a shared-memory region (docs/shmem.md §6: a region
+   * needs no doorbell), or null if this pool cannot hold `length` bytes now.
+   */
+  allocateExtent(length: number): Extent | null {
+    if (!this.ready || this.allocator.largestFree < length) return null;
+    const extent = this.allocator.allocExtent(length);
+    if (extent !== null) this.#liveRegions++;
+    return extent;
+  }
+
+  /** Return a region's extent: wiped (hole punched) first, like a vchan's (free() below). */
+  freeExtent(extent: Extent): void {
+    this.#wipe(extent);
+    this.allocator.freeExtent(extent);
+    this.#liveRegions--;
+    this.#afterFree();
+  }
+
+  /**
    * Return an allocation: the extent is wiped first (what a vchan carried must never be
    * visible to the next one, nor linger for the pool's peers), then both go back. The wipe
    * punches a hole (docs/pools.md, "Freeing"): the range reads as zeros and its memory goes
@@ -208,7 +235,11 @@ export class Pool {
     this.allocator.freeExtent(extent);
     this.allocator.freeVector(vector);
     this.#live--;
-    if (this.#end === 'retired' && this.#live === 0) this.#finalize();
+    this.#afterFree();
+  }
+
+  #afterFree(): void {
+    if (this.#end === 'retired' && this.#live === 0 && this.#liveRegions === 0) this.#finalize();
     else if (this.serving) this.#hooks.capacityFreed(this);
   }
 
@@ -246,8 +277,8 @@ export class Pool {
     this.#end = 'retired';
     this.#joined.clear();
     this.#device.close();
-    this.#log?.info({ pool: this.id, reason, live: this.#live }, 'pool retired');
-    if (this.#live === 0) this.#finalize();
+    this.#log?.info({ pool: this.id, reason, live: this.#live, regions: this.#liveRegions }, 'pool retired');
+    if (this.#live === 0 && this.#liveRegions === 0) this.#finalize();
   }
 
   #finalize(): void {

@@ -11,20 +11,27 @@ import { MAX_SHM_PAGES, SHM_PAGE_SIZE } from '../../protocol/constants.js';
 import type { ShmRegionInfo } from '../../protocol/types.js';
 import { RegistryError } from '../registry/registry-error.js';
 import { HOST_DOMAIN, type Caller } from '../registry/registry.js';
-import { MemfdRegionMemory, type RegionMemory } from './region-memory.js';
+import { MemfdRegionMemory, PoolRegionMemory, type RegionMemory } from './region-memory.js';
+import type { Pool } from '../pools/pool.js';
+import type { Extent } from '../pools/slot-allocator.js';
 
 /** What a holder receives: the region and the fd to map it from (owned by the registry). */
 export interface RegionGrant extends ShmRegionInfo {
   /** Sent with SCM_RIGHTS (the kernel duplicates it); the registry keeps and closes its own. */
   fd: number;
+  /** The pool of a pool-backed region (what a guest maps through its device), else undefined. */
+  pool?: number | undefined;
 }
 
-/** The four requests of docs/wire-protocol.md §6.11, for the connections. */
+/**
+ * The four requests of docs/wire-protocol.md §6.11, for the connections. The host's registry
+ * answers share() after a pool has grown if it must; a guest daemon's service asks the host.
+ */
 export interface RegionService {
-  share(caller: Caller, domain: number, pages: number): RegionGrant;
-  map(caller: Caller, ownerDomain: number, id: number): RegionGrant;
-  unmap(caller: Caller, ownerDomain: number, id: number): void;
-  release(caller: Caller, id: number): void;
+  share(caller: Caller, domain: number, pages: number): Promise<RegionGrant>;
+  map(caller: Caller, ownerDomain: number, id: number): RegionGrant | Promise<RegionGrant>;
+  unmap(caller: Caller, ownerDomain: number, id: number): void | Promise<void>;
+  release(caller: Caller, id: number): void | Promise<void>;
   /** LIST_REGIONS: the regions `caller` may see, ascending by (id, owner domain). */
   listFor(caller: Caller): RegionSnapshot[];
   /** The caller's connection ended: its holds go, the regions it created are released. */
@@ -41,6 +48,16 @@ export interface ShmByteQuota {
 export interface RegionLimits {
   maxShmRegions: number;
   maxShmRegionsPerUid: number;
+  /** How long a share waits for a pool being added (as a vchan init does). */
+  capacityWaitMs: number;
+}
+
+/** Where regions with a guest on either side are carved (the pool manager, docs/shmem.md §6). */
+export interface RegionPlacement {
+  /** Largest region one pool can hold (bigger: -EMSGSIZE before any quota is charged). */
+  readonly maxRegionBytes: number;
+  allocateRegion(owner: number, target: number, bytes: number, hostUid?: number): { pool: Pool; extent: Extent };
+  whenRegionCapacity(owner: number, target: number, bytes: number, timeoutMs: number, hostUid?: number): Promise<void>;
 }
 
 export interface RegionRegistryOptions {
@@ -49,6 +66,10 @@ export interface RegionRegistryOptions {
   quota: ShmByteQuota;
   /** Is `domain` known (the host, or a guest the VMM reported)? */
   domainExists: (domain: number) => boolean;
+  /** Pool extents for regions with a guest on either side; without it those are -EOPNOTSUPP. */
+  placement?: RegionPlacement;
+  /** The vchan policy between two domains (null: allowed, else why not), for guest pairs. */
+  refusesDomains?: (a: number, b: number) => string | null;
 }
 
 /** A region's status, for `kvmchan status` and tests. */
@@ -76,6 +97,12 @@ interface RegionRecord {
 
 const keyOf = (ownerDomain: number, id: number): string => `${ownerDomain}:${id}`;
 
+/**
+ * A host creator's regions toward a guest go to that guest's host pools of the creator's uid:
+ * processes of different uids never share a pool (docs/security.md, "Pools").
+ */
+const hostUidOf = (c: Caller): number | undefined => (c.scope === 'local' ? c.uid : undefined);
+
 /** Whom region counts are charged to: as the vchan quotas (docs/security.md, "Quotas"). */
 const principalOf = (c: Caller): string | null => (c.scope === 'guest' ? `dom:${c.domain}` : c.uid === 0 ? null : `uid:${c.uid}`);
 
@@ -84,6 +111,8 @@ export class RegionRegistry implements RegionService {
   readonly #limits: RegionLimits;
   readonly #quota: ShmByteQuota;
   readonly #domainExists: (domain: number) => boolean;
+  readonly #placement: RegionPlacement | undefined;
+  readonly #refusesDomains: (a: number, b: number) => string | null;
   readonly #regions = new Map<string, RegionRecord>();
   /** connId → regions it holds or created, so a connection's end never scans every region. */
   readonly #byConn = new Map<number, Set<RegionRecord>>();
@@ -94,6 +123,8 @@ export class RegionRegistry implements RegionService {
     this.#limits = opts.limits;
     this.#quota = opts.quota;
     this.#domainExists = opts.domainExists;
+    this.#placement = opts.placement;
+    this.#refusesDomains = opts.refusesDomains ?? (() => null);
   }
 
   /** Regions not yet freed (released ones with a holder left included). */
@@ -101,28 +132,56 @@ export class RegionRegistry implements RegionService {
     return this.#regions.size;
   }
 
-  share(caller: Caller, domain: number, pages: number): RegionGrant {
+  async share(caller: Caller, domain: number, pages: number): Promise<RegionGrant> {
+    try {
+      return this.shareNow(caller, domain, pages);
+    } catch (err) {
+      // A pool is being added for this pair (docs/pools.md): wait for it once, as vchans do.
+      if (!(err instanceof RegistryError) || err.errnoName !== 'EAGAIN' || this.#placement === undefined) throw err;
+      await this.#placement.whenRegionCapacity(
+        caller.domain,
+        domain,
+        pages * SHM_PAGE_SIZE,
+        this.#limits.capacityWaitMs,
+        hostUidOf(caller),
+      );
+      return this.shareNow(caller, domain, pages);
+    }
+  }
+
+  /** share() without waiting: EAGAIN while the pool it needs is being added. */
+  shareNow(caller: Caller, domain: number, pages: number): RegionGrant {
     if (pages === 0) throw new RegistryError('EINVAL', 'a region has at least one page');
     if (pages > MAX_SHM_PAGES) throw new RegistryError('EMSGSIZE', `a region has at most ${MAX_SHM_PAGES} pages`);
     if (!this.#domainExists(domain)) throw new RegistryError('ESRCH', `no such domain ${domain}`);
-    // Only host processes sharing with host processes is built; a guest on either side needs
-    // pool extents (docs/shmem.md §6).
-    if (caller.domain !== HOST_DOMAIN || domain !== HOST_DOMAIN) {
-      throw new RegistryError('EOPNOTSUPP', 'regions with a guest on either side are not supported yet (docs/shmem.md §8)');
+    const local = caller.domain === HOST_DOMAIN && domain === HOST_DOMAIN;
+    if (!local) {
+      // A guest on either side: an extent of a pool the two share (docs/shmem.md §6).
+      if (this.#placement === undefined) throw new RegistryError('EOPNOTSUPP', 'this daemon has no pools for regions with a guest');
+      if (caller.domain === domain) throw new RegistryError('EINVAL', 'a guest shares regions with another domain, not with itself');
+      const why = this.#refusesDomains(caller.domain, domain);
+      if (why !== null) throw new RegistryError('EPERM', why);
+      if (pages * SHM_PAGE_SIZE > this.#placement.maxRegionBytes) {
+        throw new RegistryError('EMSGSIZE', `a region with a guest has at most ${this.#placement.maxRegionBytes} bytes (one pool)`);
+      }
     }
     if (this.#regions.size >= this.#limits.maxShmRegions) throw new RegistryError('ENOSPC', 'region limit reached (limits.maxShmRegions)');
     const principal = principalOf(caller);
     if (principal !== null && (this.#countBy.get(principal) ?? 0) >= this.#limits.maxShmRegionsPerUid) {
       throw new RegistryError(
         'EDQUOT',
-        `region quota of uid ${caller.uid} reached (limits.maxShmRegionsPerUid = ${this.#limits.maxShmRegionsPerUid})`,
+        `region quota of ${caller.scope === 'guest' ? `domain ${caller.domain}` : `uid ${caller.uid}`} reached (limits.maxShmRegionsPerUid = ${this.#limits.maxShmRegionsPerUid})`,
       );
     }
     const bytes = pages * SHM_PAGE_SIZE;
     this.#quota.chargeShmBytes(caller, bytes);
     let memory: RegionMemory;
     try {
-      memory = new MemfdRegionMemory(bytes);
+      if (local) memory = new MemfdRegionMemory(bytes);
+      else {
+        const { pool, extent } = this.#placement!.allocateRegion(caller.domain, domain, bytes, hostUidOf(caller));
+        memory = new PoolRegionMemory(pool, extent);
+      }
     } catch (err) {
       this.#quota.refundShmBytes(caller, bytes);
       throw err;
@@ -305,7 +364,7 @@ export class RegionRegistry implements RegionService {
   }
 
   #grant(rec: RegionRecord): RegionGrant {
-    return { ...this.#info(rec), fd: rec.memory.fd };
+    return { ...this.#info(rec), fd: rec.memory.fd, pool: rec.memory.pool };
   }
 }
 
