@@ -245,7 +245,8 @@ export class Daemon {
   #removeDomain(id: number): void {
     const prefix = this.#fdPrefixes.get(id);
     this.#fdPrefixes.delete(id);
-    if (prefix !== undefined) this.fdStore.removeUnder(prefix);
+    // While stopping, domains are not gone: their VMs keep the devices we stored.
+    if (prefix !== undefined && !this.#stopped) this.fdStore.removeUnder(prefix);
     this.#closeLink(id, 'domain removed');
     this.#deviceKeys.delete(id);
     this.registry.removeDomain(id);

@@ -30,6 +30,7 @@ import type { IvshmemServer } from '../../../ivshmem/server.js';
 import type { PoolAnnouncement } from '../../pools/pool-manager.js';
 import type { GuestVmm, GuestVmmEvents, VmmDomain } from '../vmm.js';
 import { createControlDevice, type ControlDevice } from '../control-device.js';
+import { GUEST_CONTROL_PEER } from '../../guest-link/host-link.js';
 import { removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from '../domain-dir.js';
 import { QmpClient } from './client.js';
 import { machineKind, noPortError, ownedLeftovers, reserveNeeded, rootPorts, type MachineKind } from './placement.js';
@@ -247,8 +248,10 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     for (const vm of this.#vms.values()) {
       clearTimeout(vm.retry);
       vm.removed = true;
-      vm.client?.close();
+      // Null first: the client's 'close' must not read as the VM going (its devices stay stored).
+      const client = vm.client;
       vm.client = null;
+      client?.close();
       vm.control?.server.close();
       if (vm.control !== null) removeDomainDirIfEmpty(this.runtimeDir, vm.id);
       vm.control = null;
@@ -555,6 +558,9 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
   }
 
   #disconnect(vm: Vm, why: string): void {
+    // An adopted QEMU has no connection to the device that could end first: it leaves here, so
+    // the guest link closes before its device does.
+    if (vm.controlJoined) vm.control?.server.disconnect(GUEST_CONTROL_PEER, why);
     const client = vm.client;
     vm.client = null;
     client?.close();
