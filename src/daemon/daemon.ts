@@ -205,7 +205,7 @@ export class Daemon {
     const backend = this.#backendOf(d.id);
     const prefix = backend?.fdPrefix?.(d.id);
     if (prefix !== undefined) this.#fdPrefixes.set(d.id, prefix);
-    // Adopted (docs/vms.md, "kvmchand restarted while the VM runs"): the guest found its pools
+    // Adopted (docs/vms-qmp.md, "Restarts"): the guest found its pools
     // with the key it read from the control device, which keeps it.
     const adoption = backend?.takeAdoption?.(d.id);
     // The key goes into the control device header before the guest can attach, and into the

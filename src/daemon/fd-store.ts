@@ -2,7 +2,7 @@
  * The service manager's file descriptor store (docs/operations.md, "systemd"; the protocol of
  * systemd's sd_notify with FDSTORE=1): the daemon parks the fds of every device a VM holds there
  * (vmm/device-fds.ts), so a kvmchand restarted while the VM runs gets the very same memfd and
- * eventfds back and can adopt the VM (docs/vms.md, "kvmchand restarted while the VM runs") —
+ * eventfds back and can adopt the VM (docs/vms-qmp.md, "Restarts") —
  * QEMU keeps what it was sent once and never reconnects its chardev.
  *
  * - store: `FDSTORE=1` + `FDNAME=<name>`, the fd as SCM_RIGHTS on a datagram to $NOTIFY_SOCKET;

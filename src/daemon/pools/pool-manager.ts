@@ -249,7 +249,7 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
   /**
    * A guest appeared: its device directory and its first host pool (the daemon's uid's), now.
    * Idempotent. `adopted`: host pools of a running VM rebuilt from stored fds (a restarted
-   * daemon, docs/pools.md §8): they keep their ids, are attached already and are not announced
+   * daemon, docs/pools.md §5): they keep their ids, are attached already and are not announced
    * (the VM has them; its guest daemon hears of them when it says hello). One that cannot be
    * rebuilt is closed and left out (its device stays in the VM, inert).
    */

@@ -106,7 +106,7 @@ export class Pool {
         memfd = adopt.shm;
         if (adopt.size !== opts.size || adopt.vectors !== opts.vectors)
           throw new KvmchanError(`stored pool ${opts.id} is not ${opts.size} bytes × ${opts.vectors} vectors`, 'KVMCHAN_E_VMM_STALE');
-        // Nothing survives a session (docs/pools.md §8): what the earlier daemon's vchans left is wiped.
+        // Nothing survives a session (docs/pools.md §5, "Adopted pools"): what the earlier daemon's vchans left is wiped.
         native.punchHole(memfd, 0, opts.size - DEVICE_HEADER_PAGE);
       } else {
         // Sealed: a shrunk memfd would fault QEMU (docs/ivshmem.md §5). Pages are allocated on first touch.
