@@ -174,6 +174,8 @@ export class FdStore {
     const n = Number(listen.fds);
     const names = listen.names === undefined || listen.names === '' ? [] : listen.names.split(':');
     const dropped: string[] = [];
+    /** Names seen twice: every fd under them is dropped, a third one too. */
+    const twice = new Set<string>();
     for (let i = 0; i < n; i++) {
       const fd = LISTEN_FDS_START + i;
       if (!fdOpen(fd)) continue;
@@ -184,8 +186,13 @@ export class FdStore {
         dropped.push(name ?? `(fd ${fd} without a name)`);
         continue;
       }
+      if (twice.has(name)) {
+        native.close(fd);
+        continue;
+      }
       const dup = this.#received.get(name);
       if (dup !== undefined) {
+        twice.add(name);
         // Two fds under one name: we never store that, so neither can be trusted to be the right one.
         native.close(dup);
         native.close(fd);
