@@ -52,7 +52,8 @@ export interface Poller {
   unref(): void;
 }
 
-export type SocketType = 'stream' | 'seqpacket';
+/** 'dgram' sockets are only bound by listenUnix (nothing to accept): read them with recvmsg. */
+export type SocketType = 'stream' | 'seqpacket' | 'dgram';
 
 export interface NativeBinding {
   /** memfd_create(MFD_CLOEXEC|MFD_ALLOW_SEALING) + ftruncate(size); with `seal`, adds
@@ -103,8 +104,8 @@ export interface NativeBinding {
   peerGroups(fd: number): number[];
   /** A group's gid through NSS (getgrnam_r), or null when there is no such group. */
   groupId(name: string): number | null;
-  /** One AF_UNIX datagram to `socketPath` ('@' = abstract namespace); the bytes sent. */
-  sendDatagram(socketPath: string, data: Uint8Array): number;
+  /** One AF_UNIX datagram to `socketPath` ('@' = abstract namespace), `fds` as SCM_RIGHTS; the bytes sent. */
+  sendDatagram(socketPath: string, data: Uint8Array, fds?: readonly number[]): number;
 
   /** ioctl with an integer argument or a buffer (in/out). Returns the ioctl's result. */
   ioctl(fd: number, request: number, arg: number | Uint8Array): number;

@@ -198,7 +198,11 @@ bool kc_arg_socktype(napi_env env, napi_value v, const char *name, int *out)
         *out = SOCK_SEQPACKET;
         return true;
     }
-    kc_throw_type(env, "ERR_INVALID_ARG_VALUE", "The \"%s\" argument must be 'stream' or 'seqpacket'", name);
+    if (strcmp(buf, "dgram") == 0 && n == 5) {
+        *out = SOCK_DGRAM;
+        return true;
+    }
+    kc_throw_type(env, "ERR_INVALID_ARG_VALUE", "The \"%s\" argument must be 'stream', 'seqpacket' or 'dgram'", name);
     return false;
 }
 

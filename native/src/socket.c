@@ -100,8 +100,9 @@ napi_value kc_listen_unix(napi_env env, napi_callback_info info)
     failed = "chmod";
     if (chmod(path, (mode_t)mode) != 0)
         goto fail;
+    /* A datagram socket is only bound: it has no connections to accept. */
     failed = "listen";
-    if (listen(fd, (int)backlog) != 0)
+    if (type != SOCK_DGRAM && listen(fd, (int)backlog) != 0)
         goto fail;
     free(path);
     return kc_number(env, fd);
@@ -428,23 +429,56 @@ napi_value kc_peer_cred(napi_env env, napi_callback_info info)
 }
 
 /*
- * sendDatagram(socketPath, data): one datagram on a new AF_UNIX SOCK_DGRAM socket, then close.
- * For the service manager's notification socket (docs/operations.md, "systemd"): Node has no
- * AF_UNIX datagrams. A path starting with '@' is in the abstract namespace, as $NOTIFY_SOCKET
- * may say. Returns the bytes sent.
+ * sendDatagram(socketPath, data[, fds]): one datagram on a new AF_UNIX SOCK_DGRAM socket, then
+ * close. For the service manager's notification socket (docs/operations.md, "systemd"): Node has
+ * no AF_UNIX datagrams. `fds` travel with it as SCM_RIGHTS (the fd store: FDSTORE=1). A path
+ * starting with '@' is in the abstract namespace, as $NOTIFY_SOCKET may say. Returns the bytes
+ * sent.
  */
 napi_value kc_send_datagram(napi_env env, napi_callback_info info)
 {
-    napi_value argv[2];
+    napi_value argv[3];
     char *path;
     size_t len;
     void *data;
     size_t data_len;
-    if (!kc_get_args(env, info, 2, argv, NULL) || !kc_arg_string(env, argv[0], "socketPath", &path, &len))
+    if (!kc_get_args(env, info, 3, argv, NULL) || !kc_arg_string(env, argv[0], "socketPath", &path, &len))
         return NULL;
     if (!kc_arg_bytes(env, argv[1], "data", &data, &data_len)) {
         free(path);
         return NULL;
+    }
+    int fds[KC_MAX_FDS];
+    uint32_t nfds = 0;
+    {
+        napi_valuetype t;
+        KC_CALL(env, napi_typeof(env, argv[2], &t));
+        if (t != napi_undefined) {
+            bool is_array = false;
+            KC_CALL(env, napi_is_array(env, argv[2], &is_array));
+            if (!is_array) {
+                free(path);
+                return kc_throw_type(env, "ERR_INVALID_ARG_TYPE",
+                                     "The \"fds\" argument must be an array of file descriptors");
+            }
+            KC_CALL(env, napi_get_array_length(env, argv[2], &nfds));
+            if (nfds > KC_MAX_FDS) {
+                free(path);
+                return kc_throw_range(env, "ERR_OUT_OF_RANGE",
+                                      "The length of \"fds\" is out of range. It must be <= %d. Received %u",
+                                      KC_MAX_FDS, nfds);
+            }
+            for (uint32_t i = 0; i < nfds; i++) {
+                napi_value el;
+                KC_CALL(env, napi_get_element(env, argv[2], i, &el));
+                char name[16];
+                snprintf(name, sizeof(name), "fds[%u]", i);
+                if (!kc_arg_fd(env, el, name, &fds[i])) {
+                    free(path);
+                    return NULL;
+                }
+            }
+        }
     }
     struct sockaddr_un addr;
     memset(&addr, 0, sizeof(addr));
@@ -460,18 +494,31 @@ napi_value kc_send_datagram(napi_env env, napi_callback_info info)
         addr.sun_path[0] = '\0';
     else
         alen++; /* the NUL of a filesystem path */
+    struct iovec iov = { .iov_base = data, .iov_len = data_len };
+    struct msghdr msg = { .msg_name = &addr, .msg_namelen = alen, .msg_iov = &iov, .msg_iovlen = 1 };
+    fd_control control;
+    if (nfds > 0) {
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    }
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     ssize_t n = -1;
     if (fd >= 0) {
         do
-            n = sendto(fd, data, data_len, MSG_NOSIGNAL, (struct sockaddr *)&addr, alen);
+            n = sendmsg(fd, &msg, MSG_NOSIGNAL);
         while (n < 0 && errno == EINTR);
     }
     int err = errno;
     if (fd >= 0)
         close(fd);
     if (n < 0) {
-        kc_throw_errno_path(env, err, fd < 0 ? "socket" : "sendto", path);
+        kc_throw_errno_path(env, err, fd < 0 ? "socket" : "sendmsg", path);
         free(path);
         return NULL;
     }

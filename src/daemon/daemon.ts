@@ -20,6 +20,9 @@ import { HostLink, GUEST_CONTROL_PEER, CONTROL_DEVICE_SIZE } from './guest-link/
 import { encodeControlHeader, newDeviceKey, writeDeviceHeader } from '../ivshmem/device-header.js';
 import type { Config } from './config.js';
 import { defaultRuntimeDir } from '../paths.js';
+import { FdStore } from './fd-store.js';
+import { CONTROL_FD_DEVICE, poolFdDevice, storeDeviceFds } from './vmm/device-fds.js';
+import { HOST_PEER_ID } from '../ivshmem/server.js';
 
 /** Registry connection ids of guest-side connections start here (local ones count from 1). */
 const GUEST_CONN_BASE = 1_000_000_000;
@@ -43,10 +46,15 @@ export class Daemon {
   #local: LocalServer | null = null;
   #nextGuestConn = GUEST_CONN_BASE;
   #stopped = false;
+  /** The service manager's fd store (fd-store.ts): VM devices outlive a restart of ours there. */
+  readonly fdStore: FdStore;
+  /** Each stored domain's fd-store prefix, for removing its fds when it goes. */
+  readonly #fdPrefixes = new Map<number, string>();
 
-  constructor(config: Config, log: Logger) {
+  constructor(config: Config, log: Logger, opts: { fdStore?: FdStore } = {}) {
     this.config = config;
     this.log = log;
+    this.fdStore = opts.fdStore ?? new FdStore({ log });
     this.runtime = new RuntimeDir(config.runtimeDir ?? defaultRuntimeDir());
     this.pools = new PoolManager({
       runtimeDir: this.runtime.dir,
@@ -88,6 +96,14 @@ export class Daemon {
         adminGroup: this.config.adminGroup,
         log: this.log.child({ component: 'local' }),
       });
+      // Pool ids still plugged in running VMs (stored by an earlier daemon) are never reused.
+      for (const name of this.fdStore.unclaimed) {
+        const m = /\/pool([0-9]{1,10})u[0-9]+\//.exec(name);
+        if (m !== null) this.pools.reservePoolIds(Number(m[1]));
+      }
+      this.pools.on('member-joined', (domain, pool) => {
+        this.#storePool(domain, pool);
+      });
       this.pools.on('member-left', (domain, pool) => {
         this.log.info({ domain, pool }, 'guest left a pool');
         this.registry.poolMemberLeft(domain, pool);
@@ -104,6 +120,7 @@ export class Daemon {
         reservedIds: new Set(this.#simulated?.domains().map((d) => d.id) ?? []),
         retryMs: this.config.qmp.retryMs,
         commandTimeoutMs: this.config.qmp.commandTimeoutMs,
+        fdStore: this.fdStore,
         log: this.log,
       });
       this.#qmp = qmp;
@@ -127,6 +144,9 @@ export class Daemon {
         this.#follow(lv);
         lv.start();
       }
+      // Stored fds no backend follows any more (a VM taken out of the configuration): dropped.
+      const kept = this.#backends.flatMap((b) => b.fdPrefixes?.() ?? []);
+      this.fdStore.discardUnclaimed('no VM followed by this name', (name) => kept.some((p) => name.startsWith(p)));
     } catch (err) {
       this.#local?.close();
       for (const b of this.#backends) b.close();
@@ -166,6 +186,7 @@ export class Daemon {
       this.#removeDomain(d.id);
     });
     vmm.on('control-join', (domain) => {
+      this.#storeControl(vmm, domain);
       this.#openLink(domain);
     });
     vmm.on('control-leave', (domain, reason) => {
@@ -183,17 +204,51 @@ export class Daemon {
 
   #addDomain(d: VmmDomain): void {
     this.registry.addDomain({ id: d.id, name: d.name });
+    const backend = this.#backendOf(d.id);
+    const prefix = backend?.fdPrefix?.(d.id);
+    if (prefix !== undefined) this.#fdPrefixes.set(d.id, prefix);
+    // Adopted (docs/vms-qmp.md, "Restarts"): the guest found its pools
+    // with the key it read from the control device, which keeps it.
+    const adoption = backend?.takeAdoption?.(d.id);
     // The key goes into the control device header before the guest can attach, and into the
     // tags of every pool the guest is a member of.
-    const key = newDeviceKey();
+    const key = adoption?.deviceKey ?? newDeviceKey();
     this.#deviceKeys.set(d.id, key);
-    const control = this.#backendOf(d.id)?.controlDevice(d.id).host;
+    const control = backend?.controlDevice(d.id).host;
     if (control !== undefined && control !== null) writeDeviceHeader(control, encodeControlHeader(CONTROL_DEVICE_SIZE, 1, key));
-    this.pools.addDomain(d.id);
-    this.log.info({ domain: d.id, domainName: d.name }, 'domain added');
+    this.pools.addDomain(d.id, adoption?.pools);
+    this.log.info({ domain: d.id, domainName: d.name, adopted: adoption !== undefined }, 'domain added');
+  }
+
+  /** The control device of a VM whose devices outlive us: its fds to the fd store. */
+  #storeControl(vmm: GuestVmm, domain: number): void {
+    const prefix = vmm.fdPrefix?.(domain);
+    if (prefix === undefined) return;
+    try {
+      storeDeviceFds(this.fdStore, prefix, CONTROL_FD_DEVICE, vmm.controlDevice(domain), [HOST_PEER_ID, GUEST_CONTROL_PEER]);
+    } catch (err) {
+      this.log.warn({ domain, err: (err as Error).message }, 'cannot store the control device fds');
+    }
+  }
+
+  /** A host pool of such a VM, once its QEMU attached (then every fd exists). */
+  #storePool(domain: number, poolId: number): void {
+    const prefix = this.#fdPrefixes.get(domain);
+    const p = this.pools.servingPool(poolId);
+    // Pair pools are not adopted (docs/vms.md): their fds are not kept.
+    if (prefix === undefined || p === undefined || p.hostUid === undefined || p.members.length !== 1) return;
+    try {
+      storeDeviceFds(this.fdStore, prefix, poolFdDevice(poolId, p.hostUid), p.device, [HOST_PEER_ID, p.members[0]!.peerId]);
+    } catch (err) {
+      this.log.warn({ domain, pool: poolId, err: (err as Error).message }, 'cannot store the pool fds');
+    }
   }
 
   #removeDomain(id: number): void {
+    const prefix = this.#fdPrefixes.get(id);
+    this.#fdPrefixes.delete(id);
+    // While stopping, domains are not gone: their VMs keep the devices we stored.
+    if (prefix !== undefined && !this.#stopped) this.fdStore.removeUnder(prefix);
     this.#closeLink(id, 'domain removed');
     this.#deviceKeys.delete(id);
     this.registry.removeDomain(id);
@@ -257,6 +312,8 @@ export class Daemon {
     this.regions.shutdown();
     for (const b of this.#backends) b.close();
     this.pools.close();
+    // What we stored stays stored: the VMs keep running with those devices (docs/operations.md).
+    this.fdStore.close();
     this.runtime.release();
     this.log.info('kvmchand stopped');
   }

@@ -10,6 +10,7 @@ import { createLogger } from './logger.js';
 import { setLevelEverywhere } from '../log-fields.js';
 import { groupId } from './local/credentials.js';
 import { sdNotify } from './sd-notify.js';
+import { FdStore } from './fd-store.js';
 import { Daemon } from './daemon.js';
 import { GuestDaemon } from './guest/guest-daemon.js';
 import { KvmchanError } from '../errors.js';
@@ -111,7 +112,8 @@ const program = new Command('kvmchand')
         await g.start();
         daemon = g;
       } else {
-        const d = new Daemon(config, log);
+        // Before anything else opens an fd: LISTEN_FDS names fds 3 and up (fd-store.ts).
+        const d = new Daemon(config, log, { fdStore: FdStore.fromEnvironment(log) });
         d.start();
         daemon = d;
       }

@@ -24,6 +24,7 @@ import type { Logger } from 'pino';
 import { InvalidArgumentError, KvmchanError, fromSystemError } from '../errors.js';
 import { native, READABLE, WRITABLE, DISCONNECT, EFD_NONBLOCK, type Poller, type PeerCred } from '../native.js';
 import { HostDevice, type HostDeviceServer } from './host-device.js';
+import { isEventfd } from './fd-check.js';
 import {
   MAX_PEER_ID,
   MAX_VECTORS,
@@ -76,10 +77,21 @@ export interface IvshmemServerOptions {
   authorize?: (info: AuthorizeInfo) => boolean | string;
   /** Queue entries per client before it is considered stuck and dropped. */
   maxQueuedMessages?: number;
+  /**
+   * The host peer's eventfds (index = vector) instead of fresh ones, taken over by the server:
+   * a device rebuilt from a restarted daemon's stored fds (docs/ivshmem.md §10), whose QEMU still
+   * holds these as the host's vectors.
+   */
+  hostEventfds?: readonly number[];
   log?: Logger;
 }
 
-export type PeerKind = 'socket' | 'local';
+/**
+ * socket: connected through a listening socket (QEMU, a simulated guest); local: in-process;
+ * adopted: a QEMU that connected to an earlier daemon, whose eventfds were handed back to us
+ * (adoptPeer) — it has no connection, so only the VMM can tell when it goes.
+ */
+export type PeerKind = 'socket' | 'local' | 'adopted';
 
 export interface PeerInfo {
   readonly id: number;
@@ -209,15 +221,53 @@ export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
     // Initial sequence for a client: 3 + (peers + 1) × vectors; leave room for churn.
     this.#maxQueued = opts.maxQueuedMessages ?? 16 + (maxClients + 2) * opts.vectors * 4;
     this.#log = opts.log?.child({ component: 'ivshmem', socket: opts.socketPath });
+    if (opts.hostEventfds !== undefined) {
+      if (!hostPeer) throw new InvalidArgumentError('ivshmem: hostEventfds without a host peer');
+      IvshmemServer.#checkEventfds(opts.hostEventfds, opts.vectors, 'hostEventfds');
+    }
     this.#shmFd = native.dup(opts.shmFd);
     if (hostPeer) {
       try {
-        this.#host = this.addLocalPeer(HOST_PEER_ID);
+        this.#host = this.addLocalPeer(HOST_PEER_ID, opts.hostEventfds);
       } catch (err) {
         native.close(this.#shmFd);
         throw err;
       }
     }
+  }
+
+  static #checkEventfds(fds: readonly number[], vectors: number, what: string): void {
+    if (fds.length !== vectors)
+      throw new InvalidArgumentError(`ivshmem: ${what} has ${fds.length} eventfds, the device ${vectors} vectors`);
+    for (const fd of fds) {
+      if (!Number.isInteger(fd) || fd < 0 || !isEventfd(fd)) throw new InvalidArgumentError(`ivshmem: ${what}: fd ${fd} is not an eventfd`);
+    }
+  }
+
+  /** The device's shared memory (owned by the server: do not close; dup it to keep it). */
+  get shmFd(): number {
+    this.#checkOpen();
+    return this.#shmFd;
+  }
+
+  /** Peer `id`'s eventfds, index = vector (owned by the server), or undefined. */
+  peerEventfds(id: number): readonly number[] | undefined {
+    return this.#peers.get(id)?.eventfds;
+  }
+
+  /**
+   * Enter a peer that connected to an earlier daemon and is still attached (QEMU keeps the fds
+   * it was sent): `eventfds` are its vectors, taken over by the server. It may be on a fixed
+   * socket's id (that socket then refuses connections while it is there). Announced like a join.
+   */
+  adoptPeer(id: number, eventfds: readonly number[]): PeerInfo {
+    this.#checkOpen();
+    checkPeerId(id);
+    if (this.#peers.has(id)) throw new InvalidArgumentError(`ivshmem: peer id ${id} is in use`);
+    IvshmemServer.#checkEventfds(eventfds, this.vectors, `peer ${id}`);
+    const peer: Peer = { info: { id, kind: 'adopted', cred: null, socketPath: null }, eventfds: [...eventfds], client: null, local: null };
+    this.#join(peer);
+    return peer.info;
   }
 
   /** The in-process host peer (id 0), when `hostPeer` is on. */
@@ -257,14 +307,14 @@ export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
   }
 
   /** Add an in-process peer (the host peer is one). Announced to every socket client. */
-  addLocalPeer(id?: number): HostDevice {
+  addLocalPeer(id?: number, adoptedEventfds?: readonly number[]): HostDevice {
     this.#checkOpen();
     const peerId = id ?? this.#allocateId(0);
     if (peerId === null) throw new KvmchanError('ivshmem: no free peer id', 'KVMCHAN_E_IVSHMEM_FULL');
     checkPeerId(peerId);
     if (this.#reserved.has(peerId)) throw new InvalidArgumentError(`ivshmem: peer id ${peerId} is reserved for a socket`);
     if (this.#peers.has(peerId)) throw new InvalidArgumentError(`ivshmem: peer id ${peerId} is in use`);
-    const eventfds = this.#createEventfds();
+    const eventfds = adoptedEventfds !== undefined ? [...adoptedEventfds] : this.#createEventfds();
     const local = new HostDevice(this.#localHost, peerId, eventfds, { fd: this.#shmFd, size: this.shmSize });
     const peer: Peer = { info: { id: peerId, kind: 'local', cred: null, socketPath: null }, eventfds, client: null, local };
     this.#join(peer);
@@ -281,7 +331,8 @@ export class IvshmemServer extends EventEmitter<IvshmemServerEvents> {
     const peer = this.#peers.get(id);
     if (peer === undefined) return false;
     if (peer.client !== null) this.#drop(peer.client, reason);
-    else peer.local?.close();
+    else if (peer.local !== null) peer.local.close();
+    else this.#leave(peer, reason);
     return true;
   }
 

@@ -180,6 +180,14 @@ export class RingLink {
     this.#handlers.onClose(err);
   }
 
+  /**
+   * Stop using the ring without writing to it or calling onClose: it belongs to someone else now
+   * (a host that started a new session in it, wire-protocol.md §3.2).
+   */
+  abandon(): void {
+    this.#release();
+  }
+
   /** Close our side (state CLOSED + kick, ring-protocol.md §5.3) without calling onClose. */
   close(): void {
     if (this.#closed) return;

@@ -1,9 +1,10 @@
 // Tier 3: kvmchand's QMP VMM backend (docs/vms-qmp.md) against real, OS-less QEMU (TCG, -S):
 // adoption by configuration, hot-plug of the control device and a pool onto free root ports (q35)
 // or the root bus (pc), a clean refusal when no port fits, QEMU SIGKILL noticed (domain removed,
-// daemon fds back to baseline), and the documented behaviour across a kvmchand restart (the VM
-// keeps running, is refused as stale with its domain id kept, and is served again once its QEMU
-// restarts). QEMU must survive everything kvmchand does.
+// daemon fds back to baseline), and the documented behaviour across a kvmchand restart: without a
+// service manager's fd store the VM keeps running, is refused as stale with its domain id kept, and
+// is served again once its QEMU restarts; with one (test/helpers/fake-service-manager.ts) it is
+// adopted on its stored fds. QEMU must survive everything kvmchand does.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -11,6 +12,10 @@ import path from 'node:path';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { QemuProcess, ensureQemu } from '../helpers/qemu.js';
 import { E2eHost } from '../helpers/e2e-host.js';
+import { FakeServiceManager, stopDaemon } from '../helpers/fake-service-manager.js';
+import { native } from '../../src/native.js';
+import { CONTROL_SESSION_OFFSET } from '../../src/daemon/guest-link/host-link.js';
+import { DEVICE_HEADER_PAGE, decodeDeviceHeader, headerOffset } from '../../src/ivshmem/device-header.js';
 
 const found = ensureQemu();
 const skip = 'reason' in found ? found.reason : false;
@@ -233,5 +238,114 @@ test(
     assert.equal(s.status().domains.find((x) => x.name === 'vm-r')?.domain, id);
     t.diagnostic(`domain id ${id} kept across two daemon restarts and a QEMU restart`);
     await assertQemuAlive(q2);
+  },
+);
+
+/** The session word and the device key of a stored control device (the test's copy of the memfd). */
+function controlState(fd: number): { session: number; key: string } {
+  const size = fs.fstatSync(fd).size;
+  const m = native.mmap(fd, size, 0, false);
+  try {
+    const session = new Uint32Array(m, CONTROL_SESSION_OFFSET, 1)[0]!;
+    const h = decodeDeviceHeader(new Uint8Array(m.slice(headerOffset(size), headerOffset(size) + DEVICE_HEADER_PAGE)));
+    return { session, key: h.key!.toString('hex') };
+  } finally {
+    native.munmap(m);
+  }
+}
+
+test(
+  'fd store: kvmchand restarted under a running QEMU (SIGKILL, then SIGTERM) adopts the VM with its stored fds; QEMU gone removes them',
+  { skip },
+  async (t) => {
+    const s = new Setup();
+    const sm = new FakeServiceManager(s.dir);
+    cleanups.push(() => {
+      sm.close();
+      return undefined;
+    });
+    const cfg = path.join(s.dir, 'kvmchand.json');
+    fs.writeFileSync(cfg, JSON.stringify({ vms: [{ name: 'vm-f', qmp: s.vmQmp }], qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
+    const start = async (): Promise<import('node:child_process').ChildProcess> => {
+      const child = await sm.startDaemon({ runtimeDir: s.runtimeDir, args: ['-c', cfg], logFile: s.logFile });
+      cleanups.push(() => stopDaemon(child, 'SIGKILL'));
+      return child;
+    };
+    const fdsOf = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+    // The daemon sends one datagram per fd with a blocking send, as sd_notify does; our socket
+    // queues only net.unix.max_dgram_qlen of them (systemd raises that): while fds are being
+    // stored or removed, wait by reading the socket only — a synchronous `kvmchan status` would
+    // wait for a daemon that waits for us.
+    const VECTORS = 64;
+    const drained = (n: number) => () => {
+      sm.drain();
+      return sm.names.length === n;
+    };
+    const q = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
+    let child = await start();
+    const total = 3 + 1 + 2 * VECTORS;
+    await until(drained(total), 20_000, 'the devices stored');
+    await until(() => s.status().pools.some((p) => p.joined === 1), 10_000, 'pool attached');
+    const id = s.status().domains.find((x) => x.name === 'vm-f')!.domain;
+    const pool = s.status().pools.find((p) => p.memberA === id)!;
+    assert.equal(pool.vectors, VECTORS);
+    const uid = process.geteuid!();
+    const expected = [
+      'kvmchan/qmp/vm-f/ctl/shm',
+      'kvmchan/qmp/vm-f/ctl/p0v0',
+      'kvmchan/qmp/vm-f/ctl/p1v0',
+      `kvmchan/qmp/vm-f/pool${pool.pool}u${uid}/shm`,
+      ...[0, 1].flatMap((p) => Array.from({ length: pool.vectors }, (_, v) => `kvmchan/qmp/vm-f/pool${pool.pool}u${uid}/p${p}v${v}`)),
+    ].sort();
+    assert.deepEqual(sm.names, expected, 'one fd per name: control device and pool, shm and both peers’ vectors');
+    const ctl = () => controlState(sm.store.find((e) => e.name === 'kvmchan/qmp/vm-f/ctl/shm')!.fd);
+    const first = ctl();
+    assert.equal(first.session, 1, 'the first session');
+    const peripherals = async (): Promise<string[]> =>
+      (await q.qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }))
+        .map((e) => e.name)
+        .filter((n) => n.startsWith('kvmchan'))
+        .sort();
+    const plugged = await peripherals();
+
+    for (const how of ['SIGKILL', 'SIGTERM'] as const) {
+      await stopDaemon(child, how);
+      sm.drain();
+      assert.deepEqual(sm.names, expected, `${how}: nothing removed from the store`);
+      await assertQemuAlive(q);
+      fs.writeFileSync(s.logFile, '');
+      const before = ctl().session;
+      child = await start();
+      await until(() => s.logs().some((l) => l.msg === 'VM adopted from stored fds'), 10_000, `${how}: adoption`);
+      await until(() => s.status().pools.some((p) => p.pool === pool.pool && p.joined === 1), 10_000, `${how}: pool adopted`);
+      assert.equal(s.status().domains.find((x) => x.name === 'vm-f')?.domain, id, `${how}: same domain id`);
+      assert.deepEqual(
+        s
+          .status()
+          .pools.filter((p) => p.memberA === id)
+          .map((p) => p.pool),
+        [pool.pool],
+        `${how}: the same pool, no new one`,
+      );
+      assert.deepEqual(await peripherals(), plugged, `${how}: nothing plugged or unplugged`);
+      await until(() => ctl().session === before + 1, 5000, `${how}: a new session offered`);
+      assert.equal(ctl().key, first.key, `${how}: the device key is kept (the guest found its pools with it)`);
+      sm.drain();
+      assert.deepEqual(sm.names, expected, `${how}: the store unchanged (no fd stored twice)`);
+      assert.ok(!s.logs().some((l) => l.msg === 'device hot-plugged'), `${how}: no hot-plug`);
+      t.diagnostic(`${how}: adopted domain ${id}, pool ${pool.pool}, session ${ctl().session}; daemon fds ${fdsOf(child.pid!)}`);
+      await assertQemuAlive(q);
+    }
+
+    // The VM goes: its domain is removed and so is everything stored for it.
+    const served = fdsOf(child.pid!);
+    await q.kill();
+    await until(drained(0), 20_000, 'the store emptied');
+    await until(() => !s.status().domains.some((x) => x.name === 'vm-f'), 10_000, 'domain removed');
+    const after = fdsOf(child.pid!);
+    const devicesFds = 3 + 1 + 2 * pool.vectors;
+    assert.ok(after <= served - devicesFds, `daemon fds: ${served} serving, ${after} after the VM went (${devicesFds} device fds)`);
+    t.diagnostic(`daemon fds: ${served} serving the adopted VM, ${after} after it went`);
+    await stopDaemon(child);
   },
 );

@@ -54,7 +54,7 @@ describe('socketpair / sendmsg / recvmsg', () => {
         done();
       }
     }
-    assertTypeError(() => callRaw('socketpair', 'dgram'), 'ERR_INVALID_ARG_VALUE');
+    assertTypeError(() => callRaw('socketpair', 'raw'), 'ERR_INVALID_ARG_VALUE');
     assertTypeError(() => callRaw('socketpair', 'stream\0'), 'ERR_INVALID_ARG_VALUE');
     assertTypeError(() => callRaw('socketpair', 1));
   });
@@ -425,7 +425,7 @@ describe('listenUnix / accept / connectUnix', () => {
     const p = path.join(dir, 'args.sock');
     assertTypeError(() => native.listenUnix('', 'stream', 1, 0o600), 'ERR_INVALID_ARG_VALUE');
     assertTypeError(() => native.listenUnix(`${p}\0x`, 'stream', 1, 0o600), 'ERR_INVALID_ARG_VALUE');
-    assertTypeError(() => callRaw('listenUnix', p, 'dgram', 1, 0o600), 'ERR_INVALID_ARG_VALUE');
+    assertTypeError(() => callRaw('listenUnix', p, 'raw', 1, 0o600), 'ERR_INVALID_ARG_VALUE');
     assertRangeError(() => native.listenUnix(p, 'stream', -1, 0o600));
     assertRangeError(() => native.listenUnix(p, 'stream', 1, 0o10000));
     assertTypeError(() => callRaw('connectUnix', 5, 'stream'));

@@ -37,6 +37,17 @@ export const CONTROL_GEOMETRY = { c2sOrder: 16, s2cOrder: 16 };
 export const CONTROL_DEVICE_SIZE = 256 * 1024;
 /** The guest's IVPosition on its control device (architecture.md rule 2). */
 export const GUEST_CONTROL_PEER = 1;
+/**
+ * The session word (wire-protocol.md §3.2): a u32 right after the control ring, page-aligned,
+ * that the host bumps every time it offers a fresh session. A guest daemon whose host was
+ * restarted under it (the ring re-initialised while it was attached) sees the change.
+ */
+export const CONTROL_SESSION_OFFSET = regionLength(CONTROL_GEOMETRY);
+
+/** The session word of a control device (a guest-writable value: only ever compared). */
+export function readSessionWord(mapping: ArrayBuffer, base = 0): number {
+  return Atomics.load(new Uint32Array(mapping, CONTROL_SESSION_OFFSET - base, 1), 0);
+}
 
 export interface PoolAnnouncement {
   pool: number;
@@ -113,6 +124,16 @@ export class HostLink {
     const kick = opts.device.doorbellFd(GUEST_CONTROL_PEER, 0);
     if (kick === null) throw new RegistryError('ENODEV', `guest ${opts.domain} has no control doorbell`);
     this.#mapping = opts.device.map(0, regionLength(CONTROL_GEOMETRY));
+    // A new session word first (wire-protocol.md §3.2): a guest daemon still in the previous
+    // session sees it on its next wake-up and lets go of the ring before using it again.
+    const page = opts.device.map(CONTROL_SESSION_OFFSET, 4096);
+    try {
+      const word = new Uint32Array(page, 0, 1);
+      const next = (Atomics.load(word, 0) + 1) >>> 0;
+      Atomics.store(word, 0, next === 0 ? 1 : next);
+    } finally {
+      opts.device.unmap(page);
+    }
     // A fresh session every time the guest attaches: stale state from a previous guest daemon is wiped.
     initializeRegion(this.#mapping, 0, CONTROL_GEOMETRY);
     this.#waiter = new EventFdWaiter(native.dup(opts.device.interruptFd(0)), native.dup(kick));

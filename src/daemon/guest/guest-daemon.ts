@@ -2,12 +2,15 @@
  * kvmchand --guest (docs/architecture.md "Guests"): attaches to the control device, then serves
  * the same local socket as the host daemon. If the guest link is lost the
  * daemon stops with an error (its supervisor restarts it; the host has already
- * closed every vchan this guest held).
+ * closed every vchan this guest held). In a real VM the devices outlive the host daemon: when
+ * the host ends the session (it stopped, or a restarted one started a new session in the same
+ * control device, wire-protocol.md §3.2) every local connection ends — no vchan survives a
+ * session — and the daemon attaches to the host's next session and serves again.
  */
 import type { Logger } from 'pino';
 import { RuntimeDir } from '../runtime-dir.js';
 import { LocalServer } from '../local/local-server.js';
-import { GuestVchanService } from './guest-service.js';
+import { GuestLinkDownError, GuestVchanService } from './guest-service.js';
 import { GuestRegionService } from './guest-regions.js';
 import { SocketDevices, VfioDevices, type GuestDevices } from './guest-devices.js';
 import type { Config } from '../config.js';
@@ -39,6 +42,37 @@ export class GuestDaemon {
         this.stop();
         this.#onFatal(err);
       },
+      onSessionEnd: () => {
+        this.#newSession();
+      },
+    });
+  }
+
+  #newSession(): void {
+    // Clients hear EVENT_SHUTDOWN and their vchans end; requests fail until the next session.
+    this.#local?.endConnections();
+    this.service.resume().then(
+      () => {
+        if (!this.#stopped) this.log.info({ domain: this.service.localDomain }, "serving again in the host's new session");
+      },
+      (err: unknown) => {
+        if (this.#stopped) return;
+        const e = err instanceof GuestLinkDownError ? err : new GuestLinkDownError((err as Error).message);
+        this.stop();
+        this.#onFatal(e);
+      },
+    );
+  }
+
+  #localServer(): LocalServer {
+    return new LocalServer({
+      socketPath: this.runtime.socketPath,
+      service: this.service,
+      regions: new GuestRegionService(this.service, this.log.child({ component: 'regions' })),
+      limits: this.#config.limits,
+      socketGroup: this.#config.socketGroup,
+      adminGroup: this.#config.adminGroup,
+      log: this.log.child({ component: 'local' }),
     });
   }
 
@@ -46,15 +80,7 @@ export class GuestDaemon {
     this.runtime.acquire();
     try {
       await this.service.start();
-      this.#local = new LocalServer({
-        socketPath: this.runtime.socketPath,
-        service: this.service,
-        regions: new GuestRegionService(this.service, this.log.child({ component: 'regions' })),
-        limits: this.#config.limits,
-        socketGroup: this.#config.socketGroup,
-        adminGroup: this.#config.adminGroup,
-        log: this.log.child({ component: 'local' }),
-      });
+      this.#local = this.#localServer();
     } catch (err) {
       this.service.shutdown();
       this.runtime.release();

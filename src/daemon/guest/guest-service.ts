@@ -20,7 +20,7 @@ import { KvmchanError, DaemonError } from '../../errors.js';
 import type { Caller, VchanSnapshot } from '../registry/registry.js';
 import { RegistryError } from '../registry/registry-error.js';
 import type { Grant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
-import { CONTROL_GEOMETRY } from '../guest-link/host-link.js';
+import { CONTROL_GEOMETRY, readSessionWord } from '../guest-link/host-link.js';
 import { Event } from '../../protocol/constants.js';
 
 /** How long a pool may take to appear after its announcement (hot-plug into a real VM included). */
@@ -39,6 +39,12 @@ export interface GuestServiceOptions {
   log: Logger;
   /** Called when the guest link is lost (the daemon then reconnects or exits). */
   onDown: (err: KvmchanError) => void;
+  /**
+   * Called when the host ended the session but the control device stays (a real VM: its
+   * devices belong to QEMU, which outlives a restart of the host daemon): every local vchan must
+   * end, then resume() attaches to the host's next session (wire-protocol.md §3.2).
+   */
+  onSessionEnd?: (err: KvmchanError) => void;
 }
 
 /** Rejections from the host carry its errno; keep it so the local reply repeats it. */
@@ -59,13 +65,16 @@ export class GuestVchanService implements VchanService {
   #link: RingLink | null = null;
   #waiter: EventFdWaiter | null = null;
   #mapping: ArrayBuffer | null = null;
-  readonly #seq = new ClientSequencer({
+  /** One per session: a session's end fails its requests for good. */
+  #seq = new ClientSequencer({
     onOrphanReply: () => undefined,
   });
   readonly #pools = new Map<number, Device>();
   readonly #poolWaiters = new Map<number, (() => void)[]>();
   readonly #attaching = new Set<number>();
   #down = false;
+  /** The control device's session word when this session began (wire-protocol.md §3.2). */
+  #session = 0;
 
   constructor(opts: GuestServiceOptions) {
     this.#opts = opts;
@@ -90,8 +99,6 @@ export class GuestVchanService implements VchanService {
     this.#waiter = new EventFdWaiter(native.dup(control.interruptFd(0)), native.dup(this.#hostDoorbell(control)));
     const mapping = control.map(0, control.shm.size);
     this.#mapping = mapping;
-    // The host initialises the region and then rings us (host-link.ts); until then it may hold
-    // a previous session's state. Wait for a fresh region: our state still WAITING.
     const ctl = new Int32Array(mapping, 0, HEADER_SIZE / 4);
     // A session a previous guest daemon left open (it died; in a VM the device stays, so the
     // host cannot see that): close its client end, and the host offers a fresh one.
@@ -100,37 +107,104 @@ export class GuestVchanService implements VchanService {
       Atomics.store(ctl, OFF_CLIENT_STATE / 4, STATE_CLOSED);
       this.#waiter.kick();
     }
-    const deadline = Date.now() + timeoutMs;
+    await this.#openSession(Date.now() + timeoutMs);
+  }
+
+  /**
+   * After onSessionEnd: wait (as long as it takes: the host daemon is restarting) for the host
+   * to offer a new session, and say hello again. Pools stay attached; the host announces them again.
+   */
+  async resume(): Promise<void> {
+    if (this.#down || this.#mapping === null) throw new GuestLinkDownError('no control device');
+    await this.#openSession(null);
+  }
+
+  async #openSession(deadline: number | null): Promise<void> {
+    const waiter = this.#waiter!;
+    const mapping = this.#mapping!;
+    // The host initialises the region and then rings us (host-link.ts); until then it may hold
+    // a previous session's state. Wait for a fresh region: our state still WAITING.
+    const ctl = new Int32Array(mapping, 0, HEADER_SIZE / 4);
     while (!(Atomics.load(ctl, 0) === (MAGIC | 0) && Atomics.load(ctl, OFF_CLIENT_STATE / 4) === STATE_WAITING)) {
+      if (this.#down) throw new GuestLinkDownError('guest daemon stopping');
+      if (deadline === null) {
+        await waiter.wait();
+        continue;
+      }
       if (Date.now() > deadline) throw new GuestLinkDownError('the host never offered the control channel');
       try {
-        await this.#waiter.wait(AbortSignal.timeout(Math.max(1, deadline - Date.now())));
+        await waiter.wait(AbortSignal.timeout(Math.max(1, deadline - Date.now())));
       } catch (err) {
         if (Date.now() > deadline) throw new GuestLinkDownError('the host never offered the control channel');
         throw err;
       }
     }
-    const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
+    // Read after the ring: the host bumps the word before it initialises the ring.
+    this.#session = readSessionWord(mapping);
+    const seq = new ClientSequencer({ onOrphanReply: () => undefined });
+    this.#seq = seq;
+    const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, waiter.kick);
     endpoint.attach();
-    this.#link = new RingLink(endpoint, this.#waiter, {
+    // Every wake-up first checks that the host has not started another session in this ring.
+    const hook = {
+      wait: async (signal?: AbortSignal): Promise<void> => {
+        await waiter.wait(signal);
+        if (this.#sessionChanged()) throw new GuestLinkDownError('the host started a new session');
+      },
+    };
+    const link = new RingLink(endpoint, hook, {
       onFrame: (frame) => {
         let ev: AnyEvent | undefined;
         try {
-          ev = this.#seq.receive(frame);
+          ev = seq.receive(frame);
         } catch (err) {
-          this.#fail(new GuestLinkDownError(`protocol error from the host: ${(err as Error).message}`));
+          if (this.#sessionChanged()) this.#endSession(new GuestLinkDownError('the host started a new session'), true);
+          else this.#fail(new GuestLinkDownError(`protocol error from the host: ${(err as Error).message}`));
           return;
         }
         if (ev !== undefined) this.#onEvent(ev);
       },
       onClose: (err) => {
-        this.#fail(new GuestLinkDownError(err === null ? 'the host closed the control channel' : err.message));
+        if (this.#link !== link) return;
+        if (this.#sessionChanged()) this.#endSession(new GuestLinkDownError('the host started a new session'), true);
+        else if (err === null) this.#hostEnded(new GuestLinkDownError('the host closed the control channel'));
+        else this.#fail(new GuestLinkDownError(err.message));
       },
     });
+    this.#link = link;
     const hello = await this.#request(Command.GUEST_HELLO, { version: 1 });
     this.localDomain = hello.body.domain;
     this.name = hello.body.name;
-    this.#log.info({ domain: this.localDomain, domainName: this.name }, 'attached to the host');
+    this.#log.info({ domain: this.localDomain, domainName: this.name, session: this.#session }, 'attached to the host');
+  }
+
+  #sessionChanged(): boolean {
+    return this.#mapping !== null && !this.#down && readSessionWord(this.#mapping) !== this.#session;
+  }
+
+  /** The host ended the session in order (closed its end, or said SHUTDOWN). */
+  #hostEnded(err: KvmchanError): void {
+    if (this.#opts.onSessionEnd !== undefined && this.#opts.devices.kind === 'vfio') this.#endSession(err, false);
+    else this.#fail(err);
+  }
+
+  /**
+   * The session is over but the devices stay: requests in flight fail, the ring is let go (not
+   * even marked closed when the host already started the next session in it: `abandon`).
+   */
+  #endSession(err: KvmchanError, abandon: boolean): void {
+    if (this.#down || this.#link === null) return;
+    if (this.#opts.onSessionEnd === undefined) {
+      this.#fail(err);
+      return;
+    }
+    const link = this.#link;
+    this.#link = null;
+    if (abandon) link.abandon();
+    else link.close();
+    this.#seq.close(err);
+    this.#log.warn({ err: err.message }, 'control channel session ended; waiting for the host to offer a new one');
+    this.#opts.onSessionEnd(err);
   }
 
   #hostDoorbell(control: Device): number {
@@ -170,7 +244,7 @@ export class GuestVchanService implements VchanService {
           },
         );
     } else if (ev.id === Event.SHUTDOWN) {
-      this.#fail(new GuestLinkDownError('the host daemon is shutting down'));
+      this.#hostEnded(new GuestLinkDownError('the host daemon is shutting down'));
     }
   }
 
@@ -284,7 +358,7 @@ export class GuestVchanService implements VchanService {
   }
 
   dropConnection(connId: number): void {
-    if (this.#down) return;
+    if (this.#down || this.#link === null) return;
     this.#request(Command.GUEST_CONN_CLOSED, { conn: connId }).catch((err: unknown) => {
       this.#log.warn({ conn: connId, err: (err as Error).message }, 'could not report a closed connection');
     });

@@ -162,6 +162,17 @@ export class LocalServer {
     this.#log.debug({ conn: connId, peerPid: cred.pid, uid: cred.uid }, 'client connected');
   }
 
+  /**
+   * End every client connection as close() does, but keep listening (a guest daemon between two
+   * sessions with its host: no vchan survives a session, new clients are refused by the service
+   * until the next one is up).
+   */
+  endConnections(): void {
+    const conns = [...this.#conns];
+    for (const c of conns) c.notifyShutdown();
+    for (const c of conns) c.shutdown();
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

@@ -31,6 +31,16 @@ import { PoolResources } from './pool-resources.js';
 import { DEFAULT_POOL_CONFIG, poolConfigSchema, type PoolConfig } from './pool-config.js';
 import { PAGE, type Extent } from './slot-allocator.js';
 import { DEVICE_HEADER_PAGE } from '../../ivshmem/device-header.js';
+import type { IvshmemServer } from '../../ivshmem/server.js';
+import { closeStoredDevice, type StoredDevice } from '../vmm/device-fds.js';
+
+/** A host pool of a running VM, rebuilt from stored fds (PoolManager.addDomain). */
+export interface AdoptedPool {
+  pool: number;
+  hostUid: number;
+  /** Peer 0 (the host) and 1 (the guest). */
+  device: StoredDevice;
+}
 
 const HOST_DOMAIN = 0;
 
@@ -304,13 +314,29 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
 
   // --- domains ---------------------------------------------------------------------------
 
-  /** A guest appeared: its device directory and its first host pool (the daemon's uid's), now. Idempotent. */
-  addDomain(id: number): void {
+  /**
+   * A guest appeared: its device directory and its first host pool (the daemon's uid's), now.
+   * Idempotent. `adopted`: host pools of a running VM rebuilt from stored fds (a restarted
+   * daemon, docs/pools.md §5): they keep their ids, are attached already and are not announced
+   * (the VM has them; its guest daemon hears of them when it says hello). One that cannot be
+   * rebuilt is closed and left out (its device stays in the VM, inert).
+   */
+  addDomain(id: number, adopted: readonly AdoptedPool[] = []): void {
     this.#checkOpen();
     if (!Number.isInteger(id) || id <= HOST_DOMAIN) throw new InvalidArgumentError(`not a guest domain: ${id}`);
-    if (this.#domains.has(id)) return;
+    if (this.#domains.has(id)) {
+      for (const a of adopted) closeStoredDevice(a.device);
+      return;
+    }
     ensureDomainDir(this.runtimeDir, id);
     this.#domains.add(id);
+    for (const a of adopted) {
+      try {
+        this.#adoptPool(id, a);
+      } catch (err) {
+        this.#log?.error({ pool: a.pool, domain: id, err: (err as Error).message }, 'cannot adopt a stored pool');
+      }
+    }
     const key = hostSetKey(id, this.#defaultHostUid);
     if ((this.#sets.get(key) ?? []).length === 0) this.#addPool(key);
   }
@@ -429,6 +455,35 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     return n;
   }
 
+  /** Pool ids up to `max` may still be plugged in running VMs: never hand them out again. */
+  reservePoolIds(max: number): void {
+    if (Number.isInteger(max) && max >= this.#nextId) this.#nextId = max + 1;
+  }
+
+  /** A pool's device and set, for storing its fds (undefined once it stopped serving). */
+  servingPool(poolId: number): { device: IvshmemServer; hostUid: number | undefined; members: readonly PoolMember[] } | undefined {
+    const p = this.#pools.get(poolId);
+    if (p === undefined || !p.serving) return undefined;
+    return { device: p.device, hostUid: hostUidOf(p.key), members: p.members };
+  }
+
+  #adoptPool(domain: number, a: AdoptedPool): void {
+    if (this.#pools.has(a.pool)) {
+      closeStoredDevice(a.device);
+      throw new InvalidArgumentError(`pool id ${a.pool} is already in use`);
+    }
+    const key = hostSetKey(domain, a.hostUid);
+    const member: PoolMember = {
+      domain,
+      peerId: 1,
+      socketPath: path.join(ensureDomainDir(this.runtimeDir, domain), poolSocketName(a.pool)),
+    };
+    this.reservePoolIds(a.pool);
+    const pool = this.#newPool(a.pool, key, [member], a.device.size, a.device.vectors, a.device);
+    this.#log?.info({ pool: a.pool, domain, hostUid: a.hostUid, size: pool.size, vectors: pool.vectors }, 'pool adopted');
+    this.emit('pool-added', this.#info(pool));
+  }
+
   #addPool(key: string): Pool {
     const domains = membersOf(key);
     const id = this.#nextId++;
@@ -437,13 +492,28 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
       peerId: i + 1,
       socketPath: path.join(ensureDomainDir(this.runtimeDir, domain), poolSocketName(id)),
     }));
+    const pool = this.#newPool(id, key, members, this.config.poolSize, this.config.poolVectors);
+    this.#log?.info({ pool: id, members: domains, size: pool.size, vectors: pool.vectors }, 'pool created');
+    this.emit('pool-added', this.#info(pool));
+    for (const m of members) {
+      try {
+        this.#announce?.(m.domain, this.#announcement(pool, m));
+      } catch (err) {
+        this.#log?.error({ err, pool: id, domain: m.domain }, 'announcing a pool failed');
+      }
+    }
+    return pool;
+  }
+
+  #newPool(id: number, key: string, members: PoolMember[], size: number, vectors: number, adopt?: StoredDevice): Pool {
     const pool = new Pool({
       id,
       key,
       members,
-      size: this.config.poolSize,
-      vectors: this.config.poolVectors,
-      memberKeys: domains.map((d) => this.#deviceKey?.(d)),
+      size,
+      vectors,
+      ...(adopt !== undefined ? { adopt } : {}),
+      memberKeys: members.map((m) => this.#deviceKey?.(m.domain)),
       log: this.#log?.child({ pool: id }),
       hooks: {
         memberJoined: (p, m) => {
@@ -465,15 +535,6 @@ export class PoolManager extends EventEmitter<PoolManagerEvents> implements Vcha
     if (set === undefined) this.#sets.set(key, [pool]);
     else set.push(pool);
     this.#pools.set(id, pool);
-    this.#log?.info({ pool: id, members: domains, size: pool.size, vectors: pool.vectors }, 'pool created');
-    this.emit('pool-added', this.#info(pool));
-    for (const m of members) {
-      try {
-        this.#announce?.(m.domain, this.#announcement(pool, m));
-      } catch (err) {
-        this.#log?.error({ err, pool: id, domain: m.domain }, 'announcing a pool failed');
-      }
-    }
     return pool;
   }
 

@@ -19,6 +19,7 @@ import { KvmchanError, fromSystemError } from '../../errors.js';
 import { SlotAllocator, type Extent } from './slot-allocator.js';
 import type { PoolStateName } from '../../protocol/constants.js';
 import { DEVICE_HEADER_PAGE, encodePoolHeader, headerOffset } from '../../ivshmem/device-header.js';
+import type { StoredDevice } from '../vmm/device-fds.js';
 
 export interface PoolMember {
   /** Guest domain id. */
@@ -54,6 +55,12 @@ export interface PoolOptions {
   hooks: PoolHooks;
   /** Device key of each member (same order as `members`), for the device header's tags. */
   memberKeys?: readonly (Uint8Array | undefined)[];
+  /**
+   * Rebuild the pool from a restarted daemon's stored fds (vmm/device-fds.ts): the members'
+   * QEMUs still hold this memory and these eventfds, and count as attached at once. Taken over
+   * (closed on error); its size and vectors must be `size` and `vectors`.
+   */
+  adopt?: StoredDevice;
   log?: Logger | undefined;
 }
 
@@ -94,9 +101,19 @@ export class Pool {
     let memfd = -1;
     let mapping: ArrayBuffer | null = null;
     let device: IvshmemServer | null = null;
+    const adopt = opts.adopt;
+    const adoptedPeers = new Set<number>();
     try {
-      // Sealed: a shrunk memfd would fault QEMU (docs/ivshmem.md §5). Pages are allocated on first touch.
-      memfd = native.memfdCreate(`kvmchan-pool-${opts.id}`, opts.size, true);
+      if (adopt !== undefined) {
+        memfd = adopt.shm;
+        if (adopt.size !== opts.size || adopt.vectors !== opts.vectors)
+          throw new KvmchanError(`stored pool ${opts.id} is not ${opts.size} bytes × ${opts.vectors} vectors`, 'KVMCHAN_E_VMM_STALE');
+        // Nothing survives a session (docs/pools.md §5, "Adopted pools"): what the earlier daemon's vchans left is wiped.
+        native.punchHole(memfd, 0, opts.size - DEVICE_HEADER_PAGE);
+      } else {
+        // Sealed: a shrunk memfd would fault QEMU (docs/ivshmem.md §5). Pages are allocated on first touch.
+        memfd = native.memfdCreate(`kvmchan-pool-${opts.id}`, opts.size, true);
+      }
       mapping = native.mmap(memfd, opts.size, 0, true);
       // Written before any guest can attach: how a guest on a PCI bus recognises this pool.
       const keys = opts.members.map((_, i) => opts.memberKeys?.[i]);
@@ -111,6 +128,7 @@ export class Pool {
         maxClients: opts.members.length,
         // Each member's socket sits in its own domain directory, the gate (vmm/domain-dir.ts).
         socketMode: 0o660,
+        ...(adopt !== undefined ? { hostEventfds: adopt.peers.get(0)! } : {}),
         ...(opts.log !== undefined ? { log: opts.log } : {}),
         authorize: ({ cred, socketPath, peerId }) => {
           this.#log?.info({ pool: opts.id, peerId, socketPath, peerPid: cred?.pid, uid: cred?.uid }, 'guest attaching to pool');
@@ -122,6 +140,10 @@ export class Pool {
       device?.close();
       if (mapping !== null) native.munmap(mapping);
       if (memfd >= 0) native.close(memfd);
+      if (adopt !== undefined) {
+        for (const [peer, fds] of adopt.peers)
+          if ((peer === 0 && device === null) || (peer !== 0 && !adoptedPeers.has(peer))) for (const fd of fds) native.close(fd);
+      }
       throw err instanceof KvmchanError ? err : fromSystemError(err, `creating pool ${opts.id}`);
     }
     this.memfd = memfd;
@@ -134,6 +156,14 @@ export class Pool {
     device.on('peer-leave', (info, reason) => {
       this.#onLeave(info, reason);
     });
+    if (adopt !== undefined) {
+      for (const m of opts.members) {
+        const fds = adopt.peers.get(m.peerId);
+        if (fds !== undefined) device.adoptPeer(m.peerId, fds);
+      }
+      for (const [peer, fds] of adopt.peers)
+        if (peer !== 0 && !opts.members.some((m) => m.peerId === peer)) for (const fd of fds) native.close(fd);
+    }
   }
 
   get state(): PoolState {

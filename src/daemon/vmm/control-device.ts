@@ -6,7 +6,9 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { IvshmemServer } from '../../ivshmem/server.js';
+import { HOST_PEER_ID, IvshmemServer } from '../../ivshmem/server.js';
+import { VmmError } from '../../errors.js';
+import { closeStoredDevice, type StoredDevice } from './device-fds.js';
 import { native } from '../../native.js';
 import { CONTROL_DEVICE_SIZE, GUEST_CONTROL_PEER } from '../guest-link/host-link.js';
 import { CONTROL_SOCKET, ensureDomainDir } from './domain-dir.js';
@@ -27,17 +29,24 @@ export function createControlDevice(opts: {
   /** Another directory than `<runtimeDir>/domains/<id>/`, created by the caller (libvirt boot devices). */
   dir?: string;
   log?: Logger | undefined;
+  /**
+   * Rebuild the device from a restarted daemon's stored fds (device-fds.ts) instead of a new
+   * memfd: the guest (its QEMU) is already attached and joins at once. Taken over, closed on error.
+   */
+  adopt?: StoredDevice;
   onJoin: () => void;
   onLeave: (reason: string) => void;
 }): ControlDevice {
   const { runtimeDir, domain, log } = opts;
   const dir = opts.dir ?? ensureDomainDir(runtimeDir, domain);
   const socketPath = path.join(dir, CONTROL_SOCKET);
+  const adopt = opts.adopt;
   // The device duplicates the memfd; ours is closed right away.
-  const shm = native.memfdCreate(`kvmchan-control-${domain}`, CONTROL_DEVICE_SIZE, true);
+  const shm = adopt?.shm ?? native.memfdCreate(`kvmchan-control-${domain}`, CONTROL_DEVICE_SIZE, true);
   let server: IvshmemServer;
   try {
     server = new IvshmemServer({
+      ...(adopt !== undefined ? { hostEventfds: adopt.peers.get(HOST_PEER_ID)! } : {}),
       socketPath,
       shmFd: shm,
       shmSize: CONTROL_DEVICE_SIZE,
@@ -52,15 +61,11 @@ export function createControlDevice(opts: {
         return true;
       },
     });
+  } catch (err) {
+    if (adopt !== undefined) closeStoredDevice({ ...adopt, shm: -1 });
+    throw err;
   } finally {
     native.close(shm);
-  }
-  try {
-    // Fixed id: the guest reads IVPosition 1 on its control device.
-    server.addSocket(socketPath, GUEST_CONTROL_PEER);
-  } catch (err) {
-    server.close();
-    throw err;
   }
   server.on('peer-join', (info) => {
     if (info.id === GUEST_CONTROL_PEER) opts.onJoin();
@@ -68,5 +73,20 @@ export function createControlDevice(opts: {
   server.on('peer-leave', (info, reason) => {
     if (info.id === GUEST_CONTROL_PEER) opts.onLeave(reason);
   });
+  const guest = adopt?.peers.get(GUEST_CONTROL_PEER);
+  let guestTaken = false;
+  try {
+    // Fixed id: the guest reads IVPosition 1 on its control device.
+    server.addSocket(socketPath, GUEST_CONTROL_PEER);
+    if (adopt !== undefined) {
+      if (guest === undefined) throw new VmmError('the stored control device has no guest vectors', 'KVMCHAN_E_VMM_STALE');
+      server.adoptPeer(GUEST_CONTROL_PEER, guest);
+      guestTaken = true;
+    }
+  } catch (err) {
+    server.close();
+    if (!guestTaken) for (const fd of guest ?? []) native.close(fd);
+    throw err;
+  }
   return { dir, socketPath, server };
 }

@@ -8,6 +8,7 @@
  */
 import type { IvshmemServer } from '../../ivshmem/server.js';
 import type { PoolAnnouncement } from '../pools/pool-manager.js';
+import type { Adoption } from './device-fds.js';
 
 export interface VmmDomain {
   /** Domain number (libvirt domain id, like a Xen domid); never 0 (the host). */
@@ -61,6 +62,15 @@ export interface GuestVmm {
   has(domain: number): boolean;
   /** A pool was created for `domain`: make its VM attach to it (QMP: hot-plug). Optional. */
   plugPool?(domain: number, announcement: PoolAnnouncement): void;
+  /**
+   * Where `domain`'s device fds go in the service manager's fd store (device-fds.ts), or
+   * undefined when its devices need not survive us (simulated guests reconnect by themselves).
+   */
+  fdPrefix?(domain: number): string | undefined;
+  /** Stored-fd prefixes this backend may claim later (kept at start, fd-store.ts). */
+  fdPrefixes?(): string[];
+  /** For a domain adopted from stored fds: its device key and pools (asked once, when it is added). */
+  takeAdoption?(domain: number): Adoption | undefined;
   on<K extends keyof GuestVmmEvents>(event: K, listener: (...args: GuestVmmEvents[K]) => void): this;
   close(): void;
 }

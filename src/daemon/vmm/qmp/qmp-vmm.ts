@@ -18,7 +18,9 @@
  * Devices are never unplugged and their chardevs never removed from a running VM (QEMU 7.2
  * under TCG was seen to crash after that once new fds became readable): a pool retired while
  * its VM runs stays plugged, inert, until the VM stops; a VM still carrying devices of an
- * earlier daemon is refused until its QEMU restarts (docs/vms-qmp.md §"Restarts").
+ * earlier daemon is adopted when the service manager's fd store gave us back that daemon's fds
+ * for its devices (device-fds.ts: the same memory and eventfds, QEMU needs nothing new), and
+ * otherwise refused until its QEMU restarts (docs/vms-qmp.md §"Restarts").
  */
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
@@ -28,10 +30,13 @@ import type { IvshmemServer } from '../../../ivshmem/server.js';
 import type { PoolAnnouncement } from '../../pools/pool-manager.js';
 import type { GuestVmm, GuestVmmEvents, VmmDomain } from '../vmm.js';
 import { createControlDevice, type ControlDevice } from '../control-device.js';
+import { GUEST_CONTROL_PEER } from '../../guest-link/host-link.js';
 import { removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from '../domain-dir.js';
 import { QmpClient } from './client.js';
 import { machineKind, noPortError, ownedLeftovers, reserveNeeded, rootPorts, type MachineKind } from './placement.js';
 import { VmState, vmSpecSchema, type VmSpec } from './vm-state.js';
+import type { FdStore } from '../../fd-store.js';
+import { adoptableDevices, closeFds, closeStoredDevice, domainFdPrefix, type Adoption, type StoredDevice } from '../device-fds.js';
 
 export const CONTROL_DEVICE_ID = 'kvmchan-ctl';
 export function poolDeviceId(pool: number): string {
@@ -71,6 +76,8 @@ export interface QmpVmmOptions {
   retryMs?: number;
   /** Timeout of each QMP command. Default 10 s. */
   commandTimeoutMs?: number;
+  /** The service manager's fd store: devices' fds to adopt running VMs with (device-fds.ts). */
+  fdStore?: FdStore;
   log?: Logger;
 }
 
@@ -92,6 +99,8 @@ interface Vm {
   removed: boolean;
   /** QEMU attached to the control device (it does at chardev-add, before we serve the VM). */
   controlJoined: boolean;
+  /** Set while an adopted VM waits for the daemon to take it (takeAdoption). */
+  adoption: Adoption | null;
 }
 
 function asKvmchanError(err: unknown): KvmchanError {
@@ -107,6 +116,7 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
   readonly #reserved: ReadonlySet<number>;
   readonly #retryMs: number;
   readonly #commandTimeoutMs: number;
+  readonly #fdStore: FdStore | undefined;
   readonly #vms = new Map<string, Vm>();
   #closed = false;
 
@@ -119,6 +129,7 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     this.#reserved = opts.reservedIds ?? new Set();
     this.#retryMs = opts.retryMs ?? 1000;
     this.#commandTimeoutMs = opts.commandTimeoutMs ?? 10_000;
+    this.#fdStore = opts.fdStore;
     for (const spec of opts.vms ?? []) this.#register(spec, 'config');
     for (const a of this.#state.added()) {
       if (this.#vms.has(a.name)) continue; // the configuration names it now
@@ -150,6 +161,25 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     const vm = this.#byDomain(domain);
     if (vm?.control == null) throw new VmmError(`no QMP domain ${domain} is served`, 'KVMCHAN_E_VMM_UNKNOWN');
     return vm.control.server;
+  }
+
+  /** Where `domain`'s device fds go in the fd store, while it is served. */
+  fdPrefix(domain: number): string | undefined {
+    const vm = this.#byDomain(domain);
+    return vm?.state === 'serving' ? domainFdPrefix('qmp', vm.spec.name) : undefined;
+  }
+
+  /** Prefixes of every VM followed (their stored fds are claimed on their first QMP contact). */
+  fdPrefixes(): string[] {
+    return [...this.#vms.keys()].map((name) => domainFdPrefix('qmp', name));
+  }
+
+  /** An adopted VM's device key and pools, once (the daemon asks when the domain is added). */
+  takeAdoption(domain: number): Adoption | undefined {
+    const vm = this.#byDomain(domain);
+    const a = vm?.adoption ?? undefined;
+    if (vm !== undefined) vm.adoption = null;
+    return a;
   }
 
   list(): VmStatus[] {
@@ -218,8 +248,10 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     for (const vm of this.#vms.values()) {
       clearTimeout(vm.retry);
       vm.removed = true;
-      vm.client?.close();
+      // Null first: the client's 'close' must not read as the VM going (its devices stay stored).
+      const client = vm.client;
       vm.client = null;
+      client?.close();
       vm.control?.server.close();
       if (vm.control !== null) removeDomainDirIfEmpty(this.runtimeDir, vm.id);
       vm.control = null;
@@ -263,6 +295,7 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
       attempted: Promise.resolve(),
       removed: false,
       controlJoined: false,
+      adoption: null,
     };
     this.#vms.set(spec.name, vm);
     return vm;
@@ -339,12 +372,33 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
         throw new VmmError('query-status: malformed reply', 'KVMCHAN_E_QMP_PROTOCOL');
       }
       const leftovers = await ownedLeftovers(client);
+      const prefix = domainFdPrefix('qmp', vm.spec.name);
+      const stored = this.#fdStore?.take(prefix) ?? new Map<string, number>();
       if (leftovers.length > 0) {
-        throw new VmmError(
-          `VM ${vm.spec.name} still carries kvmchan devices of an earlier kvmchand (${leftovers.join(', ')}); they are never unplugged ` +
-            `from a running VM, so it cannot be served again until its QEMU process restarts (docs/vms-qmp.md, "Restarts")`,
-          'KVMCHAN_E_VMM_STALE',
-        );
+        const plugged = leftovers.filter((l) => l.startsWith('device ')).map((l) => l.slice('device '.length));
+        const adoptable =
+          stored.size > 0 && this.#fdStore !== undefined
+            ? adoptableDevices(this.#fdStore, prefix, stored, {
+                control: plugged.includes(CONTROL_DEVICE_ID),
+                pool: (pool) => plugged.includes(poolDeviceId(pool)),
+              })
+            : null;
+        if (adoptable === null) {
+          throw new VmmError(
+            `VM ${vm.spec.name} still carries kvmchan devices of an earlier kvmchand (${leftovers.join(', ')}) and the service manager ` +
+              `gave back no fds for them; they are never unplugged from a running VM, so it cannot be served again until its QEMU ` +
+              `process restarts (docs/vms-qmp.md, "Restarts")`,
+            'KVMCHAN_E_VMM_STALE',
+          );
+        }
+        await this.#adopt(vm, client, plugged, adoptable, log);
+        return;
+      }
+      if (stored.size > 0) {
+        // A QEMU without our devices: the one the fds were for is gone.
+        closeFds(stored);
+        this.#fdStore?.removeUnder(prefix);
+        log?.info({ fds: stored.size }, 'stored fds of an earlier QEMU dropped');
       }
       vm.machine = await machineKind(client);
       let controlBus: string | undefined;
@@ -388,10 +442,62 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
       vm.error = e;
       vm.control?.server.close();
       vm.control = null;
+      vm.adoption = null;
+      this.#fdStore?.removeUnder(domainFdPrefix('qmp', vm.spec.name));
       removeDomainDirIfEmpty(this.runtimeDir, vm.id);
       log?.error({ err: e.message, code: e.code }, 'cannot serve VM');
       // Keep the monitor: when this QEMU exits, a new one on the same socket is tried afresh.
     }
+  }
+
+  /**
+   * Serve a VM that still carries the devices of an earlier daemon whose fds we got back: the
+   * control device is rebuilt on the same memory and eventfds (QEMU is attached already), the
+   * host pools are handed to the daemon (takeAdoption), nothing is plugged.
+   */
+  async #adopt(
+    vm: Vm,
+    client: QmpClient,
+    plugged: string[],
+    adoptable: { control: StoredDevice; adoption: Adoption },
+    log: Logger | undefined,
+  ): Promise<void> {
+    let machine: MachineKind;
+    try {
+      machine = await machineKind(client);
+    } catch (err) {
+      closeStoredDevice(adoptable.control);
+      for (const p of adoptable.adoption.pools) closeStoredDevice(p.device);
+      throw err;
+    }
+    if (vm.client !== client) {
+      closeStoredDevice(adoptable.control);
+      for (const p of adoptable.adoption.pools) closeStoredDevice(p.device);
+      return;
+    }
+    vm.machine = machine;
+    vm.control = createControlDevice({
+      runtimeDir: this.runtimeDir,
+      domain: vm.id,
+      log: this.#log,
+      adopt: adoptable.control,
+      onJoin: () => {
+        vm.controlJoined = true;
+        if (vm.state === 'serving') this.emit('control-join', vm.id);
+      },
+      onLeave: (reason) => {
+        const was = vm.controlJoined;
+        vm.controlJoined = false;
+        if (was && vm.state === 'serving') this.emit('control-leave', vm.id, reason);
+      },
+    });
+    vm.devices = plugged;
+    vm.adoption = adoptable.adoption;
+    vm.state = 'serving';
+    vm.error = null;
+    log?.info({ machine, devices: plugged, pools: adoptable.adoption.pools.map((p) => p.pool) }, 'VM adopted from stored fds');
+    this.emit('domain-added', { id: vm.id, name: vm.spec.name });
+    if (vm.controlJoined && vm.client === client) this.emit('control-join', vm.id);
   }
 
   /** Plug a device for an announcement (q35: on a free port with enough prefetchable reserve). */
@@ -452,6 +558,9 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
   }
 
   #disconnect(vm: Vm, why: string): void {
+    // An adopted QEMU has no connection to the device that could end first: it leaves here, so
+    // the guest link closes before its device does.
+    if (vm.controlJoined) vm.control?.server.disconnect(GUEST_CONTROL_PEER, why);
     const client = vm.client;
     vm.client = null;
     client?.close();
@@ -463,6 +572,8 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     vm.control = null;
     vm.controlJoined = false;
     control?.server.close();
+    for (const p of vm.adoption?.pools ?? []) closeStoredDevice(p.device);
+    vm.adoption = null;
     if (wasServing) {
       this.#log?.info({ vm: vm.spec.name, domain: vm.id, why }, 'VM gone');
       this.emit('domain-removed', { id: vm.id, name: vm.spec.name });
