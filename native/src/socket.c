@@ -213,6 +213,21 @@ typedef union {
     char buf[CMSG_SPACE(KC_MAX_FDS * sizeof(int))];
 } fd_control;
 
+/* Puts nfds (≤ KC_MAX_FDS) descriptors in msg as one SCM_RIGHTS message held in control. */
+static void attach_fds(struct msghdr *msg, fd_control *control, const int *fds, size_t nfds)
+{
+    if (nfds == 0)
+        return;
+    memset(control, 0, sizeof(*control));
+    msg->msg_control = control->buf;
+    msg->msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    struct cmsghdr *c = CMSG_FIRSTHDR(msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+}
+
 napi_value kc_sendmsg(napi_env env, napi_callback_info info)
 {
     napi_value argv[3];
@@ -247,16 +262,7 @@ napi_value kc_sendmsg(napi_env env, napi_callback_info info)
     struct iovec iov = { .iov_base = data, .iov_len = len };
     struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
     fd_control control;
-    if (nfds > 0) {
-        memset(&control, 0, sizeof(control));
-        msg.msg_control = control.buf;
-        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    }
+    attach_fds(&msg, &control, fds, nfds);
     ssize_t n;
     do {
         n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -497,16 +503,7 @@ napi_value kc_send_datagram(napi_env env, napi_callback_info info)
     struct iovec iov = { .iov_base = data, .iov_len = data_len };
     struct msghdr msg = { .msg_name = &addr, .msg_namelen = alen, .msg_iov = &iov, .msg_iovlen = 1 };
     fd_control control;
-    if (nfds > 0) {
-        memset(&control, 0, sizeof(control));
-        msg.msg_control = control.buf;
-        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    }
+    attach_fds(&msg, &control, fds, nfds);
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     ssize_t n = -1;
     if (fd >= 0) {
