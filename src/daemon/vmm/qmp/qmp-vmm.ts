@@ -414,20 +414,7 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
         controlBus = rest[0]!.bus;
       }
       if (vm.client !== client) return;
-      vm.control = createControlDevice({
-        runtimeDir: this.runtimeDir,
-        domain: vm.id,
-        log: this.#log,
-        onJoin: () => {
-          vm.controlJoined = true;
-          if (vm.state === 'serving') this.emit('control-join', vm.id);
-        },
-        onLeave: (reason) => {
-          const was = vm.controlJoined;
-          vm.controlJoined = false;
-          if (was && vm.state === 'serving') this.emit('control-leave', vm.id, reason);
-        },
-      });
+      vm.control = this.#controlDevice(vm);
       await this.#plugOn(vm, client, CONTROL_DEVICE_ID, vm.control.socketPath, 1, controlBus);
       if (vm.client !== client) return;
       vm.state = 'serving';
@@ -476,21 +463,7 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
       return;
     }
     vm.machine = machine;
-    vm.control = createControlDevice({
-      runtimeDir: this.runtimeDir,
-      domain: vm.id,
-      log: this.#log,
-      adopt: adoptable.control,
-      onJoin: () => {
-        vm.controlJoined = true;
-        if (vm.state === 'serving') this.emit('control-join', vm.id);
-      },
-      onLeave: (reason) => {
-        const was = vm.controlJoined;
-        vm.controlJoined = false;
-        if (was && vm.state === 'serving') this.emit('control-leave', vm.id, reason);
-      },
-    });
+    vm.control = this.#controlDevice(vm, adoptable.control);
     vm.devices = plugged;
     vm.adoption = adoptable.adoption;
     vm.state = 'serving';
@@ -501,6 +474,25 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
   }
 
   /** Plug a device for an announcement (q35: on a free port with enough prefetchable reserve). */
+  /** `vm`'s control device: a fresh one, or rebuilt on a previous daemon's stored fds. */
+  #controlDevice(vm: Vm, adopt?: StoredDevice): ControlDevice {
+    return createControlDevice({
+      runtimeDir: this.runtimeDir,
+      domain: vm.id,
+      log: this.#log,
+      ...(adopt === undefined ? {} : { adopt }),
+      onJoin: () => {
+        vm.controlJoined = true;
+        if (vm.state === 'serving') this.emit('control-join', vm.id);
+      },
+      onLeave: (reason) => {
+        const was = vm.controlJoined;
+        vm.controlJoined = false;
+        if (was && vm.state === 'serving') this.emit('control-leave', vm.id, reason);
+      },
+    });
+  }
+
   async #plug(
     vm: Vm,
     client: QmpClient,
