@@ -60,4 +60,19 @@ export class E2eHost<Status, Line> {
   daemonFds(): number {
     return fs.readdirSync(`/proc/${this.daemon!.pid}/fd`).length;
   }
+
+  /**
+   * The daemon's fd count without its transient ones: the fewest seen over `ms`. A daemon that
+   * retries a VM's monitor holds a connecting socket now and then; a baseline taken at such a
+   * moment is one too high, and the count "back to baseline" after a VM goes would then never
+   * be seen. A leak still shows: the count never comes down to this floor again.
+   */
+  async quietFds(ms = 600): Promise<number> {
+    let least = this.daemonFds();
+    for (const end = Date.now() + ms; Date.now() < end;) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      least = Math.min(least, this.daemonFds());
+    }
+    return least;
+  }
 }
