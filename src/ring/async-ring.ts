@@ -25,6 +25,18 @@ export interface AsyncRingOptions {
 
 export const DEFAULT_SPIN_US = 100;
 const MIN_SPIN_US = 2;
+/**
+ * Longest run of operations that complete without waiting before one yields to the event loop
+ * (docs/ring-protocol.md §8.2). Against a peer that keeps pace, every read and write finds data or
+ * room at once (or after a spin) and resolves through microtasks only: the event loop would never
+ * reach its I/O phase, so a lost daemon socket, timers and other streams would go unserved for
+ * as long as the transfer lasts (minutes were seen in a guest).
+ */
+const TURN_MS = 10;
+/** Operations between two looks at the clock (performance.now() costs as much as a small write). */
+const TURN_CHECK_EVERY = 16;
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export class AsyncRing {
   readonly endpoint: RingEndpoint;
@@ -33,6 +45,9 @@ export class AsyncRing {
   /** Current spin budget (µs), adapted after every spin. */
   #spin: number;
   #waits = 0;
+  #ops = 0;
+  /** When the event loop last ran on our behalf: a wait on the hook, or a yield. */
+  #lastTurn = performance.now();
 
   constructor(endpoint: RingEndpoint, hook: WaitHook, options: AsyncRingOptions = {}) {
     this.endpoint = endpoint;
@@ -67,6 +82,23 @@ export class AsyncRing {
     }
   }
 
+  /**
+   * True when the last TURN_MS passed without the event loop running (see TURN_MS): the caller
+   * then yields with `await nextTurn()`. Synchronous, so the common case costs no extra tick.
+   */
+  #turnDue(): boolean {
+    if ((++this.#ops & (TURN_CHECK_EVERY - 1)) !== 0) return false;
+    const now = performance.now();
+    if (now - this.#lastTurn < TURN_MS) return false;
+    this.#lastTurn = now;
+    return true;
+  }
+
+  async #wait(signal: AbortSignal | undefined): Promise<void> {
+    await this.#hook.wait(signal);
+    this.#lastTurn = performance.now();
+  }
+
   #spinReadable(min: number): boolean {
     const ep = this.endpoint;
     return this.#spinUntil(() => ep.peekReadable() >= min);
@@ -84,7 +116,7 @@ export class AsyncRing {
       signal?.throwIfAborted();
       if (this.#spinReadable(min)) return;
       if (!ep.prepareWaitReadable(min)) return;
-      await this.#hook.wait(signal);
+      await this.#wait(signal);
     }
   }
 
@@ -95,12 +127,13 @@ export class AsyncRing {
       signal?.throwIfAborted();
       if (this.#spinWritable(min)) return;
       if (!ep.prepareWaitWritable(min)) return;
-      await this.#hook.wait(signal);
+      await this.#wait(signal);
     }
   }
 
   /** Stream read: resolves with ≥ 1 byte read, or EOF (-1) once the peer closed and all was read. */
   async read(dst: Uint8Array, signal?: AbortSignal): Promise<number> {
+    if (this.#turnDue()) await nextTurn();
     for (;;) {
       const n = this.endpoint.tryRead(dst);
       if (n !== 0 || dst.length === 0) return n;
@@ -110,6 +143,7 @@ export class AsyncRing {
 
   /** Packet receive: resolves with dst.length, or EOF if the peer closed first. */
   async recv(dst: Uint8Array, signal?: AbortSignal): Promise<number> {
+    if (this.#turnDue()) await nextTurn();
     for (;;) {
       const n = this.endpoint.tryRecv(dst);
       if (n !== 0 || dst.length === 0) return n;
@@ -119,6 +153,7 @@ export class AsyncRing {
 
   /** Stream write of all bytes; rejects with ClosedError if the peer closes first. */
   async write(src: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (this.#turnDue()) await nextTurn();
     let off = 0;
     while (off < src.length) {
       off += this.endpoint.tryWrite(src, off, src.length - off);
@@ -128,6 +163,7 @@ export class AsyncRing {
 
   /** Sends every chunk as a packet, in order, publishing once per batch that fits. */
   async sendBatch(chunks: readonly Uint8Array[], signal?: AbortSignal): Promise<void> {
+    if (this.#turnDue()) await nextTurn();
     let i = 0;
     while (i < chunks.length) {
       const n = this.endpoint.trySendBatch(chunks, i);
@@ -138,6 +174,7 @@ export class AsyncRing {
 
   /** Packet send, all-or-nothing; waits for room. */
   async send(src: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (this.#turnDue()) await nextTurn();
     for (;;) {
       if (this.endpoint.trySend(src) === src.length || src.length === 0) return;
       await this.waitWritable(src.length, signal);
