@@ -210,6 +210,7 @@ export class Daemon {
     // Adopted (docs/vms-qmp.md, "Restarts"): the guest found its pools
     // with the key it read from the control device, which keeps it.
     const adoption = backend?.takeAdoption?.(d.id);
+    for (const pool of adoption?.plugged ?? []) this.pools.reservePoolIds(pool);
     // The key goes into the control device header before the guest can attach, and into the
     // tags of every pool the guest is a member of.
     const key = adoption?.deviceKey ?? newDeviceKey();

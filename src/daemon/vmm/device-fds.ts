@@ -125,6 +125,11 @@ export interface Adoption {
   /** The guest's device key, read back from the control device's header. */
   deviceKey: Buffer;
   pools: AdoptedPool[];
+  /**
+   * Ids of every pool device the VM still carries, adopted or not (pair pools, retired pools):
+   * never handed out again, or a new pool's device name would clash with one in the VM.
+   */
+  plugged?: readonly number[];
 }
 
 /**
@@ -187,6 +192,19 @@ function controlKey(d: StoredDevice): Buffer | null {
   } finally {
     if (page !== null) native.munmap(page);
   }
+}
+
+/**
+ * Pool ids of the devices named `kvmchan-pool-<id>` among `names` (QMP device ids and libvirt
+ * `<shmem>` names follow that pattern alike).
+ */
+export function pluggedPoolIds(names: readonly string[]): number[] {
+  const ids: number[] = [];
+  for (const n of names) {
+    const m = /^kvmchan-pool-([1-9][0-9]{0,9})$/.exec(n);
+    if (m !== null && Number(m[1]) <= 0xffffffff) ids.push(Number(m[1]));
+  }
+  return ids.sort((a, b) => a - b);
 }
 
 /** Close every fd of a claimed set (nothing could use them). */

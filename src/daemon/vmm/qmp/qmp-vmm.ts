@@ -36,7 +36,15 @@ import { QmpClient } from './client.js';
 import { machineKind, noPortError, ownedLeftovers, reserveNeeded, rootPorts, type MachineKind } from './placement.js';
 import { VmState, vmSpecSchema, type VmSpec } from './vm-state.js';
 import type { FdStore } from '../../fd-store.js';
-import { adoptableDevices, closeFds, closeStoredDevice, domainFdPrefix, type Adoption, type StoredDevice } from '../device-fds.js';
+import {
+  adoptableDevices,
+  closeFds,
+  closeStoredDevice,
+  domainFdPrefix,
+  pluggedPoolIds,
+  type Adoption,
+  type StoredDevice,
+} from '../device-fds.js';
 
 export const CONTROL_DEVICE_ID = 'kvmchan-ctl';
 export function poolDeviceId(pool: number): string {
@@ -391,6 +399,7 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
             'KVMCHAN_E_VMM_STALE',
           );
         }
+        adoptable.adoption.plugged = pluggedPoolIds(plugged);
         await this.#adopt(vm, client, plugged, adoptable, log);
         return;
       }
