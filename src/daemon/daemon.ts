@@ -138,6 +138,7 @@ export class Daemon {
           reservedIds: new Set([...(this.#simulated?.domains().map((d) => d.id) ?? []), ...qmp.list().map((v) => v.id)]),
           retryMs: this.config.libvirt.retryMs,
           callTimeoutMs: this.config.libvirt.callTimeoutMs,
+          fdStore: this.fdStore,
           log: this.log,
         });
         this.#libvirt = lv;

@@ -3,13 +3,19 @@
 // served (control device attached on a free pcie-root-port, visible in the live XML; status
 // shows the libvirt name), its first pool attached on a port with pref64-reserve; `virsh
 // destroy` removes the domain and the daemon's fds return to baseline; a kvmchand restart with
-// the domain running refuses it as stale (same id) until it restarts; a libvirtd restart under
-// kvmchand is survived (reconnect, re-sync, events still followed).
+// the domain running refuses it as stale (same id) until it restarts, unless the service
+// manager's fd store gave back its devices' fds (then the domain is adopted as it runs, nothing
+// attached); a libvirtd restart under kvmchand is survived (reconnect, re-sync, events still
+// followed).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
+import { FakeServiceManager, stopDaemon } from '../helpers/fake-service-manager.js';
+import { native } from '../../src/native.js';
+import { CONTROL_SESSION_OFFSET } from '../../src/daemon/guest-link/host-link.js';
 import { ensureLibvirt, osLessDomainXml, type LibvirtEnv } from '../helpers/libvirt.js';
 import { E2eHost } from '../helpers/e2e-host.js';
 
@@ -191,5 +197,113 @@ test(
     // Events flow on the new connection.
     s.destroyDomain('kvmchan-e2e-c');
     await until(() => !s.status().domains.some((x) => x.name === 'kvmchan-e2e-c'), 10_000, 'domain removed after reconnect');
+  },
+);
+
+/** The session word of a stored control device (the test's copy of its memfd). */
+function session(fd: number): number {
+  const m = native.mmap(fd, fs.fstatSync(fd).size, 0, false);
+  try {
+    return new Uint32Array(m, CONTROL_SESSION_OFFSET, 1)[0]!;
+  } finally {
+    native.munmap(m);
+  }
+}
+
+test(
+  'fd store: kvmchand restarted (SIGKILL, then SIGTERM) under a running domain adopts it with its stored fds; a domain gone meanwhile has its fds dropped',
+  { skip },
+  async (t) => {
+    const s = new Setup();
+    const sm = new FakeServiceManager(s.dir);
+    cleanups.push(() => {
+      sm.close();
+      return undefined;
+    });
+    const D = 'kvmchan-e2e-d';
+    const E = 'kvmchan-e2e-e';
+    const uuidD = '6b766d63-6861-6e00-0000-00000000000d';
+    const cfg = path.join(s.dir, 'kvmchand.json');
+    fs.writeFileSync(cfg, JSON.stringify({ libvirt: { domains: [D, E], retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
+    const start = async (): Promise<ChildProcess> => {
+      fs.mkdirSync(s.runtimeDir, { recursive: true });
+      const child = await sm.startDaemon({ runtimeDir: s.runtimeDir, args: ['-c', cfg], logFile: s.logFile });
+      cleanups.push(() => stopDaemon(child, 'SIGKILL'));
+      return child;
+    };
+    const fdsOf = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+    // Fds are stored one datagram each: wait by reading the manager's socket only (a synchronous
+    // `kvmchan status` would stall a daemon waiting for us to read).
+    const names = (): string[] => {
+      sm.drain();
+      return sm.names;
+    };
+    s.createDomain(D, uuidD);
+    s.createDomain(E, '6b766d63-6861-6e00-0000-00000000000e');
+    let child = await start();
+    const prefixD = `kvmchan/libvirt/${uuidD}/`;
+    const VECTORS = 64;
+    const perDomain = 3 + 1 + 2 * VECTORS;
+    await until(() => names().length === 2 * perDomain, 30_000, 'both domains stored');
+    await until(() => s.status().pools.filter((p) => p.joined === 1).length === 2, 10_000, 'pools attached');
+    const id = s.status().domains.find((x) => x.name === D)!.domain;
+    const pool = s.status().pools.find((p) => p.memberA === id)!;
+    const storedD = names().filter((n) => n.startsWith(prefixD));
+    const uid = process.geteuid!();
+    assert.deepEqual(
+      storedD,
+      [
+        `${prefixD}ctl/p0v0`,
+        `${prefixD}ctl/p1v0`,
+        `${prefixD}ctl/shm`,
+        ...[0, 1].flatMap((p) => Array.from({ length: VECTORS }, (_, v) => `${prefixD}pool${pool.pool}u${uid}/p${p}v${v}`)).sort(),
+        `${prefixD}pool${pool.pool}u${uid}/shm`,
+      ].sort(),
+      "D's control device and pool, shm and both peers' vectors, under its UUID",
+    );
+    const ctl = (): number => session(sm.store.find((e) => e.name === `${prefixD}ctl/shm`)!.fd);
+    const xmlBefore = shmems(s.liveXml(D));
+
+    for (const how of ['SIGKILL', 'SIGTERM'] as const) {
+      await stopDaemon(child, how);
+      if (how === 'SIGTERM') s.destroyDomain(E); // gone while no kvmchand watched
+      assert.equal(names().length, 2 * perDomain, `${how}: nothing removed from the store`);
+      fs.writeFileSync(s.logFile, '');
+      const before = ctl();
+      child = await start();
+      await until(() => s.logs().some((l) => l.msg === 'libvirt domain adopted from stored fds'), 20_000, `${how}: adoption`);
+      await until(() => s.status().pools.some((p) => p.pool === pool.pool && p.joined === 1), 10_000, `${how}: pool adopted`);
+      assert.equal(s.status().domains.find((x) => x.name === D)?.domain, id, `${how}: same domain id`);
+      assert.deepEqual(
+        s
+          .status()
+          .pools.filter((p) => p.memberA === id)
+          .map((p) => p.pool),
+        [pool.pool],
+        `${how}: the same pool, no new one`,
+      );
+      assert.deepEqual(shmems(s.liveXml(D)), xmlBefore, `${how}: nothing attached or detached`);
+      assert.ok(!s.logs().some((l) => l.msg === 'device attached' && l.domain === id), `${how}: no attach`);
+      await until(() => ctl() === before + 1, 5000, `${how}: a new session offered to the guest`);
+      if (how === 'SIGTERM') {
+        await until(() => names().every((n) => n.startsWith(prefixD)), 10_000, "E's fds dropped");
+        assert.ok(s.logs().some((l) => l.msg === 'stored fd dropped'));
+      }
+      assert.deepEqual(
+        names().filter((n) => n.startsWith(prefixD)),
+        storedD,
+        `${how}: D's store unchanged (nothing stored twice)`,
+      );
+      t.diagnostic(`${how}: adopted domain ${id}, pool ${pool.pool}, session ${ctl()}; daemon fds ${fdsOf(child.pid!)}`);
+    }
+
+    // The domain goes: its kvmchan domain is removed and everything stored for it.
+    const served = fdsOf(child.pid!);
+    s.destroyDomain(D);
+    await until(() => names().length === 0, 20_000, 'the store emptied');
+    await until(() => !s.status().domains.some((x) => x.name === D), 10_000, 'domain removed');
+    const after = fdsOf(child.pid!);
+    assert.ok(after <= served - perDomain, `daemon fds: ${served} serving, ${after} after the domain went`);
+    await stopDaemon(child);
   },
 );

@@ -1,7 +1,7 @@
 /**
  * The VMM backend interface (docs/architecture.md, vmm): which guests exist, when
- * they come and go, and each guest's control device. The simulated and QMP backends
- * exist; a libvirt backend is planned behind the same interface.
+ * they come and go, and each guest's control device: simulated guests, plain QEMU over QMP
+ * and libvirt domains sit behind it alike.
  * The daemon feeds it into the registry and the pool manager. Guest identity comes
  * from here and from the device socket a guest connected on — never from anything
  * the guest says (architecture.md rule 4).

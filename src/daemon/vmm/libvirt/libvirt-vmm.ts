@@ -6,9 +6,11 @@
  *    DEVICE_REMOVED events of every domain, and lists the running domains;
  * 2. for each followed running domain (configuration `domains`: "all" or names): gives it a
  *    stable kvmchan domain id by UUID (domain-ids.ts), reads its live XML, refuses it if it
- *    still carries kvmchan `<shmem>` devices of an earlier daemon (the same stale-device policy
+ *    still carries kvmchan `<shmem>` devices of an earlier daemon, adopts it when the service
+ *    manager's fd store gave us back that daemon's fds for them (device-fds.ts: the same memory
+ *    and eventfds, nothing is attached) and otherwise refuses it (the same stale-device policy
  *    as the QMP backend: devices are never unplugged, the domain is served again after it
- *    restarts), creates its control device (control-device.ts) and attaches it live as an
+ *    restarts); else creates its control device (control-device.ts) and attaches it live as an
  *    ivshmem-doorbell `<shmem>` with an explicit address on a free `pcie-root-port` (q35) —
  *    libvirt's own placement finds no hot-pluggable slot on q35 — then emits `domain-added`;
  * 3. attaches every pool the pool manager creates for a domain the same way (`plugPool`), on a
@@ -40,10 +42,21 @@ import { createControlDevice, type ControlDevice } from '../control-device.js';
 import { native } from '../../../native.js';
 import { CONTROL_SOCKET, SHARED_DIR_MODE, removeDomainDirIfEmpty, removeDomainsRootIfEmpty, shareDomainDir } from '../domain-dir.js';
 import { reserveNeeded } from '../qmp/placement.js';
+import type { FdStore } from '../../fd-store.js';
+import {
+  adoptableDevices,
+  closeFds,
+  closeStoredDevice,
+  domainFdPrefix,
+  pluggedPoolIds,
+  type Adoption,
+  type StoredDevice,
+} from '../device-fds.js';
 import { LibvirtClient } from './client.js';
 import { EventId, LifecycleEvent, uuidString, type LifecycleMsg, type RemoteDomain } from './codec.js';
 import { DomainIds } from './domain-ids.js';
 import { domainLayout, shmemXml, type DomainLayout, type RootPort } from './domain-xml.js';
+import { GUEST_CONTROL_PEER } from '../../guest-link/host-link.js';
 
 export const DEFAULT_LIBVIRT_SOCKET = '/run/libvirt/libvirt-sock';
 export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
@@ -58,6 +71,8 @@ export const BOOT_DIR = 'libvirt';
 export function bootControlPath(runtimeDir: string, name: string): string {
   return path.join(path.resolve(runtimeDir), BOOT_DIR, name, CONTROL_SOCKET);
 }
+/** Every libvirt domain's stored fds are under this (device-fds.ts); then the domain's UUID. */
+const FD_ROOT = 'kvmchan/libvirt/';
 /** How long a starting boot domain's QEMU may take to show up on its control socket. */
 const BOOT_JOIN_MS = 5000;
 
@@ -78,6 +93,8 @@ export interface LibvirtVmmOptions {
   retryMs?: number;
   maxRetryMs?: number;
   callTimeoutMs?: number;
+  /** The service manager's fd store: devices' fds to adopt running domains with (device-fds.ts). */
+  fdStore?: FdStore;
   log?: Logger;
 }
 
@@ -107,6 +124,8 @@ interface Dom {
   controlJoined: boolean;
   /** Served through its boot device (declared in its persistent XML). */
   boot: boolean;
+  /** Set while an adopted domain waits for the daemon to take it (takeAdoption). */
+  adoption: Adoption | null;
 }
 
 /** A boot domain's control device, listening while the domain is not served. */
@@ -148,6 +167,9 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
   readonly #bootNames: ReadonlySet<string>;
   readonly #boot = new Map<string, Boot>();
   readonly #qemuGroup: string | number | undefined;
+  readonly #fdStore: FdStore | undefined;
+  /** Stored fds of domains not running were dropped (done after the first listing). */
+  #storeSorted = false;
   #client: LibvirtClient | null = null;
   #retry: NodeJS.Timeout | undefined;
   #delay: number;
@@ -171,6 +193,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     this.#callTimeoutMs = opts.callTimeoutMs ?? 10_000;
     this.#bootNames = new Set(opts.bootDomains ?? []);
     this.#qemuGroup = opts.qemuGroup;
+    this.#fdStore = opts.fdStore;
   }
 
   /** Start following libvirtd (after the daemon listens to our events). */
@@ -266,6 +289,28 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     return d.control.server;
   }
 
+  /** Where `domain`'s device fds go in the fd store, while it is served. */
+  fdPrefix(domain: number): string | undefined {
+    const d = this.#byId(domain);
+    return d?.state === 'serving' ? domainFdPrefix('libvirt', d.uuid) : undefined;
+  }
+
+  /**
+   * Every libvirt domain's stored fds are kept at start: which domains run is known only once
+   * libvirtd answered (then those of domains not running are dropped, #sortStore).
+   */
+  fdPrefixes(): string[] {
+    return [FD_ROOT];
+  }
+
+  /** An adopted domain's device key and pools, once (the daemon asks when the domain is added). */
+  takeAdoption(domain: number): Adoption | undefined {
+    const d = this.#byId(domain);
+    const a = d?.adoption ?? undefined;
+    if (d !== undefined) d.adoption = null;
+    return a;
+  }
+
   list(): LibvirtDomainStatus[] {
     return [...this.#doms.values()]
       .sort((a, b) => a.id - b.id)
@@ -303,6 +348,8 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     void c?.close(500);
     for (const d of this.#doms.values()) {
       d.removed = true;
+      for (const p of d.adoption?.pools ?? []) closeStoredDevice(p.device);
+      d.adoption = null;
       d.control?.server.close();
       if (d.control !== null) removeDomainDirIfEmpty(this.runtimeDir, d.id);
       d.control = null;
@@ -411,6 +458,22 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       });
     }
     for (const d of [...this.#doms.values()]) if (!seen.has(d.uuid)) this.#remove(d, 'the domain is no longer running');
+    this.#sortStore(running);
+  }
+
+  /**
+   * Once, after the first listing: stored fds of a domain that does not run (or is not followed)
+   * cannot be adopted by anyone — its QEMU, which held the devices, is gone.
+   */
+  #sortStore(running: readonly RemoteDomain[]): void {
+    if (this.#storeSorted || this.#fdStore === undefined) return;
+    this.#storeSorted = true;
+    const live = new Set(running.filter((r) => this.#follows(r.name)).map((r) => domainFdPrefix('libvirt', uuidString(r.uuid))));
+    this.#fdStore.discardUnclaimed('no running libvirt domain has this UUID', (name) => {
+      if (!name.startsWith(FD_ROOT)) return true;
+      for (const p of live) if (name.startsWith(p)) return true;
+      return false;
+    });
   }
 
   #onLifecycle(client: LibvirtClient, m: LifecycleMsg): void {
@@ -471,13 +534,17 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       removed: false,
       controlJoined: false,
       boot: false,
+      adoption: null,
     };
     this.#doms.set(uuid, d);
     const log = this.#log?.child({ domainName: d.name, domain: d.id });
+    const prefix = domainFdPrefix('libvirt', uuid);
     this.#enqueue(d, async () => {
       const t0 = performance.now();
       const layout = domainLayout(await client.domainXml(r), SHMEM_PREFIX);
       if (d.removed) return;
+      // Claimed now, whatever happens next: adopted below, or closed as an earlier QEMU's.
+      const stored = this.#fdStore?.take(prefix) ?? new Map<string, number>();
       const boot = this.#boot.get(d.name);
       if (
         boot !== undefined &&
@@ -486,6 +553,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
         (await this.#bootJoined(boot))
       ) {
         // Declared in its persistent XML, and this QEMU connected to our listening device at boot.
+        this.#dropStored(prefix, stored, log);
         if (d.removed) return;
         this.#boot.delete(d.name);
         this.#share(d, layout.qemuIds, log);
@@ -503,12 +571,27 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
         return;
       }
       if (layout.ownShmem.length > 0) {
-        throw new VmmError(
-          `domain ${d.name} still carries kvmchan devices of an earlier kvmchand (${layout.ownShmem.join(', ')}); they are never unplugged ` +
-            `from a running domain, so it is served again only after it restarts (docs/vms-libvirt.md, "Restarts")`,
-          'KVMCHAN_E_VMM_STALE',
-        );
+        const own = layout.ownShmem;
+        const adoptable =
+          stored.size > 0 && this.#fdStore !== undefined
+            ? adoptableDevices(this.#fdStore, prefix, stored, {
+                control: own.includes(CONTROL_SHMEM),
+                pool: (pool) => own.includes(poolShmem(pool)),
+              })
+            : null;
+        if (adoptable === null) {
+          throw new VmmError(
+            `domain ${d.name} still carries kvmchan devices of an earlier kvmchand (${own.join(', ')}) and the service manager gave ` +
+              `back no fds for them; they are never unplugged from a running domain, so it is served again only after it restarts ` +
+              `(docs/vms-libvirt.md, "Restarts")`,
+            'KVMCHAN_E_VMM_STALE',
+          );
+        }
+        adoptable.adoption.plugged = pluggedPoolIds(own);
+        this.#adopt(d, own, layout.qemuIds, adoptable, log);
+        return;
       }
+      this.#dropStored(prefix, stored, log);
       this.#share(d, layout.qemuIds, log);
       let controlBus: number | undefined;
       if (layout.machine === 'q35') {
@@ -548,10 +631,67 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       d.error = e;
       d.control?.server.close();
       d.control = null;
+      for (const p of d.adoption?.pools ?? []) closeStoredDevice(p.device);
+      d.adoption = null;
+      this.#fdStore?.removeUnder(prefix);
       removeDomainDirIfEmpty(this.runtimeDir, d.id);
       if (this.#bootNames.has(d.name)) this.#arm(d.name);
       log?.error({ err: e.message, code: e.code }, 'cannot serve libvirt domain');
     });
+  }
+
+  /**
+   * Serve a domain that still carries the devices of an earlier daemon whose fds we got back:
+   * the control device is rebuilt on the same memory and eventfds (QEMU holds them already), the
+   * host pools go to the daemon (takeAdoption), nothing is attached (docs/vms-libvirt.md,
+   * "Restarts"). The guest daemon notices the new session by itself (the session word).
+   */
+  #adopt(
+    d: Dom,
+    own: string[],
+    ids: { uid: number; gid: number } | null,
+    adoptable: { control: StoredDevice; adoption: Adoption },
+    log: Logger | undefined,
+  ): void {
+    try {
+      this.#share(d, ids, log);
+    } catch (err) {
+      closeStoredDevice(adoptable.control);
+      for (const p of adoptable.adoption.pools) closeStoredDevice(p.device);
+      throw err;
+    }
+    d.adoption = adoptable.adoption;
+    // Taken over by the device (closed by it on error).
+    d.control = createControlDevice({
+      runtimeDir: this.runtimeDir,
+      domain: d.id,
+      log: this.#log,
+      adopt: adoptable.control,
+      onJoin: () => {
+        d.controlJoined = true;
+        if (d.state === 'serving') this.emit('control-join', d.id);
+      },
+      onLeave: (reason) => {
+        const was = d.controlJoined;
+        d.controlJoined = false;
+        if (was && d.state === 'serving') this.emit('control-leave', d.id, reason);
+      },
+    });
+    d.devices = [...own];
+    d.boot = own.length === 1 && this.#bootNames.has(d.name);
+    d.state = 'serving';
+    d.error = null;
+    log?.info({ devices: own, pools: adoptable.adoption.pools.map((p) => p.pool) }, 'libvirt domain adopted from stored fds');
+    this.emit('domain-added', { id: d.id, name: registryName(d.name) });
+    if (d.controlJoined) this.emit('control-join', d.id);
+  }
+
+  /** Stored fds of a domain that no longer carries our devices: its earlier QEMU is gone. */
+  #dropStored(prefix: string, stored: Map<string, number>, log: Logger | undefined): void {
+    if (stored.size === 0) return;
+    closeFds(stored);
+    this.#fdStore?.removeUnder(prefix);
+    log?.info({ fds: stored.size }, 'stored fds of an earlier QEMU dropped');
   }
 
   /** QEMU running as another user (libvirt's default) must be able to reach the domain's sockets. */
@@ -605,9 +745,14 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     d.removed = true;
     this.#doms.delete(d.uuid);
     const wasServing = d.state === 'serving';
+    // An adopted QEMU has no connection to the device that could end first: it leaves here, so
+    // the guest link closes before its device does.
+    if (d.controlJoined) d.control?.server.disconnect(GUEST_CONTROL_PEER, why);
     d.control?.server.close();
     d.control = null;
     d.controlJoined = false;
+    for (const p of d.adoption?.pools ?? []) closeStoredDevice(p.device);
+    d.adoption = null;
     if (wasServing) {
       this.#log?.info({ domainName: d.name, domain: d.id, why }, 'libvirt domain gone');
       this.emit('domain-removed', { id: d.id, name: registryName(d.name) });
