@@ -24,6 +24,8 @@ import {
 interface FakeResources extends VchanResources {
   kicks: { server: number; client: number };
   released: number;
+  handedOver: () => void;
+  handovers: number;
 }
 
 class FakeFactory implements VchanResourceFactory {
@@ -42,6 +44,10 @@ class FakeFactory implements VchanResourceFactory {
       client: access(clientDomain),
       kicks: { server: 0, client: 0 },
       released: 0,
+      handovers: 0,
+      handedOver: () => {
+        r.handovers++;
+      },
       kickServer: () => {
         r.kicks.server++;
       },

@@ -238,6 +238,16 @@ export class LocalConnection {
     this.#socket.send(encodeEvent(Event.SHUTDOWN, { reason: ShutdownReason.STOP }));
   }
 
+  /**
+   * The other side of our vchan `handle` is gone and stored CLOSED (wire-protocol.md §7.3): the
+   * client's library re-checks that ring. Queued like a reply, under the same output limits
+   * (docs/security.md, "Queues"). Nothing follows EVENT_SHUTDOWN.
+   */
+  notifyPeerClosed(handle: number): void {
+    if (this.#closed || this.#shutdownSent) return;
+    this.#socket.send(encodeEvent(Event.PEER_CLOSED, { handle }));
+  }
+
   /** Daemon shutdown, step 2: close the connection and release its vchans. */
   shutdown(): void {
     if (this.#closed) return;
