@@ -259,7 +259,11 @@ export class LocalConnection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#idleTimer);
-    if (err !== null) this.#log.warn({ conn: this.caller.connId, code: err.code, err: err.message }, 'connection failed');
+    // A client that went away while we were telling it something (EVENT_PEER_CLOSED to a process
+    // that exited with its peer) is no failure of ours.
+    if (err !== null && (err.code === 'KVMCHAN_E_SYS_EPIPE' || err.code === 'KVMCHAN_E_SYS_ECONNRESET')) {
+      this.#log.debug({ conn: this.caller.connId, code: err.code }, 'client went away');
+    } else if (err !== null) this.#log.warn({ conn: this.caller.connId, code: err.code, err: err.message }, 'connection failed');
     else if (why !== null) this.#log.info({ conn: this.caller.connId, peerPid: this.caller.pid, why }, 'connection dropped');
     this.#socket.close();
     this.#service.dropConnection(this.caller.connId);

@@ -58,8 +58,8 @@ export interface DomainInfo {
 export interface VchanGrant extends VchanInfoData {
   access: EndpointAccess;
   /**
-   * The grant was sent (or abandoned): for a client's grant the daemon then drops the fds it
-   * kept only to hand over (docs/pools.md §1). Idempotent.
+   * The grant was sent (or abandoned): once both sides' were, the daemon drops the fds it kept
+   * only to hand over (docs/pools.md §1). Idempotent.
    */
   handedOver(): void;
 }
@@ -101,6 +101,8 @@ interface VchanRecord {
   res: VchanResources;
   server: Party;
   client: Party | null;
+  /** Which grants were sent (or abandoned): the daemon's fds go once both were (§1 of pools.md). */
+  handed: { server: boolean; client: boolean };
   /**
    * The host uid whose pool carries a host↔guest vchan (docs/pools.md §1): the host server's
    * uid, or for a guest's server the uid the policy gives its port. undefined otherwise.
@@ -391,6 +393,7 @@ export class Registry {
       server: { caller, gone: false },
       client: null,
       hostUid,
+      handed: { server: false, client: false },
     };
     this.#byKey.set(key, rec);
     this.#byHandle.set(rec.handle, rec);
@@ -415,8 +418,12 @@ export class Registry {
       shmOffset: rec.res.shmOffset,
       shmLength: rec.res.shmLength,
       access: server ? rec.res.server : rec.res.client,
-      // Once the client holds its copies nobody else will ever need the daemon's.
-      handedOver: server ? () => undefined : () => rec.res.handedOver(),
+      handedOver: () => {
+        rec.handed[role] = true;
+        // Once both endpoints hold their copies nobody will ever need the daemon's. Both, not
+        // just the client: a waiting client's grant can go out before its server's.
+        if (rec.handed.server && rec.handed.client) rec.res.handedOver();
+      },
     };
   }
 

@@ -95,7 +95,7 @@ class MemfdResources implements VchanResources {
   readonly control: Int32Array;
   readonly server: EndpointAccess;
   readonly client: EndpointAccess;
-  /** The memfd and both eventfds until the client has its copies (handedOver), then none. */
+  /** The memfd and both eventfds until both endpoints have their copies (handedOver), then none. */
   #fds: number[];
   readonly #mapping: ArrayBuffer;
   #released = false;
