@@ -61,7 +61,7 @@ export interface VchanGrant extends VchanInfoData {
    * The grant was sent (or abandoned): once both sides' were, the daemon drops the fds it kept
    * only to hand over (docs/pools.md §1). Idempotent.
    */
-  handedOver(): void;
+  handedOver: () => void;
 }
 
 /**
