@@ -419,6 +419,7 @@ export class Registry {
       shmLength: rec.res.shmLength,
       access: server ? rec.res.server : rec.res.client,
       handedOver: () => {
+        if (rec.handed[role]) return;
         rec.handed[role] = true;
         // Once both endpoints hold their copies nobody will ever need the daemon's. Both, not
         // just the client: a waiting client's grant can go out before its server's.
