@@ -7,15 +7,13 @@
  * client) on other connections. The ratio of the two is the figure: ≈ 1× when nothing in the
  * daemon scans every vchan.
  *
- * The existing vchans are host↔host: each costs the daemon 3 fds (a memfd and two eventfds,
- * docs/pools.md §1), so 10,000 need ~30,000 — above the project machine's hard RLIMIT_NOFILE
- * (20,000). Guest↔guest vchans between simulated guests would not help: a pair pool costs the
- * daemon an eventfd per peer and vector (3 per vchan as well, docs/pools.md §2), and its guests
- * as many again. So the bench daemon's limit is raised with prlimit(1), which needs
- * CAP_SYS_RESOURCE (root, outside a container that drops it); where that fails the phase holds
- * as many vchans as the hard limit allows, and its rows say how many. A bench-only
- * configuration lifts the per-connection and per-uid vchan limits (root is exempt from the
- * per-uid quotas anyway, docs/security.md "Quotas") so a few connections hold them all.
+ * The existing vchans are host↔host. Once its client attached such a vchan costs the daemon no
+ * fd of its own (the memfd and eventfds went to the endpoints, docs/pools.md §1): holding
+ * 10,000 costs only the few connections they live on, well below the project machine's hard
+ * RLIMIT_NOFILE (20,000), plus 3 fds per vchan still waiting for its client while filling. A
+ * daemon whose hard limit is lower still holds what fits and its rows say how many. A
+ * bench-only configuration lifts the per-connection and per-uid vchan limits (root is exempt
+ * from the per-uid quotas anyway, docs/security.md "Quotas") so a few connections hold them all.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -47,10 +45,19 @@ export interface RegistryScaleResult {
   loaded: number[];
 }
 
-/** fds the daemon needs besides 3 per held vchan: its own, the connections, the measured vchan. */
+/** fds the daemon needs besides the held vchans' connections: its own, the measured vchan's. */
 const FD_MARGIN = 512;
 /** Requests in flight per connection while filling (the daemon works on at most 64 at once). */
 const WINDOW = 48;
+/** Held vchans per connection pair while filling. */
+const PER_CONNECTION = 4096;
+
+/**
+ * fds the daemon needs to hold `n` connected host↔host vchans: two connections per
+ * PER_CONNECTION of them, and 3 fds (memfd, 2 eventfds) for each of the WINDOW vchans whose
+ * client has not attached yet while filling.
+ */
+const fdsToHold = (n: number): number => FD_MARGIN + 3 * WINDOW + 2 * Math.ceil(n / PER_CONNECTION);
 
 /** The hard RLIMIT_NOFILE of `pid` (ours by default). */
 function hardNofile(pid = process.pid): number {
@@ -135,7 +142,6 @@ async function fill(
 }
 
 export async function registryScale(o: RegistryScaleOptions): Promise<RegistryScaleResult> {
-  const perConnection = 4096;
   const dir = o.dog.path(fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-bench-scale-')));
   const daemons: PrivateDaemon[] = [];
   try {
@@ -145,7 +151,7 @@ export async function registryScale(o: RegistryScaleOptions): Promise<RegistrySc
       JSON.stringify({
         limits: {
           maxVchans: o.existing + 1024,
-          maxVchansPerConnection: perConnection,
+          maxVchansPerConnection: PER_CONNECTION,
           maxVchansPerUid: 2 * o.existing + 1024,
           maxShmBytesPerUid: 2 ** 40,
         },
@@ -154,21 +160,15 @@ export async function registryScale(o: RegistryScaleOptions): Promise<RegistrySc
     // Two daemons, same configuration: one stays empty, the other holds the vchans.
     for (let i = 0; i < 2; i++) daemons.push(await o.startDaemon(['--config', config]));
     const [empty, loaded] = daemons as [PrivateDaemon, PrivateDaemon];
-    // Before any vchan exists (the daemon raised its soft limit to the hard one at start).
-    let hard = hardNofile(loaded.pid);
+    // The daemon raised its soft limit to the hard one at start.
+    const hard = hardNofile(loaded.pid);
+    let held = o.existing;
     let limitedBy: string | null = null;
-    const need = 3 * o.existing + FD_MARGIN;
-    if (need > hard) {
-      o.dog.waiting('prlimit to raise the bench daemon’s RLIMIT_NOFILE');
-      const r = spawnSync('prlimit', ['--pid', String(loaded.pid), `--nofile=${need}:${need}`], { encoding: 'utf8' });
-      if (r.status === 0) hard = need;
-      else {
-        const why = r.stderr.trim().replace(/^prlimit: /, '') || 'failed';
-        limitedBy = `the hard RLIMIT_NOFILE of ${hard} fds (prlimit --nofile=${need}: ${why}; raising it needs CAP_SYS_RESOURCE)`;
-      }
+    if (fdsToHold(held) > hard) {
+      while (held > 0 && fdsToHold(held) > hard) held = Math.max(0, held - PER_CONNECTION);
+      limitedBy = `the hard RLIMIT_NOFILE of ${hard} fds (${fdsToHold(o.existing)} needed)`;
     }
-    const held = Math.min(o.existing, Math.floor((hard - FD_MARGIN) / 3));
-    const conns = await fill(o.dog, loaded.runtimeDir, held, 2_000_000, perConnection);
+    const conns = await fill(o.dog, loaded.runtimeDir, held, 2_000_000, PER_CONNECTION);
     try {
       const [e, l] = await alternate(o.dog, [empty.runtimeDir, loaded.runtimeDir], o.cycles, 1_000_000);
       return { held, limitedBy, empty: e!, loaded: l! };

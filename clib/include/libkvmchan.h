@@ -8,7 +8,9 @@
  * All I/O calls block. libkvmchan_get_eventfd() returns a descriptor that is
  * readable whenever data is waiting or the peer has closed (no data_ready() call
  * needed), and for freed space once libkvmchan_buffer_space() asked for it;
- * clear it with libkvmchan_clear_eventfd() before waiting on it again. docs/clib.md lists the differences from the
+ * clear it with libkvmchan_clear_eventfd() before waiting on it again. It is an epoll
+ * descriptor (the vchan's eventfd and its daemon connection, which reports the peer's death):
+ * poll, select or epoll it, never read it. docs/clib.md lists the differences from the
  * original library.
  */
 #ifndef KVMCHAN_LIBKVMCHAN_H

@@ -156,16 +156,35 @@ static int select_setup(struct kvc_chan *c)
 }
 
 /*
- * Once a vchan is set up its daemon connection carries nothing but EVENT_SHUTDOWN followed by
- * end of file: anything readable there (or a hang-up) means the daemon is gone.
+ * Once a vchan is set up its daemon connection carries only events: EVENT_PEER_CLOSED for this
+ * vchan (the peer is gone and stored CLOSED: a kick, wire-protocol.md §7.3), events we do not
+ * know (ignored, §9), and EVENT_SHUTDOWN followed by end of file. Reads every datagram waiting,
+ * so a select fd is not left readable by what was consumed. Returns 1 if the peer's death was
+ * reported, 0 if nothing that matters came, -1 if the daemon is gone (shutdown, end of file,
+ * an error, or anything but an event: a daemon that breaks the protocol is as good as gone).
  */
-static int daemon_gone(struct kvc_chan *c)
+static int conn_events(struct kvc_chan *c)
 {
     if (c->conn.fd < 0)
         return 0;
-    char b;
-    ssize_t n = recv(c->conn.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    int woke = 0;
+    for (;;) {
+        uint8_t b[16];
+        /* No control buffer: the daemon sends no fds with events, and the kernel drops any. */
+        ssize_t n = recv(c->conn.fd, b, sizeof(b), MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? woke : -1;
+        if (n < 8)
+            return -1;
+        uint16_t id = (uint16_t)(b[0] | b[1] << 8);
+        if ((id & KVC_EVENT_BIT) == 0 || id == KVC_EVENT_SHUTDOWN)
+            return -1;
+        uint32_t handle = (uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 | (uint32_t)b[11] << 24;
+        if (id == KVC_EVENT_PEER_CLOSED && n == 16 && handle == c->handle)
+            woke = 1;
+    }
 }
 
 /* The daemon is gone: close our side (the peer drains, then sees end of stream) and latch it. */
@@ -236,6 +255,7 @@ static int chan_attach_region(struct kvc_chan *c, const struct kvc_vchan_info *i
         goto out;
     c->domain = info->peer_domain;
     c->port = info->port;
+    c->handle = info->handle;
     if (role == KVC_ROLE_CLIENT && (rc = client_attach(c)) < 0)
         goto out;
     rc = select_setup(c);
@@ -388,11 +408,15 @@ static int poll_and_consume(struct kvc_chan *c)
         if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE))
             return -ENOTCONN;
         int n = poll(p, 2, -1);
-        if (n > 0 && p[1].revents != 0 && daemon_gone(c)) {
-            daemon_lost(c);
-            return -ENOTCONN;
+        int woke = 0;
+        if (n > 0 && p[1].revents != 0) {
+            woke = conn_events(c);
+            if (woke < 0) {
+                daemon_lost(c);
+                return -ENOTCONN;
+            }
         }
-        if (n > 0 && p[0].revents != 0)
+        if (n > 0 && (p[0].revents != 0 || woke))
             break;
         if (n < 0 && errno != EINTR)
             return -errno;
@@ -516,8 +540,13 @@ int kvc_chan_wait(struct kvc_chan *c)
 
 void kvc_chan_clear_event(struct kvc_chan *c)
 {
-    if (kvc_chan_ready(c))
-        (void)kvc_eventfd_drain(c->wait_fd);
+    if (!kvc_chan_ready(c))
+        return;
+    (void)kvc_eventfd_drain(c->wait_fd);
+    /* The daemon's report of a dead peer is consumed too (the select fd must go quiet); the
+     * peer's CLOSED state is in shared memory for whoever looks next. */
+    if (conn_events(c) < 0)
+        daemon_lost(c);
 }
 
 /* ---- I/O: the libxenvchan contract (docs/clib.md, API notes) ---- */

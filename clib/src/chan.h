@@ -52,6 +52,7 @@ struct kvc_chan {
     int owns_map;
     pid_t owner; /* process that created it (fork detection) */
     uint32_t domain, port;
+    uint32_t handle; /* VchanInfo.handle: what EVENT_PEER_CLOSED names (wire-protocol.md §7.3) */
     /* Spinning before sleeping (ring-protocol.md §8): at most spin_max_ns, adapted
      * per direction (each touched only by that direction's thread). */
     uint64_t spin_max_ns;

@@ -84,7 +84,12 @@ KVC_EXPORT int libkvmchan_write(struct libkvmchan *chan, void *data, size_t size
 
 KVC_EXPORT int libkvmchan_get_eventfd(struct libkvmchan *chan)
 {
-    return chan == NULL ? result(-EINVAL) : chan_of(chan)->wait_fd;
+    if (chan == NULL)
+        return result(-EINVAL);
+    /* The select fd (wait eventfd + daemon connection): the daemon reports a dead peer on the
+     * connection (wire-protocol.md §7.3), so the wait eventfd alone would miss it. */
+    struct kvc_chan *c = chan_of(chan);
+    return c->select_fd >= 0 ? c->select_fd : c->wait_fd;
 }
 
 KVC_EXPORT void libkvmchan_clear_eventfd(struct libkvmchan *chan)

@@ -5,7 +5,7 @@
  * It implements the subset of docs/wire-protocol.md the library uses
  * (GET_VERSION, VCHAN_SERVER_INIT, VCHAN_CLIENT_INIT, VCHAN_CLOSE) and the
  * daemon's duty of ring-protocol.md §5.3: when a connection that owns a vchan
- * end goes away, mark that end CLOSED and kick the survivor.
+ * end goes away, mark that end CLOSED and send the survivor EVENT_PEER_CLOSED.
  *
  * usage: mockd <runtime-dir>      (SIGTERM/SIGINT to stop)
  */
@@ -124,13 +124,6 @@ static void reply(int ci, uint16_t id, uint32_t seq, int32_t err, const void *da
         fprintf(stderr, "mockd: sendmsg: %s\n", strerror(errno));
 }
 
-static void kick(int fd)
-{
-    uint64_t one = 1;
-    if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        fprintf(stderr, "mockd: kick: %s\n", strerror(errno));
-}
-
 static void vchan_free(struct vchan *v)
 {
     munmap(v->map, v->len);
@@ -175,12 +168,28 @@ static struct vchan *find_server(uint32_t port)
     return NULL;
 }
 
-/* ring-protocol.md §5.3 "death": mark the side closed, kick the survivor. */
+/* EVENT_PEER_CLOSED (wire-protocol.md §7.3) for the survivor's handle, on its own connection. */
+static void peer_closed(int ci, uint32_t handle)
+{
+    uint8_t buf[16];
+    put16(buf, 0x8002);
+    put16(buf + 2, 8);
+    put32(buf + 4, 0);
+    put32(buf + 8, handle);
+    put32(buf + 12, 0);
+    if (send(conns[ci].fd, buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        fprintf(stderr, "mockd: peer closed event: %s\n", strerror(errno));
+}
+
+/* ring-protocol.md §5.3 "death": mark the side closed, tell the survivor as kvmchand does (over
+ * its connection, never through the eventfds). */
 static void side_gone(struct vchan *v, int client)
 {
     uint32_t *state = (uint32_t *)(void *)(v->map + (client ? KVC_OFF_CLIENT_STATE : KVC_OFF_SERVER_STATE));
     __atomic_store_n(state, KVC_STATE_CLOSED, __ATOMIC_RELEASE);
-    kick(client ? v->efd_s : v->efd_c);
+    int survivor = client ? v->server_conn : v->client_conn;
+    if (survivor >= 0)
+        peer_closed(survivor, client ? v->handle_s : v->handle_c);
     if (client)
         v->client_conn = -1;
     else

@@ -388,7 +388,10 @@ static void *kill_later(void *arg)
     return NULL;
 }
 
-/* The peer process dies without closing: the daemon marks it closed and kicks us. */
+/*
+ * The peer process dies without closing: the daemon marks it closed and says so on our own
+ * connection (wire-protocol.md §7.3) — the only word we get: nobody writes our eventfd then.
+ */
 static void test_peer_death(void)
 {
     int port = next_port++;
@@ -408,17 +411,19 @@ static void test_peer_death(void)
     double t0 = t_now();
     while (libvchan_data_ready(s) < 10 && t_now() - t0 < 10)
         readable(fd, 10);
+    /* Consume the data's kick (and the client's attach kick): from here on only the daemon's
+     * report of the death can make the select fd readable. */
+    while (readable(fd, 0))
+        CHECK_EQ(libvchan_wait(s), 0, "wait for the pending kicks");
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
     CHECK(WIFSIGNALED(status), "child killed");
     t0 = t_now();
-    int open = 1;
-    while (t_now() - t0 < 5 && (open = libvchan_is_open(s)) != VCHAN_DISCONNECTED) {
-        readable(fd, 100);
-        if (readable(fd, 0))
-            libvchan_wait(s);
-    }
+    CHECK(readable(fd, 5000), "the select fd fires on the peer's death (%.2f s)", t_now() - t0);
+    CHECK_EQ(libvchan_wait(s), 0, "wait consumes the death report");
+    CHECK(!readable(fd, 50), "the select fd is quiet once wait consumed it (a select loop does not spin)");
+    int open = libvchan_is_open(s);
     CHECK_EQ(open, VCHAN_DISCONNECTED, "death detected within %.2f s", t_now() - t0);
     char out[32];
     CHECK_EQ(libvchan_read(s, out, sizeof(out)), 10, "data written before death is delivered");
@@ -441,12 +446,40 @@ static void test_peer_death(void)
     struct killer k = { .pid = pid, .delay_ms = 100 };
     pthread_t th;
     pthread_create(&th, NULL, kill_later, &k);
+    errno = 0;
     CHECK_EQ(libvchan_read(c, out, 1), -1, "blocked read returns -1 when the server dies");
+    CHECK_EQ(errno, EPIPE, "end of stream, not a lost daemon");
     CHECK_EQ(libvchan_is_open(c), VCHAN_DISCONNECTED, "disconnected");
     pthread_join(th, NULL);
     libvchan_close(c);
     waitpid(pid, &status, 0);
     CHECK(WIFSIGNALED(status), "server killed");
+
+    /* Client dies while the server waits in read: its last bytes, then EOF. */
+    port = next_port++;
+    s = libvchan_server_init(0, port, 4096, 4096);
+    REQUIRE(s != NULL, "server of a dying client");
+    fflush(stdout);
+    pid = fork();
+    if (pid == 0) {
+        libvchan_close(s);
+        libvchan_t *cl = libvchan_client_init(0, port);
+        if (cl == NULL || libvchan_write(cl, "bye", 3) != 3)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    CHECK_EQ(libvchan_read(s, out, 3), 3, "the client's bytes");
+    k.pid = pid;
+    pthread_create(&th, NULL, kill_later, &k);
+    errno = 0;
+    CHECK_EQ(libvchan_read(s, out, 1), -1, "blocked read returns -1 when the client dies");
+    CHECK_EQ(errno, EPIPE, "end of stream, not a lost daemon");
+    CHECK_EQ(libvchan_is_open(s), VCHAN_DISCONNECTED, "disconnected");
+    pthread_join(th, NULL);
+    libvchan_close(s);
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status), "client killed");
 }
 
 /* qubesdb reconnect: the server re-inits on the same port after its client left. */

@@ -11,6 +11,7 @@
 #include "harness.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/select.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -99,11 +100,50 @@ static void exchange(uint32_t port, int late)
     CHECK(libkvmchan_close(s), "close");
 }
 
+/*
+ * A client killed mid-vchan: the daemon reports it on the server's connection, not on its
+ * eventfd (wire-protocol.md §7.3); the event fd must fire all the same, and stay readable while
+ * the peer is closed (docs/clib.md, "Wake-ups").
+ */
+static void peer_killed(uint32_t port)
+{
+    struct libkvmchan *s = libkvmchan_server_init(0, port, 1024, 1024);
+    REQUIRE(s != NULL, "server_init");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        libkvmchan_close(s);
+        struct libkvmchan *c = libkvmchan_client_init(0, port);
+        if (c == NULL)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    int efd = libkvmchan_get_eventfd(s);
+    struct pollfd p = { .fd = efd, .events = POLLIN };
+    while (libkvmchan_get_state(s) == VCHAN_WAITING) {
+        REQUIRE(poll(&p, 1, 10000) == 1, "connect kick");
+        libkvmchan_clear_eventfd(s);
+    }
+    CHECK_EQ(poll(&p, 1, 0), 0, "nothing pending once the connect kick was cleared");
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK_EQ(poll(&p, 1, 10000), 1, "the event fd fires on the peer's death");
+    libkvmchan_clear_eventfd(s);
+    CHECK_EQ(libkvmchan_get_state(s), VCHAN_DISCONNECTED, "client gone");
+    char b[1];
+    errno = 0;
+    CHECK(libkvmchan_read(s, b, 1) == -1 && errno == EPIPE, "end of stream, not a lost daemon");
+    CHECK(libkvmchan_close(s), "close");
+}
+
 int main(void)
 {
     uint32_t port = 5000;
     exchange(port++, 0);
     exchange(port++, 1);
+    peer_killed(port++);
 
     struct libkvmchan *s = libkvmchan_server_init(0, port, 100, 100);
     REQUIRE(s != NULL, "server_init");

@@ -8,7 +8,7 @@ import { native } from '../native.js';
 import { SeqpacketSocket } from '../transport/seqpacket.js';
 import { ClientSequencer } from '../protocol/sequencer.js';
 import { decodeDatagram } from '../protocol/frame.js';
-import { Command, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, type CommandId } from '../protocol/constants.js';
+import { Command, Event, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION, type CommandId } from '../protocol/constants.js';
 import type { AnyReply, ReplyOkOf, RequestBodies } from '../protocol/types.js';
 import fs from 'node:fs';
 import { DaemonAccessError, DaemonUnavailableError, KvmchanError, AbortError, UntrustedDaemonError } from '../errors.js';
@@ -28,6 +28,8 @@ export class DaemonConnection {
   readonly #socket: SeqpacketSocket;
   readonly #seq: ClientSequencer;
   #lostHandlers: ((err: KvmchanError) => void)[] = [];
+  /** Per vchan handle on this connection: its EVENT_PEER_CLOSED handler (wire-protocol.md §7.3). */
+  readonly #peerClosed = new Map<number, () => void>();
   #closed = false;
 
   private constructor(fd: number) {
@@ -47,7 +49,10 @@ export class DaemonConnection {
           this.#lose(new DaemonUnavailableError(`protocol error from kvmchand: ${(err as Error).message}`, { cause: err }));
           return;
         }
-        if (ev !== undefined) {
+        if (ev?.id === Event.PEER_CLOSED) {
+          // Only a vchan of this connection is kicked; a handle we no longer hold is ignored.
+          this.#peerClosed.get(ev.body.handle)?.();
+        } else if (ev !== undefined) {
           this.#lose(new DaemonUnavailableError('kvmchand is shutting down'));
         }
       },
@@ -131,6 +136,10 @@ export class DaemonConnection {
     this.#lostHandlers.push(cb);
   }
 
+  onPeerClosed(handle: number, cb: () => void): void {
+    this.#peerClosed.set(handle, cb);
+  }
+
   probe(): void {
     if (!this.#closed) this.#socket.poll();
   }
@@ -146,6 +155,7 @@ export class DaemonConnection {
     this.#seq.close(err);
     const handlers = this.#lostHandlers;
     this.#lostHandlers = [];
+    this.#peerClosed.clear();
     for (const h of handlers) h(err);
   }
 
@@ -153,6 +163,7 @@ export class DaemonConnection {
     if (this.#closed) return;
     this.#closed = true;
     this.#lostHandlers = [];
+    this.#peerClosed.clear();
     this.#seq.close(new DaemonUnavailableError('connection closed'));
     this.#socket.close();
   }

@@ -95,6 +95,11 @@ export class Vchan extends EventEmitter<VchanEvents> implements AsyncDisposable 
     setup.session.onLost((err) => {
       this.#onDaemonLost(err);
     });
+    // The daemon's word that the peer is gone (it stored its state CLOSED first): every wait
+    // re-checks the ring, drains, then sees end of stream (wire-protocol.md §7.3).
+    setup.session.onPeerClosed(info.handle, () => {
+      waiter.wake();
+    });
   }
 
   #onDaemonLost(err: KvmchanError): void {

@@ -69,6 +69,10 @@ export class Daemon {
     const policy = new Policy(config.policy, { groupId });
     for (const group of policy.unknownGroups) log.warn({ group }, 'policy.hostRules names a group that does not exist: it matches nobody');
     this.registry = new Registry(log.child({ component: 'registry' }), this.pools, config.limits, policy);
+    // A host process hears of its peer's death over its own connection (wire-protocol.md §7.3).
+    this.registry.onPeerClosed = (connId, handle) => {
+      this.#local?.notifyPeerClosed(connId, handle);
+    };
     this.regions = new RegionRegistry({
       log: log.child({ component: 'regions' }),
       limits: config.limits,

@@ -187,7 +187,9 @@ function groupWarnings(config: Config): string[] {
 
 /**
  * Raise the soft fd limit to the hard one and say so if the configured limits cannot fit in it
- * (docs/security.md, "Quotas"): a host vchan holds 3 fds (memfd, 2 eventfds), a connection 1.
+ * (docs/security.md, "Quotas"): a host vchan holds 3 fds (memfd, 2 eventfds) until its client has
+ * attached and none after (docs/pools.md §1), a connection 1; the worst case, counted here, is
+ * every vchan still waiting for its client.
  * Without this, one user opening vchans would run the daemon out of fds and everybody would get
  * EIO instead of a quota error.
  */

@@ -62,6 +62,8 @@ export type CommandName = keyof typeof Command;
 /** Event ids (§7). */
 export const Event = {
   SHUTDOWN: 0x8001,
+  /** One side of a vchan the connection holds is gone (§7.3): re-check that vchan's ring. */
+  PEER_CLOSED: 0x8002,
   /** Host → guest: a pool device to attach to (§7.2). */
   POOL_ADDED: 0x8101,
 } as const;

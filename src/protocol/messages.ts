@@ -65,6 +65,7 @@ import type {
   GuestConnClosedRequest,
   GuestVchanInfo,
   PoolAddedEvent,
+  PeerClosedEvent,
   PoolEntry,
   ListPoolsReply,
   ShmShareRequest,
@@ -479,6 +480,12 @@ export const EVENTS: { readonly [K in EventId]: EventSpec<K> } = {
       pad32,
     ]),
     transports: both,
+  },
+  [Event.PEER_CLOSED]: {
+    id: Event.PEER_CLOSED,
+    name: 'PEER_CLOSED',
+    body: struct<PeerClosedEvent>('PeerClosedEvent')([['handle', u32], pad32]),
+    transports: seqpacketOnly,
   },
   [Event.POOL_ADDED]: {
     id: Event.POOL_ADDED,

@@ -99,6 +99,12 @@ export interface ShutdownEvent {
   reason: ShutdownReason;
 }
 
+// ---- §7.3 EVENT_PEER_CLOSED
+export interface PeerClosedEvent {
+  /** The vchan (VchanInfo.handle) whose other side is gone. */
+  handle: number;
+}
+
 // ---- §6.10 LIST_POOLS
 export interface PoolEntry {
   pool: number;
@@ -297,6 +303,7 @@ export interface ReplyBodies {
 
 export interface EventBodies {
   [Event.SHUTDOWN]: ShutdownEvent;
+  [Event.PEER_CLOSED]: PeerClosedEvent;
   [Event.POOL_ADDED]: PoolAddedEvent;
 }
 

@@ -51,6 +51,20 @@ export class EventFdWaiter implements WaitHook {
     }
   }
 
+  /**
+   * Wake every pending wait as an event on the wait fd would, without touching it: the daemon
+   * reports a dead peer over our own connection (wire-protocol.md §7.3), never through the
+   * eventfd a peer shares.
+   */
+  wake(): void {
+    if (this.#closed) return;
+    const woken = this.#pending;
+    if (woken.length === 0) return;
+    this.#pending = [];
+    this.#updateRef();
+    for (const p of woken) p.resolve();
+  }
+
   #updateRef(): void {
     if (this.#closed) return;
     if (this.#pending.length > 0 || this.#keepAlive) this.#poller.ref();

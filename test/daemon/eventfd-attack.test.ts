@@ -1,7 +1,8 @@
 // Shared eventfds are hostile (docs/security.md, "Shared eventfds"): O_NONBLOCK belongs to the
 // open file description that every holder of a passed fd shares. A client that clears it on its
-// vchan's eventfds, saturates their counters and leaves must not freeze the daemon (which kicks
-// the survivor when it marks the vchan dead) nor the honest peer — and neither must a process
+// vchan's eventfds, saturates their counters and leaves must not freeze the daemon (which tells
+// the survivor over its own connection when it marks the vchan dead, and holds no eventfd of a
+// connected host vchan) nor the honest peer — and neither must a process
 // that keeps clearing the flag while we kick and read.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -83,7 +84,7 @@ test('a client that makes its eventfds blocking and saturated, then leaves, free
     native.close(wait);
     native.close(kick);
   } finally {
-    raw.close(); // the daemon marks the vchan dead and kicks the server's (hostile) wait fd
+    raw.close(); // the daemon marks the vchan dead and tells the server: its wait fd is hostile
   }
   // The honest server sees the end of the stream; the daemon keeps serving and stops on SIGTERM.
   const chunk = await within(server.read(4096), 10_000, 'the honest server to see the peer gone');

@@ -24,6 +24,8 @@ import {
 interface FakeResources extends VchanResources {
   kicks: { server: number; client: number };
   released: number;
+  handedOver: () => void;
+  handovers: number;
 }
 
 class FakeFactory implements VchanResourceFactory {
@@ -42,6 +44,10 @@ class FakeFactory implements VchanResourceFactory {
       client: access(clientDomain),
       kicks: { server: 0, client: 0 },
       released: 0,
+      handovers: 0,
+      handedOver: () => {
+        r.handovers++;
+      },
       kickServer: () => {
         r.kicks.server++;
       },
@@ -274,5 +280,43 @@ describe('registry', () => {
       f.made.map((r) => r.released),
       [1, 1],
     );
+  });
+});
+
+describe('host vchan fds and death reports (docs/pools.md §1, wire-protocol.md §7.3)', () => {
+  it('the fds go once both grants were handed over, whichever goes first', async () => {
+    const { reg, f } = setup();
+    // A client waiting for the port is granted inside the server's init: its grant is first.
+    const waiting = reg.clientInit(caller(2), 0, 70, 5000);
+    const s = reg.serverInitNow(caller(1), 0, 70, 1024, 1024);
+    const c = await waiting;
+    c.handedOver();
+    assert.equal(f.made[0]!.handovers, 0, 'the server has not been sent its fds yet');
+    s.handedOver();
+    s.handedOver();
+    assert.equal(f.made[0]!.handovers, 1);
+  });
+
+  it('a side that leaves is reported to the local survivor only, after its state is CLOSED', async () => {
+    const { reg, f } = setup();
+    const told: [connId: number, handle: number, clientState: number][] = [];
+    reg.onPeerClosed = (connId, handle) => {
+      told.push([connId, handle, Atomics.load(f.made.at(-1)!.control, OFF_CLIENT_STATE / 4)]);
+    };
+    const s = reg.serverInitNow(caller(1), 0, 71, 1024, 1024);
+    await reg.clientInit(caller(2), 0, 71, 0);
+    reg.dropConnection(2);
+    // The server's connection hears of vchan s.handle, once the client's state is CLOSED.
+    assert.deepEqual(told, [[1, s.handle, STATE_CLOSED]]);
+    reg.dropConnection(1);
+    assert.equal(told.length, 1, 'nobody is left to tell');
+    // With a guest on the other side: the host server is told; the guest gets its interrupt.
+    reg.serverInitNow(caller(3), 1, 72, 1024, 1024);
+    await reg.clientInit(caller(9, { domain: 1, scope: 'guest' }), 0, 72, 0);
+    reg.dropConnection(9);
+    assert.equal(told.length, 2, 'the host server of a guest client is told');
+    reg.dropConnection(3);
+    assert.equal(told.length, 2, 'the guest client is not told over a connection');
+    assert.equal(f.made[1]!.kicks.client, 1, 'the guest client is kicked through its interrupt');
   });
 });

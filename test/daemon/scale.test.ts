@@ -83,6 +83,11 @@ test('1,000 concurrent vchans between two processes, all transferring; everythin
       `1000 vchans set up in ${setupMs} ms; daemon holds ${peakFds - daemonFds.size} more fds, RSS +${growthMiB.toFixed(1)} MiB`,
     );
     assert.ok(growthMiB < 50, `daemon RSS grew by ${growthMiB.toFixed(1)} MiB for 1000 vchans (limit 50)`);
+    // A connected host↔host vchan costs the daemon its two connections and nothing else: the
+    // memfd and eventfds went to the client at attach (docs/pools.md §1). A few fds of slack
+    // for the daemon's own transient ones.
+    const extra = peakFds - daemonFds.size;
+    assert.ok(extra <= 2 * N + 16, `the daemon holds ${extra} more fds for ${N} connected vchans (${2 * N} connections)`);
   } finally {
     for (const s of servers) s.close();
     await peer.call({ op: 'closeMany' });

@@ -1008,6 +1008,17 @@ export const fixtures: readonly Fixture[] = [
     value: { kind: 'event', id: 0x8001, seq: 0, body: { reason: 0 } },
   },
 
+  // ---- §7.3 EVENT_PEER_CLOSED (seqpacket transport)
+  {
+    name: 'EVENT_PEER_CLOSED',
+    direction: 'event',
+    bytes: hex`
+      02 80 08 00 00 00 00 00        # id 0x8002, size 8, seq 0
+      2a 00 00 00 00 00 00 00        # handle 42, pad
+    `,
+    value: { kind: 'event', id: 0x8002, seq: 0, body: { handle: 42 } },
+  },
+
   // ---- §7.2 EVENT_POOL_ADDED (stream transport)
   {
     name: 'EVENT_POOL_ADDED',

@@ -107,7 +107,7 @@ describe('message table', () => {
     assert.equal(COMMANDS[Command.GUEST_VCHAN_SERVER_INIT].reply, GUEST_VCHAN_INFO);
     assert.equal(COMMANDS[Command.GUEST_VCHAN_CLIENT_INIT].reply, GUEST_VCHAN_INFO);
     const events = Object.fromEntries(Object.values(EVENTS).map((e) => [e.name, e.body.fixedSize]));
-    assert.deepEqual(events, { SHUTDOWN: 8, POOL_ADDED: 88 });
+    assert.deepEqual(events, { SHUTDOWN: 8, PEER_CLOSED: 8, POOL_ADDED: 88 });
   });
 
   test('transports: fd-carrying commands seqpacket-only, guest control stream-only, the rest both', () => {
@@ -145,7 +145,7 @@ describe('message table', () => {
       if (c.replyFds > 0) assert.ok(!c.transports.includes('stream'), `${c.name} carries fds`);
     }
     const eventTransports = Object.fromEntries(Object.values(EVENTS).map((e) => [e.name, e.transports]));
-    assert.deepEqual(eventTransports, { SHUTDOWN: both, POOL_ADDED: ['stream'] });
+    assert.deepEqual(eventTransports, { SHUTDOWN: both, PEER_CLOSED: ['seqpacket'], POOL_ADDED: ['stream'] });
   });
 
   test('field alignment (§1): every field naturally aligned', () => {
@@ -467,6 +467,8 @@ describe('typed unions', () => {
       switch (ev.id) {
         case Event.SHUTDOWN:
           return `shutdown ${ev.body.reason}`;
+        case Event.PEER_CLOSED:
+          return `peer closed ${ev.body.handle}`;
         case Event.POOL_ADDED:
           return `pool ${ev.body.pool} peer ${ev.body.peerId} ${ev.body.socket}`;
       }

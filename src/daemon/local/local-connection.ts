@@ -238,6 +238,16 @@ export class LocalConnection {
     this.#socket.send(encodeEvent(Event.SHUTDOWN, { reason: ShutdownReason.STOP }));
   }
 
+  /**
+   * The other side of our vchan `handle` is gone and stored CLOSED (wire-protocol.md §7.3): the
+   * client's library re-checks that ring. Queued like a reply, under the same output limits
+   * (docs/security.md, "Queues"). Nothing follows EVENT_SHUTDOWN.
+   */
+  notifyPeerClosed(handle: number): void {
+    if (this.#closed || this.#shutdownSent) return;
+    this.#socket.send(encodeEvent(Event.PEER_CLOSED, { handle }));
+  }
+
   /** Daemon shutdown, step 2: close the connection and release its vchans. */
   shutdown(): void {
     if (this.#closed) return;
@@ -249,7 +259,11 @@ export class LocalConnection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#idleTimer);
-    if (err !== null) this.#log.warn({ conn: this.caller.connId, code: err.code, err: err.message }, 'connection failed');
+    // A client that went away while we were telling it something (EVENT_PEER_CLOSED to a process
+    // that exited with its peer) is no failure of ours.
+    if (err !== null && (err.code === 'KVMCHAN_E_SYS_EPIPE' || err.code === 'KVMCHAN_E_SYS_ECONNRESET')) {
+      this.#log.debug({ conn: this.caller.connId, code: err.code }, 'client went away');
+    } else if (err !== null) this.#log.warn({ conn: this.caller.connId, code: err.code, err: err.message }, 'connection failed');
     else if (why !== null) this.#log.info({ conn: this.caller.connId, peerPid: this.caller.pid, why }, 'connection dropped');
     this.#socket.close();
     this.#service.dropConnection(this.caller.connId);

@@ -30,7 +30,8 @@ export class LocalServer {
   readonly #poller: Poller;
   readonly #opts: LocalServerOptions;
   readonly #log: Logger;
-  readonly #conns = new Set<LocalConnection>();
+  /** By registry connection id, to route EVENT_PEER_CLOSED (wire-protocol.md §7.3). */
+  readonly #conns = new Map<number, LocalConnection>();
   readonly #gid: number | undefined;
   readonly #adminGid: number | undefined;
   readonly #perUid = new Map<number, number>();
@@ -65,6 +66,11 @@ export class LocalServer {
 
   get connectionCount(): number {
     return this.#conns.size;
+  }
+
+  /** The other side of vchan `handle` of connection `connId` is gone (wire-protocol.md §7.3). */
+  notifyPeerClosed(connId: number, handle: number): void {
+    this.#conns.get(connId)?.notifyPeerClosed(handle);
   }
 
   #acceptAll(): void {
@@ -152,13 +158,13 @@ export class LocalServer {
       handshakeTimeoutMs: this.#opts.limits.handshakeTimeoutMs,
       slowPeerTimeoutMs: this.#opts.limits.slowPeerTimeoutMs,
       onClosed: (c) => {
-        this.#conns.delete(c);
+        this.#conns.delete(c.caller.connId);
         const left = (this.#perUid.get(c.caller.uid) ?? 1) - 1;
         if (left <= 0) this.#perUid.delete(c.caller.uid);
         else this.#perUid.set(c.caller.uid, left);
       },
     });
-    this.#conns.add(conn);
+    this.#conns.set(connId, conn);
     this.#log.debug({ conn: connId, peerPid: cred.pid, uid: cred.uid }, 'client connected');
   }
 
@@ -168,7 +174,7 @@ export class LocalServer {
    * until the next one is up).
    */
   endConnections(): void {
-    const conns = [...this.#conns];
+    const conns = [...this.#conns.values()];
     for (const c of conns) c.notifyShutdown();
     for (const c of conns) c.shutdown();
   }
@@ -182,7 +188,7 @@ export class LocalServer {
     // Every client hears EVENT_SHUTDOWN before any vchan is marked closed: tearing down one
     // connection marks its vchans closed and kicks the peers, and a peer that saw that before
     // its own event would take the daemon's exit for an orderly close by the other side.
-    const conns = [...this.#conns];
+    const conns = [...this.#conns.values()];
     for (const c of conns) c.notifyShutdown();
     for (const c of conns) c.shutdown();
   }

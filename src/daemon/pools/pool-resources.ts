@@ -98,6 +98,9 @@ export class PoolResources implements VchanResources {
     this.#kick(this.clientDomain);
   }
 
+  /** The pool's fds are the pool's, and the doorbell dups are released with the vchan. */
+  handedOver(): void {}
+
   get released(): boolean {
     return this.#released;
   }

@@ -7,9 +7,11 @@ import { HOST_DOMAIN } from './registry.js';
 import type { Grant, VchanService, DomainStatus, PoolStatus } from '../vchan-service.js';
 
 export function toGrant(g: VchanGrant): Grant {
-  // The registry keeps a host endpoint's fds for the vchan's lifetime (the kernel duplicates
-  // them on send), and a guest's grant holds no fds at all: nothing to release.
-  return { ...g, release: () => undefined };
+  // The registry keeps a host vchan's fds until both endpoints have their copies (the kernel
+  // duplicates them on send): handing the grants over lets it drop them. A guest's grant holds
+  // no fds at all.
+  const { handedOver, ...rest } = g;
+  return { ...rest, release: handedOver };
 }
 
 export class HostVchanService implements VchanService {

@@ -57,7 +57,18 @@ export interface DomainInfo {
 /** What one endpoint is told about its vchan (the same facts as the wire's VchanInfo). */
 export interface VchanGrant extends VchanInfoData {
   access: EndpointAccess;
+  /**
+   * The grant was sent (or abandoned): once both sides' were, the daemon drops the fds it kept
+   * only to hand over (docs/pools.md §1). Idempotent.
+   */
+  handedOver: () => void;
 }
+
+/**
+ * Tells the local connection `connId` that the other side of its vchan `handle` is gone
+ * (wire-protocol.md §7.3). Called after that side's state was stored CLOSED.
+ */
+export type PeerClosedListener = (connId: number, handle: number) => void;
 
 export interface VchanSnapshot {
   handle: number;
@@ -90,6 +101,8 @@ interface VchanRecord {
   res: VchanResources;
   server: Party;
   client: Party | null;
+  /** Which grants were sent (or abandoned): the daemon's fds go once both were (§1 of pools.md). */
+  handed: { server: boolean; client: boolean };
   /**
    * The host uid whose pool carries a host↔guest vchan (docs/pools.md §1): the host server's
    * uid, or for a guest's server the uid the policy gives its port. undefined otherwise.
@@ -158,6 +171,8 @@ export class Registry {
   readonly #byConn = new Map<number, Set<VchanRecord>>();
   readonly #usage = new Map<string, Usage>();
   #nextHandle = 1;
+  /** Set by whoever owns the local connections (daemon.ts); nothing is told without one. */
+  onPeerClosed: PeerClosedListener | undefined;
 
   constructor(log: Logger, factory: VchanResourceFactory, limits: Limits, policy: Policy = new Policy()) {
     this.#log = log;
@@ -378,6 +393,7 @@ export class Registry {
       server: { caller, gone: false },
       client: null,
       hostUid,
+      handed: { server: false, client: false },
     };
     this.#byKey.set(key, rec);
     this.#byHandle.set(rec.handle, rec);
@@ -402,6 +418,13 @@ export class Registry {
       shmOffset: rec.res.shmOffset,
       shmLength: rec.res.shmLength,
       access: server ? rec.res.server : rec.res.client,
+      handedOver: () => {
+        if (rec.handed[role]) return;
+        rec.handed[role] = true;
+        // Once both endpoints hold their copies nobody will ever need the daemon's. Both, not
+        // just the client: a waiting client's grant can go out before its server's.
+        if (rec.handed.server && rec.handed.client) rec.res.handedOver();
+      },
     };
   }
 
@@ -542,9 +565,10 @@ export class Registry {
   }
 
   /**
-   * One side leaves. Marking it CLOSED in shared memory and kicking the survivor
-   * is the daemon's stand-in for Xen's unmap notification (ring-protocol.md §5.3);
-   * harmless when the side already did it itself.
+   * One side leaves. Marking it CLOSED in shared memory and telling the survivor (an
+   * EVENT_PEER_CLOSED to a local process, its pool interrupt for a guest) is the daemon's
+   * stand-in for Xen's unmap notification (ring-protocol.md §5.3); harmless when the side
+   * already did it itself.
    */
   #leave(rec: VchanRecord, role: Role, why: string): void {
     const ctl = rec.res.control;
@@ -555,15 +579,23 @@ export class Registry {
       if (this.#byKey.get(rec.key) === rec) this.#byKey.delete(rec.key);
       Atomics.store(ctl, OFF_SERVER_STATE / 4, STATE_CLOSED);
       rec.res.kickClient();
+      this.#tellSurvivor(rec, rec.client);
     } else if (rec.client !== null) {
       rec.client.gone = true;
       this.#unhold(rec, rec.client.caller);
       Atomics.store(ctl, OFF_CLIENT_STATE / 4, STATE_CLOSED);
       rec.res.kickServer();
+      this.#tellSurvivor(rec, rec.server);
     }
     this.#log.debug({ handle: rec.handle, role, why }, 'vchan side left');
     const clientGone = rec.client === null || rec.client.gone;
     if (rec.server.gone && clientGone) this.#free(rec);
+  }
+
+  /** A surviving local side hears of its peer's death over its own connection (§7.3). */
+  #tellSurvivor(rec: VchanRecord, survivor: Party | null): void {
+    if (survivor === null || survivor.gone || survivor.caller.scope !== 'local') return;
+    this.onPeerClosed?.(survivor.caller.connId, rec.handle);
   }
 
   #free(rec: VchanRecord): void {

@@ -34,9 +34,18 @@ export interface VchanResources {
   readonly client: EndpointAccess;
   /** The pool device the vchan lives in (undefined: a host-only memfd). */
   readonly poolId?: number;
-  /** Wake the server / the client (the daemon's kick on behalf of a dead peer, §5.3). */
+  /**
+   * Wake the server / the client through its interrupt (a pool vchan with a guest, ring-protocol.md
+   * §5.3). A host-only memfd vchan has none: the daemon tells a host process over its own
+   * connection instead (wire-protocol.md §7.3), never through an eventfd the peer shares.
+   */
   kickServer(): void;
   kickClient(): void;
+  /**
+   * Both endpoints have been handed what they need: the daemon drops every fd it kept only to
+   * hand over, and keeps the control-page mapping (docs/pools.md §1). Idempotent.
+   */
+  handedOver(): void;
   /** Release every fd and mapping. Idempotent. */
   release(): void;
 }
@@ -86,9 +95,8 @@ class MemfdResources implements VchanResources {
   readonly control: Int32Array;
   readonly server: EndpointAccess;
   readonly client: EndpointAccess;
-  readonly #fds: number[];
-  readonly #serverWait: number;
-  readonly #clientWait: number;
+  /** The memfd and both eventfds until both endpoints have their copies (handedOver), then none. */
+  #fds: number[];
   readonly #mapping: ArrayBuffer;
   #released = false;
 
@@ -105,22 +113,24 @@ class MemfdResources implements VchanResources {
     this.server = { kind: 'fds', shm, wait: serverWait, kick: clientWait };
     this.client = { kind: 'fds', shm, wait: clientWait, kick: serverWait };
     this.#fds = [shm, serverWait, clientWait];
-    this.#serverWait = serverWait;
-    this.#clientWait = clientWait;
   }
 
-  kickServer(): void {
-    if (!this.#released) native.eventfdWrite(this.#serverWait, 1);
-  }
+  // Host processes hear of a dead peer over their daemon connection (wire-protocol.md §7.3): the
+  // daemon never writes an eventfd a peer can reconfigure (docs/security.md, "Shared eventfds").
+  kickServer(): void {}
 
-  kickClient(): void {
-    if (!this.#released) native.eventfdWrite(this.#clientWait, 1);
+  kickClient(): void {}
+
+  handedOver(): void {
+    const fds = this.#fds;
+    this.#fds = [];
+    for (const fd of fds) native.close(fd);
   }
 
   release(): void {
     if (this.#released) return;
     this.#released = true;
     native.munmap(this.#mapping);
-    for (const fd of this.#fds) native.close(fd);
+    this.handedOver();
   }
 }
