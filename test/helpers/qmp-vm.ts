@@ -9,7 +9,9 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
+import { stopDaemon, type FakeServiceManager } from './fake-service-manager.js';
 import { Vchan } from '../../src/client/index.js';
 import { fetchStatus } from '../../src/cli/commands/status.js';
 import { Pattern, PATTERN_PERIOD } from './pattern.js';
@@ -21,6 +23,21 @@ export const PEER = path.join(REPO_ROOT, 'dist', 'test', 'helpers', 'vchan-hash-
 export const KVMCHAND = path.join(REPO_ROOT, 'dist', 'src', 'daemon', 'main.js');
 export const GUEST_RUNTIME = '/run/kvmchand-test';
 
+/** Whatever ends the test process, `child` (a daemon) does not outlive it. */
+function reapOnExit(child: ChildProcess): void {
+  const reap = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.once('exit', reap);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      reap();
+      // Default action again unless another handler (vm.ts's) still does that.
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+    });
+  }
+}
+
 /** A host kvmchand with the QMP backend, in a temporary directory of its own. */
 export class QmpHost {
   readonly dir: string;
@@ -28,6 +45,8 @@ export class QmpHost {
   readonly logFile: string;
   readonly configFile: string;
   daemon: PrivateDaemon | null = null;
+  /** The daemon when a (fake) service manager started it (startManaged). */
+  managed: ChildProcess | null = null;
 
   constructor() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvmchan-vmq-'));
@@ -50,20 +69,30 @@ export class QmpHost {
       logLevel: 'info',
       logFile: this.logFile,
     });
-    const d = this.daemon;
-    // Whatever ends the test process, its daemon does not outlive it.
-    const reap = (): void => {
-      if (d.child.exitCode === null && d.child.signalCode === null) d.child.kill('SIGKILL');
-    };
-    process.once('exit', reap);
-    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-      process.once(sig, () => {
-        reap();
-        // Default action again unless another handler (vm.ts's) still does that.
-        if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
-      });
-    }
-    return d;
+    reapOnExit(this.daemon.child);
+    return this.daemon;
+  }
+
+  /**
+   * Start kvmchand as a service manager would (test/helpers/fake-service-manager.ts): it stores
+   * its devices' fds there and gets them back on its next start.
+   */
+  async startManaged(sm: FakeServiceManager, config: Record<string, unknown>): Promise<ChildProcess> {
+    fs.writeFileSync(this.configFile, JSON.stringify(config));
+    const child = await sm.startDaemon({
+      runtimeDir: this.runtimeDir,
+      args: ['-c', this.configFile],
+      logFile: this.logFile,
+      startTimeoutMs: 60_000,
+    });
+    this.managed = child;
+    reapOnExit(child);
+    return child;
+  }
+
+  /** Whether a daemon of ours runs (either way it was started). */
+  get running(): boolean {
+    return this.daemon !== null || this.managed !== null;
   }
 
   log(): string {
@@ -102,9 +131,11 @@ export class QmpHost {
     }
   }
 
-  async stop(): Promise<void> {
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     await this.daemon?.stop();
     this.daemon = null;
+    if (this.managed !== null) await stopDaemon(this.managed, signal);
+    this.managed = null;
   }
 
   async close(): Promise<void> {

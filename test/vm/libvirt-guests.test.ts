@@ -1,8 +1,11 @@
 // VM tier with libvirt (docs/vms-libvirt.md): real TCG guests run by a real libvirtd (started and
 // stopped by the fixture), served by a host kvmchand through its libvirt backend. The guests'
-// daemons drive the ivshmem devices through VFIO; data is checked with SHA-256. Domain A gets its
-// devices hot-plugged; domain B is persistent and declares its control device in its XML (a
-// boot device kvmchand listens for), so it survives a kvmchand restart by rebooting.
+// daemons drive the ivshmem devices through VFIO; data is checked with SHA-256. kvmchand runs
+// under a fake service manager (test/helpers/fake-service-manager.ts) that keeps the fds it
+// stores. Domain A gets its devices hot-plugged; restarted, kvmchand adopts A with those fds (A's
+// guest daemon follows by itself), and without them refuses it as stale. Domain B is persistent
+// and declares its control device in its XML (a boot device kvmchand listens for), so it is
+// served again whenever it boots.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,6 +14,7 @@ import path from 'node:path';
 import { DOMAINS_DIR } from '../../src/daemon/vmm/domain-dir.js';
 import { bootControlPath } from '../../src/daemon/vmm/libvirt/libvirt-vmm.js';
 import { teardown } from '../helpers/daemon-fixture.js';
+import { FakeServiceManager } from '../helpers/fake-service-manager.js';
 import { ensureLibvirt, osLessDomainXml, type LibvirtEnv } from '../helpers/libvirt.js';
 import { LibvirtVm } from '../helpers/libvirt-vm.js';
 import { REPO_ROOT, vmPrerequisites, type GuestProcess } from '../helpers/vm.js';
@@ -37,6 +41,7 @@ const NOBODY = 65534;
 
 let env: LibvirtEnv | null = null;
 let host: QmpHost | null = null;
+let sm: FakeServiceManager | null = null;
 const vms = new Map<string, LibvirtVm>();
 const daemons = new Map<string, GuestProcess>();
 const ids = new Map<string, number>();
@@ -68,7 +73,8 @@ before(async () => {
   // through /run/kvmchand (0755) in a real deployment.
   fs.chmodSync(host.dir, 0o755);
   fs.chmodSync(host.runtimeDir, 0o755);
-  await host.start(config());
+  sm = new FakeServiceManager(host.dir);
+  await host.startManaged(sm, config());
   await waitFor(() => host!.log().includes('libvirt connected'), 30_000, 'kvmchand connected to libvirtd', 50);
   await waitFor(() => fs.existsSync(bootControlPath(host!.runtimeDir, B)), 10_000, "B's boot device listening", 50);
   const booted = await Promise.allSettled([
@@ -87,6 +93,10 @@ after(async () => {
   await teardown(
     ...[...vms.values()].map((v) => async () => v.destroy()),
     async () => host?.close(),
+    () => {
+      sm?.close();
+      return undefined;
+    },
     async () => env?.stop(),
   );
 });
@@ -199,33 +209,75 @@ test(
   },
 );
 
+/** `vm`'s guest daemon sessions so far (it logs each attach to a host session). */
+function sessions(name: string): number {
+  return daemons
+    .get(name)!
+    .stdout()
+    .split('\n')
+    .filter((l) => l.includes('"msg":"attached to the host"')).length;
+}
+
+async function vchanRound(name: string, port: number): Promise<string> {
+  const BYTES = 4 * MiB;
+  const h = hostPeer(['server', host!.runtimeDir, String(ids.get(name)), String(port), String(BYTES)]);
+  await h.ready;
+  const g = vms.get(name)!.start(['node', PEER, 'client', GUEST_RUNTIME, '0', String(port), String(BYTES)], { timeoutMs: 900_000 });
+  const [hr, gr] = await Promise.all([h.done, guestResult(g, 900_000)]);
+  assert.equal(gr.received, hr.sent, `${name}: host → guest`);
+  assert.equal(hr.received, gr.sent, `${name}: guest → host`);
+  return mbps(hr);
+}
+
 test(
-  'kvmchand restarted with the domains up: A (hot-plugged devices) is refused as stale and keeps running; B boots again on its declared device and works',
+  'kvmchand restarted with the domains up: A is adopted with its stored fds and its guest daemon follows; B boots again on its declared device; both work',
   { skip, timeout: 1_800_000 },
   async (t) => {
     const a = ids.get(A)!;
+    await waitFor(
+      () => {
+        sm!.drain();
+        return sm!.names.some((n) => n.endsWith('/ctl/shm')) && sm!.names.some((n) => /\/pool\d+u\d+\/shm$/.test(n));
+      },
+      30_000,
+      "A's control device and pool stored",
+    );
+    const before = sessions(A);
+    const xml = env!.virsh('dumpxml', A);
     await host!.stop();
-    const staleBefore = host!.logLines().filter((l) => l.code === 'KVMCHAN_E_VMM_STALE').length;
-    await host!.start(config());
-    await waitFor(() => host!.logLines().filter((l) => l.code === 'KVMCHAN_E_VMM_STALE').length > staleBefore, 60_000, 'A refused', 100);
-    let st = await host!.status();
-    assert.ok(!st.domains.some((d) => d.domain === a), 'the stale domain is not served');
-    assert.equal(vms.get(A)!.state(), 'running', 'A keeps running');
-    await vms.get(A)!.execOk('true');
+    await host!.startManaged(sm!, config());
+    await waitFor(() => count('libvirt domain adopted from stored fds', A) > 0, 60_000, 'A adopted', 100);
+    assert.equal(await host!.waitDomain(A, 120_000), a, 'A keeps its id');
+    await waitFor(() => sessions(A) > before, 120_000, "A's guest daemon in the new session", 200);
+    assert.equal(env!.virsh('dumpxml', A).split('<shmem ').length, xml.split('<shmem ').length, 'nothing attached to or detached from A');
+    const ra = await vchanRound(A, 102);
     // B boots on the device the new daemon listens on.
     const vm = vms.get(B)!;
     await vm.restart();
     assert.equal(await host!.waitDomain(B, 300_000), ids.get(B), 'B keeps its id');
     daemons.set(B, await startGuestDaemon(vm));
-    const BYTES = 4 * MiB;
-    const h = hostPeer(['server', host!.runtimeDir, String(ids.get(B)), '102', String(BYTES)]);
-    await h.ready;
-    const g = vm.start(['node', PEER, 'client', GUEST_RUNTIME, '0', '102', String(BYTES)], { timeoutMs: 900_000 });
-    const [hr, gr] = await Promise.all([h.done, guestResult(g, 900_000)]);
-    assert.equal(gr.received, hr.sent);
-    assert.equal(hr.received, gr.sent);
-    st = await host!.status();
-    t.diagnostic(`after the restart: ${st.domains.map((d) => `${d.domain}:${d.name}`).join(' ')}; B ${mbps(hr)}`);
+    const rb = await vchanRound(B, 103);
+    const st = await host!.status();
+    t.diagnostic(`after the restart: ${st.domains.map((d) => `${d.domain}:${d.name}`).join(' ')}; A ${ra}; B ${rb}`);
+  },
+);
+
+test(
+  'kvmchand restarted without its stored fds: A (hot-plugged devices) is refused as stale and keeps running',
+  { skip, timeout: 900_000 },
+  async () => {
+    const a = ids.get(A)!;
+    await host!.stop();
+    // A service manager that kept nothing (a stop, not a restart, on systemd < 254).
+    sm!.close();
+    sm = new FakeServiceManager(host!.dir);
+    const staleBefore = host!.logLines().filter((l) => l.code === 'KVMCHAN_E_VMM_STALE').length;
+    await host!.startManaged(sm, config());
+    await waitFor(() => host!.logLines().filter((l) => l.code === 'KVMCHAN_E_VMM_STALE').length > staleBefore, 60_000, 'A refused', 100);
+    const st = await host!.status();
+    assert.ok(!st.domains.some((d) => d.domain === a), 'the stale domain is not served');
+    assert.equal(vms.get(A)!.state(), 'running', 'A keeps running');
+    await vms.get(A)!.execOk('true');
   },
 );
 
@@ -233,7 +285,7 @@ test("QEMU as libvirt's unprivileged user reaches its sockets; another local use
   if (!env!.owned) return t.skip('libvirtd was not started by this test: cannot change the QEMU user');
   const name = 'kvmchan-test-u';
   await env!.useQemuUser('libvirt-qemu');
-  await waitFor(() => host!.daemon !== null && host!.log().split('libvirt connected').length > 2, 60_000, 'reconnect', 100);
+  await waitFor(() => host!.running && host!.log().split('libvirt connected').length > 2, 60_000, 'reconnect', 100);
   const xml = path.join(host!.dir, 'u.xml');
   fs.writeFileSync(xml, osLessDomainXml(name, { ports: 4, reserved: 2 }));
   env!.virsh('create', xml);
