@@ -121,6 +121,12 @@ export class NotifyQueue {
       }
     }
     const entry: Entry = { text, fd: copy, dead: false, onDropped };
+    // Cancelled entries wait for the head to pass them; a store and removal of the same name
+    // over and over while the manager is not reading must not grow the array without end.
+    if (this.#entries.length - this.#head > 2 * this.#live + 64) {
+      this.#entries = this.#entries.slice(this.#head).filter((e) => !e.dead);
+      this.#head = 0;
+    }
     this.#entries.push(entry);
     this.#live++;
     this.#schedule();
