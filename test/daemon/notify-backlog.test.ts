@@ -193,6 +193,32 @@ test('the queue is bounded: beyond it notifications are dropped with one warning
   await expectFdsBackTo('self', baseline, 5000, 'no fd left');
 });
 
+test('a device that comes and goes while the manager is not reading leaves nothing behind', async () => {
+  const baseline = await settledFds('self');
+  const { sm } = setup();
+  const store = new FdStore({ notifySocket: sm.socketPath, maxQueued: 16 });
+  try {
+    sm.pause({ fill: true });
+    const fd = marker(`kvmchan-nqx-${process.pid}`);
+    // Far more cycles than the queue holds: cancelled stores take no place in it.
+    for (let i = 0; i < 20_000; i++) {
+      store.store('kvmchan/x/shm', fd);
+      store.remove('kvmchan/x/shm');
+    }
+    store.store('kvmchan/x/last', fd);
+    native.close(fd);
+    assert.equal(store.pending, 1, 'only the last store waits');
+    sm.resume();
+    await waitFor(() => store.pending === 0, 20_000, 'the queue to drain');
+    sm.drain();
+    assert.deepEqual(sm.notifications, ['FDSTORE=1\nFDNAME=kvmchan/x/last\n'], 'the manager hears of none of the cycles');
+  } finally {
+    store.close();
+    sm.close();
+  }
+  await expectFdsBackTo('self', baseline, 5000, 'no fd left');
+});
+
 test('closing the store closes what is still queued; none of it arrives later', async () => {
   const baseline = await settledFds('self');
   const { sm } = setup();
