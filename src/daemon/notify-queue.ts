@@ -183,18 +183,22 @@ export class NotifyQueue {
   }
 
   #flush(): void {
+    let progress = false;
     while (this.#head < this.#entries.length) {
       const e = this.#entries[this.#head]!;
       if (!e.dead) {
         const r = this.#trySend(e.text, e.fd);
         if (r === 'again') {
-          this.#retryMs = Math.min(this.#retryMs * 2, this.#maxRetryMs);
+          // A manager that took some is reading again: come back soon. One that took none
+          // is asked less and less often.
+          this.#retryMs = progress ? this.#firstRetryMs : Math.min(this.#retryMs * 2, this.#maxRetryMs);
           this.#compact();
           this.#schedule();
           return;
         }
         this.#kill(e);
         if (r === 'failed') e.onDropped?.();
+        progress = true;
       }
       this.#head++;
     }
