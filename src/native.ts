@@ -104,7 +104,8 @@ export interface NativeBinding {
   peerGroups(fd: number): number[];
   /** A group's gid through NSS (getgrnam_r), or null when there is no such group. */
   groupId(name: string): number | null;
-  /** One AF_UNIX datagram to `socketPath` ('@' = abstract namespace), `fds` as SCM_RIGHTS; the bytes sent. */
+  /** One AF_UNIX datagram to `socketPath` ('@' = abstract namespace), `fds` as SCM_RIGHTS; the bytes sent.
+   *  Never blocks: a receiver whose queue is full throws EAGAIN. */
   sendDatagram(socketPath: string, data: Uint8Array, fds?: readonly number[]): number;
 
   /** ioctl with an integer argument or a buffer (in/out). Returns the ioctl's result. */

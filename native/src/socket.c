@@ -439,7 +439,9 @@ napi_value kc_peer_cred(napi_env env, napi_callback_info info)
  * close. For the service manager's notification socket (docs/operations.md, "systemd"): Node has
  * no AF_UNIX datagrams. `fds` travel with it as SCM_RIGHTS (the fd store: FDSTORE=1). A path
  * starting with '@' is in the abstract namespace, as $NOTIFY_SOCKET may say. Returns the bytes
- * sent.
+ * sent. Never waits: a receiver that stops reading fills its queue, and waiting for room would
+ * stall the whole event loop; that is EAGAIN, and the caller queues and retries (fd-store.ts,
+ * docs/operations.md "systemd").
  */
 napi_value kc_send_datagram(napi_env env, napi_callback_info info)
 {
@@ -508,7 +510,7 @@ napi_value kc_send_datagram(napi_env env, napi_callback_info info)
     ssize_t n = -1;
     if (fd >= 0) {
         do
-            n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+            n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         while (n < 0 && errno == EINTR);
     }
     int err = errno;

@@ -10,6 +10,10 @@
  * - at start: `LISTEN_PID` (must be ours), `LISTEN_FDS` (count, first fd 3), `LISTEN_FDNAMES`
  *   (colon-separated). Whatever we cannot use is closed and removed from the store.
  *
+ * Nothing here waits for the service manager: notifications go through a NotifyQueue
+ * (notify-queue.ts), which queues them in order while the manager's socket is full, and a store
+ * still queued when its name is removed is cancelled instead (the manager never sees either).
+ *
  * The notify socket is trusted as the service manager only because the environment named it
  * (docs/security.md, "The service manager's fd store"). Names are ours: `kvmchan/...`, printable
  * ASCII without ':' (systemd's rule), at most 255 bytes.
@@ -17,6 +21,7 @@
 import type { Logger } from 'pino';
 import fs from 'node:fs';
 import { native } from '../native.js';
+import { NotifyQueue } from './notify-queue.js';
 
 /** First fd the service manager passes (SD_LISTEN_FDS_START). */
 export const LISTEN_FDS_START = 3;
@@ -39,6 +44,8 @@ export interface FdStoreOptions {
   /** Our pid, compared with LISTEN_PID. */
   pid?: number;
   log?: Logger | undefined;
+  /** Notifications waiting for room in the manager's queue at most (default: NotifyQueue's). */
+  maxQueued?: number | undefined;
 }
 
 export class FdStore {
@@ -48,6 +55,10 @@ export class FdStore {
   readonly #received = new Map<string, number>();
   /** Names the store holds an fd under (stored by us, or passed back and claimed). */
   readonly #stored = new Set<string>();
+  /** Sends to the manager; undefined without one. */
+  readonly #queue: NotifyQueue | undefined;
+  /** Stores that went into the queue: name → cancels it if it is still there. */
+  readonly #queuedStores = new Map<string, () => boolean>();
 
   /** From the process environment; LISTEN_* are removed from it (they were for us only). */
   static fromEnvironment(log?: Logger): FdStore {
@@ -67,6 +78,8 @@ export class FdStore {
   constructor(opts: FdStoreOptions) {
     this.#socket = opts.notifySocket !== undefined && opts.notifySocket !== '' ? opts.notifySocket : undefined;
     this.#log = opts.log?.child({ component: 'fd-store' });
+    this.#queue =
+      this.#socket === undefined ? undefined : new NotifyQueue({ socket: this.#socket, log: this.#log, maxQueued: opts.maxQueued });
     if (opts.listen !== undefined) this.#takeListened(opts.listen, opts.pid ?? process.pid);
   }
 
@@ -85,21 +98,37 @@ export class FdStore {
     return [...this.#stored].sort();
   }
 
-  /** Park a duplicate of `fd` under `name` (once: a name already stored is left as it is). */
+  /** Notifications waiting for the manager to read its socket (docs/operations.md, "systemd"). */
+  get pending(): number {
+    return this.#queue?.pending ?? 0;
+  }
+
+  /**
+   * Park a duplicate of `fd` under `name` (once: a name already stored is left as it is). Never
+   * blocks: while the manager is not reading, a duplicate waits in the queue; `fd` stays the
+   * caller's either way.
+   */
   store(name: string, fd: number): void {
-    if (this.#socket === undefined || this.#stored.has(name)) return;
+    if (this.#queue === undefined || this.#stored.has(name)) return;
     this.#checkName(name);
-    try {
-      native.sendDatagram(this.#socket, Buffer.from(`FDSTORE=1\nFDNAME=${name}\n`), [fd]);
-      this.#stored.add(name);
-    } catch (err) {
-      this.#log?.warn({ name, err: (err as Error).message }, 'cannot store an fd with the service manager');
-    }
+    const { outcome, cancel } = this.#queue.send(`FDSTORE=1\nFDNAME=${name}\n`, fd, () => {
+      // Never reached the manager: the name is not stored after all.
+      if (this.#queuedStores.get(name) !== cancel) return;
+      this.#queuedStores.delete(name);
+      this.#stored.delete(name);
+    });
+    if (outcome === 'dropped') return;
+    this.#stored.add(name);
+    if (outcome === 'queued') this.#queuedStores.set(name, cancel);
   }
 
   /** Drop `name` from the store (the device is gone). */
   remove(name: string): void {
     if (!this.#stored.delete(name) && !this.#received.has(name)) return;
+    const cancel = this.#queuedStores.get(name);
+    this.#queuedStores.delete(name);
+    // Still queued: the manager never got it, so there is nothing to remove there.
+    if (cancel?.() === true) return;
     this.#send(name);
   }
 
@@ -140,10 +169,15 @@ export class FdStore {
     }
   }
 
-  /** Close passed fds nobody claimed, leaving them in the store (daemon stopping). */
+  /**
+   * Close passed fds nobody claimed, leaving them in the store (daemon stopping); what still
+   * waits for the manager gets one last try and is then dropped, its fds closed.
+   */
   close(): void {
     for (const fd of this.#received.values()) native.close(fd);
     this.#received.clear();
+    this.#queue?.close();
+    this.#queuedStores.clear();
   }
 
   #checkName(name: string): void {
@@ -151,12 +185,8 @@ export class FdStore {
   }
 
   #send(name: string): void {
-    if (this.#socket === undefined || !validFdName(name)) return;
-    try {
-      native.sendDatagram(this.#socket, Buffer.from(`FDSTOREREMOVE=1\nFDNAME=${name}\n`));
-    } catch (err) {
-      this.#log?.warn({ name, err: (err as Error).message }, 'cannot remove an fd from the service manager');
-    }
+    if (this.#queue === undefined || !validFdName(name)) return;
+    this.#queue.send(`FDSTOREREMOVE=1\nFDNAME=${name}\n`);
   }
 
   #takeListened(listen: NonNullable<FdStoreOptions['listen']>, pid: number): void {

@@ -121,17 +121,10 @@ const program = new Command('kvmchand')
       fail(err);
       return;
     }
-    try {
-      sdNotify({ READY: 1, STATUS: 'serving', MAINPID: process.pid });
-    } catch (err) {
-      daemon.log.warn({ err: (err as Error).message }, 'cannot notify the service manager');
-    }
+    // Neither waits for the service manager nor throws (sd-notify.ts): failures are logged.
+    sdNotify({ READY: 1, STATUS: 'serving', MAINPID: process.pid }, daemon.log);
     const stop = (signal: string): void => {
-      try {
-        sdNotify({ STOPPING: 1 });
-      } catch {
-        // already reported at start
-      }
+      sdNotify({ STOPPING: 1 }, daemon.log);
       daemon.log.info({ signal }, 'shutting down');
       daemon.stop();
     };

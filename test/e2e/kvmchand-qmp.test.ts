@@ -4,7 +4,8 @@
 // daemon fds back to baseline), and the documented behaviour across a kvmchand restart: without a
 // service manager's fd store the VM keeps running, is refused as stale with its domain id kept, and
 // is served again once its QEMU restarts; with one (test/helpers/fake-service-manager.ts) it is
-// adopted on its stored fds. QEMU must survive everything kvmchand does.
+// adopted on its stored fds — and a manager that stops reading while they are stored holds up
+// nothing (docs/operations.md, "systemd"). QEMU must survive everything kvmchand does.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -272,10 +273,10 @@ test(
       return child;
     };
     const fdsOf = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;
-    // The daemon sends one datagram per fd with a blocking send, as sd_notify does; our socket
-    // queues only net.unix.max_dgram_qlen of them (systemd raises that): while fds are being
-    // stored or removed, wait by reading the socket only — a synchronous `kvmchan status` would
-    // wait for a daemon that waits for us.
+    // The daemon sends one datagram per fd; our socket queues only net.unix.max_dgram_qlen of
+    // them (systemd raises that) and the rest wait in the daemon until the socket is read
+    // (docs/operations.md, "systemd"): a synchronous `kvmchan status` is answered meanwhile, but
+    // the store is only complete once the socket was read — so wait by reading it.
     const VECTORS = 64;
     const drained = (n: number) => () => {
       sm.drain();
@@ -346,6 +347,66 @@ test(
     const devicesFds = 3 + 1 + 2 * pool.vectors;
     assert.ok(after <= served - devicesFds, `daemon fds: ${served} serving, ${after} after the VM went (${devicesFds} device fds)`);
     t.diagnostic(`daemon fds: ${served} serving the adopted VM, ${after} after it went`);
+    await stopDaemon(child);
+  },
+);
+
+test(
+  'fd store: a service manager that stops reading while QEMU gets its devices stalls nothing; every fd arrives once, in order',
+  { skip },
+  async (t) => {
+    const s = new Setup();
+    const sm = new FakeServiceManager(s.dir);
+    cleanups.push(() => {
+      sm.close();
+      return undefined;
+    });
+    const cfg = path.join(s.dir, 'kvmchand.json');
+    fs.writeFileSync(cfg, JSON.stringify({ vms: [{ name: 'vm-b', qmp: s.vmQmp }], qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
+    const fdsOf = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+    // The manager's queue is full before kvmchand starts: every FDSTORE=1 of the VM's devices
+    // (and READY=1) finds no room.
+    sm.pause({ fill: true });
+    const q = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
+    const child = await sm.startDaemon({ runtimeDir: s.runtimeDir, args: ['-c', cfg], logFile: s.logFile });
+    cleanups.push(() => stopDaemon(child, 'SIGKILL'));
+    // Served meanwhile: the status (a synchronous client) answers, the devices are hot-plugged.
+    await until(() => s.status().pools.some((p) => p.joined === 1), 20_000, 'pool attached while the manager is not reading');
+    const id = s.status().domains.find((x) => x.name === 'vm-b')!.domain;
+    const pool = s.status().pools.find((p) => p.memberA === id)!;
+    const total = 3 + 1 + 2 * pool.vectors;
+    assert.ok(
+      s.logs().some((l) => l.msg?.includes('not reading its notification socket') === true),
+      'the backlog is logged',
+    );
+    assert.equal(sm.store.length, 0, 'the manager has read nothing yet');
+    const backlogged = fdsOf(child.pid!);
+
+    sm.resume();
+    await until(
+      () => {
+        sm.drain();
+        return sm.store.length >= total && sm.notifications.some((m) => m.includes('READY=1'));
+      },
+      30_000,
+      'every fd stored and READY=1',
+    );
+    const uid = process.geteuid!();
+    const dev = `kvmchan/qmp/vm-b/pool${pool.pool}u${uid}`;
+    assert.deepEqual(
+      sm.store.map((e) => e.name),
+      [
+        'kvmchan/qmp/vm-b/ctl/shm',
+        'kvmchan/qmp/vm-b/ctl/p0v0',
+        'kvmchan/qmp/vm-b/ctl/p1v0',
+        `${dev}/shm`,
+        ...[0, 1].flatMap((p) => Array.from({ length: pool.vectors }, (_, v) => `${dev}/p${p}v${v}`)),
+      ],
+      'every fd once, in the order stored',
+    );
+    await until(() => fdsOf(child.pid!) <= backlogged - total, 10_000, 'the duplicates that waited closed');
+    t.diagnostic(`daemon fds: ${backlogged} with ${total} notifications waiting, ${fdsOf(child.pid!)} after they went`);
+    await assertQemuAlive(q);
     await stopDaemon(child);
   },
 );

@@ -39,6 +39,41 @@ export class FakeServiceManager {
     this.#poller.unref();
   }
 
+  /**
+   * Stop reading, as a busy or stuck manager does; with `fill`, also fill the socket's queue
+   * (/proc/sys/net/unix/max_dgram_qlen datagrams) so that the next send finds no room. The
+   * filler is a connected non-blocking socket of the test's own: it never waits, whatever the
+   * code under test does. Returns how many datagrams the fill took.
+   */
+  pause(opts: { fill?: boolean } = {}): number {
+    this.#poller.stop();
+    if (opts.fill !== true) return 0;
+    const fd = native.connectUnix(this.socketPath, 'dgram');
+    let n = 0;
+    try {
+      for (;;) {
+        native.sendmsg(fd, Buffer.from('FILLER=1\n'), []);
+        n++;
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+    } finally {
+      native.close(fd);
+    }
+    return n;
+  }
+
+  /** Read again: what queued up is read at once, later datagrams as they come. */
+  resume(): void {
+    this.#poller.start(READABLE);
+    this.drain();
+  }
+
+  /** Messages read so far that are not the fill's. */
+  get notifications(): string[] {
+    return this.messages.filter((m) => m !== 'FILLER=1\n');
+  }
+
   get names(): string[] {
     return this.store.map((s) => s.name).sort();
   }
