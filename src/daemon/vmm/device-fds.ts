@@ -179,6 +179,32 @@ export function adoptableDevices(
   return { control, adoption: { deviceKey: key, pools: pools.sort((a, b) => a.pool - b.pool) } };
 }
 
+/** The device id (QMP) or `<shmem>` name (libvirt) of the control device and of pool `id`. */
+export const CONTROL_DEVICE_NAME = 'kvmchan-ctl';
+export function poolDeviceName(pool: number): string {
+  return `kvmchan-pool-${pool}`;
+}
+
+/**
+ * What a VM carrying our devices `plugged` (names as above) can be adopted with from its stored
+ * fds: adoptableDevices() plus every plugged pool id (Adoption.plugged). Null: nothing stored,
+ * or no whole control device — the VM is stale.
+ */
+export function adoptionFor(
+  store: FdStore | undefined,
+  prefix: string,
+  stored: Map<string, number>,
+  plugged: readonly string[],
+): { control: StoredDevice; adoption: Adoption } | null {
+  if (stored.size === 0 || store === undefined) return null;
+  const found = adoptableDevices(store, prefix, stored, {
+    control: plugged.includes(CONTROL_DEVICE_NAME),
+    pool: (pool) => plugged.includes(poolDeviceName(pool)),
+  });
+  if (found !== null) found.adoption.plugged = pluggedPoolIds(plugged);
+  return found;
+}
+
 /** The device key in a stored control device's header, or null. */
 function controlKey(d: StoredDevice): Buffer | null {
   let page: ArrayBuffer | null = null;

@@ -44,11 +44,12 @@ import { CONTROL_SOCKET, SHARED_DIR_MODE, removeDomainDirIfEmpty, removeDomainsR
 import { reserveNeeded } from '../qmp/placement.js';
 import type { FdStore } from '../../fd-store.js';
 import {
-  adoptableDevices,
+  CONTROL_DEVICE_NAME,
+  adoptionFor,
   closeFds,
   closeStoredDevice,
   domainFdPrefix,
-  pluggedPoolIds,
+  poolDeviceName,
   type Adoption,
   type StoredDevice,
 } from '../device-fds.js';
@@ -60,11 +61,9 @@ import { GUEST_CONTROL_PEER } from '../../guest-link/host-link.js';
 
 export const DEFAULT_LIBVIRT_SOCKET = '/run/libvirt/libvirt-sock';
 export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
-export const CONTROL_SHMEM = 'kvmchan-ctl';
+export const CONTROL_SHMEM = CONTROL_DEVICE_NAME;
 export const SHMEM_PREFIX = 'kvmchan-';
-export function poolShmem(pool: number): string {
-  return `kvmchan-pool-${pool}`;
-}
+export const poolShmem = poolDeviceName;
 /** Where kvmchand serves boot domains' control devices. */
 export const BOOT_DIR = 'libvirt';
 /** The `<server path>` a boot domain's persistent XML gives `kvmchan-ctl`. */
@@ -572,13 +571,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
       }
       if (layout.ownShmem.length > 0) {
         const own = layout.ownShmem;
-        const adoptable =
-          stored.size > 0 && this.#fdStore !== undefined
-            ? adoptableDevices(this.#fdStore, prefix, stored, {
-                control: own.includes(CONTROL_SHMEM),
-                pool: (pool) => own.includes(poolShmem(pool)),
-              })
-            : null;
+        const adoptable = adoptionFor(this.#fdStore, prefix, stored, own);
         if (adoptable === null) {
           throw new VmmError(
             `domain ${d.name} still carries kvmchan devices of an earlier kvmchand (${own.join(', ')}) and the service manager gave ` +
@@ -587,7 +580,6 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
             'KVMCHAN_E_VMM_STALE',
           );
         }
-        adoptable.adoption.plugged = pluggedPoolIds(own);
         this.#adopt(d, own, layout.qemuIds, adoptable, log);
         return;
       }
@@ -603,20 +595,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
         if (rest.length === 0) throw noPort(d.name, 'the control device (besides one for the first pool)', 0, layout.ports);
         controlBus = rest[0]!.index;
       }
-      d.control = createControlDevice({
-        runtimeDir: this.runtimeDir,
-        domain: d.id,
-        log: this.#log,
-        onJoin: () => {
-          d.controlJoined = true;
-          if (d.state === 'serving') this.emit('control-join', d.id);
-        },
-        onLeave: (reason) => {
-          const was = d.controlJoined;
-          d.controlJoined = false;
-          if (was && d.state === 'serving') this.emit('control-leave', d.id, reason);
-        },
-      });
+      d.control = this.#controlDevice(d);
       await this.#attachOn(d, CONTROL_SHMEM, d.control.socketPath, 1, controlBus);
       if (d.removed) return;
       d.state = 'serving';
@@ -662,11 +641,23 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
     }
     d.adoption = adoptable.adoption;
     // Taken over by the device (closed by it on error).
-    d.control = createControlDevice({
+    d.control = this.#controlDevice(d, adoptable.control);
+    d.devices = [...own];
+    d.boot = own.length === 1 && this.#bootNames.has(d.name);
+    d.state = 'serving';
+    d.error = null;
+    log?.info({ devices: own, pools: adoptable.adoption.pools.map((p) => p.pool) }, 'libvirt domain adopted from stored fds');
+    this.emit('domain-added', { id: d.id, name: registryName(d.name) });
+    if (d.controlJoined) this.emit('control-join', d.id);
+  }
+
+  /** `d`'s control device: a fresh one, or rebuilt on a previous daemon's stored fds. */
+  #controlDevice(d: Dom, adopt?: StoredDevice): ControlDevice {
+    return createControlDevice({
       runtimeDir: this.runtimeDir,
       domain: d.id,
       log: this.#log,
-      adopt: adoptable.control,
+      ...(adopt === undefined ? {} : { adopt }),
       onJoin: () => {
         d.controlJoined = true;
         if (d.state === 'serving') this.emit('control-join', d.id);
@@ -677,13 +668,6 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
         if (was && d.state === 'serving') this.emit('control-leave', d.id, reason);
       },
     });
-    d.devices = [...own];
-    d.boot = own.length === 1 && this.#bootNames.has(d.name);
-    d.state = 'serving';
-    d.error = null;
-    log?.info({ devices: own, pools: adoptable.adoption.pools.map((p) => p.pool) }, 'libvirt domain adopted from stored fds');
-    this.emit('domain-added', { id: d.id, name: registryName(d.name) });
-    if (d.controlJoined) this.emit('control-join', d.id);
   }
 
   /** Stored fds of a domain that no longer carries our devices: its earlier QEMU is gone. */

@@ -37,19 +37,18 @@ import { machineKind, noPortError, ownedLeftovers, reserveNeeded, rootPorts, typ
 import { VmState, vmSpecSchema, type VmSpec } from './vm-state.js';
 import type { FdStore } from '../../fd-store.js';
 import {
-  adoptableDevices,
+  CONTROL_DEVICE_NAME,
+  adoptionFor,
   closeFds,
   closeStoredDevice,
   domainFdPrefix,
-  pluggedPoolIds,
+  poolDeviceName,
   type Adoption,
   type StoredDevice,
 } from '../device-fds.js';
 
-export const CONTROL_DEVICE_ID = 'kvmchan-ctl';
-export function poolDeviceId(pool: number): string {
-  return `kvmchan-pool-${pool}`;
-}
+export const CONTROL_DEVICE_ID = CONTROL_DEVICE_NAME;
+export const poolDeviceId = poolDeviceName;
 
 export type VmStateName = 'connecting' | 'waiting' | 'serving' | 'refused';
 
@@ -384,13 +383,7 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
       const stored = this.#fdStore?.take(prefix) ?? new Map<string, number>();
       if (leftovers.length > 0) {
         const plugged = leftovers.filter((l) => l.startsWith('device ')).map((l) => l.slice('device '.length));
-        const adoptable =
-          stored.size > 0 && this.#fdStore !== undefined
-            ? adoptableDevices(this.#fdStore, prefix, stored, {
-                control: plugged.includes(CONTROL_DEVICE_ID),
-                pool: (pool) => plugged.includes(poolDeviceId(pool)),
-              })
-            : null;
+        const adoptable = adoptionFor(this.#fdStore, prefix, stored, plugged);
         if (adoptable === null) {
           throw new VmmError(
             `VM ${vm.spec.name} still carries kvmchan devices of an earlier kvmchand (${leftovers.join(', ')}) and the service manager ` +
@@ -399,7 +392,6 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
             'KVMCHAN_E_VMM_STALE',
           );
         }
-        adoptable.adoption.plugged = pluggedPoolIds(plugged);
         await this.#adopt(vm, client, plugged, adoptable, log);
         return;
       }
