@@ -12,6 +12,7 @@ import { closeStoredDevice, type StoredDevice } from './device-fds.js';
 import { native } from '../../native.js';
 import { CONTROL_DEVICE_SIZE, GUEST_CONTROL_PEER } from '../guest-link/host-link.js';
 import { CONTROL_SOCKET, ensureDomainDir } from './domain-dir.js';
+import type { GuestVmmEvents } from './vmm.js';
 
 export interface ControlDevice {
   dir: string;
@@ -89,4 +90,41 @@ export function createControlDevice(opts: {
     throw err;
   }
   return { dir, socketPath, server };
+}
+
+/** A backend's record of one guest, as far as its control device's join and leave concern it. */
+export interface ControlWatch {
+  readonly id: number;
+  readonly state: string;
+  controlJoined: boolean;
+}
+
+/**
+ * `guest`'s control device for a backend (`vmm`): fresh, or rebuilt on `adopt`. Join and leave
+ * keep `guest.controlJoined` and, while the guest is served, become the backend's `control-join`
+ * and `control-leave` events.
+ */
+export function watchedControlDevice(opts: {
+  runtimeDir: string;
+  log?: Logger | undefined;
+  adopt?: StoredDevice | undefined;
+  vmm: { emit<K extends keyof GuestVmmEvents>(event: K, ...args: GuestVmmEvents[K]): boolean };
+  guest: ControlWatch;
+}): ControlDevice {
+  const { vmm, guest } = opts;
+  return createControlDevice({
+    runtimeDir: opts.runtimeDir,
+    domain: guest.id,
+    log: opts.log,
+    ...(opts.adopt === undefined ? {} : { adopt: opts.adopt }),
+    onJoin: () => {
+      guest.controlJoined = true;
+      if (guest.state === 'serving') vmm.emit('control-join', guest.id);
+    },
+    onLeave: (reason) => {
+      const was = guest.controlJoined;
+      guest.controlJoined = false;
+      if (was && guest.state === 'serving') vmm.emit('control-leave', guest.id, reason);
+    },
+  });
 }

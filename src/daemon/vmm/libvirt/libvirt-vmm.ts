@@ -38,7 +38,7 @@ import type { IvshmemServer } from '../../../ivshmem/server.js';
 import { registryName } from '../../../protocol/views.js';
 import type { PoolAnnouncement } from '../../pools/pool-manager.js';
 import type { GuestVmm, GuestVmmEvents, VmmDomain } from '../vmm.js';
-import { createControlDevice, type ControlDevice } from '../control-device.js';
+import { createControlDevice, watchedControlDevice, type ControlDevice } from '../control-device.js';
 import { native } from '../../../native.js';
 import { CONTROL_SOCKET, SHARED_DIR_MODE, removeDomainDirIfEmpty, removeDomainsRootIfEmpty, shareDomainDir } from '../domain-dir.js';
 import { reserveNeeded } from '../qmp/placement.js';
@@ -653,21 +653,7 @@ export class LibvirtVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm
 
   /** `d`'s control device: a fresh one, or rebuilt on a previous daemon's stored fds. */
   #controlDevice(d: Dom, adopt?: StoredDevice): ControlDevice {
-    return createControlDevice({
-      runtimeDir: this.runtimeDir,
-      domain: d.id,
-      log: this.#log,
-      ...(adopt === undefined ? {} : { adopt }),
-      onJoin: () => {
-        d.controlJoined = true;
-        if (d.state === 'serving') this.emit('control-join', d.id);
-      },
-      onLeave: (reason) => {
-        const was = d.controlJoined;
-        d.controlJoined = false;
-        if (was && d.state === 'serving') this.emit('control-leave', d.id, reason);
-      },
-    });
+    return watchedControlDevice({ runtimeDir: this.runtimeDir, log: this.#log, adopt, vmm: this, guest: d });
   }
 
   /** Stored fds of a domain that no longer carries our devices: its earlier QEMU is gone. */

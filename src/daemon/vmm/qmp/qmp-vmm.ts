@@ -29,7 +29,7 @@ import { KvmchanError, VmmError } from '../../../errors.js';
 import type { IvshmemServer } from '../../../ivshmem/server.js';
 import type { PoolAnnouncement } from '../../pools/pool-manager.js';
 import type { GuestVmm, GuestVmmEvents, VmmDomain } from '../vmm.js';
-import { createControlDevice, type ControlDevice } from '../control-device.js';
+import { watchedControlDevice, type ControlDevice } from '../control-device.js';
 import { GUEST_CONTROL_PEER } from '../../guest-link/host-link.js';
 import { removeDomainDirIfEmpty, removeDomainsRootIfEmpty } from '../domain-dir.js';
 import { QmpClient } from './client.js';
@@ -474,26 +474,12 @@ export class QmpVmm extends EventEmitter<GuestVmmEvents> implements GuestVmm {
     if (vm.controlJoined && vm.client === client) this.emit('control-join', vm.id);
   }
 
-  /** Plug a device for an announcement (q35: on a free port with enough prefetchable reserve). */
   /** `vm`'s control device: a fresh one, or rebuilt on a previous daemon's stored fds. */
   #controlDevice(vm: Vm, adopt?: StoredDevice): ControlDevice {
-    return createControlDevice({
-      runtimeDir: this.runtimeDir,
-      domain: vm.id,
-      log: this.#log,
-      ...(adopt === undefined ? {} : { adopt }),
-      onJoin: () => {
-        vm.controlJoined = true;
-        if (vm.state === 'serving') this.emit('control-join', vm.id);
-      },
-      onLeave: (reason) => {
-        const was = vm.controlJoined;
-        vm.controlJoined = false;
-        if (was && vm.state === 'serving') this.emit('control-leave', vm.id, reason);
-      },
-    });
+    return watchedControlDevice({ runtimeDir: this.runtimeDir, log: this.#log, adopt, vmm: this, guest: vm });
   }
 
+  /** Plug a device for an announcement (q35: on a free port with enough prefetchable reserve). */
   async #plug(
     vm: Vm,
     client: QmpClient,
