@@ -12,6 +12,7 @@
  * one `{"id", "ok", ...}` answer each; `{"event": "disconnected", ...}` when the host cuts it off.
  * It exits when stdin closes.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +30,9 @@ import {
   OFF_S2C_PROD,
   OFF_S2C_WRAPS,
   OFF_C2S_WRAPS,
+  OFF_SERVER_NOTIFY,
   OFF_SERVER_STATE,
+  NOTIFY_WRITE,
   STATE_WAITING,
 } from '../../src/ring/layout.js';
 import { RingLink } from '../../src/transport/ring-link.js';
@@ -67,6 +70,7 @@ export class HostileGuest {
   #waiter: EventFdWaiter | null = null;
   #mapping: ArrayBuffer | null = null;
   #link: RingLink | null = null;
+  #endpoint: RingEndpoint | null = null;
   #nextSeq = 1;
   readonly #pending = new Map<number, (r: Reply) => void>();
   readonly pools = new Map<number, SocketDevice>();
@@ -119,6 +123,7 @@ export class HostileGuest {
     }
     const endpoint = new RingEndpoint(mapping, 0, { role: 'client', ...CONTROL_GEOMETRY }, this.#waiter.kick);
     endpoint.attach();
+    this.#endpoint = endpoint;
     this.#nextSeq = 1;
     // No bound on what we queue (RingLink's default): a hostile guest floods whether or not
     // the host keeps up.
@@ -187,6 +192,60 @@ export class HostileGuest {
     if (this.#mapping === null || this.#control === null) throw new Error('not attached');
     Atomics.add(new Int32Array(this.#mapping, 0, HEADER_SIZE / 4), OFF_C2S_PROD / 4, 3 << 20);
     this.#control.doorbell(0, 0);
+  }
+
+  /**
+   * Jam the eventfd the host interrupts us through (control vector 0), as a guest — or its QEMU —
+   * holding it can (docs/security.md, "Shared eventfds"): nothing here reads it any more (the
+   * link is abandoned, not closed: the session stays), a child process saturates its counter and
+   * keeps clearing O_NONBLOCK on the open file description the host shares; then `requests`
+   * LIST_VCHANS go straight into the control ring, each with the WRITE notification armed, so
+   * that every reply makes the host interrupt us. Without a bound the host's first such
+   * interrupt sleeps in write(2) for ever. Returns the jammer; kill it to stop.
+   */
+  async jamInterrupt(requests: number): Promise<ChildProcess> {
+    const control = this.#control;
+    const endpoint = this.#endpoint;
+    const mapping = this.#mapping;
+    if (control === null || endpoint === null || mapping === null) throw new Error('not attached');
+    this.#link?.abandon();
+    this.#link = null;
+    this.#waiter?.close();
+    this.#waiter = null;
+    const script = [
+      'import fcntl, os, sys',
+      'fl = fcntl.fcntl(3, fcntl.F_GETFL)',
+      'first = True',
+      'while True:',
+      '    fcntl.fcntl(3, fcntl.F_SETFL, fl | os.O_NONBLOCK)',
+      '    try:',
+      "        os.write(3, (0xfffffffffffffffe).to_bytes(8, 'little'))",
+      '    except BlockingIOError:',
+      '        pass',
+      '    fcntl.fcntl(3, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)',
+      '    if first:',
+      '        print("ready", flush=True)',
+      '        first = False',
+    ].join('\n');
+    const jammer = spawn('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit', control.interruptFd(0)] });
+    await new Promise<void>((resolve, reject) => {
+      jammer.stdout!.once('data', () => {
+        resolve();
+      });
+      jammer.once('exit', (code) => {
+        reject(new Error(`the jammer exited (${code})`));
+      });
+    });
+    const ctl = new Int32Array(mapping, 0, HEADER_SIZE / 4);
+    for (let i = 0; i < requests; i++) {
+      const seq = this.#nextSeq;
+      this.#nextSeq = (seq + 1) >>> 0;
+      Atomics.or(ctl, OFF_SERVER_NOTIFY / 4, NOTIFY_WRITE);
+      if (endpoint.trySend(encodeRequest(Command.LIST_VCHANS, seq, { start: 0 })) === 0) break;
+      control.doorbell(0, 0);
+      await sleep(5);
+    }
+    return jammer;
   }
 
   /** Bytes straight into the control ring, no framing of ours. */
@@ -312,6 +371,7 @@ export class HostileGuest {
       // The host disconnected us: the device already unmapped the ring.
     }
     this.#link = null;
+    this.#endpoint = null;
     this.#waiter?.close();
     this.#waiter = null;
     if (this.#mapping !== null && this.#control !== null && !this.#control.closed) this.#control.unmap(this.#mapping);
@@ -538,6 +598,14 @@ async function run(g: HostileGuest, cmd: Json): Promise<Json> {
       return {};
     case 'received':
       return { received: g.received };
+    case 'jam': {
+      const jammer = await g.jamInterrupt(num('requests', 20));
+      jammers.push(jammer);
+      return { pid: jammer.pid };
+    }
+    case 'unjam':
+      for (const j of jammers.splice(0)) j.kill('SIGKILL');
+      return {};
     case 'state':
       return { attached: g.attached, session: g.session, pools: [...g.pools.keys()], unmatched: g.unmatched.length };
     case 'detach':
@@ -547,6 +615,12 @@ async function run(g: HostileGuest, cmd: Json): Promise<Json> {
       throw new Error(`unknown op ${String(cmd['op'])}`);
   }
 }
+
+/** Interrupt jammers this program started (killed on 'unjam' and when it exits). */
+const jammers: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const j of jammers) j.kill('SIGKILL');
+});
 
 function main(deviceDir: string): void {
   const g = new HostileGuest(deviceDir);
