@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { native } from '../src/native.js';
 import { Vchan } from '../src/client/index.js';
 import { PrivateDaemon } from '../src/cli/private-daemon.js';
@@ -31,11 +32,45 @@ import { shmemBench } from './shmem.js';
 import { registryScale } from './registry-scale.js';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
-const SMOKE = process.argv.includes('--smoke');
-const QUICK = SMOKE || process.argv.includes('--quick');
-const stallArg = process.argv.indexOf('--stall-timeout');
-const STALL_S = Number(stallArg > 0 ? process.argv[stallArg + 1] : (process.env['KVMCHAN_BENCH_STALL_S'] ?? '60'));
-if (!(STALL_S > 0)) throw new Error(`--stall-timeout wants a number of seconds > 0, got ${String(STALL_S)}`);
+const USAGE = `usage: npm run bench [-- [--quick | --smoke] [--vm | --no-vm] [--stall-timeout S]]
+  --quick            an eighth of the sizes
+  --smoke            tiny sizes: checks that every phase runs to the end (figures mean nothing)
+  --vm / --no-vm     run / skip the real-guest phase (default: run it when QEMU and the guest image exist, not in smoke mode)
+  --stall-timeout S  abort (exit 2) when a phase makes no progress for S seconds (default 60, or KVMCHAN_BENCH_STALL_S)
+  -h, --help         this text`;
+let opts: { smoke?: boolean; quick?: boolean; vm?: boolean; 'no-vm'?: boolean; 'stall-timeout'?: string; help?: boolean };
+try {
+  opts = parseArgs({
+    options: {
+      smoke: { type: 'boolean' },
+      quick: { type: 'boolean' },
+      vm: { type: 'boolean' },
+      'no-vm': { type: 'boolean' },
+      'stall-timeout': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  }).values;
+} catch (err) {
+  process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}\n`);
+  process.exit(64);
+}
+if (opts.help === true) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+if (opts.vm === true && opts['no-vm'] === true) {
+  process.stderr.write(`bench: --vm and --no-vm contradict each other\n${USAGE}\n`);
+  process.exit(64);
+}
+const SMOKE = opts.smoke === true;
+const QUICK = SMOKE || opts.quick === true;
+const STALL_S = Number(opts['stall-timeout'] ?? process.env['KVMCHAN_BENCH_STALL_S'] ?? '60');
+if (!(STALL_S > 0)) {
+  process.stderr.write(`bench: --stall-timeout wants a number of seconds > 0, got ${String(opts['stall-timeout'] ?? STALL_S)}\n`);
+  process.exit(64);
+}
 const dog = new Watchdog(STALL_S * 1000);
 const MiB = 1024 * 1024;
 const ORDER = 20; // 1 MiB rings (docs/testing.md, "Benchmarks and targets")
@@ -343,12 +378,8 @@ async function main(): Promise<void> {
   const registry = await registryScale({ dog, existing, cycles: SMOKE ? 20 : QUICK ? 300 : 1000, startDaemon, stopDaemon });
   if (registry.limitedBy !== null) process.stderr.write(`  held ${registry.held} vchans, not ${existing}: ${registry.limitedBy}\n`);
   let vmRows: string[][] = [];
-  const forceVm = process.argv.includes('--vm');
-  const vmSkip = process.argv.includes('--no-vm')
-    ? '--no-vm'
-    : SMOKE && !forceVm
-      ? 'smoke mode (add --vm to include it)'
-      : vmSkipReason(forceVm);
+  const forceVm = opts.vm === true;
+  const vmSkip = opts['no-vm'] === true ? '--no-vm' : SMOKE && !forceVm ? 'smoke mode (add --vm to include it)' : vmSkipReason(forceVm);
   if (vmSkip === null) {
     phase('real guest under QEMU: vchan vs TCP over virtio-net…');
     vmRows = await vmPhase({ dog, smoke: SMOKE, quick: QUICK, forced: forceVm, startDaemon, stopDaemon });
