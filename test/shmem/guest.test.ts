@@ -233,6 +233,7 @@ test('the creator guest’s daemon is killed while the host maps: the host keeps
   await g3.kill();
   // The host still reads the creator's bytes: nothing is revoked.
   assert.equal((await h.ok({ op: 'hash', region }))['sha256'], frame);
+  await g3.stop(); // its daemon is dead already: this removes its directory
   g3 = await startGuest(host, 3);
   // The session ended: the region was released implicitly, nobody new maps it.
   const other = await shmem(host.runtimeDir);
