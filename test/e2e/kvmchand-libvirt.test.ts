@@ -16,6 +16,7 @@ import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { FakeServiceManager, stopDaemon } from '../helpers/fake-service-manager.js';
 import { native } from '../../src/native.js';
 import { CONTROL_SESSION_OFFSET } from '../../src/daemon/guest-link/host-link.js';
+import { bootControlPath } from '../../src/daemon/vmm/libvirt/libvirt-vmm.js';
 import { ensureLibvirt, osLessDomainXml, type LibvirtEnv } from '../helpers/libvirt.js';
 import { E2eHost } from '../helpers/e2e-host.js';
 
@@ -304,6 +305,63 @@ test(
     await until(() => !s.status().domains.some((x) => x.name === D), 10_000, 'domain removed');
     const after = fdsOf(child.pid!);
     assert.ok(after <= served - perDomain, `daemon fds: ${served} serving, ${after} after the domain went`);
+    await stopDaemon(child);
+  },
+);
+
+test(
+  'fd store: a boot domain (control device in its XML) running under a restarted kvmchand is adopted; its boot device listens again',
+  { skip },
+  async (t) => {
+    const s = new Setup();
+    const sm = new FakeServiceManager(s.dir);
+    cleanups.push(() => {
+      sm.close();
+      return undefined;
+    });
+    const F = 'kvmchan-e2e-f';
+    const uuid = '6b766d63-6861-6e00-0000-00000000000f';
+    const cfg = path.join(s.dir, 'kvmchand.json');
+    fs.writeFileSync(cfg, JSON.stringify({ libvirt: { domains: [F], bootDomains: [F], retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
+    const start = async (): Promise<ChildProcess> => {
+      fs.mkdirSync(s.runtimeDir, { recursive: true });
+      const child = await sm.startDaemon({ runtimeDir: s.runtimeDir, args: ['-c', cfg], logFile: s.logFile });
+      cleanups.push(() => stopDaemon(child, 'SIGKILL'));
+      return child;
+    };
+    const names = (): string[] => {
+      sm.drain();
+      return sm.names;
+    };
+    let child = await start();
+    const boot = bootControlPath(s.runtimeDir, F);
+    await until(() => fs.existsSync(boot), 10_000, 'the boot device listening');
+    const file = path.join(s.dir, `${F}.xml`);
+    const device =
+      `<shmem name='kvmchan-ctl'><model type='ivshmem-doorbell'/><server path='${boot}'/><msi vectors='1' ioeventfd='on'/>` +
+      `<address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></shmem>`;
+    fs.writeFileSync(
+      file,
+      osLessDomainXml(F).replace('<name>', `<uuid>${uuid}</uuid>\n  <name>`).replace('<memballoon', `${device}\n    <memballoon`),
+    );
+    env.virsh('create', file);
+    s.domains.push(F);
+    await until(() => s.logs().some((l) => l.msg === 'libvirt domain served through its boot device'), 20_000, 'served on its boot device');
+    await until(() => names().length === 3 + 1 + 2 * 64, 20_000, 'its devices stored');
+    const id = s.status().domains.find((x) => x.name === F)!.domain;
+
+    await stopDaemon(child, 'SIGTERM');
+    fs.writeFileSync(s.logFile, '');
+    child = await start();
+    await until(() => s.logs().some((l) => l.msg === 'libvirt domain adopted from stored fds'), 20_000, 'adoption');
+    assert.equal(s.status().domains.find((x) => x.name === F)?.domain, id, 'the same domain id');
+    assert.ok(!s.logs().some((l) => l.msg === 'device attached'), 'nothing attached');
+    assert.ok(!s.logs().some((l) => l.code === 'KVMCHAN_E_VMM_STALE'), 'not refused as stale');
+    assert.ok(fs.existsSync(boot), 'the boot device listens for the next start');
+    t.diagnostic(`boot domain ${F} adopted as domain ${id}`);
+
+    s.destroyDomain(F);
+    await until(() => names().length === 0, 20_000, 'the store emptied');
     await stopDaemon(child);
   },
 );
