@@ -11,9 +11,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
-import { FakeServiceManager, stopDaemon } from '../helpers/fake-service-manager.js';
+import { stopDaemon } from '../helpers/fake-service-manager.js';
 import { native } from '../../src/native.js';
 import { CONTROL_SESSION_OFFSET } from '../../src/daemon/guest-link/host-link.js';
 import { bootControlPath } from '../../src/daemon/vmm/libvirt/libvirt-vmm.js';
@@ -88,6 +87,7 @@ class Setup extends E2eHost<StatusJson, LogLine> {
         // not running
       }
     }
+    await this.closeManaged();
     await this.daemon?.stop();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
@@ -216,22 +216,10 @@ test(
   { skip },
   async (t) => {
     const s = new Setup();
-    const sm = new FakeServiceManager(s.dir);
-    cleanups.push(() => {
-      sm.close();
-      return undefined;
-    });
     const D = 'kvmchan-e2e-d';
     const E = 'kvmchan-e2e-e';
     const uuidD = '6b766d63-6861-6e00-0000-00000000000d';
-    const cfg = path.join(s.dir, 'kvmchand.json');
-    fs.writeFileSync(cfg, JSON.stringify({ libvirt: { domains: [D, E], retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
-    const start = async (): Promise<ChildProcess> => {
-      fs.mkdirSync(s.runtimeDir, { recursive: true });
-      const child = await sm.startDaemon({ runtimeDir: s.runtimeDir, args: ['-c', cfg], logFile: s.logFile });
-      cleanups.push(() => stopDaemon(child, 'SIGKILL'));
-      return child;
-    };
+    const { sm, start } = s.managed({ libvirt: { domains: [D, E], retryMs: 100 }, pools: { poolSize: 64 * MiB } });
     const fdsOf = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;
     // Fds are stored one datagram each: wait by reading the manager's socket only (a synchronous
     // `kvmchan status` would stall a daemon waiting for us to read).
@@ -314,21 +302,9 @@ test(
   { skip },
   async (t) => {
     const s = new Setup();
-    const sm = new FakeServiceManager(s.dir);
-    cleanups.push(() => {
-      sm.close();
-      return undefined;
-    });
     const F = 'kvmchan-e2e-f';
     const uuid = '6b766d63-6861-6e00-0000-00000000000f';
-    const cfg = path.join(s.dir, 'kvmchand.json');
-    fs.writeFileSync(cfg, JSON.stringify({ libvirt: { domains: [F], bootDomains: [F], retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
-    const start = async (): Promise<ChildProcess> => {
-      fs.mkdirSync(s.runtimeDir, { recursive: true });
-      const child = await sm.startDaemon({ runtimeDir: s.runtimeDir, args: ['-c', cfg], logFile: s.logFile });
-      cleanups.push(() => stopDaemon(child, 'SIGKILL'));
-      return child;
-    };
+    const { sm, start } = s.managed({ libvirt: { domains: [F], bootDomains: [F], retryMs: 100 }, pools: { poolSize: 64 * MiB } });
     const names = (): string[] => {
       sm.drain();
       return sm.names;

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import { QemuProcess, ensureQemu } from '../helpers/qemu.js';
 import { E2eHost } from '../helpers/e2e-host.js';
-import { FakeServiceManager, stopDaemon } from '../helpers/fake-service-manager.js';
+import { stopDaemon } from '../helpers/fake-service-manager.js';
 import { native } from '../../src/native.js';
 import { CONTROL_SESSION_OFFSET } from '../../src/daemon/guest-link/host-link.js';
 import { DEVICE_HEADER_PAGE, decodeDeviceHeader, headerOffset } from '../../src/ivshmem/device-header.js';
@@ -70,6 +70,7 @@ class Setup extends E2eHost<StatusJson, LogLine> {
 
   async close(): Promise<void> {
     await this.qemu?.kill();
+    await this.closeManaged();
     await this.daemon?.stop();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
@@ -260,18 +261,7 @@ test(
   { skip },
   async (t) => {
     const s = new Setup();
-    const sm = new FakeServiceManager(s.dir);
-    cleanups.push(() => {
-      sm.close();
-      return undefined;
-    });
-    const cfg = path.join(s.dir, 'kvmchand.json');
-    fs.writeFileSync(cfg, JSON.stringify({ vms: [{ name: 'vm-f', qmp: s.vmQmp }], qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
-    const start = async (): Promise<import('node:child_process').ChildProcess> => {
-      const child = await sm.startDaemon({ runtimeDir: s.runtimeDir, args: ['-c', cfg], logFile: s.logFile });
-      cleanups.push(() => stopDaemon(child, 'SIGKILL'));
-      return child;
-    };
+    const { sm, start } = s.managed({ vms: [{ name: 'vm-f', qmp: s.vmQmp }], qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB } });
     const fdsOf = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;
     // The daemon sends one datagram per fd; our socket queues only net.unix.max_dgram_qlen of
     // them (systemd raises that) and the rest wait in the daemon until the socket is read
@@ -356,20 +346,13 @@ test(
   { skip },
   async (t) => {
     const s = new Setup();
-    const sm = new FakeServiceManager(s.dir);
-    cleanups.push(() => {
-      sm.close();
-      return undefined;
-    });
-    const cfg = path.join(s.dir, 'kvmchand.json');
-    fs.writeFileSync(cfg, JSON.stringify({ vms: [{ name: 'vm-b', qmp: s.vmQmp }], qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB } }));
+    const { sm, start } = s.managed({ vms: [{ name: 'vm-b', qmp: s.vmQmp }], qmp: { retryMs: 100 }, pools: { poolSize: 64 * MiB } });
     const fdsOf = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;
     // The manager's queue is full before kvmchand starts: every FDSTORE=1 of the VM's devices
     // (and READY=1) finds no room.
     sm.pause({ fill: true });
     const q = await s.startQemu({ rootPorts: 4, rootPortReserve: '512M' });
-    const child = await sm.startDaemon({ runtimeDir: s.runtimeDir, args: ['-c', cfg], logFile: s.logFile });
-    cleanups.push(() => stopDaemon(child, 'SIGKILL'));
+    const child = await start();
     // Served meanwhile: the status (a synchronous client) answers, the devices are hot-plugged.
     await until(() => s.status().pools.some((p) => p.joined === 1), 20_000, 'pool attached while the manager is not reading');
     const id = s.status().domains.find((x) => x.name === 'vm-b')!.domain;

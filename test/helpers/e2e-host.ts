@@ -3,7 +3,7 @@
  * kvmchand-libvirt.test.ts): a private kvmchand with a given configuration in a temporary
  * directory, its status through the CLI's `status --json`, its JSON log lines and its fd count.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { PrivateDaemon } from '../../src/cli/private-daemon.js';
 import type { StatusJson as CliStatusJson } from '../../src/cli/status-json.js';
 import { fromStatusJson } from './guest-fixture.js';
+import { FakeServiceManager, stopDaemon } from './fake-service-manager.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -19,6 +20,8 @@ export class E2eHost<Status, Line> {
   readonly runtimeDir: string;
   readonly logFile: string;
   daemon: PrivateDaemon | null = null;
+  readonly #managers: FakeServiceManager[] = [];
+  readonly #managed: ChildProcess[] = [];
 
   constructor(prefix: string) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -38,6 +41,31 @@ export class E2eHost<Status, Line> {
       logFile: this.logFile,
     });
     return this.daemon;
+  }
+
+  /**
+   * kvmchand under a fake service manager (test/helpers/fake-service-manager.ts) that keeps the
+   * fds it stores, with `config` as its configuration: `start()` starts it, each time with what
+   * the store holds. Daemons and manager go with closeManaged().
+   */
+  managed(config: object): { sm: FakeServiceManager; start: () => Promise<ChildProcess> } {
+    const sm = new FakeServiceManager(this.dir);
+    this.#managers.push(sm);
+    const cfg = path.join(this.dir, 'kvmchand.json');
+    fs.writeFileSync(cfg, JSON.stringify(config));
+    const start = async (): Promise<ChildProcess> => {
+      fs.mkdirSync(this.runtimeDir, { recursive: true });
+      const child = await sm.startDaemon({ runtimeDir: this.runtimeDir, args: ['-c', cfg], logFile: this.logFile });
+      this.#managed.push(child);
+      return child;
+    };
+    return { sm, start };
+  }
+
+  /** SIGKILL what managed() started that still runs, and close its managers. */
+  async closeManaged(): Promise<void> {
+    for (const child of this.#managed.splice(0)) await stopDaemon(child, 'SIGKILL');
+    for (const sm of this.#managers.splice(0)) sm.close();
   }
 
   status(): Status {
